@@ -1,0 +1,225 @@
+"""The composition root: settings in, a ready-to-run worker out.
+
+Only this module (and the CLI above it) wires concrete adapters together; everything below
+takes its collaborators as arguments.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import urllib3
+from pydantic import ValidationError
+
+from processor.aws import AwsClients, StreamsAdapter, make_clients, resolve_stream
+from processor.batching import Dispatcher, RetryPolicy
+from processor.checkpoints import DynamoDBLeaseStore
+from processor.consumer import (
+    ConsumerContext,
+    RouteStats,
+    StreamInfo,
+    builtin_consumers,
+    load_callable,
+)
+from processor.dead_letter import DeadLetterSink, JsonlDeadLetterSink, SqsDeadLetterSink
+from processor.errors import ConfigError
+from processor.reader import ReaderSettings
+from processor.routing import Route, compile_filters
+from processor.settings import RouteSettings, Settings
+from processor.worker import Worker, WorkerSettings
+
+__all__ = ["App", "build_app", "build_routes", "make_http_pool"]
+
+log = structlog.get_logger()
+
+#: Reader threads per process share one boto3 client; botocore's pool must cover them all
+#: plus the main loop and the consumers' own calls.
+_EXTRA_CONNECTIONS = 8
+
+
+def make_http_pool(settings: Settings) -> urllib3.PoolManager:
+    """One pooled, keep-alive HTTP client shared by every webhook route of the process."""
+    return urllib3.PoolManager(
+        num_pools=32,
+        maxsize=settings.http.pool_size,
+        block=True,
+        timeout=urllib3.Timeout(
+            connect=settings.http.connect_timeout_s, read=settings.http.read_timeout_s
+        ),
+        retries=False,  # retries are the consumer's tenacity policy, not urllib3's
+    )
+
+
+def _build_consumer(
+    index: int, route: RouteSettings, context: ConsumerContext
+) -> Callable[..., Any]:
+    key = f"routes.{index}.consumer"
+    registry = builtin_consumers()
+    if route.consumer in registry:
+        factory = load_callable(registry[route.consumer])
+        try:
+            return factory(route.options, context)  # type: ignore[no-any-return]
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            value = route.options
+            for part in err["loc"]:
+                value = value.get(str(part)) if isinstance(value, dict) else None  # type: ignore[assignment]
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing":
+                msg = "required option is missing"
+            elif err["type"] == "extra_forbidden":
+                msg = "unknown option; check its spelling"
+            raise ConfigError(f"routes.{index}.options.{loc}", value, msg) from None
+    try:
+        return load_callable(route.consumer)
+    except ValueError as exc:
+        raise ConfigError(key, route.consumer, str(exc)) from None
+
+
+def build_routes(
+    settings: Settings,
+    *,
+    stream: StreamInfo,
+    clients: Any,
+    http: Any,
+    memory_caches: dict[str, Any],
+    stop: threading.Event,
+    sleep: Callable[[float], None] | None = None,
+) -> tuple[list[Route], dict[str, RouteStats]]:
+    routes, stats = [], {}
+    for index, route in enumerate(settings.routes):
+        context = ConsumerContext(
+            route=route.name,
+            config_key=f"routes.{index}",
+            stream=stream,
+            clients=clients,
+            http=http,
+            memory_caches=memory_caches,
+            sleep=sleep if sleep is not None else stop.wait,
+            stop=stop,
+        )
+        consumer = _build_consumer(index, route, context)
+        routes.append(Route(route.name, consumer, compile_filters(route.filters)))
+        stats[route.name] = context.stats
+    return routes, stats
+
+
+def make_dead_letter_sink(settings: Settings, clients: AwsClients) -> DeadLetterSink:
+    file_sink = JsonlDeadLetterSink(settings.dead_letter.path or "dead-letter.jsonl")
+    if settings.dead_letter.sqs_queue_url:
+        return SqsDeadLetterSink(clients.sqs, settings.dead_letter.sqs_queue_url, overflow=file_sink)
+    return file_sink
+
+
+@dataclass(slots=True)
+class App:
+    """Everything a run needs, built and validated."""
+
+    settings: Settings
+    worker: Worker
+    stream: StreamInfo
+    routes: list[Route]
+    stats: dict[str, RouteStats]
+    clients: AwsClients
+    http: urllib3.PoolManager
+    memory_caches: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for route in self.routes:
+            close = getattr(route.consumer, "close", None)
+            if callable(close):
+                close()
+        self.http.clear()
+
+
+def build_app(
+    settings: Settings,
+    *,
+    memory_caches: dict[str, Any] | None = None,
+    consumer_stop: threading.Event | None = None,
+) -> App:
+    """Resolve the stream, build clients, routes and the worker. Raises ConfigError."""
+    pool = settings.checkpoints.max_leases + _EXTRA_CONNECTIONS
+    clients = make_clients(
+        region=settings.aws.region,
+        endpoint_url=settings.aws.endpoint_url,
+        retry_mode=settings.aws.retry_mode,
+        max_attempts=settings.aws.max_attempts,
+        pool_size=min(pool, 200),
+        connect_timeout_s=settings.aws.connect_timeout_s,
+        read_timeout_s=settings.aws.read_timeout_s,
+    )
+    stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
+    adapter = StreamsAdapter(clients.streams)
+    stream = adapter.describe(stream_arn).info
+    http = make_http_pool(settings)
+    caches: dict[str, Any] = memory_caches if memory_caches is not None else {}
+    stop_consumers = consumer_stop or threading.Event()
+    routes, stats = build_routes(
+        settings, stream=stream, clients=clients, http=http, memory_caches=caches, stop=stop_consumers
+    )
+    sink = make_dead_letter_sink(settings, clients)
+    policy = RetryPolicy(
+        max_retries=settings.batch.max_retries,
+        bisect_on_error=settings.batch.bisect_on_error,
+        base_delay_s=settings.batch.retry_base_delay_s,
+        max_delay_s=settings.batch.retry_max_delay_s,
+    )
+    store = DynamoDBLeaseStore(
+        clients.dynamodb,
+        table=settings.checkpoints.table,
+        application=settings.checkpoints.application,
+        stream_arn=stream_arn,
+    )
+
+    def dispatcher_for(stop: threading.Event) -> Dispatcher:
+        return Dispatcher(routes, sink, policy, stats=stats, stop=stop)
+
+    worker = Worker(
+        adapter=adapter,
+        stream_arn=stream_arn,
+        store=store,
+        dispatcher_for=dispatcher_for,
+        settings=WorkerSettings(
+            owner=settings.checkpoints.owner_id,
+            starting_position=settings.stream.starting_position,
+            lease_timeout_s=settings.checkpoints.lease_timeout_s,
+            renew_interval_s=settings.checkpoints.renew_interval_s,
+            discovery_interval_s=settings.stream.discovery_interval_s,
+            max_leases=settings.checkpoints.max_leases,
+            shutdown_deadline_s=settings.shutdown.deadline_s,
+            reader=ReaderSettings(
+                get_records_limit=settings.stream.get_records_limit,
+                max_records=settings.batch.max_records,
+                poll_interval_min_s=settings.stream.poll_interval_min_s,
+                poll_interval_max_s=settings.stream.poll_interval_max_s,
+            ),
+        ),
+    )
+    return App(
+        settings=settings,
+        worker=worker,
+        stream=stream,
+        routes=routes,
+        stats=stats,
+        clients=clients,
+        http=http,
+        memory_caches=caches,
+    )
+
+
+def stats_table(stats: Mapping[str, RouteStats]) -> str:
+    """A plain-text table of what each route did (for the demo and `dsp run` summaries)."""
+    rows = [(name, s.snapshot()) for name, s in stats.items()]
+    columns = sorted({k for _, snap in rows for k in snap})
+    header = ["route", *columns]
+    lines = [header] + [[name] + [str(snap.get(c, 0)) for c in columns] for name, snap in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)

@@ -1,0 +1,311 @@
+"""Leases and checkpoints: who reads which shard, and how far it got.
+
+One item per (application, shard) in the lease table::
+
+    application (HASH)  shard_id (RANGE)  owner  lease_counter  heartbeat  checkpoint
+    finished  parent_shard_id  stream_arn
+
+Ownership changes only through conditional writes that bump ``lease_counter``; a checkpoint
+or renewal lands only while ``owner`` and ``lease_counter`` are still what the writer holds.
+A replica whose lease was taken over therefore can never move the checkpoint again
+(``LeaseLostError``). Semantics are recorded in docs/adr/0003-checkpoints-and-leases.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence, Set
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from processor.aws import error_code, translate_client_error
+from processor.errors import LeaseLostError
+from processor.shards import Shard
+
+__all__ = [
+    "DynamoDBLeaseStore",
+    "Lease",
+    "LeaseStore",
+    "leases_to_take",
+]
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    shard_id: str
+    owner: str | None
+    counter: int
+    heartbeat: float
+    checkpoint: str | None = None
+    finished: bool = False
+    parent_shard_id: str | None = None
+
+    def expired(self, now: float, timeout_s: float) -> bool:
+        return self.owner is not None and now - self.heartbeat > timeout_s
+
+
+class LeaseStore(Protocol):
+    """Where leases and checkpoints live. Every write is conditional on ownership."""
+
+    def ensure_table(self) -> None: ...
+
+    def list_leases(self) -> list[Lease]: ...
+
+    def create_missing(self, shards: Iterable[Shard], existing: Set[str]) -> None: ...
+
+    def take(self, observed: Lease, owner: str) -> Lease | None:
+        """Take ``observed`` if nobody changed it since it was read; None if somebody did."""
+
+    def renew(self, lease: Lease) -> Lease: ...
+
+    def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease: ...
+
+    def release(self, lease: Lease) -> None: ...
+
+
+def leases_to_take(
+    leases: Sequence[Lease],
+    ready: Set[str],
+    *,
+    owner: str,
+    now: float,
+    timeout_s: float,
+    limit: int,
+) -> list[Lease]:
+    """Which leases this owner should try to take now (pure).
+
+    Free leases of ready shards first, then expired ones (their owner stopped renewing),
+    in shard-id order, at most ``limit``.
+    """
+    free, expired = [], []
+    for lease in sorted(leases, key=lambda item: item.shard_id):
+        if lease.finished or lease.shard_id not in ready or lease.owner == owner:
+            continue
+        if lease.owner is None:
+            free.append(lease)
+        elif lease.expired(now, timeout_s):
+            expired.append(lease)
+    return (free + expired)[: max(limit, 0)]
+
+
+class DynamoDBLeaseStore:
+    """Leases in a DynamoDB table, created on first use (on-demand billing)."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        table: str,
+        application: str,
+        stream_arn: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self.table = table
+        self.application = application
+        self.stream_arn = stream_arn
+        self._clock = clock
+        self._sleep = sleep
+
+    # -- table --------------------------------------------------------------------------------
+
+    def ensure_table(self) -> None:
+        try:
+            self._client.describe_table(TableName=self.table)
+            return
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise translate_client_error(exc, "DescribeTable") from exc
+        except BotoCoreError as exc:
+            raise translate_client_error(exc, "DescribeTable") from exc
+        try:
+            self._client.create_table(
+                TableName=self.table,
+                KeySchema=[
+                    {"AttributeName": "application", "KeyType": "HASH"},
+                    {"AttributeName": "shard_id", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "application", "AttributeType": "S"},
+                    {"AttributeName": "shard_id", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            log.info("lease_table_created", table=self.table)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceInUseException":  # another replica created it
+                raise translate_client_error(exc, "CreateTable") from exc
+        waiter = self._client.get_waiter("table_exists")
+        waiter.wait(TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def list_leases(self) -> list[Lease]:
+        leases: list[Lease] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "application = :app",
+            "ExpressionAttributeValues": {":app": {"S": self.application}},
+            "ConsistentRead": True,
+        }
+        while True:
+            try:
+                page = self._client.query(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                raise translate_client_error(exc, "Query") from exc
+            leases.extend(_lease_from_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return leases
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _key(self, shard_id: str) -> dict[str, Any]:
+        return {"application": {"S": self.application}, "shard_id": {"S": shard_id}}
+
+    def create_missing(self, shards: Iterable[Shard], existing: Set[str]) -> None:
+        for shard in shards:
+            if shard.shard_id in existing:
+                continue
+            item: dict[str, Any] = {
+                **self._key(shard.shard_id),
+                "lease_counter": {"N": "0"},
+                "heartbeat": {"N": "0"},
+                "finished": {"BOOL": False},
+                "stream_arn": {"S": self.stream_arn},
+            }
+            if shard.parent_shard_id:
+                item["parent_shard_id"] = {"S": shard.parent_shard_id}
+            try:
+                self._client.put_item(
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(shard_id)",
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise translate_client_error(exc, "PutItem", shard_id=shard.shard_id) from exc
+
+    def _update(self, lease: Lease, operation: str, **kwargs: Any) -> bool:
+        try:
+            self._client.update_item(TableName=self.table, Key=self._key(lease.shard_id), **kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise translate_client_error(exc, operation, shard_id=lease.shard_id) from exc
+        except BotoCoreError as exc:
+            raise translate_client_error(exc, operation, shard_id=lease.shard_id) from exc
+        return True
+
+    def take(self, observed: Lease, owner: str) -> Lease | None:
+        now = self._clock()
+        values: dict[str, Any] = {
+            ":me": {"S": owner},
+            ":c": {"N": str(observed.counter)},
+            ":next": {"N": str(observed.counter + 1)},
+            ":now": {"N": repr(now)},
+            ":false": {"BOOL": False},
+        }
+        if observed.owner is None:
+            condition = "lease_counter = :c AND attribute_not_exists(#owner) AND finished = :false"
+        else:
+            condition = (
+                "lease_counter = :c AND #owner = :old AND heartbeat = :hb AND finished = :false"
+            )
+            values[":old"] = {"S": observed.owner}
+            values[":hb"] = {"N": repr(observed.heartbeat)}
+        taken = self._update(
+            observed,
+            "UpdateItem",
+            UpdateExpression="SET #owner = :me, lease_counter = :next, heartbeat = :now",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#owner": "owner"},
+            ExpressionAttributeValues=values,
+        )
+        if not taken:
+            return None
+        return replace(observed, owner=owner, counter=observed.counter + 1, heartbeat=now)
+
+    def _held_condition(self, lease: Lease) -> dict[str, Any]:
+        return {
+            "ConditionExpression": "#owner = :me AND lease_counter = :c",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+        }
+
+    def _held_values(self, lease: Lease) -> dict[str, Any]:
+        return {":me": {"S": lease.owner or ""}, ":c": {"N": str(lease.counter)}}
+
+    def renew(self, lease: Lease) -> Lease:
+        now = self._clock()
+        ok = self._update(
+            lease,
+            "UpdateItem",
+            UpdateExpression="SET heartbeat = :now",
+            ExpressionAttributeValues={**self._held_values(lease), ":now": {"N": repr(now)}},
+            **self._held_condition(lease),
+        )
+        if not ok:
+            raise LeaseLostError("lease was taken over", shard_id=lease.shard_id)
+        return replace(lease, heartbeat=now)
+
+    def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease:
+        now = self._clock()
+        sets = ["heartbeat = :now", "finished = :fin"]
+        values = {
+            **self._held_values(lease),
+            ":now": {"N": repr(now)},
+            ":fin": {"BOOL": finished},
+        }
+        if sequence_number is not None:
+            sets.append("checkpoint = :seq")
+            values[":seq"] = {"S": sequence_number}
+        ok = self._update(
+            lease,
+            "UpdateItem",
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeValues=values,
+            **self._held_condition(lease),
+        )
+        if not ok:
+            raise LeaseLostError(
+                "lease was taken over; checkpoint not written",
+                shard_id=lease.shard_id,
+                sequence_number=sequence_number,
+            )
+        return replace(
+            lease,
+            heartbeat=now,
+            finished=finished,
+            checkpoint=sequence_number if sequence_number is not None else lease.checkpoint,
+        )
+
+    def release(self, lease: Lease) -> None:
+        self._update(
+            lease,
+            "UpdateItem",
+            UpdateExpression="REMOVE #owner",
+            ExpressionAttributeValues=self._held_values(lease),
+            **self._held_condition(lease),
+        )
+
+
+def _lease_from_item(item: dict[str, Any]) -> Lease:
+    def s(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    return Lease(
+        shard_id=item["shard_id"]["S"],
+        owner=s("owner"),
+        counter=int(item.get("lease_counter", {"N": "0"})["N"]),
+        heartbeat=float(item.get("heartbeat", {"N": "0"})["N"]),
+        checkpoint=s("checkpoint"),
+        finished=bool(item.get("finished", {"BOOL": False})["BOOL"]),
+        parent_shard_id=s("parent_shard_id"),
+    )

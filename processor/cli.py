@@ -1,0 +1,118 @@
+"""The ``dsp`` command line. The only place that reads the process environment.
+
+Exit status: 0 done, 1 runtime failure, 2 bad configuration (nothing was read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from processor.app import build_app, stats_table
+from processor.errors import ConfigError, ProcessorError
+from processor.observability import configure_logging
+from processor.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+log = structlog.get_logger()
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsp", description="Read a DynamoDB Stream and fan every change out to consumers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, help="the TOML configuration file")
+        p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        p.add_argument("--log-format", choices=["auto", "json", "console"])
+
+    run = sub.add_parser("run", help="run the worker until stopped (SIGINT/SIGTERM)")
+    common(run)
+    run.add_argument(
+        "--stop-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="exit 0 once every owned shard has had no new records for SECONDS",
+    )
+    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    common(check)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    logging: dict[str, str] = {}
+    if args.log_level:
+        logging["level"] = args.log_level
+    if args.log_format:
+        logging["format"] = args.log_format
+    return {"logging": logging} if logging else {}
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    if overrides := _overrides(args):
+        merged = settings.model_dump()
+        merged["logging"].update(overrides["logging"])
+        settings = Settings.model_validate(merged)
+    return settings
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    consumer_stop = threading.Event()
+    app = build_app(settings, consumer_stop=consumer_stop)
+    try:
+        summary = app.worker.run(stop=stop, stop_when_idle=args.stop_when_idle)
+    finally:
+        consumer_stop.set()
+        app.close()
+    log.info("run_summary", routes={n: s.snapshot() for n, s in app.stats.items()})
+    if args.stop_when_idle is not None:
+        print(stats_table(app.stats))
+    return EXIT_FAILURE if summary.reader_failures else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        print(f"dsp: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.logging.level, settings.logging.format)
+    if args.command == "check-config":
+        print(f"{args.config}: ok ({len(settings.routes)} routes)")
+        return EXIT_OK
+    try:
+        return _run(args, settings)
+    except ConfigError as exc:
+        print(f"dsp: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ProcessorError as exc:
+        log.error("run_failed", error_type=type(exc).__name__, error=str(exc))
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

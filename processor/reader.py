@@ -1,0 +1,183 @@
+"""The GetRecords loop for one owned shard.
+
+Reads from the lease's checkpoint (AFTER_SEQUENCE_NUMBER), else from the position the worker
+chose (TRIM_HORIZON for a child whose parent was read, else ``starting_position``). Each page
+is cut into batches of ``max_records``; each batch is dispatched to every route and then
+checkpointed, conditional on still holding the lease. An expired iterator is re-acquired
+after the last handled sequence number. Empty pages back off between a floor and a ceiling.
+The shard ends when GetRecords returns no ``NextShardIterator``: it is checkpointed as
+finished and the lease is released.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_random_exponential,
+)
+
+from processor.aws import Page, StreamsAdapter
+from processor.batching import Dispatcher
+from processor.checkpoints import Lease, LeaseStore
+from processor.errors import (
+    IteratorExpiredError,
+    LeaseLostError,
+    ShutdownRequested,
+    TransientError,
+)
+from processor.records import StreamRecord
+
+__all__ = ["ReaderOutcome", "ReaderSettings", "ShardReader"]
+
+log = structlog.get_logger()
+
+
+class ReaderOutcome(enum.Enum):
+    FINISHED = "finished"  # closed shard drained and checkpointed as finished
+    STOPPED = "stopped"  # stop requested; the last handled batch is checkpointed
+    LEASE_LOST = "lease_lost"  # another owner took the shard
+    FAILED = "failed"  # an unexpected error; the lease is released for a retry
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderSettings:
+    get_records_limit: int = 1000
+    max_records: int = 100
+    poll_interval_min_s: float = 0.25
+    poll_interval_max_s: float = 2.0
+
+
+class ShardReader:
+    def __init__(
+        self,
+        *,
+        adapter: StreamsAdapter,
+        stream_arn: str,
+        lease: Lease,
+        initial_position: str,
+        store: LeaseStore,
+        dispatcher: Dispatcher,
+        settings: ReaderSettings,
+        stop: threading.Event,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.shard_id = lease.shard_id
+        self.lease = lease
+        self._adapter = adapter
+        self._stream_arn = stream_arn
+        self._initial_position = initial_position
+        self._store = store
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self.stop = stop
+        self._monotonic = monotonic
+        self.last_handled: str | None = lease.checkpoint
+        self.records_read = 0
+        self.last_records_at = monotonic()
+        self.caught_up = False
+        self._lock = threading.Lock()
+
+    # -- positions ----------------------------------------------------------------------------
+
+    def _iterator(self) -> str:
+        if self.last_handled is not None:
+            return self._adapter.get_iterator(
+                self._stream_arn, self.shard_id, "AFTER_SEQUENCE_NUMBER", self.last_handled
+            )
+        return self._adapter.get_iterator(self._stream_arn, self.shard_id, self._initial_position)
+
+    def _with_retries(self, call: Callable[[], str | Page]) -> str | Page:
+        """Transient failures (throttling after botocore's own retries, 5xx) back off here."""
+        retrying = Retrying(
+            stop=stop_when_event_set(self.stop),
+            wait=wait_random_exponential(multiplier=0.5, max=self._settings.poll_interval_max_s * 5),
+            retry=retry_if_exception_type(TransientError),
+            sleep=self.stop.wait,
+            before_sleep=lambda s: log.warning(
+                "stream_call_retrying",
+                attempt=s.attempt_number,
+                wait_s=round(s.upcoming_sleep, 3),
+                error=str(s.outcome.exception()) if s.outcome else None,
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(call)
+        except TransientError as exc:
+            if self.stop.is_set():
+                raise ShutdownRequested("stop requested while retrying a stream call") from exc
+            raise
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> ReaderOutcome:
+        structlog.contextvars.bind_contextvars(shard_id=self.shard_id)
+        try:
+            return self._run()
+        except ShutdownRequested:
+            return ReaderOutcome.STOPPED
+        except LeaseLostError:
+            log.warning("lease_lost", last_handled=self.last_handled)
+            return ReaderOutcome.LEASE_LOST
+        except Exception:
+            log.exception("shard_reader_failed", last_handled=self.last_handled)
+            return ReaderOutcome.FAILED
+        finally:
+            structlog.contextvars.unbind_contextvars("shard_id", "sequence_number")
+
+    def _run(self) -> ReaderOutcome:
+        log.info("shard_reader_started", checkpoint=self.last_handled, position=self._initial_position)
+        iterator: str = self._with_retries(self._iterator)  # type: ignore[assignment]
+        delay = self._settings.poll_interval_min_s
+        while not self.stop.is_set():
+            try:
+                page: Page = self._with_retries(  # type: ignore[assignment]
+                    lambda it=iterator: self._adapter.get_records(  # type: ignore[misc]
+                        it, limit=self._settings.get_records_limit, shard_id=self.shard_id
+                    )
+                )
+            except IteratorExpiredError:
+                log.info("iterator_expired", resume_after=self.last_handled)
+                iterator = self._with_retries(self._iterator)  # type: ignore[assignment]
+                continue
+            if page.malformed:
+                self._dispatcher.reject_malformed(page.malformed, self.shard_id)
+            if page.records:
+                self._handle(page.records)
+                delay = self._settings.poll_interval_min_s
+                self.caught_up = False
+            if page.next_iterator is None:
+                self.lease = self._store.checkpoint(self.lease, self.last_handled, finished=True)
+                self._store.release(self.lease)
+                log.info("shard_finished", last_handled=self.last_handled, records=self.records_read)
+                return ReaderOutcome.FINISHED
+            iterator = page.next_iterator
+            if not page.records:
+                self.caught_up = True
+                self.stop.wait(delay)
+                delay = min(delay * 2, self._settings.poll_interval_max_s)
+        return ReaderOutcome.STOPPED
+
+    def _handle(self, records: list[StreamRecord]) -> None:
+        size = self._settings.max_records
+        for start in range(0, len(records), size):
+            batch = records[start : start + size]
+            last = batch[-1].sequence_number
+            structlog.contextvars.bind_contextvars(sequence_number=last)
+            self._dispatcher.dispatch(batch)
+            self.lease = self._store.checkpoint(self.lease, last, finished=False)
+            with self._lock:
+                self.last_handled = last
+                self.records_read += len(batch)
+                self.last_records_at = self._monotonic()
+            if self.stop.is_set():
+                raise ShutdownRequested("stop requested between batches")

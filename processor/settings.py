@@ -1,0 +1,319 @@
+"""Typed settings: one TOML file, every key overridable by a ``DSP_`` environment variable.
+
+Precedence: command-line flag, then environment, then the TOML file, then the default.
+Nested keys use ``__``: ``DSP_AWS__ENDPOINT_URL``, ``DSP_STREAM__TABLE``,
+``DSP_BATCH__MAX_RETRIES``. A route's keys are addressed by its name:
+``DSP_ROUTES__<NAME>__OPTIONS__SECRET`` (name upper-cased, ``-`` as ``_``). ``DSP_ROUTES``
+replaces the whole list with JSON.
+
+Every value is checked at start. Any problem raises :class:`~processor.errors.ConfigError`
+naming the key, the value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from processor.consumer import builtin_consumers
+from processor.errors import MISSING, ConfigError
+from processor.routing import PatternError, compile_filters
+
+__all__ = ["Settings", "load_settings"]
+
+ENV_PREFIX = "DSP_"
+_CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AwsSettings(_Section):
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:5000")
+        return value
+
+
+class StreamSettings(_Section):
+    table: str | None = None
+    arn: str | None = None
+    starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
+    get_records_limit: int = Field(default=1000, ge=1, le=1000)
+    poll_interval_min_s: float = Field(default=0.25, gt=0, le=60)
+    poll_interval_max_s: float = Field(default=2.0, gt=0, le=300)
+    discovery_interval_s: float = Field(default=30.0, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StreamSettings:
+        if not self.table and not self.arn:
+            raise ValueError("set stream.table (the table whose stream to read) or stream.arn")
+        if self.poll_interval_max_s < self.poll_interval_min_s:
+            raise ValueError("poll_interval_max_s must be >= poll_interval_min_s")
+        return self
+
+
+class CheckpointSettings(_Section):
+    table: str = "dsp-leases"
+    application: str = Field(min_length=1, pattern=r"^[\w.\-:]+$")
+    owner: str | None = None  # default: hostname:pid
+    lease_timeout_s: float = Field(default=30.0, ge=2)
+    renew_interval_s: float = Field(default=10.0, gt=0)
+    max_leases: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _renew_faster_than_timeout(self) -> CheckpointSettings:
+        if self.renew_interval_s * 2 > self.lease_timeout_s:
+            raise ValueError("renew_interval_s must be at most half of lease_timeout_s")
+        return self
+
+    @property
+    def owner_id(self) -> str:
+        return self.owner or f"{socket.gethostname()}:{os.getpid()}"
+
+
+class DeadLetterSettings(_Section):
+    path: str | None = "dead-letter.jsonl"
+    sqs_queue_url: str | None = None
+
+
+class BatchSettings(_Section):
+    max_records: int = Field(default=100, ge=1, le=10000)
+    max_retries: int = Field(default=3, ge=0, le=10000)
+    bisect_on_error: bool = True
+    retry_base_delay_s: float = Field(default=0.2, gt=0)
+    retry_max_delay_s: float = Field(default=20.0, gt=0)
+
+
+class HttpSettings(_Section):
+    pool_size: int = Field(default=10, ge=1, le=1000)
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class ShutdownSettings(_Section):
+    deadline_s: float = Field(default=30.0, gt=0)
+
+
+class RouteSettings(_Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    consumer: str
+    filter: str | list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("consumer")
+    @classmethod
+    def _known_consumer(cls, value: str) -> str:
+        names = builtin_consumers()
+        if value in names or _CALLABLE_SPEC.match(value):
+            return value
+        valid = ", ".join(f'"{n}"' for n in sorted(names))
+        raise ValueError(f'unknown consumer; valid: {valid}, or "package.module:callable"')
+
+    @field_validator("filter")
+    @classmethod
+    def _valid_filter(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is None:
+            return None
+        try:
+            compile_filters([value] if isinstance(value, str) else value)
+        except PatternError as exc:
+            raise ValueError(f"malformed filter pattern: {exc}") from None
+        return value
+
+    @property
+    def filters(self) -> list[str]:
+        if self.filter is None:
+            return []
+        return [self.filter] if isinstance(self.filter, str) else list(self.filter)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    aws: AwsSettings = AwsSettings()
+    stream: StreamSettings
+    checkpoints: CheckpointSettings
+    dead_letter: DeadLetterSettings = DeadLetterSettings()
+    batch: BatchSettings = BatchSettings()
+    http: HttpSettings = HttpSettings()
+    logging: LoggingSettings = LoggingSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    routes: list[RouteSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> Settings:
+        seen: set[str] = set()
+        for route in self.routes:
+            if route.name in seen:
+                raise ValueError(f"route name {route.name!r} is used twice; names must be unique")
+            seen.add(route.name)
+        if not self.dead_letter.path and not self.dead_letter.sqs_queue_url:
+            raise ValueError("set dead_letter.path or dead_letter.sqs_queue_url")
+        return self
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+def _route_env_overrides(routes: list[Any], environ: Mapping[str, str]) -> list[Any]:
+    """Apply ``DSP_ROUTES__<NAME>__KEY[__SUBKEY]`` variables to the route of that name."""
+    prefix = f"{ENV_PREFIX}ROUTES__"
+    by_env_name = {
+        str(r.get("name", "")).upper().replace("-", "_"): r for r in routes if isinstance(r, dict)
+    }
+    for var, raw in environ.items():
+        if not var.upper().startswith(prefix):
+            continue
+        name, _, rest = var[len(prefix) :].partition("__")
+        route = by_env_name.get(name.upper())
+        if route is None or not rest:
+            raise ConfigError(var, raw, f"no route named {name.lower()!r} in the configuration")
+        path = [p.lower() for p in rest.split("__")]
+        target = route
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = _env_value(raw)
+    return routes
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _lookup(data: Any, loc: tuple[int | str, ...]) -> Any:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return MISSING
+    return data
+
+
+def _first_error(exc: ValidationError, merged: dict[str, Any]) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    msg = err["msg"].removeprefix("Value error, ")
+    value = _lookup(merged, loc) if err["type"] != "missing" else MISSING
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; remove it or check its spelling against config/defaults.toml"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    extra = len(exc.errors()) - 1
+    if extra:
+        msg += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    return ConfigError(_format_loc(loc) or "<root>", value, msg)
+
+
+def load_settings(
+    path: str | Path | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the TOML file, apply ``DSP_`` variables and ``overrides``, validate everything."""
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("--config", str(file), "file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", str(file), f"not valid TOML: {exc}") from None
+    if f"{ENV_PREFIX}ROUTES" in {k.upper() for k in env}:
+        raw_routes = next(v for k, v in env.items() if k.upper() == f"{ENV_PREFIX}ROUTES")
+        data["routes"] = _env_value(raw_routes)
+        env = {k: v for k, v in env.items() if k.upper() != f"{ENV_PREFIX}ROUTES"}
+    if isinstance(data.get("routes"), list):
+        data["routes"] = _route_env_overrides(data["routes"], env)
+    route_vars = {k for k in env if k.upper().startswith(f"{ENV_PREFIX}ROUTES__")}
+    env = {k: v for k, v in env.items() if k not in route_vars}
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            env_source = EnvSettingsSource(
+                settings_cls,
+                env_prefix=ENV_PREFIX,
+                env_nested_delimiter="__",
+                case_sensitive=False,
+            )
+            env_source.env_vars = {k.lower(): v for k, v in env.items()}
+            return (init_settings, env_source, _TomlSource(settings_cls, data))
+
+    try:
+        loaded = _Loaded(**dict(overrides or {}))
+    except ValidationError as exc:
+        merged = dict(data)
+        raise _first_error(exc, merged) from None
+    return loaded

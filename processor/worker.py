@@ -1,0 +1,259 @@
+"""Lease acquisition, one reader thread per owned shard, renewal, graceful shutdown.
+
+The main loop (one thread) discovers shards, creates missing lease items, takes leases of
+ready shards (lineage: children only after their parents finished), starts a
+:class:`~processor.reader.ShardReader` thread per owned shard, renews leases, and notices
+when every owned shard has been idle long enough (``--stop-when-idle``). On stop it tells
+readers to finish their in-flight batch, waits up to the shutdown deadline, and releases the
+leases it still holds so another replica can take over at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from processor.aws import StreamsAdapter
+from processor.batching import Dispatcher
+from processor.checkpoints import Lease, LeaseStore, leases_to_take
+from processor.errors import LeaseLostError, ProcessorError, StreamNotFoundError
+from processor.reader import ReaderOutcome, ReaderSettings, ShardReader
+from processor.shards import Shard, ready_shards
+
+__all__ = ["RunSummary", "Worker", "WorkerSettings"]
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    owner: str
+    starting_position: str = "TRIM_HORIZON"
+    lease_timeout_s: float = 30.0
+    renew_interval_s: float = 10.0
+    discovery_interval_s: float = 30.0
+    max_leases: int = 100
+    shutdown_deadline_s: float = 30.0
+    tick_s: float = 0.2
+    reader: ReaderSettings = field(default_factory=ReaderSettings)
+
+
+@dataclass(slots=True)
+class RunSummary:
+    records_read: int = 0
+    shards_finished: int = 0
+    leases_taken: int = 0
+    leases_lost: int = 0
+    reader_failures: int = 0
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Running:
+    reader: ShardReader
+    thread: threading.Thread
+    outcome: ReaderOutcome | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        adapter: StreamsAdapter,
+        stream_arn: str,
+        store: LeaseStore,
+        dispatcher_for: Callable[[threading.Event], Dispatcher],
+        settings: WorkerSettings,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._adapter = adapter
+        self._stream_arn = stream_arn
+        self._store = store
+        self._dispatcher_for = dispatcher_for
+        self.settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._running: dict[str, _Running] = {}
+        self._shards: dict[str, Shard] = {}
+        self.summary = RunSummary()
+
+    # -- discovery and leases -----------------------------------------------------------------
+
+    def _discover(self) -> None:
+        description = self._adapter.describe(self._stream_arn)
+        self._shards = {s.shard_id: s for s in description.shards}
+        leases = self._store.list_leases()
+        self._store.create_missing(description.shards, {lease.shard_id for lease in leases})
+        log.debug("shards_discovered", shards=len(self._shards))
+
+    def _take_leases(self) -> None:
+        leases = self._store.list_leases()
+        finished = {lease.shard_id for lease in leases if lease.finished}
+        known = {lease.shard_id for lease in leases}
+        ready = {s.shard_id for s in ready_shards(self._shards.values(), finished, known)}
+        room = self.settings.max_leases - len(self._running)
+        for observed in leases_to_take(
+            leases,
+            ready,
+            owner=self.settings.owner,
+            now=self._clock(),
+            timeout_s=self.settings.lease_timeout_s,
+            limit=room,
+        ):
+            if observed.shard_id in self._running:
+                continue
+            lease = self._store.take(observed, self.settings.owner)
+            if lease is None:
+                continue  # another replica was faster
+            self.summary.leases_taken += 1
+            log.info(
+                "lease_taken",
+                shard_id=lease.shard_id,
+                previous_owner=observed.owner,
+                lease_counter=lease.counter,
+                checkpoint=lease.checkpoint,
+            )
+            self._start_reader(lease, finished)
+
+    def _start_reader(self, lease: Lease, finished: set[str]) -> None:
+        shard = self._shards.get(lease.shard_id)
+        parent = shard.parent_shard_id if shard else lease.parent_shard_id
+        # A child whose parent we read must start at its beginning, whatever the configured
+        # starting position: otherwise the records between the split and now would be lost.
+        position = "TRIM_HORIZON" if parent and parent in finished else self.settings.starting_position
+        stop = threading.Event()
+        reader = ShardReader(
+            adapter=self._adapter,
+            stream_arn=self._stream_arn,
+            lease=lease,
+            initial_position=position,
+            store=self._store,
+            dispatcher=self._dispatcher_for(stop),
+            settings=self.settings.reader,
+            stop=stop,
+            monotonic=self._monotonic,
+        )
+        running = _Running(reader=reader, thread=threading.Thread(target=lambda: None))
+        running.thread = threading.Thread(
+            target=self._run_reader, args=(running,), name=f"reader-{lease.shard_id}", daemon=True
+        )
+        self._running[lease.shard_id] = running
+        running.thread.start()
+
+    @staticmethod
+    def _run_reader(running: _Running) -> None:
+        running.outcome = running.reader.run()
+
+    def _reap(self) -> bool:
+        """Forget readers that ended; True when a shard finished (children may be ready)."""
+        any_finished = False
+        for shard_id, running in list(self._running.items()):
+            if running.thread.is_alive():
+                continue
+            del self._running[shard_id]
+            outcome = running.outcome or ReaderOutcome.FAILED
+            self.summary.records_read += running.reader.records_read
+            self.summary.outcomes[shard_id] = outcome.value
+            if outcome is ReaderOutcome.FINISHED:
+                self.summary.shards_finished += 1
+                any_finished = True
+            elif outcome is ReaderOutcome.LEASE_LOST:
+                self.summary.leases_lost += 1
+            elif outcome is ReaderOutcome.FAILED:
+                self.summary.reader_failures += 1
+                self._release(running.reader.lease)
+        return any_finished
+
+    def _renew(self) -> None:
+        for running in list(self._running.values()):
+            try:
+                running.reader.lease = self._store.renew(running.reader.lease)
+            except LeaseLostError:
+                log.warning("lease_lost", shard_id=running.reader.shard_id)
+                running.reader.stop.set()
+            except ProcessorError as exc:
+                log.warning("lease_renew_failed", shard_id=running.reader.shard_id, error=str(exc))
+
+    def _release(self, lease: Lease) -> None:
+        try:
+            self._store.release(lease)
+        except ProcessorError as exc:
+            log.warning("lease_release_failed", shard_id=lease.shard_id, error=str(exc))
+
+    # -- idle ---------------------------------------------------------------------------------
+
+    def _idle_for(self) -> float | None:
+        """Seconds since the last record on any owned shard, or None while one is busy."""
+        readers = [r.reader for r in self._running.values()]
+        if not all(r.caught_up for r in readers):
+            return None
+        return self._monotonic() - max(r.last_records_at for r in readers)
+
+    # -- main loop ----------------------------------------------------------------------------
+
+    def run(self, *, stop: threading.Event, stop_when_idle: float | None = None) -> RunSummary:
+        self._store.ensure_table()
+        log.info("worker_started", owner=self.settings.owner, stream_arn=self._stream_arn)
+        next_discovery = next_renewal = next_take = 0.0
+        idle_started: float | None = None
+        try:
+            while not stop.is_set():
+                now = self._monotonic()
+                if self._reap():
+                    next_discovery = next_take = now  # children of a finished shard
+                if now >= next_discovery:
+                    try:
+                        self._discover()
+                    except StreamNotFoundError:
+                        raise
+                    except ProcessorError as exc:
+                        log.warning("shard_discovery_failed", error=str(exc))
+                    next_discovery = now + self.settings.discovery_interval_s
+                if now >= next_take:
+                    try:
+                        self._take_leases()
+                    except ProcessorError as exc:
+                        log.warning("lease_scan_failed", error=str(exc))
+                    next_take = now + min(self.settings.renew_interval_s, 2.0)
+                if now >= next_renewal:
+                    self._renew()
+                    next_renewal = now + self.settings.renew_interval_s
+                if stop_when_idle is not None:
+                    if self._running:
+                        idle_started = None
+                        idle = self._idle_for()
+                    else:  # nothing to read (yet): idle since we first saw that
+                        idle_started = idle_started or now
+                        idle = now - idle_started
+                    if idle is not None and idle >= stop_when_idle:
+                        log.info("worker_idle", idle_s=round(idle, 2))
+                        break
+                stop.wait(self.settings.tick_s)
+        finally:
+            self._shutdown()
+        log.info(
+            "worker_stopped",
+            records_read=self.summary.records_read,
+            shards_finished=self.summary.shards_finished,
+            leases_lost=self.summary.leases_lost,
+        )
+        return self.summary
+
+    def _shutdown(self) -> None:
+        for running in self._running.values():
+            running.reader.stop.set()
+        deadline = self._monotonic() + self.settings.shutdown_deadline_s
+        for running in self._running.values():
+            running.thread.join(max(0.0, deadline - self._monotonic()))
+        for shard_id, running in self._running.items():
+            if running.thread.is_alive():
+                log.error("reader_did_not_stop", shard_id=shard_id, deadline_s=self.settings.shutdown_deadline_s)
+                continue
+            if running.outcome is ReaderOutcome.STOPPED:
+                self._release(running.reader.lease)
+        self._reap()
