@@ -151,7 +151,7 @@ class BatchWriteConsumer:
 
         def call() -> None:
             nonlocal pending
-            self._stats.add("calls")
+            self._stats.add("batch_write_calls")
             try:
                 answer = self._client.batch_write_item(RequestItems=pending)
             except ClientError as exc:

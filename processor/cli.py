@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         app.close()
     log.info("run_summary", routes={n: s.snapshot() for n, s in app.stats.items()})
     if args.stop_when_idle is not None:
-        print(stats_table(app.stats))
+        print(stats_table(settings, app.stats))
     return EXIT_FAILURE if summary.reader_failures else EXIT_OK
 
 

@@ -240,30 +240,35 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _lookup(data: Any, loc: tuple[int | str, ...]) -> Any:
-    for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            return MISSING
-    return data
+def _config_errors(exc: ValidationError) -> ConfigError:
+    """One ConfigError naming the first bad key; every other problem on its own line."""
+    problems: list[ConfigError] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input", MISSING)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling against config/defaults.toml"
+        elif err["type"] == "missing":
+            msg, value = "required key is missing", MISSING
+        problems.append(ConfigError(_format_loc(loc) or "<root>", value, msg))
+    first = problems[0]
+    if len(problems) > 1:
+        more = "\n".join(f"  also: {p}" for p in problems[1:])
+        return ConfigError(first.key, first.value, f"{first.reason}\n{more}")
+    return first
 
 
-def _first_error(exc: ValidationError, merged: dict[str, Any]) -> ConfigError:
-    err = exc.errors(include_url=False)[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-    msg = err["msg"].removeprefix("Value error, ")
-    value = _lookup(merged, loc) if err["type"] != "missing" else MISSING
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key; remove it or check its spelling against config/defaults.toml"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    extra = len(exc.errors()) - 1
-    if extra:
-        msg += f" (and {extra} more problem{'s' if extra > 1 else ''})"
-    return ConfigError(_format_loc(loc) or "<root>", value, msg)
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    sections = {name.upper() for name in Settings.model_fields}
+    for var, value in environ.items():
+        upper = var.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == f"{ENV_PREFIX}CONFIG":
+            continue
+        section = upper[len(ENV_PREFIX) :].split("__", 1)[0]
+        if section not in sections:
+            valid = ", ".join(f"{ENV_PREFIX}{s}__..." for s in sorted(sections))
+            raise ConfigError(var, value, f"unknown setting; valid prefixes: {valid}")
 
 
 def load_settings(
@@ -274,6 +279,7 @@ def load_settings(
 ) -> Settings:
     """Read the TOML file, apply ``DSP_`` variables and ``overrides``, validate everything."""
     env = dict(os.environ if environ is None else environ)
+    _check_env_names(env)
     data: dict[str, Any] = {}
     if path is not None:
         file = Path(path)
@@ -314,6 +320,5 @@ def load_settings(
     try:
         loaded = _Loaded(**dict(overrides or {}))
     except ValidationError as exc:
-        merged = dict(data)
-        raise _first_error(exc, merged) from None
+        raise _config_errors(exc) from None
     return loaded

@@ -1,0 +1,331 @@
+"""Helpers for tests (ours and users'): real local servers and record builders.
+
+* :func:`moto_server` - an embedded DynamoDB + Streams + SQS endpoint on 127.0.0.1
+  (needs the ``test`` extra: ``moto[server]``).
+* :class:`WebhookReceiver` - a real HTTP server on 127.0.0.1 that records every request and
+  answers with scripted statuses.
+* :func:`make_record` - a stream record in DynamoDB JSON, as GetRecords returns it.
+* :class:`MemoryLeaseStore` - the lease store protocol in memory, for pure worker tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Set
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from processor.checkpoints import Lease
+from processor.errors import LeaseLostError
+from processor.records import StreamRecord
+from processor.shards import Shard
+
+__all__ = [
+    "MemoryLeaseStore",
+    "ReceivedRequest",
+    "WebhookReceiver",
+    "create_table",
+    "make_record",
+    "moto_server",
+    "scan_all",
+]
+
+_sequence = itertools.count(100000000000000000000)
+
+
+def make_record(
+    keys: dict[str, Any],
+    *,
+    event_name: str = "INSERT",
+    new_image: dict[str, Any] | None = None,
+    old_image: dict[str, Any] | None = None,
+    sequence_number: str | None = None,
+    created: float = 1_700_000_000.0,
+    event_id: str | None = None,
+    shard_id: str | None = "shardId-test",
+    ttl_delete: bool = False,
+) -> StreamRecord:
+    """A record in DynamoDB JSON. Images default from the event name (new for INSERT...)."""
+    seq = sequence_number or str(next(_sequence))
+    ddb: dict[str, Any] = {
+        "ApproximateCreationDateTime": created,
+        "Keys": keys,
+        "SequenceNumber": seq,
+        "SizeBytes": 100,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+    if new_image is None and event_name != "REMOVE":
+        new_image = dict(keys)
+    if new_image is not None:
+        ddb["NewImage"] = new_image
+    if old_image is not None:
+        ddb["OldImage"] = old_image
+    raw: dict[str, Any] = {
+        "eventID": event_id or f"evt-{seq}",
+        "eventName": event_name,
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": ddb,
+    }
+    if ttl_delete:
+        raw["userIdentity"] = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+    return StreamRecord.from_wire(raw, shard_id=shard_id)
+
+
+@contextlib.contextmanager
+def moto_server(port: int = 0) -> Iterator[str]:
+    """Run moto's server on 127.0.0.1 and yield its endpoint URL.
+
+    Sets dummy AWS credentials in the environment if none are set (moto accepts any).
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    host, bound = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class _Script:
+    """Statuses to answer, in order; the last one repeats. Headers go with every answer."""
+
+    statuses: list[int] = field(default_factory=lambda: [200])
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+class WebhookReceiver:
+    """A real HTTP/1.1 keep-alive server on 127.0.0.1 that records what it receives.
+
+    ``script(path, [503, 200])`` makes requests to ``path`` answer 503 once, then 200.
+    Requests answered with a non-2xx status are recorded in ``attempts`` only; successful
+    ones in ``requests`` too.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: list[ReceivedRequest] = []
+        self.attempts: list[tuple[ReceivedRequest, int]] = []
+        self.connections = 0
+        self._scripts: dict[str, _Script] = {}
+        self._counts: dict[str, int] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body leave in one segment: otherwise Nagle + delayed ACK add
+            # ~40 ms to every keep-alive response and every benchmark measures that.
+            disable_nagle_algorithm = True
+            wbufsize = 64 * 1024
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver._lock:
+                    receiver.connections += 1
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                request = ReceivedRequest(
+                    "POST", self.path, dict(self.headers.items()), body, time.monotonic()
+                )
+                status, headers, delay = receiver._answer(self.path)
+                if delay:
+                    time.sleep(delay)
+                with receiver._lock:
+                    receiver.attempts.append((request, status))
+                    if 200 <= status < 300:
+                        receiver.requests.append(request)
+                payload = b'{"ok": true}' if status < 300 else b'{"error": "scripted"}'
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _answer(self, path: str) -> tuple[int, dict[str, str], float]:
+        with self._lock:
+            script = self._scripts.get(path) or _Script()
+            n = self._counts.get(path, 0)
+            self._counts[path] = n + 1
+            status = script.statuses[min(n, len(script.statuses) - 1)]
+            return status, dict(script.headers), script.delay_s
+
+    def script(
+        self,
+        path: str,
+        statuses: Iterable[int],
+        *,
+        headers: dict[str, str] | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
+        with self._lock:
+            self._scripts[path] = _Script(list(statuses), dict(headers or {}), delay_s)
+            self._counts[path] = 0
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def received(self, path: str | None = None) -> list[ReceivedRequest]:
+        with self._lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def wait_for(self, count: int, timeout_s: float = 10.0, path: str | None = None) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(self.received(path)) >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+
+class MemoryLeaseStore:
+    """The lease store protocol in memory, with the same conditional semantics."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._lock = threading.Lock()
+        self.leases: dict[str, Lease] = {}
+        self._clock = clock
+        self.checkpoints: list[tuple[str, str | None, bool]] = []
+
+    def ensure_table(self) -> None:
+        return
+
+    def list_leases(self) -> list[Lease]:
+        with self._lock:
+            return list(self.leases.values())
+
+    def create_missing(self, shards: Iterable[Shard], existing: Set[str]) -> None:
+        with self._lock:
+            for shard in shards:
+                self.leases.setdefault(
+                    shard.shard_id,
+                    Lease(shard.shard_id, None, 0, 0.0, parent_shard_id=shard.parent_shard_id),
+                )
+
+    def take(self, observed: Lease, owner: str) -> Lease | None:
+        with self._lock:
+            current = self.leases[observed.shard_id]
+            if current != observed or current.finished:
+                return None
+            taken = replace(current, owner=owner, counter=current.counter + 1, heartbeat=self._clock())
+            self.leases[observed.shard_id] = taken
+            return taken
+
+    def _check(self, lease: Lease) -> Lease:
+        current = self.leases[lease.shard_id]
+        if current.owner != lease.owner or current.counter != lease.counter:
+            raise LeaseLostError("lease was taken over", shard_id=lease.shard_id)
+        return current
+
+    def renew(self, lease: Lease) -> Lease:
+        with self._lock:
+            current = replace(self._check(lease), heartbeat=self._clock())
+            self.leases[lease.shard_id] = current
+            return current
+
+    def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease:
+        with self._lock:
+            current = self._check(lease)
+            current = replace(
+                current,
+                heartbeat=self._clock(),
+                finished=finished,
+                checkpoint=sequence_number if sequence_number is not None else current.checkpoint,
+            )
+            self.leases[lease.shard_id] = current
+            self.checkpoints.append((lease.shard_id, sequence_number, finished))
+            return current
+
+    def release(self, lease: Lease) -> None:
+        with self._lock:
+            current = self.leases[lease.shard_id]
+            if current.owner == lease.owner and current.counter == lease.counter:
+                self.leases[lease.shard_id] = replace(current, owner=None)
+
+
+def create_table(
+    dynamodb: Any,
+    name: str,
+    *,
+    keys: tuple[str, ...] = ("pk", "sk"),
+    stream_view: str | None = "NEW_AND_OLD_IMAGES",
+) -> str | None:
+    """Create an on-demand table with string keys (hash, then range); return its stream ARN."""
+    schema = [
+        {"AttributeName": k, "KeyType": "HASH" if i == 0 else "RANGE"} for i, k in enumerate(keys)
+    ]
+    kwargs: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": schema,
+        "AttributeDefinitions": [{"AttributeName": k, "AttributeType": "S"} for k in keys],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    if stream_view:
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream_view}
+    table = dynamodb.create_table(**kwargs)["TableDescription"]
+    return table.get("LatestStreamArn")
+
+
+def scan_all(dynamodb: Any, name: str) -> list[dict[str, Any]]:
+    """Every item of a table in DynamoDB JSON (follows pagination)."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": name, "ConsistentRead": True}
+    while True:
+        page = dynamodb.scan(**kwargs)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
