@@ -64,7 +64,10 @@ def _decode_s(v: Any) -> Any:
 
 
 def _decode_n(v: Any) -> Any:
-    return _create_decimal(v)
+    number = _create_decimal(v)
+    if not number.is_finite():  # DynamoDB stores no NaN/Infinity: the value is malformed
+        raise ValueError("not a number DynamoDB can store")
+    return number
 
 
 def _decode_b(v: Any) -> Any:
@@ -76,7 +79,7 @@ def _decode_ss(v: Any) -> Any:
 
 
 def _decode_ns(v: Any) -> Any:
-    return {_create_decimal(n) for n in v}
+    return {_decode_n(n) for n in v}
 
 
 def _decode_bs(v: Any) -> Any:

@@ -35,9 +35,9 @@ Matcher = Callable[[Any], bool]
 class PatternError(ValueError):
     """A malformed pattern; ``fragment`` is the offending part, quoted in the message."""
 
-    def __init__(self, message: str, fragment: Any) -> None:
+    def __init__(self, message: str, fragment: Any, *, source_text: bool = False) -> None:
         self.fragment = fragment
-        shown = json.dumps(fragment, default=str)
+        shown = fragment if source_text else json.dumps(fragment, default=str)
         super().__init__(f"{message}: {shown}")
 
 
@@ -228,7 +228,9 @@ class FilterPattern:
         try:
             pattern = json.loads(source)
         except json.JSONDecodeError as exc:
-            raise PatternError(f"not valid JSON ({exc.msg} at column {exc.colno})", source) from exc
+            raise PatternError(
+                f"not valid JSON ({exc.msg} at column {exc.colno})", source, source_text=True
+            ) from exc
         return cls(source, _compile_object(pattern, ""))
 
     def matches(self, record: dict[str, Any]) -> bool:

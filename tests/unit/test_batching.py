@@ -1,0 +1,272 @@
+"""Delivery semantics: retries, partial failure, bisection, dead-lettering, shutdown."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from processor.batching import Dispatcher, RetryPolicy
+from processor.consumer import BatchResult, RouteStats
+from processor.dead_letter import DeadLetter
+from processor.errors import RecordError, ShutdownRequested, TransientError
+from processor.records import StreamRecord
+from processor.routing import Route, compile_filters
+from processor.testing import make_record
+
+
+class ListSink:
+    def __init__(self, fail_times: int = 0) -> None:
+        self.entries: list[DeadLetter] = []
+        self.fail_times = fail_times
+
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise TransientError("dead-letter destination unavailable")
+        self.entries.extend(entries)
+
+
+class Recorder:
+    """A consumer that records every call and fails as told."""
+
+    def __init__(self, behaviour: Callable[[list[StreamRecord], int], BatchResult | None] | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.delivered: list[str] = []
+        self._behaviour = behaviour
+
+    def __call__(self, records: Sequence[StreamRecord]) -> BatchResult | None:
+        batch = list(records)
+        self.calls.append([r.event_id for r in batch])
+        result = self._behaviour(batch, len(self.calls)) if self._behaviour else None
+        failed = result.failed_event_ids if result else frozenset()
+        rejected = result.rejected if result else {}
+        first_failed = next((i for i, r in enumerate(batch) if r.event_id in failed), len(batch))
+        self.delivered.extend(
+            r.event_id for r in batch[:first_failed] if r.event_id not in rejected
+        )
+        return result
+
+
+def records(n: int) -> list[StreamRecord]:
+    return [make_record({"pk": {"S": f"k{i}"}}, event_id=f"e{i}") for i in range(n)]
+
+
+def dispatcher(
+    *routes: Route,
+    sink: ListSink | None = None,
+    policy: RetryPolicy | None = None,
+    stop: threading.Event | None = None,
+    sleeps: list[float] | None = None,
+) -> tuple[Dispatcher, ListSink, dict[str, RouteStats]]:
+    sink = sink or ListSink()
+    stats = {r.name: RouteStats() for r in routes}
+    recorded = sleeps if sleeps is not None else []
+    d = Dispatcher(
+        list(routes),
+        sink,
+        policy or RetryPolicy(max_retries=2),
+        stats=stats,
+        stop=stop or threading.Event(),
+        sleep=recorded.append,
+        clock=lambda: 1_700_000_000.0,
+    )
+    return d, sink, stats
+
+
+def test_successful_batch_is_delivered_once_in_order() -> None:
+    """A consumer that succeeds gets the batch once, in stream order."""
+    consumer = Recorder()
+    d, sink, stats = dispatcher(Route("r", consumer))
+    d.dispatch(records(5))
+    assert consumer.calls == [["e0", "e1", "e2", "e3", "e4"]]
+    assert stats["r"]["delivered"] == 5
+    assert sink.entries == []
+
+
+def test_transient_failure_is_retried_with_backoff_then_succeeds() -> None:
+    """A raising consumer is retried after a recorded (not real) backoff sleep."""
+
+    def flaky(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        if call < 3:
+            raise TransientError("503")
+        return None
+
+    consumer = Recorder(flaky)
+    sleeps: list[float] = []
+    d, sink, stats = dispatcher(Route("r", consumer), sleeps=sleeps)
+    d.dispatch(records(3))
+    assert len(consumer.calls) == 3
+    assert len(sleeps) == 2 and all(0 <= s <= 20 for s in sleeps)
+    assert stats["r"]["retries"] == 2
+    assert sink.entries == []
+
+
+def test_retry_after_is_honoured() -> None:
+    """A TransientError carrying retry_after waits at least that long."""
+
+    def throttled(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        if call == 1:
+            raise TransientError("429", retry_after=7.0)
+        return None
+
+    sleeps: list[float] = []
+    d, _, _ = dispatcher(Route("r", Recorder(throttled)), sleeps=sleeps)
+    d.dispatch(records(1))
+    assert sleeps and sleeps[0] >= 7.0
+
+
+def test_partial_failure_resumes_from_the_first_failed_record() -> None:
+    """Records before the first failure are not re-delivered; the retry starts at it."""
+
+    def fail_e2_once(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        if call == 1:
+            return BatchResult.failed([r for r in batch if r.event_id in ("e2", "e4")])
+        return None
+
+    consumer = Recorder(fail_e2_once)
+    d, _, stats = dispatcher(Route("r", consumer))
+    d.dispatch(records(5))
+    assert consumer.calls == [["e0", "e1", "e2", "e3", "e4"], ["e2", "e3", "e4"]]
+    assert consumer.delivered == ["e0", "e1", "e2", "e3", "e4"]
+    assert stats["r"]["delivered"] == 5
+
+
+def test_poison_record_is_bisected_and_dead_lettered_others_delivered_once() -> None:
+    """One bad record in 100: it alone is dead-lettered with its record; the 99 arrive once."""
+
+    def poison(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        if any(r.event_id == "e37" for r in batch):
+            raise ValueError("cannot handle e37")
+        return None
+
+    consumer = Recorder(poison)
+    batch = records(100)
+    d, sink, stats = dispatcher(Route("r", consumer), policy=RetryPolicy(max_retries=1))
+    d.dispatch(batch)
+    assert sorted(consumer.delivered) == sorted(f"e{i}" for i in range(100) if i != 37)
+    assert len(consumer.delivered) == 99
+    assert [e.record["eventID"] for e in sink.entries] == ["e37"]
+    entry = sink.entries[0]
+    assert entry.record == batch[37].raw
+    assert entry.error_type == "ValueError" and "e37" in entry.error_message
+    assert entry.attempts == 2
+    assert entry.route == "r"
+    assert stats["r"]["dead_lettered"] == 1 and stats["r"]["delivered"] == 99
+
+
+def test_without_bisection_the_whole_failing_batch_is_dead_lettered() -> None:
+    """bisect_on_error=false dead-letters every record of the failing batch (Lambda's way)."""
+
+    def always(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        raise ValueError("down")
+
+    d, sink, _ = dispatcher(
+        Route("r", Recorder(always)), policy=RetryPolicy(max_retries=0, bisect_on_error=False)
+    )
+    d.dispatch(records(4))
+    assert [e.record["eventID"] for e in sink.entries] == ["e0", "e1", "e2", "e3"]
+
+
+def test_record_error_is_never_retried() -> None:
+    """A RecordError from a single record dead-letters it on the first attempt."""
+
+    def bad(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        raise RecordError("item too large")
+
+    consumer = Recorder(bad)
+    d, sink, _ = dispatcher(Route("r", consumer), policy=RetryPolicy(max_retries=5))
+    d.dispatch(records(1))
+    assert len(consumer.calls) == 1
+    assert sink.entries[0].error_type == "RecordError"
+    assert sink.entries[0].attempts == 1
+
+
+def test_rejected_records_are_dead_lettered_without_retry_and_the_rest_delivered() -> None:
+    """Records a consumer rejects go to the dead-letter destination at once; others go on."""
+
+    def reject_e1(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        return BatchResult(rejected={"e1": "HTTP 400"})
+
+    consumer = Recorder(reject_e1)
+    d, sink, stats = dispatcher(Route("r", consumer))
+    d.dispatch(records(3))
+    assert len(consumer.calls) == 1
+    assert [e.record["eventID"] for e in sink.entries] == ["e1"]
+    assert sink.entries[0].error_type == "Rejected"
+    assert sink.entries[0].error_message == "HTTP 400"
+    assert stats["r"]["delivered"] == 2 and stats["r"]["dead_lettered"] == 1
+
+
+def test_filters_decide_which_records_a_route_sees() -> None:
+    """A route with a filter gets only matching records; the rest count as filtered."""
+    consumer = Recorder()
+    route = Route("inserts", consumer, compile_filters(['{"eventName": ["REMOVE"]}']))
+    batch = records(3) + [make_record({"pk": {"S": "x"}}, event_name="REMOVE", event_id="rm")]
+    d, _, stats = dispatcher(route)
+    d.dispatch(batch)
+    assert consumer.calls == [["rm"]]
+    assert stats["inserts"]["filtered"] == 3
+
+
+def test_every_route_gets_the_batch() -> None:
+    """Routes are independent: a failure in one does not stop delivery to another."""
+
+    def broken(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        raise ValueError("broken")
+
+    good, bad = Recorder(), Recorder(broken)
+    d, sink, _ = dispatcher(
+        Route("bad", bad), Route("good", good), policy=RetryPolicy(max_retries=0, bisect_on_error=False)
+    )
+    d.dispatch(records(2))
+    assert good.delivered == ["e0", "e1"]
+    assert {e.route for e in sink.entries} == {"bad"}
+
+
+def test_stop_during_retries_abandons_the_batch_without_dead_lettering() -> None:
+    """A stop requested while waiting to retry raises ShutdownRequested; nothing is dead-lettered."""
+    stop = threading.Event()
+
+    def fail_and_stop(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        stop.set()
+        raise TransientError("503")
+
+    d, sink, _ = dispatcher(Route("r", Recorder(fail_and_stop)), stop=stop, policy=RetryPolicy(max_retries=5))
+    with pytest.raises(ShutdownRequested):
+        d.dispatch(records(3))
+    assert sink.entries == []
+
+
+def test_dead_letter_destination_outage_is_retried_until_it_accepts() -> None:
+    """If the dead-letter destination fails transiently, the entries are retried, not lost."""
+
+    def bad(batch: list[StreamRecord], call: int) -> BatchResult | None:
+        raise RecordError("bad")
+
+    sink = ListSink(fail_times=3)
+    sleeps: list[float] = []
+    d, _, _ = dispatcher(Route("r", Recorder(bad)), sink=sink, sleeps=sleeps)
+    d.dispatch(records(1))
+    assert len(sink.entries) == 1
+    assert len(sleeps) == 3
+
+
+def test_malformed_records_are_dead_lettered_with_their_reason() -> None:
+    """Records that cannot be parsed go to the dead-letter destination as received."""
+    d, sink, _ = dispatcher(Route("r", Recorder()))
+    d.reject_malformed([({"eventName": "INSERT"}, RecordError("no 'dynamodb' object"))], "shard-1")
+    assert sink.entries[0].record == {"eventName": "INSERT"}
+    assert sink.entries[0].route == "-"
+    assert sink.entries[0].shard_id == "shard-1"
+    assert "dynamodb" in sink.entries[0].error_message
+
+
+def test_consumer_returning_a_wrong_type_is_a_failure() -> None:
+    """A consumer must return None or BatchResult; anything else counts as a failure."""
+    d, sink, _ = dispatcher(
+        Route("r", lambda records: "ok"), policy=RetryPolicy(max_retries=0, bisect_on_error=False)
+    )
+    d.dispatch(records(1))
+    assert sink.entries[0].error_type == "TypeError"

@@ -1,0 +1,192 @@
+"""The record view and the AttributeValue decoder."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from boto3.dynamodb.types import Binary, TypeDeserializer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processor.errors import RecordError
+from processor.records import (
+    EventName,
+    StreamRecord,
+    decode_image,
+    decode_value,
+    plain_image,
+    to_client_image,
+)
+from processor.testing import make_record
+
+# -- strategies: AttributeValues in boto3's client form (binary as bytes) ----------------------
+
+_numbers = st.one_of(
+    st.integers(min_value=-(10**37), max_value=10**37).map(str),
+    st.decimals(
+        min_value=Decimal("-1e30"), max_value=Decimal("1e30"), allow_nan=False, places=8
+    ).map(lambda d: str(d.normalize()) if d != 0 else "0"),
+)
+_strings = st.text(max_size=20)
+_bytes = st.binary(max_size=20)
+_scalars = st.one_of(
+    _strings.map(lambda s: {"S": s}),
+    _numbers.map(lambda n: {"N": n}),
+    _bytes.map(lambda b: {"B": b}),
+    st.booleans().map(lambda b: {"BOOL": b}),
+    st.just({"NULL": True}),
+    st.lists(_strings, min_size=1, max_size=5, unique=True).map(lambda v: {"SS": v}),
+    st.lists(st.integers(-(10**9), 10**9), min_size=1, max_size=5, unique=True).map(
+        lambda v: {"NS": [str(n) for n in v]}
+    ),
+    st.lists(_bytes, min_size=1, max_size=5, unique=True).map(lambda v: {"BS": v}),
+)
+client_values: st.SearchStrategy[dict[str, Any]] = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4).map(lambda v: {"L": v}),
+        st.dictionaries(_strings, children, max_size=4).map(lambda v: {"M": v}),
+    ),
+    max_leaves=12,
+)
+
+
+def to_wire(value: dict[str, Any]) -> dict[str, Any]:
+    """boto3 client form -> DynamoDB JSON as on the wire (binary base64-encoded)."""
+    ((tag, raw),) = value.items()
+    if tag == "B":
+        return {"B": base64.b64encode(raw).decode()}
+    if tag == "BS":
+        return {"BS": [base64.b64encode(b).decode() for b in raw]}
+    if tag == "L":
+        return {"L": [to_wire(v) for v in raw]}
+    if tag == "M":
+        return {"M": {k: to_wire(v) for k, v in raw.items()}}
+    return {tag: raw}
+
+
+@settings(max_examples=400, deadline=None)
+@given(client_values)
+def test_decode_value_equals_type_deserializer(value: dict[str, Any]) -> None:
+    """For any AttributeValue, our decoder returns exactly what TypeDeserializer returns."""
+    expected = TypeDeserializer().deserialize(value)
+    actual = decode_value(to_wire(value))
+    assert actual == expected
+    assert type(actual) is type(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_strings, client_values, max_size=6))
+def test_to_client_image_round_trips_wire_to_client_form(image: dict[str, Any]) -> None:
+    """Converting the wire image for boto3 restores the exact client form (binary as bytes)."""
+    assert to_client_image({k: to_wire(v) for k, v in image.items()}) == image
+
+
+def test_numbers_keep_dynamodb_precision() -> None:
+    """Numbers decode to Decimal with all 38 digits DynamoDB allows."""
+    digits = "1234567890123456789012345678901234567.8"
+    assert decode_value({"N": digits}) == Decimal(digits)
+
+
+def test_decoded_binary_is_boto3_binary() -> None:
+    """Binary values decode to boto3's Binary wrapper, sets of them to a set of Binary."""
+    assert decode_value({"B": "AP8="}) == Binary(b"\x00\xff")
+    assert decode_value({"BS": ["AP8=", "YQ=="]}) == {Binary(b"\x00\xff"), Binary(b"a")}
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ({"X": "1"}, "unknown AttributeValue type tag"),
+        ({"S": "a", "N": "1"}, "exactly one type tag"),
+        ({"N": "not-a-number"}, "malformed N value"),
+        ({"B": "***"}, "not valid base64"),
+    ],
+)
+def test_malformed_values_raise_record_error(value: dict[str, Any], reason: str) -> None:
+    """A value no decoder accepts is a RecordError naming the problem."""
+    with pytest.raises(RecordError, match=reason):
+        decode_value(value)
+
+
+def test_record_view_fields() -> None:
+    """The typed view exposes the change's identity, position, time and images."""
+    record = make_record(
+        {"pk": {"S": "TENANT#a"}, "sk": {"S": "1"}},
+        event_name="MODIFY",
+        new_image={"pk": {"S": "TENANT#a"}, "sk": {"S": "1"}, "n": {"N": "2"}},
+        old_image={"pk": {"S": "TENANT#a"}, "sk": {"S": "1"}, "n": {"N": "1.50"}},
+        sequence_number="42",
+        created=1_700_000_000,
+    )
+    assert record.event_name is EventName.MODIFY
+    assert record.sequence_number == "42"
+    assert record.sequence_int == 42
+    assert record.keys == {"pk": "TENANT#a", "sk": "1"}
+    assert record.new_image == {"pk": "TENANT#a", "sk": "1", "n": Decimal(2)}
+    assert record.old_image is not None and record.old_image["n"] == Decimal("1.50")
+    assert record.approximate_creation_time == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert not record.is_ttl_delete
+
+
+def test_images_are_decoded_once_on_first_read() -> None:
+    """Decoding happens on first access and the result is cached."""
+    record = make_record({"pk": {"S": "a"}}, new_image={"pk": {"S": "a"}, "n": {"N": "1"}})
+    assert "new_image" not in record.__dict__
+    first = record.new_image
+    assert record.new_image is first
+
+
+def test_ttl_delete_is_recognised() -> None:
+    """A REMOVE made by DynamoDB's TTL service is flagged; a user's REMOVE is not."""
+    assert make_record({"pk": {"S": "a"}}, event_name="REMOVE", ttl_delete=True).is_ttl_delete
+    assert not make_record({"pk": {"S": "a"}}, event_name="REMOVE").is_ttl_delete
+
+
+def test_key_id_is_equal_for_the_same_item_only() -> None:
+    """Records of the same item share key_id whatever the attribute order; others differ."""
+    a = make_record({"pk": {"S": "a"}, "sk": {"S": "1"}})
+    b = make_record({"sk": {"S": "1"}, "pk": {"S": "a"}})
+    c = make_record({"pk": {"S": "a"}, "sk": {"S": "2"}})
+    assert a.key_id == b.key_id != c.key_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ([], "JSON object"),
+        ({"eventID": "1", "eventName": "INSERT"}, "no 'dynamodb' object"),
+        ({"eventID": "1", "eventName": "INSERT", "dynamodb": {"Keys": {"a": {"S": "1"}}}}, "SequenceNumber"),
+        ({"eventID": "1", "eventName": "UPSERT", "dynamodb": {"SequenceNumber": "1", "Keys": {"a": {"S": "1"}}}}, "eventName"),
+        ({"eventID": "1", "eventName": "INSERT", "dynamodb": {"SequenceNumber": "1"}}, "Keys"),
+    ],
+)
+def test_from_wire_rejects_malformed_records(raw: Any, reason: str) -> None:
+    """A record missing what consumers rely on is a RecordError (it will be dead-lettered)."""
+    with pytest.raises(RecordError, match=reason):
+        StreamRecord.from_wire(raw)
+
+
+def test_plain_image_is_json_ready_and_exact() -> None:
+    """Plain values: exact Decimals, sets as sorted lists, binary left as base64."""
+    image = {
+        "n": {"N": "0.10000000000000000000000000000000000001"},
+        "ss": {"SS": ["b", "a"]},
+        "ns": {"NS": ["10", "9"]},
+        "bs": {"BS": ["Yg==", "YQ=="]},
+        "b": {"B": "AP8="},
+        "m": {"M": {"l": {"L": [{"NULL": True}, {"BOOL": False}]}}},
+    }
+    assert plain_image(image) == {
+        "n": Decimal("0.10000000000000000000000000000000000001"),
+        "ss": ["a", "b"],
+        "ns": [Decimal(9), Decimal(10)],
+        "bs": ["YQ==", "Yg=="],
+        "b": "AP8=",
+        "m": {"l": [None, False]},
+    }
+    assert decode_image(None) is None
