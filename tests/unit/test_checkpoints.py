@@ -1,0 +1,65 @@
+"""Which leases to take, and the lease store's conditional semantics (in memory)."""
+
+from __future__ import annotations
+
+import pytest
+
+from processor.checkpoints import Lease, leases_to_take
+from processor.errors import LeaseLostError
+from processor.shards import Shard
+from processor.testing import MemoryLeaseStore
+
+
+def lease(shard_id: str, owner: str | None = None, heartbeat: float = 0.0, **kw: object) -> Lease:
+    return Lease(shard_id, owner, 1, heartbeat, **kw)  # type: ignore[arg-type]
+
+
+def test_free_leases_of_ready_shards_are_taken_first_then_expired_ones() -> None:
+    """Unowned leases come first, then those whose owner stopped renewing."""
+    leases = [
+        lease("s3", owner="other", heartbeat=0.0),  # expired
+        lease("s1"),
+        lease("s2", owner="other", heartbeat=95.0),  # alive
+        lease("s4"),
+    ]
+    chosen = leases_to_take(leases, {"s1", "s2", "s3", "s4"}, owner="me", now=100.0, timeout_s=30, limit=10)
+    assert [c.shard_id for c in chosen] == ["s1", "s4", "s3"]
+
+
+def test_unready_finished_and_own_leases_are_not_taken() -> None:
+    """Shards not ready (lineage), finished shards and our own leases are skipped."""
+    leases = [lease("child"), lease("done", finished=True), lease("mine", owner="me")]
+    assert leases_to_take(leases, {"done", "mine"}, owner="me", now=0, timeout_s=30, limit=10) == []
+
+
+def test_limit_caps_how_many_are_taken() -> None:
+    """No more than the room left under max_leases is taken."""
+    leases = [lease(f"s{i}") for i in range(5)]
+    ready = {f"s{i}" for i in range(5)}
+    assert len(leases_to_take(leases, ready, owner="me", now=0, timeout_s=30, limit=2)) == 2
+    assert leases_to_take(leases, ready, owner="me", now=0, timeout_s=30, limit=0) == []
+
+
+def test_a_stale_observation_cannot_take_a_lease() -> None:
+    """Taking is conditional on the lease being unchanged since it was read."""
+    store = MemoryLeaseStore(clock=lambda: 10.0)
+    store.create_missing([Shard("s", None, "1", None)], set())
+    observed = store.list_leases()[0]
+    assert store.take(observed, "a") is not None
+    assert store.take(observed, "b") is None
+
+
+def test_checkpoint_after_takeover_raises_lease_lost() -> None:
+    """Once another owner took the lease, the old owner's checkpoint is refused."""
+    now = [0.0]
+    store = MemoryLeaseStore(clock=lambda: now[0])
+    store.create_missing([Shard("s", None, "1", None)], set())
+    mine = store.take(store.list_leases()[0], "a")
+    assert mine is not None
+    now[0] = 100.0
+    theirs = store.take(store.list_leases()[0], "b")
+    assert theirs is not None and theirs.counter == mine.counter + 1
+    with pytest.raises(LeaseLostError):
+        store.checkpoint(mine, "5", finished=False)
+    with pytest.raises(LeaseLostError):
+        store.renew(mine)

@@ -1,0 +1,172 @@
+"""Configuration: TOML + DSP_ environment, validated with errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from processor.errors import ConfigError
+from processor.settings import load_settings
+
+VALID = """
+[stream]
+table = "orders"
+[checkpoints]
+application = "orders-worker"
+[[routes]]
+name = "mirror"
+consumer = "batch_write"
+filter = '{"eventName": ["INSERT", "MODIFY", "REMOVE"]}'
+[routes.options]
+table = "orders_mirror"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "dsp.toml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
+    """A minimal file loads; everything else takes its documented default."""
+    s = load_settings(write(tmp_path, VALID), environ={})
+    assert s.stream.table == "orders"
+    assert s.stream.starting_position == "TRIM_HORIZON"
+    assert s.checkpoints.table == "dsp-leases"
+    assert s.batch.max_records == 100
+    assert s.routes[0].filters == ['{"eventName": ["INSERT", "MODIFY", "REMOVE"]}']
+    assert s.dead_letter.path == "dead-letter.jsonl"
+
+
+def test_the_shipped_config_files_are_valid() -> None:
+    """config/demo.toml and the production example load as they are."""
+    root = Path(__file__).resolve().parents[2] / "config"
+    for name in ("demo.toml", "production.example.toml"):
+        load_settings(root / name, environ={})
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    """DSP_SECTION__KEY beats the file; nested keys use double underscores."""
+    s = load_settings(
+        write(tmp_path, VALID),
+        environ={
+            "DSP_AWS__ENDPOINT_URL": "http://127.0.0.1:5000",
+            "DSP_BATCH__MAX_RETRIES": "7",
+            "DSP_STREAM__STARTING_POSITION": "LATEST",
+        },
+    )
+    assert s.aws.endpoint_url == "http://127.0.0.1:5000"
+    assert s.batch.max_retries == 7
+    assert s.stream.starting_position == "LATEST"
+
+
+def test_route_options_are_overridable_by_route_name(tmp_path: Path) -> None:
+    """DSP_ROUTES__<NAME>__OPTIONS__<KEY> sets an option of the named route (secrets)."""
+    s = load_settings(
+        write(tmp_path, VALID), environ={"DSP_ROUTES__MIRROR__OPTIONS__TABLE": "other_mirror"}
+    )
+    assert s.routes[0].options["table"] == "other_mirror"
+
+
+def test_routes_can_be_replaced_whole_with_json(tmp_path: Path) -> None:
+    """DSP_ROUTES holds the whole route list as JSON."""
+    s = load_settings(
+        write(tmp_path, VALID),
+        environ={"DSP_ROUTES": '[{"name": "hook", "consumer": "webhook", "options": {"url": "http://x"}}]'},
+    )
+    assert [r.name for r in s.routes] == ["hook"]
+
+
+def config_error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ=environ or {})
+    return info.value
+
+
+def test_unknown_consumer_names_the_key_and_the_valid_names(tmp_path: Path) -> None:
+    """An unknown consumer is refused, listing the registered ones."""
+    err = config_error(tmp_path, VALID.replace('consumer = "batch_write"', 'consumer = "kafka"'))
+    assert err.key == "routes.0.consumer"
+    assert err.value == "kafka"
+    assert '"batch_write", "cache", "webhook"' in str(err)
+
+
+def test_missing_stream_table_is_named(tmp_path: Path) -> None:
+    """Without stream.table or stream.arn the error says which keys to set."""
+    err = config_error(tmp_path, VALID.replace('table = "orders"\n', "", 1))
+    assert err.key == "stream"
+    assert "stream.table" in str(err)
+
+
+def test_missing_application_is_named(tmp_path: Path) -> None:
+    """A required key that is absent is reported as missing."""
+    err = config_error(tmp_path, VALID.replace('application = "orders-worker"', ""))
+    assert err.key == "checkpoints.application"
+    assert "missing" in str(err)
+
+
+def test_malformed_filter_json_is_quoted(tmp_path: Path) -> None:
+    """A filter that is not valid JSON is refused, quoting it."""
+    err = config_error(
+        tmp_path, VALID.replace('["INSERT", "MODIFY", "REMOVE"]}', '["INSERT"')
+    )
+    assert err.key == "routes.0.filter"
+    assert "not valid JSON" in str(err)
+    assert '["INSERT"' in str(err)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "key"),
+    [
+        ('[batch]\nmax_records = "lots"', "batch.max_records"),
+        ("[batch]\nmax_records = 0", "batch.max_records"),
+        ("[batch]\nbisect_on_error = 3", "batch.bisect_on_error"),
+        ('[stream2]\ntable = "x"', "stream2"),
+        ('[aws]\nendpoint_url = "localhost:5000"', "aws.endpoint_url"),
+        ("[checkpoints]\nlease_timeout_s = 10\nrenew_interval_s = 9", "checkpoints"),
+    ],
+)
+def test_wrong_types_and_ranges_name_the_key(tmp_path: Path, snippet: str, key: str) -> None:
+    """Wrong types, out-of-range values and unknown keys are refused, naming the key."""
+    text = VALID.replace("[checkpoints]\n", "[checkpoints]\n" + snippet.split("\n", 1)[1] + "\n") if snippet.startswith("[checkpoints]") else VALID + "\n" + snippet + "\n"
+    err = config_error(tmp_path, text)
+    assert err.key == key
+
+
+def test_wrong_type_from_the_environment_names_the_key_and_value(tmp_path: Path) -> None:
+    """A bad value from an environment variable is reported with that value."""
+    err = config_error(tmp_path, VALID, {"DSP_BATCH__MAX_RETRIES": "many"})
+    assert err.key == "batch.max_retries"
+    assert err.value == "many"
+
+
+def test_unknown_environment_variables_are_refused(tmp_path: Path) -> None:
+    """A misspelt DSP_ variable is an error, not silently ignored."""
+    err = config_error(tmp_path, VALID, {"DSP_STRAEM__TABLE": "x"})
+    assert err.key == "DSP_STRAEM__TABLE"
+    err = config_error(tmp_path, VALID, {"DSP_ROUTES__NOPE__OPTIONS__URL": "x"})
+    assert "no route named 'nope'" in str(err)
+
+
+def test_duplicate_route_names_are_refused(tmp_path: Path) -> None:
+    """Route names are unique (they address env overrides and dead letters)."""
+    second = VALID[VALID.index("[[routes]]") :]
+    err = config_error(tmp_path, VALID + second)
+    assert "used twice" in str(err)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    """A missing file or invalid TOML is a ConfigError about --config."""
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[stream\n"), environ={})
+
+
+def test_every_problem_is_listed(tmp_path: Path) -> None:
+    """When several keys are wrong, each is reported."""
+    text = VALID + '\n[batch]\nmax_records = "x"\nmax_retries = -5\n'
+    message = str(config_error(tmp_path, text))
+    assert "batch.max_records" in message and "batch.max_retries" in message

@@ -1,0 +1,214 @@
+"""The worker and shard reader against an in-memory stream (a fake of our adapter)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from processor.aws import Page, StreamDescription
+from processor.batching import Dispatcher, RetryPolicy
+from processor.consumer import RouteStats, StreamInfo
+from processor.dead_letter import DeadLetter
+from processor.errors import IteratorExpiredError
+from processor.reader import ReaderSettings
+from processor.records import StreamRecord
+from processor.routing import Route
+from processor.shards import Shard
+from processor.testing import MemoryLeaseStore, make_record
+from processor.worker import Worker, WorkerSettings
+
+ARN = "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"
+
+
+class FakeStreams:
+    """Shards with fixed records; closed shards end when drained. Iterators are positions."""
+
+    def __init__(self, shards: dict[str, tuple[Shard, list[dict[str, Any]]]], *, expire_every: int = 0) -> None:
+        self.shards = shards
+        self.expire_every = expire_every
+        self.calls = 0
+        self.iterator_requests: list[tuple[str, str, str | None]] = []
+        self._lock = threading.Lock()
+
+    def describe(self, stream_arn: str) -> StreamDescription:
+        info = StreamInfo(stream_arn, "t", "NEW_AND_OLD_IMAGES", ("pk",))
+        return StreamDescription(info, tuple(s for s, _ in self.shards.values()), "ENABLED")
+
+    def get_iterator(self, stream_arn: str, shard_id: str, kind: str, seq: str | None = None) -> str:
+        self.iterator_requests.append((shard_id, kind, seq))
+        records = self.shards[shard_id][1]
+        if kind == "TRIM_HORIZON":
+            pos = 0
+        elif kind == "LATEST":
+            pos = len(records)
+        else:
+            assert seq is not None
+            pos = next(i for i, r in enumerate(records) if r["dynamodb"]["SequenceNumber"] == seq)
+            pos += 1 if kind == "AFTER_SEQUENCE_NUMBER" else 0
+        return f"{shard_id}|{pos}"
+
+    def get_records(self, iterator: str, *, limit: int, shard_id: str) -> Page:
+        with self._lock:
+            self.calls += 1
+            if self.expire_every and self.calls % self.expire_every == 0:
+                raise IteratorExpiredError("expired", shard_id=shard_id)
+        sid, pos_text = iterator.split("|")
+        shard, records = self.shards[sid]
+        pos = int(pos_text)
+        page = records[pos : pos + limit]
+        end = pos + len(page)
+        done = shard.is_closed and end >= len(records)
+        return Page(
+            [StreamRecord.from_wire(r, shard_id=sid) for r in page],
+            None if done else f"{sid}|{end}",
+        )
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[tuple[str, str, str]] = []  # (key, sequence, shard)
+
+    def __call__(self, records: Sequence[StreamRecord]) -> None:
+        with self.lock:
+            self.seen.extend((r.keys["pk"], r.sequence_number, r.shard_id or "") for r in records)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.entries: list[DeadLetter] = []
+
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        self.entries.extend(entries)
+
+
+def raw(pk: str, seq: int) -> dict[str, Any]:
+    return make_record({"pk": {"S": pk}}, sequence_number=str(seq), event_id=f"e{seq}").raw
+
+
+def make_worker(
+    streams: FakeStreams, store: MemoryLeaseStore, collector: Collector, *, owner: str = "w1", max_records: int = 2
+) -> Worker:
+    sink = ListSink()
+    stats = {"r": RouteStats()}
+
+    def dispatcher_for(stop: threading.Event) -> Dispatcher:
+        return Dispatcher([Route("r", collector)], sink, RetryPolicy(max_retries=0), stats=stats, stop=stop)
+
+    return Worker(
+        adapter=streams,  # type: ignore[arg-type]
+        stream_arn=ARN,
+        store=store,
+        dispatcher_for=dispatcher_for,
+        settings=WorkerSettings(
+            owner=owner,
+            tick_s=0.01,
+            reader=ReaderSettings(get_records_limit=3, max_records=max_records, poll_interval_min_s=0.01, poll_interval_max_s=0.02),
+        ),
+    )
+
+
+def lineage_stream(**kw: Any) -> FakeStreams:
+    # parent p (closed) splits into c1, c2 (closed), c1 rolls over into g (open)
+    return FakeStreams(
+        {
+            "p": (Shard("p", None, "1", "9"), [raw("a", 1), raw("b", 2), raw("a", 3)]),
+            "c1": (Shard("c1", "p", "10", "19"), [raw("a", 10), raw("a", 11)]),
+            "c2": (Shard("c2", "p", "20", "29"), [raw("b", 20), raw("b", 21)]),
+            "g": (Shard("g", "c1", "30", None), [raw("a", 30)]),
+        },
+        **kw,
+    )
+
+
+def test_lineage_every_record_once_and_per_key_order_across_generations() -> None:
+    """Children are read after their parent; each record arrives once, in order per key."""
+    collector = Collector()
+    store = MemoryLeaseStore()
+    worker = make_worker(lineage_stream(), store, collector)
+    summary = worker.run(stop=threading.Event(), stop_when_idle=0.2)
+    sequences = [int(s) for _, s, _ in collector.seen]
+    assert sorted(sequences) == [1, 2, 3, 10, 11, 20, 21, 30]
+    assert len(sequences) == len(set(sequences))
+    for key in ("a", "b"):
+        mine = [int(s) for k, s, _ in collector.seen if k == key]
+        assert mine == sorted(mine)
+    assert summary.shards_finished == 3
+    finished = {lease.shard_id for lease in store.list_leases() if lease.finished}
+    assert finished == {"p", "c1", "c2"}
+
+
+def test_a_second_run_delivers_nothing_already_checkpointed() -> None:
+    """Restarting with the same lease store resumes after the checkpoints."""
+    store = MemoryLeaseStore()
+    streams = lineage_stream()
+    make_worker(streams, store, Collector()).run(stop=threading.Event(), stop_when_idle=0.2)
+    again = Collector()
+    make_worker(streams, store, again).run(stop=threading.Event(), stop_when_idle=0.2)
+    assert again.seen == []
+    assert ("g", "AFTER_SEQUENCE_NUMBER", "30") in streams.iterator_requests
+
+
+def test_expired_iterators_are_reacquired_without_loss_or_repeats() -> None:
+    """With iterators expiring every few calls, all records arrive once, in order."""
+    collector = Collector()
+    streams = lineage_stream(expire_every=2)
+    make_worker(streams, MemoryLeaseStore(), collector).run(stop=threading.Event(), stop_when_idle=0.2)
+    sequences = [int(s) for _, s, _ in collector.seen]
+    assert sorted(sequences) == [1, 2, 3, 10, 11, 20, 21, 30]
+    assert len(sequences) == len(set(sequences))
+    assert any(kind == "AFTER_SEQUENCE_NUMBER" for _, kind, _ in streams.iterator_requests)
+
+
+def test_a_child_of_a_read_parent_starts_at_trim_horizon_even_with_latest() -> None:
+    """starting_position=LATEST applies to new shards only, never to children we must read."""
+    streams = lineage_stream()
+    store = MemoryLeaseStore()
+    collector = Collector()
+    worker = make_worker(streams, store, collector)
+    object.__setattr__(worker.settings, "starting_position", "LATEST")
+    worker.run(stop=threading.Event(), stop_when_idle=0.2)
+    kinds = {shard: kind for shard, kind, _ in streams.iterator_requests}
+    assert kinds["p"] == "LATEST"
+    assert kinds["c1"] == kinds["c2"] == "TRIM_HORIZON"
+    assert sorted(int(s) for _, s, _ in collector.seen) == [10, 11, 20, 21, 30]
+
+
+def test_two_workers_never_read_one_shard_twice() -> None:
+    """Two workers on one lease store split the shards; every record arrives exactly once."""
+    streams = FakeStreams(
+        {f"s{i}": (Shard(f"s{i}", None, "1", "9"), [raw(f"k{i}", i * 10 + j) for j in range(3)]) for i in range(6)}
+    )
+    store = MemoryLeaseStore()
+    collector = Collector()
+    w1 = make_worker(streams, store, collector, owner="w1")
+    w2 = make_worker(streams, store, collector, owner="w2")
+    threads = [threading.Thread(target=w.run, kwargs={"stop": threading.Event(), "stop_when_idle": 0.3}) for w in (w1, w2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    sequences = [s for _, s, _ in collector.seen]
+    assert len(sequences) == 18 == len(set(sequences))
+
+
+def test_graceful_stop_checkpoints_and_releases_leases() -> None:
+    """On stop, readers end after their batch, and leases are released for a successor."""
+    streams = FakeStreams({"open": (Shard("open", None, "1", None), [raw("a", 1), raw("a", 2)])})
+    store = MemoryLeaseStore()
+    stop = threading.Event()
+    collector = Collector()
+    worker = make_worker(streams, store, collector)
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+    thread.start()
+    for _ in range(500):
+        if len(collector.seen) == 2:
+            break
+        threading.Event().wait(0.01)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    (lease,) = store.list_leases()
+    assert lease.checkpoint == "2"
+    assert lease.owner is None
