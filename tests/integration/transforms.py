@@ -1,0 +1,18 @@
+"""Transforms used by the batch_write tests (importable as package.module:callable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumers.batch_write import Delete, Put
+from processor.records import EventName, StreamRecord
+
+
+def project(record: StreamRecord) -> Any:
+    """Orders by tenant: skip drafts, delete on REMOVE, else a small projection."""
+    if record.event_name is EventName.REMOVE:
+        return Delete({"pk": record.keys["pk"], "sk": record.keys["sk"]})
+    image = record.new_image or {}
+    if image.get("status") == "draft":
+        return None
+    return Put({"pk": record.keys["pk"], "sk": record.keys["sk"], "total": image.get("total")})
