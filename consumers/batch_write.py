@@ -72,7 +72,7 @@ class Delete:
     key: Mapping[str, Any]
 
 
-class _Unprocessed(Exception):  # noqa: N818 - internal retry signal
+class _Unprocessed(Exception):
     pass
 
 
@@ -125,7 +125,9 @@ class BatchWriteConsumer:
         parts = []
         for name in self._keys:
             if name not in item:
-                raise RecordError(f"item has no key attribute {name!r} of table {self._options.table}")
+                raise RecordError(
+                    f"item has no key attribute {name!r} of table {self._options.table}"
+                )
             parts.append(repr(sorted(item[name].items())))
         return "\x1f".join(parts)
 
@@ -171,7 +173,8 @@ class BatchWriteConsumer:
                 raise _Unprocessed(f"{count} unprocessed items")
 
         retrying = Retrying(
-            stop=stop_after_attempt(self._options.max_attempts) | stop_when_event_set(self._context.stop),
+            stop=stop_after_attempt(self._options.max_attempts)
+            | stop_when_event_set(self._context.stop),
             wait=wait_random_exponential(
                 multiplier=self._options.base_delay_s, max=self._options.max_delay_s
             ),
@@ -209,7 +212,9 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> BatchWriteCon
         try:
             transform = load_callable(opts.transform)
         except ValueError as exc:
-            raise ConfigError(f"{context.config_key}.options.transform", opts.transform, str(exc)) from None
+            raise ConfigError(
+                f"{context.config_key}.options.transform", opts.transform, str(exc)
+            ) from None
     try:
         table = context.clients.dynamodb.describe_table(TableName=opts.table)["Table"]
     except ClientError as exc:

@@ -140,13 +140,16 @@ class CacheInvalidator:
                         pipe.publish(channel, name)
                 results = pipe.execute()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                raise TransientError(f"Redis unavailable: {exc}", consumer=self._context.route) from exc
+                raise TransientError(
+                    f"Redis unavailable: {exc}", consumer=self._context.route
+                ) from exc
             if channel:
                 self._stats.add("published", len(names))
             return int(sum(results[: len(names)]))
 
         retrying = Retrying(
-            stop=stop_after_attempt(self._options.max_attempts) | stop_when_event_set(self._context.stop),
+            stop=stop_after_attempt(self._options.max_attempts)
+            | stop_when_event_set(self._context.stop),
             wait=wait_random_exponential(multiplier=0.1, max=5),
             retry=retry_if_exception_type(TransientError),
             sleep=self._context.sleep,
@@ -166,7 +169,9 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> CacheInvalida
         try:
             fields = _fields(template)
         except ValueError as exc:
-            raise ConfigError(f"{context.config_key}.options.keys.{index}", template, str(exc)) from None
+            raise ConfigError(
+                f"{context.config_key}.options.keys.{index}", template, str(exc)
+            ) from None
         unknown = [f for f in fields if f not in valid]
         if unknown or not fields:
             raise ConfigError(
@@ -179,7 +184,9 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> CacheInvalida
         memory = context.memory_caches.setdefault(MEMORY, MemoryCache())
         if opts.channel:
             raise ConfigError(
-                f"{context.config_key}.options.channel", opts.channel, 'needs a Redis redis_url, not "memory"'
+                f"{context.config_key}.options.channel",
+                opts.channel,
+                'needs a Redis redis_url, not "memory"',
             )
         return CacheInvalidator(opts, context, None, memory)
     client = redis.Redis.from_url(

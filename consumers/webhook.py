@@ -106,7 +106,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class _Rejected(Exception):  # noqa: N818 - a final answer for one record
+class _Rejected(Exception):
     def __init__(self, status: int, body: bytes) -> None:
         super().__init__(f"HTTP {status}: {body[:200]!r}")
 
@@ -131,7 +131,9 @@ class WebhookConsumer:
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise TransientError(f"POST {self._options.url}: {exc}", consumer=self._context.route) from exc
+            raise TransientError(
+                f"POST {self._options.url}: {exc}", consumer=self._context.route
+            ) from exc
         status = response.status
         if 200 <= status < 300:
             return
@@ -144,12 +146,25 @@ class WebhookConsumer:
         raise _Rejected(status, response.data)
 
     def _wait(self, state: RetryCallState) -> float:
-        jitter = wait_random_exponential(multiplier=self._options.base_delay_s, max=self._options.max_delay_s)
+        jitter = wait_random_exponential(
+            multiplier=self._options.base_delay_s, max=self._options.max_delay_s
+        )
         delay = float(jitter(state))
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             delay = max(delay, min(exc.retry_after, self._options.max_delay_s))
         return delay
+
+    def _log_retry(self, record: StreamRecord, state: RetryCallState) -> None:
+        self._stats.add("retries")
+        log.warning(
+            "webhook_retrying",
+            route=self._context.route,
+            event_id=record.event_id,
+            attempt=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 3),
+            error=str(state.outcome.exception()) if state.outcome else None,
+        )
 
     def deliver(self, record: StreamRecord) -> None:
         """POST one record, retrying what is worth retrying. Raises _Rejected or TransientError."""
@@ -162,21 +177,12 @@ class WebhookConsumer:
         if self._options.secret:
             headers["X-DSP-Signature"] = sign(body, self._options.secret)
         retrying = Retrying(
-            stop=stop_after_attempt(self._options.max_attempts) | stop_when_event_set(self._context.stop),
+            stop=stop_after_attempt(self._options.max_attempts)
+            | stop_when_event_set(self._context.stop),
             wait=self._wait,
             retry=retry_if_exception_type(TransientError),
             sleep=self._context.sleep,
-            before_sleep=lambda s: (
-                self._stats.add("retries"),
-                log.warning(
-                    "webhook_retrying",
-                    route=self._context.route,
-                    event_id=record.event_id,
-                    attempt=s.attempt_number,
-                    wait_s=round(s.upcoming_sleep, 3),
-                    error=str(s.outcome.exception()) if s.outcome else None,
-                ),
-            ),
+            before_sleep=lambda state: self._log_retry(record, state),
             reraise=True,
         )
         retrying(self._post, body, headers)
@@ -191,7 +197,12 @@ class WebhookConsumer:
                 self._stats.add("rejected")
                 continue
             except TransientError as exc:
-                log.warning("webhook_failed", route=self._context.route, event_id=record.event_id, error=str(exc))
+                log.warning(
+                    "webhook_failed",
+                    route=self._context.route,
+                    event_id=record.event_id,
+                    error=str(exc),
+                )
                 return BatchResult.failed(records[index:], rejected=rejected)
             self._stats.add("posted")
         return BatchResult(rejected=rejected) if rejected else None
@@ -206,4 +217,3 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsum
     if opts.url.startswith("http://") and opts.secret is None:
         log.info("webhook_unsigned", route=context.route, url=opts.url)
     return WebhookConsumer(opts, context)
-

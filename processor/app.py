@@ -15,6 +15,7 @@ import structlog
 import urllib3
 from pydantic import ValidationError
 
+from processor._waiting import interruptible_sleep
 from processor.aws import AwsClients, StreamsAdapter, make_clients, resolve_stream
 from processor.batching import Dispatcher, RetryPolicy
 from processor.checkpoints import DynamoDBLeaseStore
@@ -100,7 +101,7 @@ def build_routes(
             clients=clients,
             http=http,
             memory_caches=memory_caches,
-            sleep=sleep if sleep is not None else stop.wait,
+            sleep=sleep if sleep is not None else interruptible_sleep(stop),
             stop=stop,
         )
         consumer = _build_consumer(index, route, context)
@@ -112,7 +113,9 @@ def build_routes(
 def make_dead_letter_sink(settings: Settings, clients: AwsClients) -> DeadLetterSink:
     file_sink = JsonlDeadLetterSink(settings.dead_letter.path or "dead-letter.jsonl")
     if settings.dead_letter.sqs_queue_url:
-        return SqsDeadLetterSink(clients.sqs, settings.dead_letter.sqs_queue_url, overflow=file_sink)
+        return SqsDeadLetterSink(
+            clients.sqs, settings.dead_letter.sqs_queue_url, overflow=file_sink
+        )
     return file_sink
 
 
@@ -161,7 +164,12 @@ def build_app(
     caches: dict[str, Any] = memory_caches if memory_caches is not None else {}
     stop_consumers = consumer_stop or threading.Event()
     routes, stats = build_routes(
-        settings, stream=stream, clients=clients, http=http, memory_caches=caches, stop=stop_consumers
+        settings,
+        stream=stream,
+        clients=clients,
+        http=http,
+        memory_caches=caches,
+        stop=stop_consumers,
     )
     sink = make_dead_letter_sink(settings, clients)
     policy = RetryPolicy(
@@ -223,11 +231,21 @@ def stats_table(settings: Settings, stats: Mapping[str, RouteStats]) -> str:
     lines = [header]
     for route in settings.routes:
         snap = stats[route.name].snapshot()
-        did = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(snap.items()) if k not in _HIDDEN)
+        did = ", ".join(
+            f"{k.replace('_', ' ')}: {v}" for k, v in sorted(snap.items()) if k not in _HIDDEN
+        )
         lines.append(
-            [route.name, route.consumer, *(str(snap.get(c, 0)) for c in _ENGINE_COUNTERS), did or "-"]
+            [
+                route.name,
+                route.consumer,
+                *(str(snap.get(c, 0)) for c in _ENGINE_COUNTERS),
+                did or "-",
+            ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    out = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    ]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)

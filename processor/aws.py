@@ -73,25 +73,31 @@ def error_code(exc: ClientError) -> str:
 
 
 def translate_client_error(
-    exc: ClientError | BotoCoreError, operation: str, **context: str
+    exc: ClientError | BotoCoreError,
+    operation: str,
+    *,
+    shard_id: str | None = None,
+    consumer: str | None = None,
 ) -> ProcessorError:
     """Map one botocore exception to the project's error tree (call as ``raise ... from``)."""
     if isinstance(exc, ClientError):
         code = error_code(exc)
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        message = f"{operation}: {code or status}: {exc.response.get('Error', {}).get('Message', '')}"
+        message = (
+            f"{operation}: {code or status}: {exc.response.get('Error', {}).get('Message', '')}"
+        )
         if code == "ExpiredIteratorException":
-            return IteratorExpiredError(message, **context)
+            return IteratorExpiredError(message, shard_id=shard_id, consumer=consumer)
         if code == "TrimmedDataAccessException":
-            return TrimmedDataError(message, **context)
+            return TrimmedDataError(message, shard_id=shard_id, consumer=consumer)
         if code == "ResourceNotFoundException":
-            return StreamNotFoundError(message, **context)
+            return StreamNotFoundError(message, shard_id=shard_id, consumer=consumer)
         if code in THROTTLING_CODES or code in _SERVER_CODES or status >= 500 or status == 429:
-            return TransientError(message, **context)
-        return ProcessorError(message, **context)
+            return TransientError(message, shard_id=shard_id, consumer=consumer)
+        return ProcessorError(message, shard_id=shard_id, consumer=consumer)
     if isinstance(exc, _CONNECTION_ERRORS):
-        return TransientError(f"{operation}: {exc}", **context)
-    return ProcessorError(f"{operation}: {exc}", **context)
+        return TransientError(f"{operation}: {exc}", shard_id=shard_id, consumer=consumer)
+    return ProcessorError(f"{operation}: {exc}", shard_id=shard_id, consumer=consumer)
 
 
 @dataclass(slots=True)
@@ -121,9 +127,10 @@ def make_clients(
     client; "standard" and "adaptive" do.
     """
     session = boto3.session.Session(region_name=region)
+    retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
     config = Config(
         region_name=region,
-        retries={"mode": retry_mode, "max_attempts": max_attempts},  # type: ignore[typeddict-item]
+        retries=retries,
         max_pool_connections=pool_size,
         connect_timeout=connect_timeout_s,
         read_timeout=read_timeout_s,
@@ -189,11 +196,10 @@ class StreamsAdapter:
         )
 
     def _call(self, operation: str, method: Callable[..., Any], **kwargs: Any) -> Any:
-        context = {k: v for k, v in (("shard_id", kwargs.get("ShardId")),) if v}
         try:
             return method(**kwargs)
         except (ClientError, BotoCoreError) as exc:
-            raise translate_client_error(exc, operation, **context) from exc
+            raise translate_client_error(exc, operation, shard_id=kwargs.get("ShardId")) from exc
 
     def describe(self, stream_arn: str) -> StreamDescription:
         """Every shard of the stream, following DescribeStream's pagination."""

@@ -37,6 +37,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from processor._waiting import interruptible_sleep
 from processor.consumer import BatchResult, RouteStats
 from processor.dead_letter import DeadLetter, DeadLetterSink, now_utc
 from processor.errors import RecordError, ShutdownRequested, TransientError
@@ -58,7 +59,7 @@ class RetryPolicy:
     max_delay_s: float = 20.0
 
 
-class _Exhausted(Exception):  # noqa: N818 - internal control flow
+class _Exhausted(Exception):
     def __init__(self, remaining: list[StreamRecord], error: BaseException, attempts: int) -> None:
         super().__init__(str(error))
         self.remaining = remaining
@@ -66,7 +67,7 @@ class _Exhausted(Exception):  # noqa: N818 - internal control flow
         self.attempts = attempts
 
 
-class _PartialFailure(Exception):  # noqa: N818 - internal control flow
+class _PartialFailure(Exception):
     def __init__(self, failed: int, total: int) -> None:
         super().__init__(f"consumer reported {failed} of {total} records failed")
 
@@ -79,7 +80,9 @@ class _WaitWithRetryAfter:
     """Full-jitter exponential backoff that never waits less than a server's Retry-After."""
 
     def __init__(self, policy: RetryPolicy) -> None:
-        self._jitter = wait_random_exponential(multiplier=policy.base_delay_s, max=policy.max_delay_s)
+        self._jitter = wait_random_exponential(
+            multiplier=policy.base_delay_s, max=policy.max_delay_s
+        )
         self._max = policy.max_delay_s
 
     def __call__(self, state: RetryCallState) -> float:
@@ -109,7 +112,7 @@ class Dispatcher:
         self._policy = policy
         self._stats = stats
         self._stop = stop
-        self._sleep = sleep if sleep is not None else stop.wait
+        self._sleep = sleep if sleep is not None else interruptible_sleep(stop)
         self._clock = clock
         self._wait = _WaitWithRetryAfter(policy)
 
@@ -198,7 +201,7 @@ class Dispatcher:
             retrying(call)
         except ShutdownRequested:
             raise
-        except Exception as exc:  # noqa: BLE001 - any consumer failure counts; it is recorded
+        except Exception as exc:
             if self._stop.is_set() and not isinstance(exc, RecordError):
                 raise ShutdownRequested("stop requested while retrying") from exc
             self._reject(route, rejected, stats)
@@ -229,7 +232,9 @@ class Dispatcher:
         )
         stats.add("dead_lettered", len(rejected))
 
-    def reject_malformed(self, items: Sequence[tuple[Any, Exception]], shard_id: str | None) -> None:
+    def reject_malformed(
+        self, items: Sequence[tuple[Any, Exception]], shard_id: str | None
+    ) -> None:
         """Dead-letter records that could not even be parsed (route ``-``, no attempts)."""
         if not items:
             return

@@ -118,12 +118,13 @@ class DynamoDBLeaseStore:
     def ensure_table(self) -> None:
         try:
             self._client.describe_table(TableName=self.table)
-            return
         except ClientError as exc:
             if error_code(exc) != "ResourceNotFoundException":
                 raise translate_client_error(exc, "DescribeTable") from exc
         except BotoCoreError as exc:
             raise translate_client_error(exc, "DescribeTable") from exc
+        else:
+            return
         try:
             self._client.create_table(
                 TableName=self.table,

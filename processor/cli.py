@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dsp: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except ProcessorError as exc:
-        log.error("run_failed", error_type=type(exc).__name__, error=str(exc))
+        log.exception("run_failed", error_type=type(exc).__name__, error=str(exc))
         return EXIT_FAILURE
 
 

@@ -138,5 +138,5 @@ def load_callable(spec: str) -> Callable[..., Any]:
         except AttributeError as exc:
             raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from exc
     if not callable(target):
-        raise ValueError(f"{spec!r} is not callable")
+        raise ValueError(f"{spec!r} is not callable")  # noqa: TRY004 - callers catch ValueError
     return target  # type: ignore[no-any-return]

@@ -86,8 +86,18 @@ class TransientError(ProcessorError):
     ``retry_after`` is the delay the server asked for, in seconds, when it named one.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **context: str) -> None:
-        super().__init__(message, **context)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        shard_id: str | None = None,
+        sequence_number: str | None = None,
+        consumer: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, shard_id=shard_id, sequence_number=sequence_number, consumer=consumer
+        )
         self.retry_after = retry_after
 
 
@@ -111,5 +121,5 @@ class LeaseLostError(ProcessorError):
     """This process no longer owns the shard's lease."""
 
 
-class ShutdownRequested(ProcessorError):  # noqa: N818 - it is a signal, not a failure
+class ShutdownRequested(ProcessorError):
     """A stop was requested while work was waiting; the work is abandoned, not failed."""

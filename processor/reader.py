@@ -25,6 +25,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from processor._waiting import interruptible_sleep
 from processor.aws import Page, StreamsAdapter
 from processor.batching import Dispatcher
 from processor.checkpoints import Lease, LeaseStore
@@ -99,9 +100,11 @@ class ShardReader:
         """Transient failures (throttling after botocore's own retries, 5xx) back off here."""
         retrying = Retrying(
             stop=stop_when_event_set(self.stop),
-            wait=wait_random_exponential(multiplier=0.5, max=self._settings.poll_interval_max_s * 5),
+            wait=wait_random_exponential(
+                multiplier=0.5, max=self._settings.poll_interval_max_s * 5
+            ),
             retry=retry_if_exception_type(TransientError),
-            sleep=self.stop.wait,
+            sleep=interruptible_sleep(self.stop),
             before_sleep=lambda s: log.warning(
                 "stream_call_retrying",
                 attempt=s.attempt_number,
@@ -135,7 +138,9 @@ class ShardReader:
             structlog.contextvars.unbind_contextvars("shard_id", "sequence_number")
 
     def _run(self) -> ReaderOutcome:
-        log.info("shard_reader_started", checkpoint=self.last_handled, position=self._initial_position)
+        log.info(
+            "shard_reader_started", checkpoint=self.last_handled, position=self._initial_position
+        )
         iterator: str = self._with_retries(self._iterator)  # type: ignore[assignment]
         delay = self._settings.poll_interval_min_s
         while not self.stop.is_set():
@@ -158,7 +163,9 @@ class ShardReader:
             if page.next_iterator is None:
                 self.lease = self._store.checkpoint(self.lease, self.last_handled, finished=True)
                 self._store.release(self.lease)
-                log.info("shard_finished", last_handled=self.last_handled, records=self.records_read)
+                log.info(
+                    "shard_finished", last_handled=self.last_handled, records=self.records_read
+                )
                 return ReaderOutcome.FINISHED
             iterator = page.next_iterator
             if not page.records:

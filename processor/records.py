@@ -314,7 +314,7 @@ class StreamRecord:
 
 def _plain_value(value: AttributeValue) -> Any:
     ((tag, raw),) = value.items()
-    if tag == "S" or tag == "B" or tag == "BOOL":  # binary stays base64, as on the wire
+    if tag in {"S", "B", "BOOL"}:  # binary stays base64, as on the wire
         return raw
     if tag == "N":
         return Decimal(raw)

@@ -123,7 +123,9 @@ def _compile_anything_but(spec: Any, fragment: Any) -> Matcher:
     values = spec if isinstance(spec, list) else [spec]
     for v in values:
         if isinstance(v, dict | list):
-            raise PatternError("anything-but takes a value, a list of values, or prefix/suffix", fragment)
+            raise PatternError(
+                "anything-but takes a value, a list of values, or prefix/suffix", fragment
+            )
     literals = [_compile_literal(v) for v in values]
     return lambda value: value is not _MISSING and not any(m(value) for m in literals)
 
@@ -178,6 +180,7 @@ def _compile_matchers(values: Any, path: str) -> Matcher:
             raise PatternError(f"{path}: nested lists are not matchers", values)
         else:
             matchers.append(_compile_literal(item))
+
     # An exists:false matcher is the only one that may match a missing field.
     def match(value: Any) -> bool:
         if isinstance(value, list):
@@ -189,6 +192,18 @@ def _compile_matchers(values: Any, path: str) -> Matcher:
     return match
 
 
+def _any_of(alternatives: list[Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    return lambda obj: any(a(obj) for a in alternatives)
+
+
+def _nested(key: str, check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda obj: isinstance(obj, dict) and isinstance(obj.get(key), dict) and check(obj[key])
+
+
+def _leaf(key: str, matcher: Matcher) -> Callable[[Any], bool]:
+    return lambda obj: matcher(obj.get(key, _MISSING) if isinstance(obj, dict) else _MISSING)
+
+
 def _compile_object(pattern: Any, path: str) -> Callable[[Any], bool]:
     if not isinstance(pattern, dict) or not pattern:
         raise PatternError(f"{path or 'pattern'}: must be a non-empty JSON object", pattern)
@@ -197,22 +212,13 @@ def _compile_object(pattern: Any, path: str) -> Callable[[Any], bool]:
         if key == "$or":
             if not isinstance(sub, list) or len(sub) < 2:
                 raise PatternError("$or takes a list of at least two patterns", {key: sub})
-            alternatives = [_compile_object(p, path) for p in sub]
-            checks.append(lambda obj, alts=alternatives: any(a(obj) for a in alts))
+            checks.append(_any_of([_compile_object(p, path) for p in sub]))
             continue
         sub_path = f"{path}.{key}" if path else key
         if isinstance(sub, dict):
-            nested = _compile_object(sub, sub_path)
-            checks.append(
-                lambda obj, k=key, n=nested: isinstance(obj, dict)
-                and isinstance(obj.get(k), dict)
-                and n(obj[k])
-            )
+            checks.append(_nested(key, _compile_object(sub, sub_path)))
         else:
-            leaf = _compile_matchers(sub, sub_path)
-            checks.append(
-                lambda obj, k=key, m=leaf: m(obj.get(k, _MISSING) if isinstance(obj, dict) else _MISSING)
-            )
+            checks.append(_leaf(key, _compile_matchers(sub, sub_path)))
     return lambda obj: all(check(obj) for check in checks)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -85,9 +86,7 @@ def moto_server(port: int = 0) -> Iterator[str]:
 
     Sets dummy AWS credentials in the environment if none are set (moto accepts any).
     """
-    import logging
-
-    from moto.server import ThreadedMotoServer
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - moto is a test-only extra
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
@@ -260,7 +259,9 @@ class MemoryLeaseStore:
             current = self.leases[observed.shard_id]
             if current != observed or current.finished:
                 return None
-            taken = replace(current, owner=owner, counter=current.counter + 1, heartbeat=self._clock())
+            taken = replace(
+                current, owner=owner, counter=current.counter + 1, heartbeat=self._clock()
+            )
             self.leases[observed.shard_id] = taken
             return taken
 
@@ -316,7 +317,8 @@ def create_table(
     if stream_view:
         kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream_view}
     table = dynamodb.create_table(**kwargs)["TableDescription"]
-    return table.get("LatestStreamArn")
+    arn = table.get("LatestStreamArn")
+    return str(arn) if arn else None
 
 
 def scan_all(dynamodb: Any, name: str) -> list[dict[str, Any]]:

@@ -125,7 +125,9 @@ class Worker:
         parent = shard.parent_shard_id if shard else lease.parent_shard_id
         # A child whose parent we read must start at its beginning, whatever the configured
         # starting position: otherwise the records between the split and now would be lost.
-        position = "TRIM_HORIZON" if parent and parent in finished else self.settings.starting_position
+        position = (
+            "TRIM_HORIZON" if parent and parent in finished else self.settings.starting_position
+        )
         stop = threading.Event()
         reader = ShardReader(
             adapter=self._adapter,
@@ -252,7 +254,11 @@ class Worker:
             running.thread.join(max(0.0, deadline - self._monotonic()))
         for shard_id, running in self._running.items():
             if running.thread.is_alive():
-                log.error("reader_did_not_stop", shard_id=shard_id, deadline_s=self.settings.shutdown_deadline_s)
+                log.error(
+                    "reader_did_not_stop",
+                    shard_id=shard_id,
+                    deadline_s=self.settings.shutdown_deadline_s,
+                )
                 continue
             if running.outcome is ReaderOutcome.STOPPED:
                 self._release(running.reader.lease)

@@ -13,7 +13,11 @@ from processor.consumer import ConsumerContext, StreamInfo
 
 def clients(endpoint: str) -> AwsClients:
     return make_clients(
-        region="us-east-1", endpoint_url=endpoint, retry_mode="standard", max_attempts=3, pool_size=10
+        region="us-east-1",
+        endpoint_url=endpoint,
+        retry_mode="standard",
+        max_attempts=3,
+        pool_size=10,
     )
 
 
@@ -30,7 +34,9 @@ def context(
     return ConsumerContext(
         route="test",
         config_key="routes.0",
-        stream=StreamInfo("arn:aws:dynamodb:us-east-1:1:table/orders/stream/x", table, view, ("pk", "sk")),
+        stream=StreamInfo(
+            "arn:aws:dynamodb:us-east-1:1:table/orders/stream/x", table, view, ("pk", "sk")
+        ),
         clients=clients(endpoint) if endpoint else None,
         http=http or urllib3.PoolManager(maxsize=4, retries=False),
         memory_caches=memory if memory is not None else {},

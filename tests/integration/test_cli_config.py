@@ -27,7 +27,9 @@ consumer = "{consumer}"
 """
 
 
-def run_dsp(tmp_path: Path, endpoint: str, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_dsp(
+    tmp_path: Path, endpoint: str, text: str, *args: str
+) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "dsp.toml"
     config.write_text(text)
     return subprocess.run(
@@ -48,7 +50,14 @@ def source(dynamodb: Any, unique: str) -> str:
     return name
 
 
-def config(source: str, unique: str, *, consumer: str = "batch_write", filter: str = "", options: str | None = None) -> str:
+def config(
+    source: str,
+    unique: str,
+    *,
+    consumer: str = "batch_write",
+    filter: str = "",
+    options: str | None = None,
+) -> str:
     opts = f'table = "dst-{unique}"' if options is None else options
     return BASE.format(source=source, unique=unique, consumer=consumer, filter=filter, options=opts)
 
@@ -58,16 +67,35 @@ def config(source: str, unique: str, *, consumer: str = "batch_write", filter: s
     [
         ({"consumer": "kafka"}, "routes.0.consumer", "unknown consumer"),
         ({"consumer": "no_such_module:handler"}, "routes.0.consumer", "cannot import"),
-        ({"filter": "filter = '{\"eventName\": [\"INSERT\"'"}, "routes.0.filter", "not valid JSON"),
-        ({"options": 'table = "dst"\nmax_attempts = "many"'}, "routes.0.options.max_attempts", "integer"),
+        ({"filter": 'filter = \'{"eventName": ["INSERT"\''}, "routes.0.filter", "not valid JSON"),
+        (
+            {"options": 'table = "dst"\nmax_attempts = "many"'},
+            "routes.0.options.max_attempts",
+            "integer",
+        ),
         ({"options": 'tabel = "dst"'}, "routes.0.options.table", "missing"),
         ({"options": 'table = "does-not-exist"'}, "routes.0.options.table", "no such table"),
-        ({"consumer": "cache", "options": 'keys = ["order:{customer}"]'}, "routes.0.options.keys.0", "{pk}, {sk}"),
-        ({"consumer": "webhook", "options": 'url = "ftp://example"'}, "routes.0.options.url", "http"),
+        (
+            {"consumer": "cache", "options": 'keys = ["order:{customer}"]'},
+            "routes.0.options.keys.0",
+            "{pk}, {sk}",
+        ),
+        (
+            {"consumer": "webhook", "options": 'url = "ftp://example"'},
+            "routes.0.options.url",
+            "http",
+        ),
     ],
 )
 def test_bad_route_configuration_exits_2_naming_the_key(
-    tmp_path: Path, endpoint: str, dynamodb: Any, source: str, unique: str, change: dict[str, str], key: str, words: str
+    tmp_path: Path,
+    endpoint: str,
+    dynamodb: Any,
+    source: str,
+    unique: str,
+    change: dict[str, str],
+    key: str,
+    words: str,
 ) -> None:
     """Each kind of bad route configuration exits 2 naming the key; no lease table is created."""
     result = run_dsp(tmp_path, endpoint, config(source, unique, **change))
@@ -77,14 +105,18 @@ def test_bad_route_configuration_exits_2_naming_the_key(
     assert f"leases-{unique}" not in dynamodb.list_tables()["TableNames"]
 
 
-def test_missing_source_table_exits_2_naming_stream_table(tmp_path: Path, endpoint: str, unique: str) -> None:
+def test_missing_source_table_exits_2_naming_stream_table(
+    tmp_path: Path, endpoint: str, unique: str
+) -> None:
     """A stream.table that does not exist at the endpoint is a configuration error."""
     result = run_dsp(tmp_path, endpoint, config(f"nope-{unique}", unique))
     assert result.returncode == 2
     assert f"stream.table = 'nope-{unique}': no such table" in result.stderr
 
 
-def test_table_without_stream_exits_2(tmp_path: Path, endpoint: str, dynamodb: Any, unique: str) -> None:
+def test_table_without_stream_exits_2(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
     """A source table with no stream enabled is refused with the fix."""
     create_table(dynamodb, f"nostream-{unique}", stream_view=None)
     result = run_dsp(tmp_path, endpoint, config(f"nostream-{unique}", unique))
@@ -92,7 +124,9 @@ def test_table_without_stream_exits_2(tmp_path: Path, endpoint: str, dynamodb: A
     assert "no stream enabled" in result.stderr
 
 
-def test_batch_write_on_a_keys_only_stream_exits_2(tmp_path: Path, endpoint: str, dynamodb: Any, unique: str) -> None:
+def test_batch_write_on_a_keys_only_stream_exits_2(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
     """batch_write needs new images: a KEYS_ONLY stream is a configuration error."""
     create_table(dynamodb, f"keys-{unique}", stream_view="KEYS_ONLY")
     create_table(dynamodb, f"dst-{unique}", stream_view=None)
@@ -102,7 +136,9 @@ def test_batch_write_on_a_keys_only_stream_exits_2(tmp_path: Path, endpoint: str
     assert "KEYS_ONLY" in result.stderr
 
 
-def test_wrong_types_in_the_file_and_environment_exit_2(tmp_path: Path, endpoint: str, source: str, unique: str) -> None:
+def test_wrong_types_in_the_file_and_environment_exit_2(
+    tmp_path: Path, endpoint: str, source: str, unique: str
+) -> None:
     """Type errors from the file or from DSP_ variables exit 2 naming the key."""
     text = config(source, unique) + '\n[batch]\nmax_records = "lots"\n'
     result = run_dsp(tmp_path, endpoint, text)
@@ -116,6 +152,9 @@ def test_check_config_validates_without_touching_aws(tmp_path: Path) -> None:
     config_file.write_text(config("orders", "x"))
     ok = subprocess.run(
         [sys.executable, "-m", "processor.cli", "check-config", "--config", str(config_file)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert ok.returncode == 0 and "ok (1 routes)" in ok.stdout
+    assert ok.returncode == 0
+    assert "ok (1 routes)" in ok.stdout

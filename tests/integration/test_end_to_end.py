@@ -78,7 +78,9 @@ def write_changes(dynamodb: Any, table: str, rng: random.Random) -> list[tuple[s
                 "total": {"N": f"{rng.randint(1, 10**6)}.{rng.randint(0, 99):02d}"},
                 "big": {"N": "12345678901234567890123456789012345678"},
                 "tags": {"SS": [TENANTS[i % 4], "order"]},
-                "lines": {"L": [{"M": {"sku": {"S": f"sku-{j}"}, "qty": {"N": str(j)}}} for j in range(2)]},
+                "lines": {
+                    "L": [{"M": {"sku": {"S": f"sku-{j}"}, "qty": {"N": str(j)}}} for j in range(2)]
+                },
                 "blob": {"B": bytes([i % 256, 255 - i % 256])},
             },
         )
@@ -96,7 +98,9 @@ def write_changes(dynamodb: Any, table: str, rng: random.Random) -> list[tuple[s
     return keys
 
 
-def dsp_run(config: Path, endpoint: str, receiver: WebhookReceiver) -> subprocess.CompletedProcess[str]:
+def dsp_run(
+    config: Path, endpoint: str, receiver: WebhookReceiver
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "DSP_AWS__ENDPOINT_URL": endpoint,
@@ -104,7 +108,16 @@ def dsp_run(config: Path, endpoint: str, receiver: WebhookReceiver) -> subproces
         "DSP_ROUTES__NOTIFY__OPTIONS__SECRET": SECRET,
     }
     return subprocess.run(
-        [sys.executable, "-m", "processor.cli", "run", "--config", str(config), "--stop-when-idle", "1"],
+        [
+            sys.executable,
+            "-m",
+            "processor.cli",
+            "run",
+            "--config",
+            str(config),
+            "--stop-when-idle",
+            "1",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -114,9 +127,14 @@ def dsp_run(config: Path, endpoint: str, receiver: WebhookReceiver) -> subproces
 
 
 def test_run_mirrors_announces_and_invalidates_every_change_once(
-    tmp_path: Path, endpoint: str, dynamodb: Any, redis_client: redis.Redis, receiver: WebhookReceiver, unique: str
+    tmp_path: Path,
+    endpoint: str,
+    dynamodb: Any,
+    redis_client: redis.Redis,
+    receiver: WebhookReceiver,
+    unique: str,
 ) -> None:
-    """Mirror == source, one signed webhook per change, changed cache entries gone; a rerun adds nothing."""
+    """Mirror == source, one signed webhook per change, changed cache gone; rerun: nothing."""
     source, mirror = f"orders-{unique}", f"orders-mirror-{unique}"
     create_table(dynamodb, source)
     create_table(dynamodb, mirror, stream_view=None)
@@ -142,7 +160,8 @@ def test_run_mirrors_announces_and_invalidates_every_change_once(
     # every change reached the receiver exactly once, signed
     received = receiver.received("/hooks/orders")
     ids = Counter(r.headers["Idempotency-Key"] for r in received)
-    assert len(ids) == changes and set(ids.values()) == {1}
+    assert len(ids) == changes
+    assert set(ids.values()) == {1}
     for request in received:
         assert hmac.compare_digest(request.headers["X-DSP-Signature"], sign(request.body, SECRET))
         assert request.json()["event_id"] == request.headers["Idempotency-Key"]
@@ -153,8 +172,14 @@ def test_run_mirrors_announces_and_invalidates_every_change_once(
     assert body["new_image"]["big"] == 12345678901234567890123456789012345678
     assert body["new_image"]["tags"] == sorted(body["new_image"]["tags"])
     assert set(body) == {
-        "event_id", "event_name", "table_name", "keys", "new_image", "old_image",
-        "sequence_number", "approximate_creation_time",
+        "event_id",
+        "event_name",
+        "table_name",
+        "keys",
+        "new_image",
+        "old_image",
+        "sequence_number",
+        "approximate_creation_time",
     }
     assert body["approximate_creation_time"].endswith("Z")
 
@@ -165,7 +190,8 @@ def test_run_mirrors_announces_and_invalidates_every_change_once(
     # logs: JSON, one line per batch and route, with shard and sequence bound
     lines = [json.loads(line) for line in first.stderr.splitlines() if line.startswith("{")]
     batches = [line for line in lines if line["event"] == "batch_dispatched"]
-    assert batches and all(b["shard_id"] and b["sequence_number"] and b["route"] for b in batches)
+    assert batches
+    assert all(b["shard_id"] and b["sequence_number"] and b["route"] for b in batches)
     assert sum(b["records"] for b in batches if b["route"] == "notify") == changes
 
     # a second run on the same application delivers nothing new
@@ -173,4 +199,8 @@ def test_run_mirrors_announces_and_invalidates_every_change_once(
     assert second.returncode == 0, second.stderr[-3000:]
     assert len(receiver.received("/hooks/orders")) == changes
     rows = {line.split()[0]: line.split() for line in second.stdout.splitlines()[2:]}
-    assert {name: row[2] for name, row in rows.items()} == {"mirror": "0", "notify": "0", "invalidate": "0"}
+    assert {name: row[2] for name, row in rows.items()} == {
+        "mirror": "0",
+        "notify": "0",
+        "invalidate": "0",
+    }

@@ -31,7 +31,9 @@ class ListSink:
 class Recorder:
     """A consumer that records every call and fails as told."""
 
-    def __init__(self, behaviour: Callable[[list[StreamRecord], int], BatchResult | None] | None = None) -> None:
+    def __init__(
+        self, behaviour: Callable[[list[StreamRecord], int], BatchResult | None] | None = None
+    ) -> None:
         self.calls: list[list[str]] = []
         self.delivered: list[str] = []
         self._behaviour = behaviour
@@ -98,7 +100,8 @@ def test_transient_failure_is_retried_with_backoff_then_succeeds() -> None:
     d, sink, stats = dispatcher(Route("r", consumer), sleeps=sleeps)
     d.dispatch(records(3))
     assert len(consumer.calls) == 3
-    assert len(sleeps) == 2 and all(0 <= s <= 20 for s in sleeps)
+    assert len(sleeps) == 2
+    assert all(0 <= s <= 20 for s in sleeps)
     assert stats["r"]["retries"] == 2
     assert sink.entries == []
 
@@ -114,7 +117,8 @@ def test_retry_after_is_honoured() -> None:
     sleeps: list[float] = []
     d, _, _ = dispatcher(Route("r", Recorder(throttled)), sleeps=sleeps)
     d.dispatch(records(1))
-    assert sleeps and sleeps[0] >= 7.0
+    assert sleeps
+    assert sleeps[0] >= 7.0
 
 
 def test_partial_failure_resumes_from_the_first_failed_record() -> None:
@@ -150,10 +154,12 @@ def test_poison_record_is_bisected_and_dead_lettered_others_delivered_once() -> 
     assert [e.record["eventID"] for e in sink.entries] == ["e37"]
     entry = sink.entries[0]
     assert entry.record == batch[37].raw
-    assert entry.error_type == "ValueError" and "e37" in entry.error_message
+    assert entry.error_type == "ValueError"
+    assert "e37" in entry.error_message
     assert entry.attempts == 2
     assert entry.route == "r"
-    assert stats["r"]["dead_lettered"] == 1 and stats["r"]["delivered"] == 99
+    assert stats["r"]["dead_lettered"] == 1
+    assert stats["r"]["delivered"] == 99
 
 
 def test_without_bisection_the_whole_failing_batch_is_dead_lettered() -> None:
@@ -196,14 +202,15 @@ def test_rejected_records_are_dead_lettered_without_retry_and_the_rest_delivered
     assert [e.record["eventID"] for e in sink.entries] == ["e1"]
     assert sink.entries[0].error_type == "Rejected"
     assert sink.entries[0].error_message == "HTTP 400"
-    assert stats["r"]["delivered"] == 2 and stats["r"]["dead_lettered"] == 1
+    assert stats["r"]["delivered"] == 2
+    assert stats["r"]["dead_lettered"] == 1
 
 
 def test_filters_decide_which_records_a_route_sees() -> None:
     """A route with a filter gets only matching records; the rest count as filtered."""
     consumer = Recorder()
     route = Route("inserts", consumer, compile_filters(['{"eventName": ["REMOVE"]}']))
-    batch = records(3) + [make_record({"pk": {"S": "x"}}, event_name="REMOVE", event_id="rm")]
+    batch = [*records(3), make_record({"pk": {"S": "x"}}, event_name="REMOVE", event_id="rm")]
     d, _, stats = dispatcher(route)
     d.dispatch(batch)
     assert consumer.calls == [["rm"]]
@@ -218,7 +225,9 @@ def test_every_route_gets_the_batch() -> None:
 
     good, bad = Recorder(), Recorder(broken)
     d, sink, _ = dispatcher(
-        Route("bad", bad), Route("good", good), policy=RetryPolicy(max_retries=0, bisect_on_error=False)
+        Route("bad", bad),
+        Route("good", good),
+        policy=RetryPolicy(max_retries=0, bisect_on_error=False),
     )
     d.dispatch(records(2))
     assert good.delivered == ["e0", "e1"]
@@ -226,14 +235,16 @@ def test_every_route_gets_the_batch() -> None:
 
 
 def test_stop_during_retries_abandons_the_batch_without_dead_lettering() -> None:
-    """A stop requested while waiting to retry raises ShutdownRequested; nothing is dead-lettered."""
+    """A stop while waiting to retry raises ShutdownRequested; nothing is dead-lettered."""
     stop = threading.Event()
 
     def fail_and_stop(batch: list[StreamRecord], call: int) -> BatchResult | None:
         stop.set()
         raise TransientError("503")
 
-    d, sink, _ = dispatcher(Route("r", Recorder(fail_and_stop)), stop=stop, policy=RetryPolicy(max_retries=5))
+    d, sink, _ = dispatcher(
+        Route("r", Recorder(fail_and_stop)), stop=stop, policy=RetryPolicy(max_retries=5)
+    )
     with pytest.raises(ShutdownRequested):
         d.dispatch(records(3))
     assert sink.entries == []

@@ -22,7 +22,9 @@ def test_free_leases_of_ready_shards_are_taken_first_then_expired_ones() -> None
         lease("s2", owner="other", heartbeat=95.0),  # alive
         lease("s4"),
     ]
-    chosen = leases_to_take(leases, {"s1", "s2", "s3", "s4"}, owner="me", now=100.0, timeout_s=30, limit=10)
+    chosen = leases_to_take(
+        leases, {"s1", "s2", "s3", "s4"}, owner="me", now=100.0, timeout_s=30, limit=10
+    )
     assert [c.shard_id for c in chosen] == ["s1", "s4", "s3"]
 
 
@@ -58,7 +60,8 @@ def test_checkpoint_after_takeover_raises_lease_lost() -> None:
     assert mine is not None
     now[0] = 100.0
     theirs = store.take(store.list_leases()[0], "b")
-    assert theirs is not None and theirs.counter == mine.counter + 1
+    assert theirs is not None
+    assert theirs.counter == mine.counter + 1
     with pytest.raises(LeaseLostError):
         store.checkpoint(mine, "5", finished=False)
     with pytest.raises(LeaseLostError):

@@ -73,7 +73,7 @@ def to_wire(value: dict[str, Any]) -> dict[str, Any]:
 @given(client_values)
 def test_decode_value_equals_type_deserializer(value: dict[str, Any]) -> None:
     """For any AttributeValue, our decoder returns exactly what TypeDeserializer returns."""
-    expected = TypeDeserializer().deserialize(value)
+    expected = TypeDeserializer().deserialize(value)  # type: ignore[arg-type]
     actual = decode_value(to_wire(value))
     assert actual == expected
     assert type(actual) is type(expected)
@@ -128,7 +128,8 @@ def test_record_view_fields() -> None:
     assert record.sequence_int == 42
     assert record.keys == {"pk": "TENANT#a", "sk": "1"}
     assert record.new_image == {"pk": "TENANT#a", "sk": "1", "n": Decimal(2)}
-    assert record.old_image is not None and record.old_image["n"] == Decimal("1.50")
+    assert record.old_image is not None
+    assert record.old_image["n"] == Decimal("1.50")
     assert record.approximate_creation_time == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
     assert not record.is_ttl_delete
 
@@ -160,8 +161,18 @@ def test_key_id_is_equal_for_the_same_item_only() -> None:
     [
         ([], "JSON object"),
         ({"eventID": "1", "eventName": "INSERT"}, "no 'dynamodb' object"),
-        ({"eventID": "1", "eventName": "INSERT", "dynamodb": {"Keys": {"a": {"S": "1"}}}}, "SequenceNumber"),
-        ({"eventID": "1", "eventName": "UPSERT", "dynamodb": {"SequenceNumber": "1", "Keys": {"a": {"S": "1"}}}}, "eventName"),
+        (
+            {"eventID": "1", "eventName": "INSERT", "dynamodb": {"Keys": {"a": {"S": "1"}}}},
+            "SequenceNumber",
+        ),
+        (
+            {
+                "eventID": "1",
+                "eventName": "UPSERT",
+                "dynamodb": {"SequenceNumber": "1", "Keys": {"a": {"S": "1"}}},
+            },
+            "eventName",
+        ),
         ({"eventID": "1", "eventName": "INSERT", "dynamodb": {"SequenceNumber": "1"}}, "Keys"),
     ],
 )
@@ -173,7 +184,7 @@ def test_from_wire_rejects_malformed_records(raw: Any, reason: str) -> None:
 
 def test_plain_image_is_json_ready_and_exact() -> None:
     """Plain values: exact Decimals, sets as sorted lists, binary left as base64."""
-    image = {
+    image: dict[str, Any] = {
         "n": {"N": "0.10000000000000000000000000000000000001"},
         "ss": {"SS": ["b", "a"]},
         "ns": {"NS": ["10", "9"]},

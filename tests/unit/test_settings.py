@@ -74,7 +74,9 @@ def test_routes_can_be_replaced_whole_with_json(tmp_path: Path) -> None:
     """DSP_ROUTES holds the whole route list as JSON."""
     s = load_settings(
         write(tmp_path, VALID),
-        environ={"DSP_ROUTES": '[{"name": "hook", "consumer": "webhook", "options": {"url": "http://x"}}]'},
+        environ={
+            "DSP_ROUTES": '[{"name": "hook", "consumer": "webhook", "options": {"url": "http://x"}}]'
+        },
     )
     assert [r.name for r in s.routes] == ["hook"]
 
@@ -109,9 +111,7 @@ def test_missing_application_is_named(tmp_path: Path) -> None:
 
 def test_malformed_filter_json_is_quoted(tmp_path: Path) -> None:
     """A filter that is not valid JSON is refused, quoting it."""
-    err = config_error(
-        tmp_path, VALID.replace('["INSERT", "MODIFY", "REMOVE"]}', '["INSERT"')
-    )
+    err = config_error(tmp_path, VALID.replace('["INSERT", "MODIFY", "REMOVE"]}', '["INSERT"'))
     assert err.key == "routes.0.filter"
     assert "not valid JSON" in str(err)
     assert '["INSERT"' in str(err)
@@ -130,7 +130,11 @@ def test_malformed_filter_json_is_quoted(tmp_path: Path) -> None:
 )
 def test_wrong_types_and_ranges_name_the_key(tmp_path: Path, snippet: str, key: str) -> None:
     """Wrong types, out-of-range values and unknown keys are refused, naming the key."""
-    text = VALID.replace("[checkpoints]\n", "[checkpoints]\n" + snippet.split("\n", 1)[1] + "\n") if snippet.startswith("[checkpoints]") else VALID + "\n" + snippet + "\n"
+    text = (
+        VALID.replace("[checkpoints]\n", "[checkpoints]\n" + snippet.split("\n", 1)[1] + "\n")
+        if snippet.startswith("[checkpoints]")
+        else VALID + "\n" + snippet + "\n"
+    )
     err = config_error(tmp_path, text)
     assert err.key == key
 
@@ -169,4 +173,5 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
     """When several keys are wrong, each is reported."""
     text = VALID + '\n[batch]\nmax_records = "x"\nmax_retries = -5\n'
     message = str(config_error(tmp_path, text))
-    assert "batch.max_records" in message and "batch.max_retries" in message
+    assert "batch.max_records" in message
+    assert "batch.max_retries" in message

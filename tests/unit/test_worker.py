@@ -24,7 +24,9 @@ ARN = "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"
 class FakeStreams:
     """Shards with fixed records; closed shards end when drained. Iterators are positions."""
 
-    def __init__(self, shards: dict[str, tuple[Shard, list[dict[str, Any]]]], *, expire_every: int = 0) -> None:
+    def __init__(
+        self, shards: dict[str, tuple[Shard, list[dict[str, Any]]]], *, expire_every: int = 0
+    ) -> None:
         self.shards = shards
         self.expire_every = expire_every
         self.calls = 0
@@ -35,7 +37,9 @@ class FakeStreams:
         info = StreamInfo(stream_arn, "t", "NEW_AND_OLD_IMAGES", ("pk",))
         return StreamDescription(info, tuple(s for s, _ in self.shards.values()), "ENABLED")
 
-    def get_iterator(self, stream_arn: str, shard_id: str, kind: str, seq: str | None = None) -> str:
+    def get_iterator(
+        self, stream_arn: str, shard_id: str, kind: str, seq: str | None = None
+    ) -> str:
         self.iterator_requests.append((shard_id, kind, seq))
         records = self.shards[shard_id][1]
         if kind == "TRIM_HORIZON":
@@ -88,13 +92,20 @@ def raw(pk: str, seq: int) -> dict[str, Any]:
 
 
 def make_worker(
-    streams: FakeStreams, store: MemoryLeaseStore, collector: Collector, *, owner: str = "w1", max_records: int = 2
+    streams: FakeStreams,
+    store: MemoryLeaseStore,
+    collector: Collector,
+    *,
+    owner: str = "w1",
+    max_records: int = 2,
 ) -> Worker:
     sink = ListSink()
     stats = {"r": RouteStats()}
 
     def dispatcher_for(stop: threading.Event) -> Dispatcher:
-        return Dispatcher([Route("r", collector)], sink, RetryPolicy(max_retries=0), stats=stats, stop=stop)
+        return Dispatcher(
+            [Route("r", collector)], sink, RetryPolicy(max_retries=0), stats=stats, stop=stop
+        )
 
     return Worker(
         adapter=streams,  # type: ignore[arg-type]
@@ -104,7 +115,12 @@ def make_worker(
         settings=WorkerSettings(
             owner=owner,
             tick_s=0.01,
-            reader=ReaderSettings(get_records_limit=3, max_records=max_records, poll_interval_min_s=0.01, poll_interval_max_s=0.02),
+            reader=ReaderSettings(
+                get_records_limit=3,
+                max_records=max_records,
+                poll_interval_min_s=0.01,
+                poll_interval_max_s=0.02,
+            ),
         ),
     )
 
@@ -154,7 +170,9 @@ def test_expired_iterators_are_reacquired_without_loss_or_repeats() -> None:
     """With iterators expiring every few calls, all records arrive once, in order."""
     collector = Collector()
     streams = lineage_stream(expire_every=2)
-    make_worker(streams, MemoryLeaseStore(), collector).run(stop=threading.Event(), stop_when_idle=0.2)
+    make_worker(streams, MemoryLeaseStore(), collector).run(
+        stop=threading.Event(), stop_when_idle=0.2
+    )
     sequences = [int(s) for _, s, _ in collector.seen]
     assert sorted(sequences) == [1, 2, 3, 10, 11, 20, 21, 30]
     assert len(sequences) == len(set(sequences))
@@ -178,13 +196,19 @@ def test_a_child_of_a_read_parent_starts_at_trim_horizon_even_with_latest() -> N
 def test_two_workers_never_read_one_shard_twice() -> None:
     """Two workers on one lease store split the shards; every record arrives exactly once."""
     streams = FakeStreams(
-        {f"s{i}": (Shard(f"s{i}", None, "1", "9"), [raw(f"k{i}", i * 10 + j) for j in range(3)]) for i in range(6)}
+        {
+            f"s{i}": (Shard(f"s{i}", None, "1", "9"), [raw(f"k{i}", i * 10 + j) for j in range(3)])
+            for i in range(6)
+        }
     )
     store = MemoryLeaseStore()
     collector = Collector()
     w1 = make_worker(streams, store, collector, owner="w1")
     w2 = make_worker(streams, store, collector, owner="w2")
-    threads = [threading.Thread(target=w.run, kwargs={"stop": threading.Event(), "stop_when_idle": 0.3}) for w in (w1, w2)]
+    threads = [
+        threading.Thread(target=w.run, kwargs={"stop": threading.Event(), "stop_when_idle": 0.3})
+        for w in (w1, w2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
