@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench`: ours against a baseline, side by side in one process."""

@@ -1,0 +1,73 @@
+"""Decode + route + no-op consumer on recorded pages: ours vs boto3's parser + TypeDeserializer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.parsers import create_parser
+
+from processor.aws import _capture_get_records_body
+from processor.records import StreamRecord
+from processor.routing import Route, compile_filters
+
+_client = boto3.client(
+    "dynamodbstreams", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+)
+_SHAPE = _client.meta.service_model.operation_model("GetRecords").output_shape
+_PARSER = create_parser("json")
+_deserialize = TypeDeserializer().deserialize
+_FILTER = compile_filters(['{"eventName": ["INSERT", "MODIFY", "REMOVE"]}'])
+
+
+def _response(body: bytes) -> dict[str, Any]:
+    return {"body": body, "headers": {}, "status_code": 200}
+
+
+def boto3_baseline(images: bool) -> Callable[[bytes], int]:
+    """What a plain boto3 loop does: botocore parses the page, TypeDeserializer decodes."""
+
+    def run(body: bytes) -> int:
+        parsed = _PARSER.parse(_response(body), _SHAPE)
+        n = 0
+        for record in parsed["Records"]:
+            if record["eventName"] not in ("INSERT", "MODIFY", "REMOVE"):
+                continue
+            ddb = record["dynamodb"]
+            keys = {k: _deserialize(v) for k, v in ddb["Keys"].items()}
+            if images:
+                new = {k: _deserialize(v) for k, v in ddb.get("NewImage", {}).items()}
+                old = {k: _deserialize(v) for k, v in ddb.get("OldImage", {}).items()}
+                n += len(new) + len(old)
+            n += len(keys)
+        return n
+
+    return run
+
+
+def ours(images: bool) -> Callable[[bytes], int]:
+    """Our reader's path: the before-parse hook, StreamRecord views, a filtered route."""
+    seen = [0]
+
+    def consumer(records: list[StreamRecord]) -> None:
+        for record in records:
+            seen[0] += len(record.keys)
+            if images:
+                seen[0] += len(record.new_image or {}) + len(record.old_image or {})
+
+    route = Route("r", consumer, _FILTER)
+
+    def run(body: bytes) -> int:
+        response, custom = _response(body), {}  # type: ignore[var-annotated]
+        _capture_get_records_body(response, custom)
+        _PARSER.parse(response, _SHAPE)  # botocore still parses what is left: {}
+        records = [
+            StreamRecord.from_wire(raw, shard_id="s") for raw in custom["DspPage"]["Records"]
+        ]
+        seen[0] = 0
+        consumer(route.select(records))
+        return seen[0]
+
+    return run
