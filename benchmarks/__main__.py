@@ -45,14 +45,14 @@ def main() -> int:
     rows = [
         side_by_side(
             "decode + route, consumer reads keys only",
-            decode.ours(False),
-            decode.boto3_baseline(False),
+            decode.ours(images=False),
+            decode.boto3_baseline(images=False),
             bodies,
         ),
         side_by_side(
             "decode + route, consumer reads both images",
-            decode.ours(True),
-            decode.boto3_baseline(True),
+            decode.ours(images=True),
+            decode.boto3_baseline(images=True),
             bodies,
         ),
     ]
@@ -69,9 +69,7 @@ def main() -> int:
         "rounds over 3 recorded GetRecords pages of 1,000 records (10 attributes, both images), "
         "CPU time of one core.\n\n" + table + "\n"
     )
-    print(
-        f"\nwritten to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}"
-    )
+    print(f"\nwritten to {RESULTS}")
     return 0
 
 

@@ -17,6 +17,7 @@ _client = boto3.client(
     "dynamodbstreams", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
 )
 _SHAPE = _client.meta.service_model.operation_model("GetRecords").output_shape
+assert _SHAPE is not None
 _PARSER = create_parser("json")
 _deserialize = TypeDeserializer().deserialize
 _FILTER = compile_filters(['{"eventName": ["INSERT", "MODIFY", "REMOVE"]}'])
@@ -26,7 +27,7 @@ def _response(body: bytes) -> dict[str, Any]:
     return {"body": body, "headers": {}, "status_code": 200}
 
 
-def boto3_baseline(images: bool) -> Callable[[bytes], int]:
+def boto3_baseline(*, images: bool) -> Callable[[bytes], int]:
     """What a plain boto3 loop does: botocore parses the page, TypeDeserializer decodes."""
 
     def run(body: bytes) -> int:
@@ -47,7 +48,7 @@ def boto3_baseline(images: bool) -> Callable[[bytes], int]:
     return run
 
 
-def ours(images: bool) -> Callable[[bytes], int]:
+def ours(*, images: bool) -> Callable[[bytes], int]:
     """Our reader's path: the before-parse hook, StreamRecord views, a filtered route."""
     seen = [0]
 
@@ -60,7 +61,8 @@ def ours(images: bool) -> Callable[[bytes], int]:
     route = Route("r", consumer, _FILTER)
 
     def run(body: bytes) -> int:
-        response, custom = _response(body), {}  # type: ignore[var-annotated]
+        response: dict[str, Any] = _response(body)
+        custom: dict[str, Any] = {}
         _capture_get_records_body(response, custom)
         _PARSER.parse(response, _SHAPE)  # botocore still parses what is left: {}
         records = [
