@@ -16,8 +16,9 @@ from processor.routing import Route, compile_filters
 _client = boto3.client(
     "dynamodbstreams", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
 )
-_SHAPE = _client.meta.service_model.operation_model("GetRecords").output_shape
-assert _SHAPE is not None
+_OUTPUT = _client.meta.service_model.operation_model("GetRecords").output_shape
+assert _OUTPUT is not None
+_SHAPE = _OUTPUT
 _PARSER = create_parser("json")
 _deserialize = TypeDeserializer().deserialize
 _FILTER = compile_filters(['{"eventName": ["INSERT", "MODIFY", "REMOVE"]}'])

@@ -16,3 +16,11 @@ def project(record: StreamRecord) -> Any:
     if image.get("status") == "draft":
         return None
     return Put({"pk": record.keys["pk"], "sk": record.keys["sk"], "total": image.get("total")})
+
+
+COLLECTED: list[list[StreamRecord]] = []
+
+
+def collect(records: list[StreamRecord]) -> None:
+    """A custom consumer: records every batch it is given."""
+    COLLECTED.append(list(records))
