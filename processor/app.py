@@ -110,6 +110,18 @@ def build_routes(
     return routes, stats
 
 
+def retry_policy(settings: Settings, *, report_exhausted: bool = False) -> RetryPolicy:
+    return RetryPolicy(
+        max_retries=settings.batch.max_retries,
+        bisect_on_error=settings.batch.bisect_on_error,
+        base_delay_s=settings.batch.retry_base_delay_s,
+        max_delay_s=settings.batch.retry_max_delay_s,
+        max_record_age_s=settings.batch.max_record_age_s,
+        parallelism=settings.batch.parallelism,
+        report_exhausted=report_exhausted,
+    )
+
+
 def make_dead_letter_sink(settings: Settings, clients: AwsClients) -> DeadLetterSink:
     file_sink = JsonlDeadLetterSink(settings.dead_letter.path or "dead-letter.jsonl")
     if settings.dead_letter.sqs_queue_url:
@@ -172,12 +184,7 @@ def build_app(
         stop=stop_consumers,
     )
     sink = make_dead_letter_sink(settings, clients)
-    policy = RetryPolicy(
-        max_retries=settings.batch.max_retries,
-        bisect_on_error=settings.batch.bisect_on_error,
-        base_delay_s=settings.batch.retry_base_delay_s,
-        max_delay_s=settings.batch.retry_max_delay_s,
-    )
+    policy = retry_policy(settings)
     store = DynamoDBLeaseStore(
         clients.dynamodb,
         table=settings.checkpoints.table,
@@ -204,6 +211,7 @@ def build_app(
             reader=ReaderSettings(
                 get_records_limit=settings.stream.get_records_limit,
                 max_records=settings.batch.max_records,
+                max_window_s=settings.batch.max_window_ms / 1000,
                 poll_interval_min_s=settings.stream.poll_interval_min_s,
                 poll_interval_max_s=settings.stream.poll_interval_max_s,
             ),

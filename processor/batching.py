@@ -1,31 +1,39 @@
-"""Batch delivery semantics: retries, partial failures, bisection, dead-lettering.
+"""Batch delivery semantics: retries, partial failures, bisection, record age, parallelism.
 
 For each route, the records of a batch it accepts are handed to its consumer in stream order:
 
 * success (``None``) - done;
-* partial failure (``BatchResult``) - the records before the first failed one are done; the
-  call is retried from the first failed record on (so per-key order holds and successes are
-  not re-delivered);
+* partial failure (``BatchResult``) - for every key, the records before that key's first
+  failed record are done; the call is retried with, per key, the first failed record and all
+  later ones (so per-key order holds and successes are not re-delivered);
 * an exception - retried with exponential backoff and full jitter (a
   :class:`~processor.errors.RecordError` is never retried);
-* retries exhausted - with ``bisect_on_error`` the remaining records are split in halves and
-  each half gets its own retries, down to a single record; a single record (or, without
-  bisection, the whole remainder) then goes to the dead-letter destination with its error
-  and the attempt count, and delivery continues.
+* retries exhausted (``max_retries``; ``-1`` retries until the record is older than
+  ``max_record_age_s``, or the 24 h stream retention) - with ``bisect_on_error`` the remaining
+  records are split in halves, each with its own retries, down to a single record; that record
+  (or, without bisection, the whole remainder) goes to the dead-letter destination with its
+  error and attempt count, and delivery continues;
+* records older than ``max_record_age_s`` go to the dead-letter destination without a call.
 
-``dispatch`` returns only when every record was delivered or dead-lettered, so the caller
-may checkpoint the batch. A stop requested while waiting to retry raises
-:class:`~processor.errors.ShutdownRequested`: the batch is abandoned, not checkpointed.
+With ``parallelism`` > 1 the records are split into that many key groups delivered at once:
+never two records of one item key at the same time, and always in key order.
+
+``dispatch`` returns only when every record was delivered, dead-lettered or (in ``report``
+mode, for the Lambda handler) returned as unhandled, so the caller may checkpoint the batch.
+A stop requested while waiting to retry raises :class:`~processor.errors.ShutdownRequested`:
+the batch is abandoned, not checkpointed.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
 import structlog
 from tenacity import (
@@ -33,9 +41,11 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_never,
     stop_when_event_set,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from processor._waiting import interruptible_sleep
 from processor.consumer import BatchResult, RouteStats
@@ -44,19 +54,33 @@ from processor.errors import RecordError, ShutdownRequested, TransientError
 from processor.records import StreamRecord
 from processor.routing import Route
 
-__all__ = ["Dispatcher", "RetryPolicy"]
+__all__ = ["Dispatcher", "RetryPolicy", "key_groups"]
 
 log = structlog.get_logger()
+
+#: DynamoDB Streams keeps records 24 hours: "retry forever" ends there.
+STREAM_RETENTION_S = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard to try before a record is dead-lettered."""
+    """How hard to try before a record is dead-lettered (Lambda's controls, same meaning)."""
 
     max_retries: int = 3
     bisect_on_error: bool = True
     base_delay_s: float = 0.2
     max_delay_s: float = 20.0
+    max_record_age_s: int = -1
+    parallelism: int = 1
+    #: Lambda mode: records that exhaust retries for a transient reason are returned to the
+    #: caller (reported as batchItemFailures) instead of being dead-lettered.
+    report_exhausted: bool = False
+
+    @property
+    def age_limit_s(self) -> float | None:
+        if self.max_record_age_s != -1:
+            return float(self.max_record_age_s)
+        return float(STREAM_RETENTION_S) if self.max_retries == -1 else None
 
 
 class _Exhausted(Exception):
@@ -70,6 +94,10 @@ class _Exhausted(Exception):
 class _PartialFailure(Exception):
     def __init__(self, failed: int, total: int) -> None:
         super().__init__(f"consumer reported {failed} of {total} records failed")
+
+
+class _TooOld(Exception):
+    pass
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -91,6 +119,52 @@ class _WaitWithRetryAfter:
         if isinstance(exc, TransientError) and exc.retry_after:
             delay = max(delay, min(exc.retry_after, self._max))
         return delay
+
+
+class _StopWhenTooOld(stop_base):
+    """Stop retrying once the oldest record being retried passed the age limit."""
+
+    def __init__(
+        self, oldest: Callable[[], float | None], limit_s: float, clock: Callable[[], float]
+    ) -> None:
+        self._oldest = oldest
+        self._limit = limit_s
+        self._clock = clock
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        created = self._oldest()
+        return created is not None and self._clock() - created > self._limit
+
+
+def _created(record: StreamRecord) -> float | None:
+    when: datetime | None = record.approximate_creation_time
+    return when.timestamp() if when else None
+
+
+def key_groups(records: Sequence[StreamRecord], groups: int) -> list[list[StreamRecord]]:
+    """Split records into at most ``groups`` lists; one key's records all in one list, in order.
+
+    Keys are dealt to groups in order of first appearance, so groups stay balanced.
+    """
+    if groups <= 1:
+        return [list(records)] if records else []
+    assignment: dict[str, int] = {}
+    out: list[list[StreamRecord]] = [[] for _ in range(groups)]
+    for record in records:
+        index = assignment.setdefault(record.key_id, len(assignment) % groups)
+        out[index].append(record)
+    return [group for group in out if group]
+
+
+def _resume_point(remaining: list[StreamRecord], failed: frozenset[str]) -> list[StreamRecord]:
+    """Per key: the first failed record and everything after it, in stream order."""
+    blocked: set[str] = set()
+    retry = []
+    for record in remaining:
+        if record.key_id in blocked or record.event_id in failed:
+            blocked.add(record.key_id)
+            retry.append(record)
+    return retry
 
 
 class Dispatcher:
@@ -115,28 +189,86 @@ class Dispatcher:
         self._sleep = sleep if sleep is not None else interruptible_sleep(stop)
         self._clock = clock
         self._wait = _WaitWithRetryAfter(policy)
+        self._pool: ThreadPoolExecutor | None = None
+        self._unhandled_lock = threading.Lock()
+        self._unhandled: dict[str, StreamRecord] = {}
 
-    def dispatch(self, records: Sequence[StreamRecord]) -> None:
-        """Deliver ``records`` to every route; returns when each is handled or dead-lettered."""
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def dispatch(self, records: Sequence[StreamRecord]) -> list[StreamRecord]:
+        """Deliver ``records`` to every route.
+
+        Returns the records left unhandled (only in ``report_exhausted`` mode; otherwise every
+        record was delivered or dead-lettered and the list is empty), in stream order.
+        """
+        self._unhandled = {}
         for route in self.routes:
             started = time.perf_counter()
             selected = route.select(records)
             stats = self._stats[route.name]
             stats.add("filtered", len(records) - len(selected))
-            dead = self._deliver(route, selected, stats) if selected else 0
-            if selected:
-                log.info(
-                    "batch_dispatched",
-                    route=route.name,
-                    records=len(selected),
-                    filtered=len(records) - len(selected),
-                    dead_lettered=dead,
-                    first_sequence_number=selected[0].sequence_number,
-                    last_sequence_number=selected[-1].sequence_number,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                )
+            if not selected:
+                continue
+            dead = self._deliver_route(route, selected, stats)
+            log.info(
+                "batch_dispatched",
+                route=route.name,
+                records=len(selected),
+                filtered=len(records) - len(selected),
+                dead_lettered=dead,
+                first_sequence_number=selected[0].sequence_number,
+                last_sequence_number=selected[-1].sequence_number,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        return sorted(self._unhandled.values(), key=lambda r: r.sequence_int)
 
     # -- one route ----------------------------------------------------------------------------
+
+    def _deliver_route(self, route: Route, records: list[StreamRecord], stats: RouteStats) -> int:
+        records = self._drop_too_old(route, records, stats)
+        groups = key_groups(records, self._policy.parallelism)
+        if len(groups) <= 1:
+            return sum(self._deliver(route, group, stats) for group in groups)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self._policy.parallelism, thread_name_prefix="dsp-keygroup"
+            )
+        futures = [
+            self._pool.submit(contextvars.copy_context().run, self._deliver, route, group, stats)
+            for group in groups
+        ]
+        # Wait for every group (even after one failed), then surface the first error.
+        results, errors = [], []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after all groups ended
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return sum(results)
+
+    def _drop_too_old(
+        self, route: Route, records: list[StreamRecord], stats: RouteStats
+    ) -> list[StreamRecord]:
+        if self._policy.max_record_age_s == -1:
+            return records
+        now = self._clock()
+        limit = self._policy.max_record_age_s
+        fresh: list[StreamRecord] = []
+        old: list[StreamRecord] = []
+        for record in records:
+            created = _created(record)
+            (old if created is not None and now - created > limit else fresh).append(record)
+        if old:
+            error = _TooOld(f"older than max_record_age_s={limit}")
+            self._dead_letter(route, old, _Exhausted(old, error, 0), now_utc(self._clock))
+            stats.add("dead_lettered", len(old))
+            stats.add("too_old", len(old))
+        return fresh
 
     def _deliver(self, route: Route, records: list[StreamRecord], stats: RouteStats) -> int:
         first_attempt_at = now_utc(self._clock)
@@ -149,11 +281,17 @@ class Dispatcher:
             except _Exhausted as exhausted:
                 rest = exhausted.remaining
                 stats.add("delivered", len(chunk) - len(rest))
+                permanent = isinstance(exhausted.error, RecordError)
                 if len(rest) > 1 and self._policy.bisect_on_error:
                     middle = len(rest) // 2
                     pending.appendleft(rest[middle:])
                     pending.appendleft(rest[:middle])
                     stats.add("bisections")
+                    continue
+                if self._policy.report_exhausted and not permanent:
+                    with self._unhandled_lock:
+                        self._unhandled.update((r.event_id, r) for r in rest)
+                    stats.add("unhandled", len(rest))
                     continue
                 self._dead_letter(route, rest, exhausted, first_attempt_at)
                 stats.add("dead_lettered", len(rest))
@@ -161,6 +299,22 @@ class Dispatcher:
             else:
                 stats.add("delivered", delivered)
         return dead_lettered
+
+    def _stop_condition(self, remaining: Callable[[], list[StreamRecord]]) -> stop_base:
+        stop: stop_base = stop_when_event_set(self._stop)
+        if self._policy.max_retries >= 0:
+            stop = stop | stop_after_attempt(self._policy.max_retries + 1)
+        else:
+            stop = stop | stop_never
+        limit = self._policy.age_limit_s
+        if limit is not None:
+
+            def oldest() -> float | None:
+                times = [t for t in map(_created, remaining()) if t is not None]
+                return min(times) if times else None
+
+            stop = stop | _StopWhenTooOld(oldest, limit, self._clock)
+        return stop
 
     def _attempt(self, route: Route, chunk: list[StreamRecord], stats: RouteStats) -> int:
         """Call the consumer with retries; returns how many records were delivered.
@@ -179,18 +333,17 @@ class Dispatcher:
             if result is None:
                 remaining = []
                 return
-            failed = result.failed_event_ids
-            first = next((i for i, r in enumerate(remaining) if r.event_id in failed), None)
-            cut = len(remaining) if first is None else first
-            for record in remaining[:cut]:
-                if record.event_id in result.rejected:
+            retry = _resume_point(remaining, result.failed_event_ids)
+            retried = {r.event_id for r in retry}
+            for record in remaining:
+                if record.event_id in result.rejected and record.event_id not in retried:
                     rejected.append((record, result.rejected[record.event_id], attempts))
-            remaining = remaining[cut:]
+            remaining = retry
             if remaining:
-                raise _PartialFailure(len(failed), len(remaining))
+                raise _PartialFailure(len(result.failed_event_ids), len(remaining))
 
         retrying = Retrying(
-            stop=stop_after_attempt(self._policy.max_retries + 1) | stop_when_event_set(self._stop),
+            stop=self._stop_condition(lambda: remaining),
             wait=self._wait,
             retry=retry_if_exception(_retryable),
             sleep=self._sleep,
@@ -208,6 +361,8 @@ class Dispatcher:
             raise _Exhausted(remaining, exc, attempts) from exc
         self._reject(route, rejected, stats)
         return len(chunk) - len(rejected)
+
+    # -- dead letters -------------------------------------------------------------------------
 
     def _reject(
         self, route: Route, rejected: list[tuple[StreamRecord, str, int]], stats: RouteStats
@@ -233,7 +388,7 @@ class Dispatcher:
         stats.add("dead_lettered", len(rejected))
 
     def reject_malformed(
-        self, items: Sequence[tuple[Any, Exception]], shard_id: str | None
+        self, items: Sequence[tuple[object, Exception]], shard_id: str | None
     ) -> None:
         """Dead-letter records that could not even be parsed (route ``-``, no attempts)."""
         if not items:
@@ -260,11 +415,13 @@ class Dispatcher:
         route: Route,
         records: list[StreamRecord],
         exhausted: _Exhausted,
-        first_attempt_at: Any,
+        first_attempt_at: datetime,
     ) -> None:
         error = exhausted.error
         if isinstance(error, _PartialFailure):
             error_type, message = "PartialFailure", str(error)
+        elif isinstance(error, _TooOld):
+            error_type, message = "RecordTooOld", str(error)
         else:
             error_type, message = type(error).__name__, str(error)
         now = now_utc(self._clock)

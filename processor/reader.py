@@ -2,10 +2,11 @@
 
 Reads from the lease's checkpoint (AFTER_SEQUENCE_NUMBER), else from the position the worker
 chose (TRIM_HORIZON for a child whose parent was read, else ``starting_position``). Each page
-is cut into batches of ``max_records``; each batch is dispatched to every route and then
+is buffered into batches of ``max_records`` (waiting up to ``max_window_s`` for a batch to
+fill, like Lambda's batching window); each batch is dispatched to every route and then
 checkpointed, conditional on still holding the lease. An expired iterator is re-acquired
-after the last handled sequence number. Empty pages back off between a floor and a ceiling.
-The shard ends when GetRecords returns no ``NextShardIterator``: it is checkpointed as
+after the last sequence number read (buffered records are not read twice). Empty pages back
+off between a floor and a ceiling. The shard ends when GetRecords returns no ``NextShardIterator``: it is checkpointed as
 finished and the lease is released.
 """
 
@@ -53,6 +54,7 @@ class ReaderOutcome(enum.Enum):
 class ReaderSettings:
     get_records_limit: int = 1000
     max_records: int = 100
+    max_window_s: float = 0.0
     poll_interval_min_s: float = 0.25
     poll_interval_max_s: float = 2.0
 
@@ -82,6 +84,7 @@ class ShardReader:
         self.stop = stop
         self._monotonic = monotonic
         self.last_handled: str | None = lease.checkpoint
+        self.last_read: str | None = lease.checkpoint
         self.records_read = 0
         self.last_records_at = monotonic()
         self.caught_up = False
@@ -90,9 +93,9 @@ class ShardReader:
     # -- positions ----------------------------------------------------------------------------
 
     def _iterator(self) -> str:
-        if self.last_handled is not None:
+        if self.last_read is not None:
             return self._adapter.get_iterator(
-                self._stream_arn, self.shard_id, "AFTER_SEQUENCE_NUMBER", self.last_handled
+                self._stream_arn, self.shard_id, "AFTER_SEQUENCE_NUMBER", self.last_read
             )
         return self._adapter.get_iterator(self._stream_arn, self.shard_id, self._initial_position)
 
@@ -135,49 +138,68 @@ class ShardReader:
             log.exception("shard_reader_failed", last_handled=self.last_handled)
             return ReaderOutcome.FAILED
         finally:
+            self._dispatcher.close()
             structlog.contextvars.unbind_contextvars("shard_id", "sequence_number")
 
     def _run(self) -> ReaderOutcome:
         log.info(
             "shard_reader_started", checkpoint=self.last_handled, position=self._initial_position
         )
+        settings = self._settings
         iterator: str = self._with_retries(self._iterator)  # type: ignore[assignment]
-        delay = self._settings.poll_interval_min_s
+        delay = settings.poll_interval_min_s
+        buffer: list[StreamRecord] = []
+        window_started = 0.0
         while not self.stop.is_set():
             try:
                 page: Page = self._with_retries(  # type: ignore[assignment]
                     lambda it=iterator: self._adapter.get_records(  # type: ignore[misc]
-                        it, limit=self._settings.get_records_limit, shard_id=self.shard_id
+                        it, limit=settings.get_records_limit, shard_id=self.shard_id
                     )
                 )
             except IteratorExpiredError:
-                log.info("iterator_expired", resume_after=self.last_handled)
+                log.info("iterator_expired", resume_after=self.last_read)
                 iterator = self._with_retries(self._iterator)  # type: ignore[assignment]
                 continue
             if page.malformed:
                 self._dispatcher.reject_malformed(page.malformed, self.shard_id)
             if page.records:
-                self._handle(page.records)
-                delay = self._settings.poll_interval_min_s
+                if not buffer:
+                    window_started = self._monotonic()
+                buffer.extend(page.records)
+                self.last_read = page.records[-1].sequence_number
+                delay = settings.poll_interval_min_s
                 self.caught_up = False
-            if page.next_iterator is None:
+            ended = page.next_iterator is None
+            window_over = self._monotonic() - window_started >= settings.max_window_s
+            if buffer and (ended or window_over or len(buffer) >= settings.max_records):
+                buffer = self._handle(buffer, flush=ended or window_over)
+                window_started = self._monotonic()
+            if ended:
                 self.lease = self._store.checkpoint(self.lease, self.last_handled, finished=True)
                 self._store.release(self.lease)
                 log.info(
                     "shard_finished", last_handled=self.last_handled, records=self.records_read
                 )
                 return ReaderOutcome.FINISHED
-            iterator = page.next_iterator
+            iterator = page.next_iterator  # type: ignore[assignment]
             if not page.records:
-                self.caught_up = True
-                self.stop.wait(delay)
-                delay = min(delay * 2, self._settings.poll_interval_max_s)
+                self.caught_up = not buffer
+                wait = delay
+                if buffer:  # do not sleep past the end of the batching window
+                    wait = min(
+                        delay,
+                        max(0.0, settings.max_window_s - (self._monotonic() - window_started)),
+                    )
+                self.stop.wait(wait)
+                delay = min(delay * 2, settings.poll_interval_max_s)
         return ReaderOutcome.STOPPED
 
-    def _handle(self, records: list[StreamRecord]) -> None:
+    def _handle(self, records: list[StreamRecord], *, flush: bool) -> list[StreamRecord]:
+        """Dispatch full batches (and, with ``flush``, the rest); return what is left."""
         size = self._settings.max_records
-        for start in range(0, len(records), size):
-            batch = records[start : start + size]
+        while len(records) >= size or (flush and records):
+            batch, records = records[:size], records[size:]
             last = batch[-1].sequence_number
             structlog.contextvars.bind_contextvars(sequence_number=last)
             self._dispatcher.dispatch(batch)
@@ -188,3 +210,4 @@ class ShardReader:
                 self.last_records_at = self._monotonic()
             if self.stop.is_set():
                 raise ShutdownRequested("stop requested between batches")
+        return records

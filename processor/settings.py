@@ -108,12 +108,48 @@ class DeadLetterSettings(_Section):
     sqs_queue_url: str | None = None
 
 
+def _in_range(value: int, low: int, high: int, *, extra: str = "") -> int:
+    if not low <= value <= high:
+        raise ValueError(f"must be {extra}between {low} and {high}")
+    return value
+
+
 class BatchSettings(_Section):
-    max_records: int = Field(default=100, ge=1, le=10000)
-    max_retries: int = Field(default=3, ge=0, le=10000)
-    bisect_on_error: bool = True
+    """Lambda event source mapping controls, with Lambda's names' meaning and ranges."""
+
+    max_records: int = 100  # BatchSize
+    max_window_ms: int = 0  # MaximumBatchingWindowInSeconds (in ms)
+    max_retries: int = 3  # MaximumRetryAttempts; -1: until the record is too old
+    max_record_age_s: int = -1  # MaximumRecordAgeInSeconds; -1: no limit
+    bisect_on_error: bool = True  # BisectBatchOnFunctionError
+    parallelism: int = 1  # ParallelizationFactor (concurrent key groups per batch)
     retry_base_delay_s: float = Field(default=0.2, gt=0)
     retry_max_delay_s: float = Field(default=20.0, gt=0)
+
+    @field_validator("max_records")
+    @classmethod
+    def _records(cls, value: int) -> int:
+        return _in_range(value, 1, 10000)
+
+    @field_validator("max_window_ms")
+    @classmethod
+    def _window(cls, value: int) -> int:
+        return _in_range(value, 0, 300000)
+
+    @field_validator("max_retries")
+    @classmethod
+    def _retries(cls, value: int) -> int:
+        return value if value == -1 else _in_range(value, 0, 10000, extra="-1 or ")
+
+    @field_validator("max_record_age_s")
+    @classmethod
+    def _age(cls, value: int) -> int:
+        return value if value == -1 else _in_range(value, 60, 604800, extra="-1 or ")
+
+    @field_validator("parallelism")
+    @classmethod
+    def _parallelism(cls, value: int) -> int:
+        return _in_range(value, 1, 10)
 
 
 class HttpSettings(_Section):

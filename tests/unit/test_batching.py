@@ -44,10 +44,12 @@ class Recorder:
         result = self._behaviour(batch, len(self.calls)) if self._behaviour else None
         failed = result.failed_event_ids if result else frozenset()
         rejected = result.rejected if result else {}
-        first_failed = next((i for i, r in enumerate(batch) if r.event_id in failed), len(batch))
-        self.delivered.extend(
-            r.event_id for r in batch[:first_failed] if r.event_id not in rejected
-        )
+        blocked: set[str] = set()
+        for r in batch:  # per key: everything from the key's first failure on is not delivered
+            if r.key_id in blocked or r.event_id in failed:
+                blocked.add(r.key_id)
+            elif r.event_id not in rejected:
+                self.delivered.append(r.event_id)
         return result
 
 
@@ -121,20 +123,24 @@ def test_retry_after_is_honoured() -> None:
     assert sleeps[0] >= 7.0
 
 
-def test_partial_failure_resumes_from_the_first_failed_record() -> None:
-    """Records before the first failure are not re-delivered; the retry starts at it."""
+def test_partial_failure_resumes_from_the_first_failed_record_of_each_key() -> None:
+    """Per key, the retry starts at the key's first failure; other keys' successes are done."""
+    batch = [
+        make_record({"pk": {"S": k}}, event_id=e)
+        for k, e in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("c", "c1"), ("b", "b2"), ("a", "a3")]
+    ]
 
-    def fail_e2_once(batch: list[StreamRecord], call: int) -> BatchResult | None:
+    def fail_a2_b1_once(got: list[StreamRecord], call: int) -> BatchResult | None:
         if call == 1:
-            return BatchResult.failed([r for r in batch if r.event_id in ("e2", "e4")])
+            return BatchResult.failed([r for r in got if r.event_id in ("a2", "b1")])
         return None
 
-    consumer = Recorder(fail_e2_once)
+    consumer = Recorder(fail_a2_b1_once)
     d, _, stats = dispatcher(Route("r", consumer))
-    d.dispatch(records(5))
-    assert consumer.calls == [["e0", "e1", "e2", "e3", "e4"], ["e2", "e3", "e4"]]
-    assert consumer.delivered == ["e0", "e1", "e2", "e3", "e4"]
-    assert stats["r"]["delivered"] == 5
+    d.dispatch(batch)
+    assert consumer.calls == [["a1", "b1", "a2", "c1", "b2", "a3"], ["b1", "a2", "b2", "a3"]]
+    assert sorted(consumer.delivered) == ["a1", "a2", "a3", "b1", "b2", "c1"]
+    assert stats["r"]["delivered"] == 6
 
 
 def test_poison_record_is_bisected_and_dead_lettered_others_delivered_once() -> None:
