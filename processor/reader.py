@@ -6,8 +6,8 @@ is buffered into batches of ``max_records`` (waiting up to ``max_window_s`` for 
 fill, like Lambda's batching window); each batch is dispatched to every route and then
 checkpointed, conditional on still holding the lease. An expired iterator is re-acquired
 after the last sequence number read (buffered records are not read twice). Empty pages back
-off between a floor and a ceiling. The shard ends when GetRecords returns no ``NextShardIterator``: it is checkpointed as
-finished and the lease is released.
+off between a floor and a ceiling. The shard ends when GetRecords returns no
+``NextShardIterator``: it is checkpointed as finished and the lease is released.
 """
 
 from __future__ import annotations
