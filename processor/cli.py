@@ -15,9 +15,10 @@ from typing import Any
 
 import structlog
 
-from processor.app import build_app, stats_table
+from processor.app import build_app, retry_policy, stats_table
 from processor.errors import ConfigError, ProcessorError
 from processor.observability import configure_logging
+from processor.redrive import redrive_file
 from processor.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -50,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     common(check)
+    dead = sub.add_parser("dead-letter", help="work with the dead-letter file")
+    dead_sub = dead.add_subparsers(dest="dead_letter_command", required=True)
+    redrive = dead_sub.add_parser(
+        "redrive",
+        help="send dead-lettered records back through their routes; remove what succeeds",
+    )
+    common(redrive)
+    redrive.add_argument(
+        "--route", action="append", metavar="NAME", help="only this route (repeatable)"
+    )
     return parser
 
 
@@ -93,6 +104,31 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILURE if summary.reader_failures else EXIT_OK
 
 
+def _redrive(args: argparse.Namespace, settings: Settings) -> int:
+    path = settings.dead_letter.path
+    if not path:
+        raise ConfigError(
+            "dead_letter.path", path, "redrive reads the dead-letter file; set its path"
+        )
+    app = build_app(settings)
+    try:
+        report = redrive_file(
+            path,
+            app.routes,
+            retry_policy(settings),
+            only_routes=set(args.route) if args.route else None,
+        )
+    finally:
+        app.close()
+    delivered = sum(report.delivered.values())
+    per_route = ", ".join(f"{k}: {v}" for k, v in report.delivered.items()) or "-"
+    print(
+        f"redrive: {delivered} delivered ({per_route}), {report.failed_again} failed again, "
+        f"{report.filtered} no longer match their route, {report.kept} left in {path}"
+    )
+    return EXIT_OK if report.failed_again == 0 else EXIT_FAILURE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -105,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: ok ({len(settings.routes)} routes)")
         return EXIT_OK
     try:
+        if args.command == "dead-letter":
+            return _redrive(args, settings)
         return _run(args, settings)
     except ConfigError as exc:
         print(f"dsp: configuration error: {exc}", file=sys.stderr)

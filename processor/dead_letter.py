@@ -6,10 +6,12 @@ dead-lettered record can be inspected and redriven after a fix.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,16 +99,25 @@ class JsonlDeadLetterSink:
         payload = "".join(_dumps(e.to_document()) + "\n" for e in entries).encode()
         with self._lock:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
+                with locked_append(self.path) as fd:
                     os.write(fd, payload)
                     os.fsync(fd)
-                finally:
-                    os.close(fd)
             except OSError as exc:
                 raise TransientError(f"cannot write dead-letter file {self.path}: {exc}") from exc
         log.warning("records_dead_lettered", destination=str(self.path), count=len(entries))
+
+
+@contextlib.contextmanager
+def locked_append(path: Path) -> Iterator[int]:
+    """An append-only descriptor on ``path`` under an exclusive ``flock`` (writers and redrive
+    take turns, across processes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class SqsDeadLetterSink:

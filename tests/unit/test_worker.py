@@ -236,3 +236,41 @@ def test_graceful_stop_checkpoints_and_releases_leases() -> None:
     (lease,) = store.list_leases()
     assert lease.checkpoint == "2"
     assert lease.owner is None
+
+
+def test_batching_window_fills_batches_across_pages() -> None:
+    """With a window, pages of one record are gathered into batches of max_records."""
+    records = [raw("k", i) for i in range(1, 11)]
+    streams = FakeStreams({"s": (Shard("s", None, "1", "99"), records)})
+    sizes: list[int] = []
+
+    def consumer(batch: Sequence[StreamRecord]) -> None:
+        sizes.append(len(batch))
+
+    def run(window_s: float) -> list[int]:
+        sizes.clear()
+        stats = {"r": RouteStats()}
+        worker = Worker(
+            adapter=streams,  # type: ignore[arg-type]
+            stream_arn=ARN,
+            store=MemoryLeaseStore(),
+            dispatcher_for=lambda stop: Dispatcher(
+                [Route("r", consumer)], ListSink(), RetryPolicy(), stats=stats, stop=stop
+            ),
+            settings=WorkerSettings(
+                owner="w",
+                tick_s=0.01,
+                reader=ReaderSettings(
+                    get_records_limit=1,
+                    max_records=4,
+                    max_window_s=window_s,
+                    poll_interval_min_s=0.01,
+                    poll_interval_max_s=0.02,
+                ),
+            ),
+        )
+        worker.run(stop=threading.Event(), stop_when_idle=0.2)
+        return list(sizes)
+
+    assert run(0.0) == [1] * 10
+    assert run(5.0) == [4, 4, 2]  # the last batch is flushed when the shard ends

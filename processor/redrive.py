@@ -1,0 +1,114 @@
+"""`dsp dead-letter redrive`: send dead-lettered records back through their routes.
+
+The file is swapped out atomically (renamed to ``<path>.redrive-<pid>`` under the writers'
+lock) so a worker still running keeps appending to a fresh file. Each entry whose route still
+exists goes through that route with the normal retries; what succeeds is removed, what fails
+again is appended back with its new error, entries of other routes are kept untouched. If the
+redrive itself dies, its snapshot file stays beside the original and the next redrive picks
+it up first: nothing is lost, at worst a record is delivered twice.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from processor.batching import Dispatcher, RetryPolicy
+from processor.consumer import RouteStats
+from processor.dead_letter import DeadLetter, _dumps, locked_append, read_dead_letters
+from processor.errors import RecordError
+from processor.records import StreamRecord
+from processor.routing import Route
+
+__all__ = ["RedriveReport", "redrive_file"]
+
+log = structlog.get_logger()
+
+
+@dataclass(slots=True)
+class RedriveReport:
+    delivered: dict[str, int] = field(default_factory=dict)
+    failed_again: int = 0
+    filtered: int = 0
+    kept: int = 0
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.entries: list[DeadLetter] = []
+
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        self.entries.extend(entries)
+
+
+def _snapshot(path: Path) -> list[Path]:
+    """Leftover snapshots of an interrupted redrive, plus the current file, renamed."""
+    leftovers = sorted(path.parent.glob(path.name + ".redrive-*"))
+    if path.exists():
+        target = path.with_name(f"{path.name}.redrive-{os.getpid()}")
+        with locked_append(path):
+            os.replace(path, target)
+        leftovers.append(target)
+    return leftovers
+
+
+def redrive_file(
+    path: str | Path,
+    routes: Sequence[Route],
+    policy: RetryPolicy,
+    *,
+    only_routes: set[str] | None = None,
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> RedriveReport:
+    path = Path(path)
+    by_name = {r.name: r for r in routes}
+    report = RedriveReport()
+    for snapshot in _snapshot(path):
+        keep: list[DeadLetter] = []
+        entries = list(read_dead_letters(snapshot))
+        for name in dict.fromkeys(e.route for e in entries):
+            group = [e for e in entries if e.route == name]
+            route = by_name.get(name)
+            if route is None or (only_routes is not None and name not in only_routes):
+                keep.extend(group)
+                continue
+            records: list[StreamRecord] = []
+            for entry in group:
+                try:
+                    records.append(StreamRecord.from_wire(entry.record, shard_id=entry.shard_id))
+                except RecordError:
+                    keep.append(entry)  # still malformed: nothing a route can do with it
+            sink, stats = _Collect(), RouteStats()
+            dispatcher = Dispatcher(
+                [route],
+                sink,
+                policy,
+                stats={name: stats},
+                stop=stop or threading.Event(),
+                sleep=sleep,
+            )
+            dispatcher.dispatch(sorted(records, key=lambda r: r.sequence_int))
+            dispatcher.close()
+            keep.extend(sink.entries)
+            report.delivered[name] = stats["delivered"]
+            report.failed_again += len(sink.entries)
+            report.filtered += stats["filtered"]
+        report.kept += len(keep)
+        if keep:
+            with locked_append(path) as fd:
+                os.write(fd, "".join(_dumps(e.to_document()) + "\n" for e in keep).encode())
+                os.fsync(fd)
+        snapshot.unlink()
+    log.info(
+        "redrive_finished",
+        delivered=report.delivered,
+        failed_again=report.failed_again,
+        kept=report.kept,
+    )
+    return report
