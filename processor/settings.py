@@ -312,8 +312,12 @@ def load_settings(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Settings:
-    """Read the TOML file, apply ``DSP_`` variables and ``overrides``, validate everything."""
+    """Read the TOML file, apply ``DSP_`` variables and ``overrides``, validate everything.
+
+    ``defaults`` fill sections' keys the file does not set (below the file in precedence).
+    """
     env = dict(os.environ if environ is None else environ)
     _check_env_names(env)
     data: dict[str, Any] = {}
@@ -325,6 +329,9 @@ def load_settings(
             raise ConfigError("--config", str(file), "file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", str(file), f"not valid TOML: {exc}") from None
+    for section, values in (defaults or {}).items():
+        current = data.get(section)
+        data[section] = {**values, **(current if isinstance(current, dict) else {})}
     if f"{ENV_PREFIX}ROUTES" in {k.upper() for k in env}:
         raw_routes = next(v for k, v in env.items() if k.upper() == f"{ENV_PREFIX}ROUTES")
         data["routes"] = _env_value(raw_routes)

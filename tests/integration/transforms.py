@@ -24,3 +24,13 @@ COLLECTED: list[list[StreamRecord]] = []
 def collect(records: list[StreamRecord]) -> None:
     """A custom consumer: records every batch it is given."""
     COLLECTED.append(list(records))
+
+
+POISON_SEEN: list[str] = []
+
+
+def poison(records: list[StreamRecord]) -> None:
+    """A custom consumer that can never handle the item with sk == "POISON"."""
+    if any(r.keys["sk"] == "POISON" for r in records):
+        raise ValueError("cannot handle the poison order")
+    POISON_SEEN.extend(r.sequence_number for r in records)

@@ -1,0 +1,124 @@
+"""AWS Lambda entry point: ``processor.aws_lambda.handler`` for a DynamoDB Streams event
+source mapping.
+
+The same routes and consumers as ``dsp run``, configured from the TOML file at ``DSP_CONFIG``
+(optional) and ``DSP_`` environment variables. Pair it with the event source mapping setting
+``FunctionResponseTypes: ["ReportBatchItemFailures"]``.
+
+Within one invocation every route gets one attempt (the mapping's ``MaximumRetryAttempts``
+and ``BisectBatchOnFunctionError`` do the retrying). The answer follows Lambda's partial
+batch response: for every item key, the first record that failed and every later record of
+that key are reported in ``batchItemFailures``; other keys' records go on being delivered.
+What we add: records a consumer rejects for good (``RecordError``, a 4xx), records older than
+``batch.max_record_age_s`` and malformed records are written **whole** to our dead-letter
+destination and not reported, so they are neither retried in vain nor reduced to the
+metadata-only record of the mapping's on-failure destination.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+import structlog
+
+from processor.app import build_routes, make_dead_letter_sink, make_http_pool, retry_policy
+from processor.aws import AwsClients, make_clients
+from processor.batching import Dispatcher
+from processor.consumer import RouteStats, StreamInfo
+from processor.errors import RecordError
+from processor.observability import configure_logging
+from processor.records import StreamRecord
+from processor.settings import Settings, load_settings
+
+__all__ = ["handler", "reset"]
+
+log = structlog.get_logger()
+
+#: Lambda needs no lease table; these fill what the worker would require.
+LAMBDA_DEFAULTS = {"checkpoints": {"application": "lambda"}, "stream": {"arn": "lambda"}}
+
+
+@dataclass(slots=True)
+class _Runtime:
+    settings: Settings
+    dispatcher: Dispatcher
+    stats: dict[str, RouteStats]
+
+
+class _Cache:
+    """One runtime per container, built on the first event (Lambda reuses the process)."""
+
+    lock = threading.Lock()
+    runtime: _Runtime | None = None
+
+
+def _stream_info(first: dict[str, Any]) -> StreamInfo:
+    arn = str(first.get("eventSourceARN", ""))
+    table = arn.split(":table/", 1)[1].split("/", 1)[0] if ":table/" in arn else ""
+    ddb = first.get("dynamodb", {})
+    return StreamInfo(
+        stream_arn=arn,
+        table_name=table,
+        view_type=str(ddb.get("StreamViewType", "NEW_AND_OLD_IMAGES")),
+        key_attributes=tuple(ddb.get("Keys", {})),
+    )
+
+
+def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime:
+    settings = load_settings(os.environ.get("DSP_CONFIG"), defaults=LAMBDA_DEFAULTS)
+    configure_logging(settings.logging.level, "json")
+    clients = clients or make_clients(
+        region=os.environ.get("AWS_REGION", settings.aws.region),
+        endpoint_url=settings.aws.endpoint_url,
+        retry_mode=settings.aws.retry_mode,
+        max_attempts=settings.aws.max_attempts,
+        pool_size=10 + settings.batch.parallelism,
+    )
+    stop = threading.Event()
+    routes, stats = build_routes(
+        settings,
+        stream=_stream_info(first),
+        clients=clients,
+        http=make_http_pool(settings),
+        memory_caches={},
+        stop=stop,
+    )
+    # One attempt per invocation: the event source mapping owns retries and bisection.
+    policy = replace(
+        retry_policy(settings, report_exhausted=True), max_retries=0, bisect_on_error=False
+    )
+    sink = make_dead_letter_sink(settings, clients)
+    return _Runtime(settings, Dispatcher(routes, sink, policy, stats=stats, stop=stop), stats)
+
+
+def reset() -> None:
+    """Forget the cached configuration (tests; a new container does this by itself)."""
+    with _Cache.lock:
+        if _Cache.runtime is not None:
+            _Cache.runtime.dispatcher.close()
+        _Cache.runtime = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Process one event source mapping batch; answer Lambda's partial batch response."""
+    raw_records = event.get("Records") or []
+    if not raw_records:
+        return {"batchItemFailures": []}
+    with _Cache.lock:
+        if _Cache.runtime is None:
+            _Cache.runtime = _build(raw_records[0])
+        runtime = _Cache.runtime
+    records: list[StreamRecord] = []
+    malformed: list[tuple[object, Exception]] = []
+    for raw in raw_records:
+        try:
+            records.append(StreamRecord.from_wire(raw))
+        except RecordError as exc:
+            malformed.append((raw, exc))
+    runtime.dispatcher.reject_malformed(malformed, None)
+    unhandled = runtime.dispatcher.dispatch(records)
+    log.info("lambda_batch_handled", records=len(raw_records), failures=len(unhandled))
+    return {"batchItemFailures": [{"itemIdentifier": r.sequence_number} for r in unhandled]}

@@ -1,0 +1,87 @@
+"""The Lambda handler on event source mapping events (tests/events/)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processor import aws_lambda
+from processor.dead_letter import read_dead_letters
+
+from . import lambda_consumer
+
+EVENTS = Path(__file__).resolve().parents[1] / "events"
+
+
+def event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())  # type: ignore[no-any-return]
+
+
+def seqs(ev: dict[str, Any], *indexes: int) -> list[str]:
+    return [ev["Records"][i]["dynamodb"]["SequenceNumber"] for i in indexes]
+
+
+@pytest.fixture
+def dead_letters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "dl.jsonl"
+    config = tmp_path / "lambda.toml"
+    config.write_text(
+        f"""
+[dead_letter]
+path = "{path}"
+[[routes]]
+name = "steered"
+consumer = "tests.unit.lambda_consumer:steered"
+"""
+    )
+    monkeypatch.setenv("DSP_CONFIG", str(config))
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    aws_lambda.reset()
+    lambda_consumer.DELIVERED.clear()
+    yield path
+    aws_lambda.reset()
+
+
+def test_success_reports_no_failures(dead_letters: Path) -> None:
+    """A batch the consumer handles answers an empty batchItemFailures."""
+    ev = event("esm_success")
+    assert aws_lambda.handler(ev, None) == {"batchItemFailures": []}
+    assert seqs(ev, 0, 1, 2, 3) == lambda_consumer.DELIVERED
+
+
+def test_partial_failure_reports_each_failed_key_from_its_first_failure(dead_letters: Path) -> None:
+    """Per key: the first failed record and all later records of that key are reported."""
+    ev = event("esm_partial_failure")
+    # keys: a a a a at 0,2,5,7; b at 1,3; c at 4,6. b fails at 1; a fails at 5; c's 4 is rejected.
+    result = aws_lambda.handler(ev, None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": s} for s in seqs(ev, 1, 3, 5, 7)]}
+    assert seqs(ev, 0, 2, 6) == lambda_consumer.DELIVERED
+    (entry,) = read_dead_letters(dead_letters)
+    assert entry.record == ev["Records"][4]  # rejected: stored whole, not reported
+    assert entry.error_message == "HTTP 422"
+
+
+def test_total_failure_reports_every_record(dead_letters: Path) -> None:
+    """When the consumer raises, every record of the batch is reported."""
+    ev = event("esm_total_failure")
+    result = aws_lambda.handler(ev, None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": s} for s in seqs(ev, 0, 1, 2)]}
+    assert not dead_letters.exists()
+
+
+def test_malformed_records_are_dead_lettered_whole_not_reported(dead_letters: Path) -> None:
+    """A record that cannot be parsed is stored whole with its reason; the rest is delivered."""
+    ev = event("esm_malformed_record")
+    assert aws_lambda.handler(ev, None) == {"batchItemFailures": []}
+    (entry,) = read_dead_letters(dead_letters)
+    assert entry.record == ev["Records"][1]
+    assert entry.route == "-"
+
+
+def test_empty_event_is_a_no_op(dead_letters: Path) -> None:
+    """An event without records answers no failures and builds nothing."""
+    assert aws_lambda.handler({"Records": []}, None) == {"batchItemFailures": []}
