@@ -175,3 +175,37 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
     message = str(config_error(tmp_path, text))
     assert "batch.max_records" in message
     assert "batch.max_retries" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "message"),
+    [
+        ("max_records = 10001", "batch.max_records", "between 1 and 10000"),
+        ("max_window_ms = 300001", "batch.max_window_ms", "between 0 and 300000"),
+        ("max_retries = -2", "batch.max_retries", "-1 or between 0 and 10000"),
+        ("max_record_age_s = 59", "batch.max_record_age_s", "-1 or between 60 and 604800"),
+        ("max_record_age_s = 604801", "batch.max_record_age_s", "-1 or between 60 and 604800"),
+        ("parallelism = 0", "batch.parallelism", "between 1 and 10"),
+        ("parallelism = 11", "batch.parallelism", "between 1 and 10"),
+    ],
+)
+def test_lambda_controls_are_validated_with_their_ranges(
+    tmp_path: Path, line: str, key: str, message: str
+) -> None:
+    """Each [batch] control outside Lambda's range names the key and the valid range."""
+    err = config_error(tmp_path, VALID + f"\n[batch]\n{line}\n")
+    assert err.key == key
+    assert message in str(err)
+
+
+def test_lambda_controls_accept_their_edges(tmp_path: Path) -> None:
+    """-1 and the range ends are accepted."""
+    s = load_settings(
+        write(
+            tmp_path,
+            VALID + "\n[batch]\nmax_retries = -1\nmax_record_age_s = 60\n"
+            "max_window_ms = 300000\nparallelism = 10\nmax_records = 10000\n",
+        ),
+        environ={},
+    )
+    assert (s.batch.max_retries, s.batch.max_record_age_s, s.batch.parallelism) == (-1, 60, 10)
