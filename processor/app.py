@@ -163,6 +163,7 @@ def build_app(
     clients = make_clients(
         region=settings.aws.region,
         endpoint_url=settings.aws.endpoint_url,
+        streams_endpoint_url=settings.aws.streams_endpoint_url,
         retry_mode=settings.aws.retry_mode,
         max_attempts=settings.aws.max_attempts,
         pool_size=min(pool, 200),
@@ -170,7 +171,9 @@ def build_app(
         read_timeout_s=settings.aws.read_timeout_s,
     )
     stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
-    adapter = StreamsAdapter(clients.streams)
+    adapter = StreamsAdapter(
+        clients.streams, describe_rate_per_s=settings.stream.describe_rate_per_s
+    )
     stream = adapter.describe(stream_arn).info
     http = make_http_pool(settings)
     caches: dict[str, Any] = memory_caches if memory_caches is not None else {}
@@ -212,6 +215,7 @@ def build_app(
                 get_records_limit=settings.stream.get_records_limit,
                 max_records=settings.batch.max_records,
                 max_window_s=settings.batch.max_window_ms / 1000,
+                on_trimmed=settings.stream.on_trimmed,
                 poll_interval_min_s=settings.stream.poll_interval_min_s,
                 poll_interval_max_s=settings.stream.poll_interval_max_s,
             ),

@@ -8,6 +8,7 @@ pages skip botocore's response parser and arrive as raw DynamoDB JSON.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ def make_clients(
     *,
     region: str,
     endpoint_url: str | None,
+    streams_endpoint_url: str | None = None,
     retry_mode: str,
     max_attempts: int,
     pool_size: int,
@@ -139,9 +141,12 @@ def make_clients(
     kwargs: dict[str, Any] = {"config": config}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
+    streams_kwargs = dict(kwargs)
+    if streams_endpoint_url:
+        streams_kwargs["endpoint_url"] = streams_endpoint_url
     return AwsClients(
         dynamodb=session.client("dynamodb", **kwargs),
-        streams=session.client("dynamodbstreams", **kwargs),
+        streams=session.client("dynamodbstreams", **streams_kwargs),
         sqs=session.client("sqs", **kwargs),
         region=region,
         endpoint_url=endpoint_url,
@@ -186,11 +191,17 @@ class StreamsAdapter:
         client: Any,
         *,
         describe_limit: int = 100,
+        describe_rate_per_s: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._describe_limit = describe_limit
+        self._describe_interval = 1.0 / describe_rate_per_s
+        self._next_describe = 0.0
+        self._describe_lock = threading.Lock()
         self._sleep = sleep
+        self._monotonic = monotonic
         client.meta.events.register(
             "before-parse.dynamodb-streams.GetRecords", _capture_get_records_body
         )
@@ -201,8 +212,21 @@ class StreamsAdapter:
         except (ClientError, BotoCoreError) as exc:
             raise translate_client_error(exc, operation, shard_id=kwargs.get("ShardId")) from exc
 
-    def describe(self, stream_arn: str) -> StreamDescription:
-        """Every shard of the stream, following DescribeStream's pagination."""
+    def _pace_describe(self) -> None:
+        """DescribeStream allows 10 calls/s per account: space our calls out."""
+        with self._describe_lock:
+            now = self._monotonic()
+            wait = self._next_describe - now
+            self._next_describe = max(now, self._next_describe) + self._describe_interval
+        if wait > 0:
+            self._sleep(wait)
+
+    def child_shards(self, stream_arn: str, shard_id: str) -> list[Shard]:
+        """The children of a finished shard (``ShardFilter`` CHILD_SHARDS), paginated."""
+        return list(self.describe(stream_arn, children_of=shard_id).shards)
+
+    def describe(self, stream_arn: str, *, children_of: str | None = None) -> StreamDescription:
+        """Every shard of the stream (or a shard's children), following pagination."""
         shards: list[Shard] = []
         start: str | None = None
         first: dict[str, Any] | None = None
@@ -210,6 +234,9 @@ class StreamsAdapter:
             kwargs: dict[str, Any] = {"StreamArn": stream_arn, "Limit": self._describe_limit}
             if start:
                 kwargs["ExclusiveStartShardId"] = start
+            if children_of:
+                kwargs["ShardFilter"] = {"Type": "CHILD_SHARDS", "ShardId": children_of}
+            self._pace_describe()
             desc = self._call("DescribeStream", self._client.describe_stream, **kwargs)[
                 "StreamDescription"
             ]

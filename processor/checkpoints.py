@@ -29,6 +29,7 @@ __all__ = [
     "DynamoDBLeaseStore",
     "Lease",
     "LeaseStore",
+    "lease_to_steal",
     "leases_to_take",
 ]
 
@@ -91,6 +92,47 @@ def leases_to_take(
         elif lease.expired(now, timeout_s):
             expired.append(lease)
     return (free + expired)[: max(limit, 0)]
+
+
+def lease_to_steal(
+    leases: Sequence[Lease],
+    ready: Set[str],
+    *,
+    owner: str,
+    now: float,
+    timeout_s: float,
+) -> Lease | None:
+    """One lease to take from the busiest owner when this owner has less than its share (pure).
+
+    Owners are those holding live leases (plus this one); the share is the ceiling of the
+    leasable shards (ready or owned, unfinished) over the owners. At most one lease moves per
+    call, from an owner above the share, and only while this owner is below it, so replicas
+    converge on about shards/N each without ping-pong.
+    """
+    live = [
+        lease
+        for lease in leases
+        if not lease.finished and lease.owner is not None and not lease.expired(now, timeout_s)
+    ]
+    leasable = {
+        lease.shard_id for lease in leases if not lease.finished and lease.shard_id in ready
+    }
+    leasable |= {lease.shard_id for lease in live}
+    counts: dict[str, int] = {owner: 0}
+    for lease in live:
+        holder = lease.owner or ""
+        counts[holder] = counts.get(holder, 0) + 1
+    share = -(-len(leasable) // len(counts))
+    if counts[owner] >= share:
+        return None
+    busiest = max((o for o in counts if o != owner), key=lambda o: (counts[o], o), default=None)
+    if busiest is None or counts[busiest] <= share or counts[busiest] - counts[owner] < 2:
+        return None
+    candidates = sorted(
+        (lease for lease in live if lease.owner == busiest and lease.shard_id in ready),
+        key=lambda lease: lease.shard_id,
+    )
+    return candidates[-1] if candidates else None
 
 
 class DynamoDBLeaseStore:

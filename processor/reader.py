@@ -35,6 +35,7 @@ from processor.errors import (
     LeaseLostError,
     ShutdownRequested,
     TransientError,
+    TrimmedDataError,
 )
 from processor.records import StreamRecord
 
@@ -55,6 +56,7 @@ class ReaderSettings:
     get_records_limit: int = 1000
     max_records: int = 100
     max_window_s: float = 0.0
+    on_trimmed: str = "fail"  # "fail" | "skip"
     poll_interval_min_s: float = 0.25
     poll_interval_max_s: float = 2.0
 
@@ -88,6 +90,8 @@ class ShardReader:
         self.records_read = 0
         self.last_records_at = monotonic()
         self.caught_up = False
+        self.trimmed_skips: list[tuple[str | None, str | None]] = []
+        self.failure: str | None = None
         self._lock = threading.Lock()
 
     # -- positions ----------------------------------------------------------------------------
@@ -134,6 +138,10 @@ class ShardReader:
         except LeaseLostError:
             log.warning("lease_lost", last_handled=self.last_handled)
             return ReaderOutcome.LEASE_LOST
+        except TrimmedDataError as exc:
+            self.failure = str(exc)
+            log.error("shard_stopped_trimmed", error=str(exc), policy="fail")  # noqa: TRY400
+            return ReaderOutcome.FAILED
         except Exception:
             log.exception("shard_reader_failed", last_handled=self.last_handled)
             return ReaderOutcome.FAILED
@@ -141,12 +149,59 @@ class ShardReader:
             self._dispatcher.close()
             structlog.contextvars.unbind_contextvars("shard_id", "sequence_number")
 
+    def _first_available(self) -> str | None:
+        """The first sequence number still in the shard (peeks from TRIM_HORIZON)."""
+        iterator: str | None = self._adapter.get_iterator(
+            self._stream_arn, self.shard_id, "TRIM_HORIZON"
+        )
+        for _ in range(5):  # real shards may answer empty pages before the first record
+            if iterator is None:
+                return None
+            page = self._adapter.get_records(iterator, limit=1, shard_id=self.shard_id)
+            if page.records:
+                return page.records[0].sequence_number
+            iterator = page.next_iterator
+        return None
+
+    def _trimmed(self, exc: TrimmedDataError) -> str:
+        """Apply ``on_trimmed``: raise (fail) or restart at TRIM_HORIZON (skip). Never silent."""
+        lost_after = self.last_read
+        first = self._first_available()
+        start = f"after {lost_after}" if lost_after else "from the start of the shard"
+        end = f"up to before {first}" if first else "up to the trim horizon"
+        lost = f"{start} {end}"
+        if self._settings.on_trimmed != "skip":
+            raise TrimmedDataError(
+                f"shard {self.shard_id}: records {lost} were trimmed (older than the stream's "
+                '24 h retention) before they were read; set stream.on_trimmed = "skip" to go on',
+                shard_id=self.shard_id,
+                sequence_number=lost_after,
+            ) from exc
+        log.error(
+            "trimmed_data_skipped",
+            lost_after=lost_after,
+            lost_before=first,
+            lost_range=lost,
+            policy="skip",
+        )
+        with self._lock:
+            self.trimmed_skips.append((lost_after, first))
+        self.last_read = None
+        self._initial_position = "TRIM_HORIZON"
+        return self._adapter.get_iterator(self._stream_arn, self.shard_id, "TRIM_HORIZON")
+
+    def _acquire(self) -> str:
+        try:
+            return self._with_retries(self._iterator)  # type: ignore[return-value]
+        except TrimmedDataError as exc:
+            return self._trimmed(exc)
+
     def _run(self) -> ReaderOutcome:
         log.info(
             "shard_reader_started", checkpoint=self.last_handled, position=self._initial_position
         )
         settings = self._settings
-        iterator: str = self._with_retries(self._iterator)  # type: ignore[assignment]
+        iterator: str = self._acquire()
         delay = settings.poll_interval_min_s
         buffer: list[StreamRecord] = []
         window_started = 0.0
@@ -159,7 +214,10 @@ class ShardReader:
                 )
             except IteratorExpiredError:
                 log.info("iterator_expired", resume_after=self.last_read)
-                iterator = self._with_retries(self._iterator)  # type: ignore[assignment]
+                iterator = self._acquire()
+                continue
+            except TrimmedDataError as exc:
+                iterator = self._trimmed(exc)
                 continue
             if page.malformed:
                 self._dispatcher.reject_malformed(page.malformed, self.shard_id)

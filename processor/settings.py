@@ -53,12 +53,13 @@ class _Section(BaseModel):
 class AwsSettings(_Section):
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    streams_endpoint_url: str | None = None  # default: endpoint_url
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = Field(default=5, ge=1, le=20)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
 
-    @field_validator("endpoint_url")
+    @field_validator("endpoint_url", "streams_endpoint_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
@@ -74,6 +75,8 @@ class StreamSettings(_Section):
     poll_interval_min_s: float = Field(default=0.25, gt=0, le=60)
     poll_interval_max_s: float = Field(default=2.0, gt=0, le=300)
     discovery_interval_s: float = Field(default=30.0, ge=1)
+    describe_rate_per_s: float = Field(default=5.0, gt=0, le=10)  # DescribeStream limit: 10/s
+    on_trimmed: Literal["fail", "skip"] = "fail"
 
     @model_validator(mode="after")
     def _one_source(self) -> StreamSettings:

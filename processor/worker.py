@@ -19,7 +19,7 @@ import structlog
 
 from processor.aws import StreamsAdapter
 from processor.batching import Dispatcher
-from processor.checkpoints import Lease, LeaseStore, leases_to_take
+from processor.checkpoints import Lease, LeaseStore, lease_to_steal, leases_to_take
 from processor.errors import LeaseLostError, ProcessorError, StreamNotFoundError
 from processor.reader import ReaderOutcome, ReaderSettings, ShardReader
 from processor.shards import Shard, ready_shards
@@ -49,6 +49,8 @@ class RunSummary:
     leases_taken: int = 0
     leases_lost: int = 0
     reader_failures: int = 0
+    leases_stolen: int = 0
+    trimmed_skips: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)
 
 
@@ -80,6 +82,7 @@ class Worker:
         self._monotonic = monotonic
         self._running: dict[str, _Running] = {}
         self._shards: dict[str, Shard] = {}
+        self._stopped: set[str] = set()  # shards this process will not take again (trimmed)
         self.summary = RunSummary()
 
     # -- discovery and leases -----------------------------------------------------------------
@@ -91,20 +94,44 @@ class Worker:
         self._store.create_missing(description.shards, {lease.shard_id for lease in leases})
         log.debug("shards_discovered", shards=len(self._shards))
 
+    def _discover_children(self, shard_id: str) -> None:
+        """A shard ended: find its children at once (ShardFilter) instead of a full describe."""
+        children = self._adapter.child_shards(self._stream_arn, shard_id)
+        known = {lease.shard_id for lease in self._store.list_leases()}
+        for child in children:
+            self._shards[child.shard_id] = child
+        self._store.create_missing(children, known)
+        log.info("child_shards_found", parent=shard_id, children=[c.shard_id for c in children])
+
     def _take_leases(self) -> None:
         leases = self._store.list_leases()
         finished = {lease.shard_id for lease in leases if lease.finished}
         known = {lease.shard_id for lease in leases}
         ready = {s.shard_id for s in ready_shards(self._shards.values(), finished, known)}
+        ready -= self._stopped
         room = self.settings.max_leases - len(self._running)
-        for observed in leases_to_take(
+        now = self._clock()
+        chosen = leases_to_take(
             leases,
             ready,
             owner=self.settings.owner,
-            now=self._clock(),
+            now=now,
             timeout_s=self.settings.lease_timeout_s,
             limit=room,
-        ):
+        )
+        if not chosen and room > 0:
+            steal = lease_to_steal(
+                leases,
+                ready,
+                owner=self.settings.owner,
+                now=now,
+                timeout_s=self.settings.lease_timeout_s,
+            )
+            if steal is not None:
+                chosen = [steal]
+                self.summary.leases_stolen += 1
+                log.info("lease_stealing", shard_id=steal.shard_id, from_owner=steal.owner)
+        for observed in chosen:
             if observed.shard_id in self._running:
                 continue
             lease = self._store.take(observed, self.settings.owner)
@@ -161,13 +188,22 @@ class Worker:
             outcome = running.outcome or ReaderOutcome.FAILED
             self.summary.records_read += running.reader.records_read
             self.summary.outcomes[shard_id] = outcome.value
+            self.summary.trimmed_skips.extend(
+                (shard_id, a, b) for a, b in running.reader.trimmed_skips
+            )
             if outcome is ReaderOutcome.FINISHED:
                 self.summary.shards_finished += 1
                 any_finished = True
+                try:
+                    self._discover_children(shard_id)
+                except ProcessorError as exc:
+                    log.warning("child_discovery_failed", shard_id=shard_id, error=str(exc))
             elif outcome is ReaderOutcome.LEASE_LOST:
                 self.summary.leases_lost += 1
             elif outcome is ReaderOutcome.FAILED:
                 self.summary.reader_failures += 1
+                if running.reader.failure:  # trimmed data under on_trimmed = "fail"
+                    self._stopped.add(shard_id)
                 self._release(running.reader.lease)
         return any_finished
 
@@ -207,7 +243,7 @@ class Worker:
             while not stop.is_set():
                 now = self._monotonic()
                 if self._reap():
-                    next_discovery = next_take = now  # children of a finished shard
+                    next_take = now  # children of a finished shard may be ready
                 if now >= next_discovery:
                     try:
                         self._discover()

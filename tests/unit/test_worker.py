@@ -37,6 +37,9 @@ class FakeStreams:
         info = StreamInfo(stream_arn, "t", "NEW_AND_OLD_IMAGES", ("pk",))
         return StreamDescription(info, tuple(s for s, _ in self.shards.values()), "ENABLED")
 
+    def child_shards(self, stream_arn: str, shard_id: str) -> list[Shard]:
+        return [s for s, _ in self.shards.values() if s.parent_shard_id == shard_id]
+
     def get_iterator(
         self, stream_arn: str, shard_id: str, kind: str, seq: str | None = None
     ) -> str:

@@ -1,0 +1,391 @@
+"""A DynamoDB Streams double: a real HTTP server on 127.0.0.1 speaking the JSON wire protocol.
+
+moto serves one shard per stream and never expires or trims. This double serves what a real
+stream does to a reader: shard trees (splits, rollovers, several generations, hundreds of
+shards with DescribeStream pagination and ``ShardFilter``), iterators that expire after N
+uses or T seconds, a trim horizon that moves, throttling every k-th call and server errors,
+all with AWS-shaped errors, so the real boto3 client, its retries and our error translation
+are exercised.
+
+Scenarios are data::
+
+    scenario = Scenario.tree(generations=3, fanout=2, records_per_shard=20, keys=8)
+    scenario.expire_after_calls = 3
+    with StreamDouble(scenario) as double:
+        ...  # point dsp at double.endpoint with stream.arn = double.stream_arn
+
+Shard ids sort in creation order; sequence numbers grow across generations, so for every
+item key, reading parents before children gives the changes in order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Scenario", "ShardSpec", "StreamDouble"]
+
+STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/double/stream/2026-01-01T00:00:00.000"
+_ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
+
+
+@dataclass
+class ShardSpec:
+    shard_id: str
+    parent_shard_id: str | None
+    keys: list[str]  # one record per entry, in order: the item key it changes
+    closed: bool = True
+    first_sequence: int = 0  # set by Scenario
+
+    def sequence(self, index: int) -> int:
+        return self.first_sequence + index
+
+
+@dataclass
+class Scenario:
+    """What the double serves. Mutate it between calls to move the trim horizon or add data."""
+
+    shards: list[ShardSpec]
+    expire_after_calls: int | None = None  # an iterator chain expires after N GetRecords
+    expire_after_s: float | None = None
+    throttle_every: int | None = None  # every k-th GetRecords answers LimitExceededException
+    fail_every: int | None = None  # every k-th GetRecords answers InternalServerError
+    trim_horizon: dict[str, int] = field(default_factory=dict)  # shard -> first index kept
+    created: float = 1_795_000_000.0
+
+    def __post_init__(self) -> None:
+        self.renumber()
+
+    def renumber(self) -> None:
+        """Give shards increasing, non-overlapping sequence number ranges in list order."""
+        next_seq = 100_000_000_000_000_000_000
+        for shard in self.shards:
+            shard.first_sequence = next_seq
+            next_seq += max(len(shard.keys), 1) + 1_000
+
+    # -- builders -----------------------------------------------------------------------------
+
+    @classmethod
+    def tree(
+        cls,
+        *,
+        generations: int = 3,
+        fanout: int = 2,
+        records_per_shard: int = 10,
+        keys: int = 6,
+        roots: int = 1,
+        last_open: bool = True,
+    ) -> Scenario:
+        """Roots that split ``fanout`` ways for ``generations`` levels (fanout 1: rollovers).
+
+        Every shard changes the same ``keys`` item keys, so each key's history runs through
+        every generation; the last generation is open unless ``last_open`` is False.
+        """
+        counter = itertools.count()
+        shards: list[ShardSpec] = []
+        level = [None] * roots  # type: list[str | None]
+        for gen in range(generations):
+            next_level: list[str | None] = []
+            for parent in level:
+                for _ in range(fanout if parent is not None else 1):
+                    shard_id = f"shardId-{next(counter):08d}-g{gen}"
+                    closed = gen < generations - 1 or not last_open
+                    shards.append(
+                        ShardSpec(
+                            shard_id,
+                            parent,
+                            [f"k{(i + gen) % keys}" for i in range(records_per_shard)],
+                            closed,
+                        )
+                    )
+                    next_level.append(shard_id)
+            level = next_level
+        return cls(shards)
+
+    @classmethod
+    def flat(cls, shards: int, *, records_per_shard: int = 2, closed: bool = False) -> Scenario:
+        """Many independent shards (no lineage): for pagination and scale."""
+        return cls(
+            [
+                ShardSpec(
+                    f"shardId-{i:08d}",
+                    None,
+                    [f"s{i}k{j % 3}" for j in range(records_per_shard)],
+                    closed,
+                )
+                for i in range(shards)
+            ]
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def shard(self, shard_id: str) -> ShardSpec:
+        for shard in self.shards:
+            if shard.shard_id == shard_id:
+                return shard
+        raise KeyError(shard_id)
+
+    def all_records(self) -> Iterator[tuple[str, str, int]]:
+        """(shard_id, key, sequence number) of every record served."""
+        for shard in self.shards:
+            for index, key in enumerate(shard.keys):
+                yield shard.shard_id, key, shard.sequence(index)
+
+
+class _AwsError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass
+class _Iterator:
+    shard_id: str
+    position: int  # index of the next record
+    issued_at: float
+    hops: int = 0
+
+
+class StreamDouble:
+    """Serve a :class:`Scenario` at ``endpoint`` until closed (use as a context manager)."""
+
+    def __init__(self, scenario: Scenario, *, stream_arn: str = STREAM_ARN) -> None:
+        self.scenario = scenario
+        self.stream_arn = stream_arn
+        self._lock = threading.Lock()
+        self._iterators: dict[str, _Iterator] = {}
+        self._ids = itertools.count(1)
+        self.calls: Counter[str] = Counter()
+        self.call_times: dict[str, list[float]] = {}
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+            wbufsize = 64 * 1024
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+                status, answer = double._serve(operation, body)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("x-amzn-RequestId", f"double-{next(double._ids)}")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> StreamDouble:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def _serve(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.calls[operation] += 1
+            self.call_times.setdefault(operation, []).append(time.monotonic())
+            try:
+                handler = {
+                    "ListStreams": self._list_streams,
+                    "DescribeStream": self._describe_stream,
+                    "GetShardIterator": self._get_shard_iterator,
+                    "GetRecords": self._get_records,
+                }.get(operation)
+                if handler is None:
+                    raise _AwsError(  # noqa: TRY301 - answered below like every AWS error
+                        "UnknownOperationException", f"unknown operation {operation}"
+                    )
+                return 200, handler(body)
+            except _AwsError as exc:
+                return exc.status, {"__type": _ERROR_PREFIX + exc.code, "message": str(exc)}
+
+    def _check_arn(self, body: dict[str, Any]) -> None:
+        if body.get("StreamArn") != self.stream_arn:
+            raise _AwsError(
+                "ResourceNotFoundException",
+                f"Requested resource not found: {body.get('StreamArn')}",
+            )
+
+    def _list_streams(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "Streams": [
+                {
+                    "StreamArn": self.stream_arn,
+                    "TableName": "double",
+                    "StreamLabel": "2026-01-01T00:00:00.000",
+                }
+            ]
+        }
+
+    def _shard_json(self, shard: ShardSpec) -> dict[str, Any]:
+        seq_range: dict[str, str] = {"StartingSequenceNumber": str(shard.first_sequence)}
+        if shard.closed:
+            seq_range["EndingSequenceNumber"] = str(shard.sequence(max(len(shard.keys) - 1, 0)))
+        out: dict[str, Any] = {"ShardId": shard.shard_id, "SequenceNumberRange": seq_range}
+        if shard.parent_shard_id:
+            out["ParentShardId"] = shard.parent_shard_id
+        return out
+
+    def _describe_stream(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_arn(body)
+        limit = min(int(body.get("Limit", 100)), 100)
+        shards = sorted(self.scenario.shards, key=lambda s: s.shard_id)
+        shard_filter = body.get("ShardFilter")
+        if shard_filter:
+            if shard_filter.get("Type") != "CHILD_SHARDS":
+                raise _AwsError("ValidationException", "ShardFilter Type must be CHILD_SHARDS")
+            shards = [s for s in shards if s.parent_shard_id == shard_filter.get("ShardId")]
+        start = body.get("ExclusiveStartShardId")
+        if start:
+            shards = [s for s in shards if s.shard_id > start]
+        page = shards[:limit]
+        description: dict[str, Any] = {
+            "StreamArn": self.stream_arn,
+            "StreamLabel": "2026-01-01T00:00:00.000",
+            "StreamStatus": "ENABLED",
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+            "CreationRequestDateTime": self.scenario.created,
+            "TableName": "double",
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "Shards": [self._shard_json(s) for s in page],
+        }
+        if len(shards) > limit:
+            description["LastEvaluatedShardId"] = page[-1].shard_id
+        return {"StreamDescription": description}
+
+    def _issue(self, shard_id: str, position: int) -> str:
+        token = f"{self.stream_arn}|{shard_id}|{next(self._ids):x}"
+        self._iterators[token] = _Iterator(shard_id, position, time.monotonic())
+        return token
+
+    def _get_shard_iterator(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_arn(body)
+        try:
+            shard = self.scenario.shard(body.get("ShardId", ""))
+        except KeyError:
+            raise _AwsError(
+                "ResourceNotFoundException", f"Shard {body.get('ShardId')} not found"
+            ) from None
+        kind = body.get("ShardIteratorType")
+        trim = self.scenario.trim_horizon.get(shard.shard_id, 0)
+        if kind == "TRIM_HORIZON":
+            position = trim
+        elif kind == "LATEST":
+            position = len(shard.keys)
+        elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+            seq = int(body.get("SequenceNumber", "0"))
+            index = seq - shard.first_sequence
+            if not 0 <= index < max(len(shard.keys), 1) + 1:
+                raise _AwsError(
+                    "ValidationException", f"SequenceNumber {seq} is not in shard {shard.shard_id}"
+                )
+            position = index + (1 if kind == "AFTER_SEQUENCE_NUMBER" else 0)
+            if position < trim:
+                raise _AwsError(
+                    "TrimmedDataAccessException",
+                    f"Requested sequence {seq} is beyond the trim horizon of {shard.shard_id}",
+                )
+        else:
+            raise _AwsError("ValidationException", f"invalid ShardIteratorType {kind}")
+        return {"ShardIterator": self._issue(shard.shard_id, position)}
+
+    def _get_records(self, body: dict[str, Any]) -> dict[str, Any]:
+        n = self.calls["GetRecords"]
+        scenario = self.scenario
+        if scenario.throttle_every and n % scenario.throttle_every == 0:
+            raise _AwsError("LimitExceededException", "Rate exceeded for shard")
+        if scenario.fail_every and n % scenario.fail_every == 0:
+            raise _AwsError("InternalServerError", "Internal server error", status=500)
+        token = body.get("ShardIterator", "")
+        iterator = self._iterators.get(token)
+        if iterator is None:
+            raise _AwsError("ValidationException", "Invalid ShardIterator")
+        if (
+            scenario.expire_after_calls is not None and iterator.hops >= scenario.expire_after_calls
+        ) or (
+            scenario.expire_after_s is not None
+            and time.monotonic() - iterator.issued_at > scenario.expire_after_s
+        ):
+            raise _AwsError(
+                "ExpiredIteratorException",
+                "Iterator expired. The iterator was created too long ago",
+            )
+        shard = scenario.shard(iterator.shard_id)
+        if iterator.position < scenario.trim_horizon.get(shard.shard_id, 0):
+            raise _AwsError(
+                "TrimmedDataAccessException", f"records of {shard.shard_id} were trimmed"
+            )
+        limit = min(int(body.get("Limit", 1000)), 1000)
+        start = iterator.position
+        end = min(start + limit, len(shard.keys))
+        records = [self._record(shard, i) for i in range(start, end)]
+        answer: dict[str, Any] = {"Records": records}
+        del self._iterators[token]
+        if not (shard.closed and end >= len(shard.keys)):
+            nxt = self._issue(shard.shard_id, end)
+            self._iterators[nxt].hops = iterator.hops + 1
+            self._iterators[nxt].issued_at = iterator.issued_at
+            answer["NextShardIterator"] = nxt
+        return answer
+
+    def _record(self, shard: ShardSpec, index: int) -> dict[str, Any]:
+        key = shard.keys[index]
+        seq = shard.sequence(index)
+        return {
+            "eventID": f"{seq:x}",
+            "eventName": "MODIFY",
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {
+                "ApproximateCreationDateTime": self.scenario.created + index,
+                "Keys": {"pk": {"S": key}},
+                "NewImage": {
+                    "pk": {"S": key},
+                    "shard": {"S": shard.shard_id},
+                    "seq": {"N": str(seq)},
+                },
+                "SequenceNumber": str(seq),
+                "SizeBytes": 64,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            },
+        }
+
+    # -- test controls ------------------------------------------------------------------------
+
+    def trim(self, shard_id: str, first_kept_index: int) -> None:
+        """Move a shard's trim horizon: records before the index are gone."""
+        with self._lock:
+            self.scenario.trim_horizon[shard_id] = first_kept_index
+
+    def append(self, shard_id: str, keys: list[str]) -> None:
+        """Add records to an open shard."""
+        with self._lock:
+            self.scenario.shard(shard_id).keys.extend(keys)
