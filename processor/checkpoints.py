@@ -45,6 +45,7 @@ class Lease:
     checkpoint: str | None = None
     finished: bool = False
     parent_shard_id: str | None = None
+    handoff_to: str | None = None  # another replica asked for this lease (balancing)
 
     def expired(self, now: float, timeout_s: float) -> bool:
         return self.owner is not None and now - self.heartbeat > timeout_s
@@ -62,11 +63,16 @@ class LeaseStore(Protocol):
     def take(self, observed: Lease, owner: str) -> Lease | None:
         """Take ``observed`` if nobody changed it since it was read; None if somebody did."""
 
-    def renew(self, lease: Lease) -> Lease: ...
+    def request_handoff(self, observed: Lease, requester: str) -> bool:
+        """Ask the owner of a live lease to hand it over (it releases after its batch)."""
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend the lease; the answer carries ``handoff_to`` when a handoff was asked for."""
 
     def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease: ...
 
-    def release(self, lease: Lease) -> None: ...
+    def release(self, lease: Lease, *, handoff: bool = False) -> None:
+        """Give the lease up; with ``handoff`` it stays reserved for ``handoff_to`` a while."""
 
 
 def leases_to_take(
@@ -88,6 +94,9 @@ def leases_to_take(
         if lease.finished or lease.shard_id not in ready or lease.owner == owner:
             continue
         if lease.owner is None:
+            reserved = lease.handoff_to not in (None, owner)
+            if reserved and now - lease.heartbeat <= timeout_s:
+                continue  # handed off to another replica: its to take first
             free.append(lease)
         elif lease.expired(now, timeout_s):
             expired.append(lease)
@@ -128,8 +137,14 @@ def lease_to_steal(
     busiest = max((o for o in counts if o != owner), key=lambda o: (counts[o], o), default=None)
     if busiest is None or counts[busiest] <= share or counts[busiest] - counts[owner] < 2:
         return None
+    if any(lease.handoff_to == owner for lease in live):
+        return None  # one handoff at a time
     candidates = sorted(
-        (lease for lease in live if lease.owner == busiest and lease.shard_id in ready),
+        (
+            lease
+            for lease in live
+            if lease.owner == busiest and lease.shard_id in ready and lease.handoff_to is None
+        ),
         key=lambda lease: lease.shard_id,
     )
     return candidates[-1] if candidates else None
@@ -266,14 +281,34 @@ class DynamoDBLeaseStore:
         taken = self._update(
             observed,
             "UpdateItem",
-            UpdateExpression="SET #owner = :me, lease_counter = :next, heartbeat = :now",
+            UpdateExpression=(
+                "SET #owner = :me, lease_counter = :next, heartbeat = :now REMOVE handoff_to"
+            ),
             ConditionExpression=condition,
             ExpressionAttributeNames={"#owner": "owner"},
             ExpressionAttributeValues=values,
         )
         if not taken:
             return None
-        return replace(observed, owner=owner, counter=observed.counter + 1, heartbeat=now)
+        return replace(
+            observed, owner=owner, counter=observed.counter + 1, heartbeat=now, handoff_to=None
+        )
+
+    def request_handoff(self, observed: Lease, requester: str) -> bool:
+        return self._update(
+            observed,
+            "UpdateItem",
+            UpdateExpression="SET handoff_to = :me",
+            ConditionExpression=(
+                "#owner = :old AND lease_counter = :c AND attribute_not_exists(handoff_to)"
+            ),
+            ExpressionAttributeNames={"#owner": "owner"},
+            ExpressionAttributeValues={
+                ":me": {"S": requester},
+                ":old": {"S": observed.owner or ""},
+                ":c": {"N": str(observed.counter)},
+            },
+        )
 
     def _held_condition(self, lease: Lease) -> dict[str, Any]:
         return {
@@ -286,16 +321,23 @@ class DynamoDBLeaseStore:
 
     def renew(self, lease: Lease) -> Lease:
         now = self._clock()
-        ok = self._update(
-            lease,
-            "UpdateItem",
-            UpdateExpression="SET heartbeat = :now",
-            ExpressionAttributeValues={**self._held_values(lease), ":now": {"N": repr(now)}},
-            **self._held_condition(lease),
-        )
-        if not ok:
-            raise LeaseLostError("lease was taken over", shard_id=lease.shard_id)
-        return replace(lease, heartbeat=now)
+        try:
+            answer = self._client.update_item(
+                TableName=self.table,
+                Key=self._key(lease.shard_id),
+                UpdateExpression="SET heartbeat = :now",
+                ExpressionAttributeValues={**self._held_values(lease), ":now": {"N": repr(now)}},
+                ReturnValues="ALL_NEW",
+                **self._held_condition(lease),
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise LeaseLostError("lease was taken over", shard_id=lease.shard_id) from exc
+            raise translate_client_error(exc, "UpdateItem", shard_id=lease.shard_id) from exc
+        except BotoCoreError as exc:
+            raise translate_client_error(exc, "UpdateItem", shard_id=lease.shard_id) from exc
+        handoff = answer.get("Attributes", {}).get("handoff_to")
+        return replace(lease, heartbeat=now, handoff_to=handoff["S"] if handoff else None)
 
     def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease:
         now = self._clock()
@@ -328,12 +370,18 @@ class DynamoDBLeaseStore:
             checkpoint=sequence_number if sequence_number is not None else lease.checkpoint,
         )
 
-    def release(self, lease: Lease) -> None:
+    def release(self, lease: Lease, *, handoff: bool = False) -> None:
+        if handoff:  # keep handoff_to, stamp the time: the requester takes it next
+            expression = "REMOVE #owner SET heartbeat = :now"
+            values = {**self._held_values(lease), ":now": {"N": repr(self._clock())}}
+        else:
+            expression = "REMOVE #owner, handoff_to"
+            values = self._held_values(lease)
         self._update(
             lease,
             "UpdateItem",
-            UpdateExpression="REMOVE #owner",
-            ExpressionAttributeValues=self._held_values(lease),
+            UpdateExpression=expression,
+            ExpressionAttributeValues=values,
             **self._held_condition(lease),
         )
 
@@ -351,4 +399,5 @@ def _lease_from_item(item: dict[str, Any]) -> Lease:
         checkpoint=s("checkpoint"),
         finished=bool(item.get("finished", {"BOOL": False})["BOOL"]),
         parent_shard_id=s("parent_shard_id"),
+        handoff_to=s("handoff_to"),
     )

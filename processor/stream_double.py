@@ -85,27 +85,26 @@ class Scenario:
     ) -> Scenario:
         """Roots that split ``fanout`` ways for ``generations`` levels (fanout 1: rollovers).
 
-        Every shard changes the same ``keys`` item keys, so each key's history runs through
-        every generation; the last generation is open unless ``last_open`` is False.
+        As in DynamoDB, an item key lives in exactly one shard of a generation: the roots
+        share the ``keys`` item keys out and each split shares its parent's keys among its
+        children, so each key's history runs down one lineage path. The last generation is
+        open unless ``last_open`` is False.
         """
         counter = itertools.count()
         shards: list[ShardSpec] = []
-        level = [None] * roots  # type: list[str | None]
+        names = [f"k{i}" for i in range(keys)]
+        level: list[tuple[str | None, list[str]]] = [(None, names[r::roots]) for r in range(roots)]
         for gen in range(generations):
-            next_level: list[str | None] = []
-            for parent in level:
-                for _ in range(fanout if parent is not None else 1):
-                    shard_id = f"shardId-{next(counter):08d}-g{gen}"
+            next_level: list[tuple[str | None, list[str]]] = []
+            for parent, owned in level:
+                parts = fanout if parent is not None else 1
+                for part in range(parts):
+                    mine = owned[part::parts] or [f"{(owned or ['k'])[0]}-{gen}-{part}"]
+                    shard_id = f"shardId-{next(counter):020d}-{gen:08x}"
                     closed = gen < generations - 1 or not last_open
-                    shards.append(
-                        ShardSpec(
-                            shard_id,
-                            parent,
-                            [f"k{(i + gen) % keys}" for i in range(records_per_shard)],
-                            closed,
-                        )
-                    )
-                    next_level.append(shard_id)
+                    records = [mine[i % len(mine)] for i in range(records_per_shard)]
+                    shards.append(ShardSpec(shard_id, parent, records, closed))
+                    next_level.append((shard_id, mine))
             level = next_level
         return cls(shards)
 
@@ -115,7 +114,7 @@ class Scenario:
         return cls(
             [
                 ShardSpec(
-                    f"shardId-{i:08d}",
+                    f"shardId-{i:020d}-ffffffff",
                     None,
                     [f"s{i}k{j % 3}" for j in range(records_per_shard)],
                     closed,

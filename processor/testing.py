@@ -260,10 +260,26 @@ class MemoryLeaseStore:
             if current != observed or current.finished:
                 return None
             taken = replace(
-                current, owner=owner, counter=current.counter + 1, heartbeat=self._clock()
+                current,
+                owner=owner,
+                counter=current.counter + 1,
+                heartbeat=self._clock(),
+                handoff_to=None,
             )
             self.leases[observed.shard_id] = taken
             return taken
+
+    def request_handoff(self, observed: Lease, requester: str) -> bool:
+        with self._lock:
+            current = self.leases[observed.shard_id]
+            if (
+                current.owner != observed.owner
+                or current.counter != observed.counter
+                or current.handoff_to
+            ):
+                return False
+            self.leases[observed.shard_id] = replace(current, handoff_to=requester)
+            return True
 
     def _check(self, lease: Lease) -> Lease:
         current = self.leases[lease.shard_id]
@@ -290,11 +306,15 @@ class MemoryLeaseStore:
             self.checkpoints.append((lease.shard_id, sequence_number, finished))
             return current
 
-    def release(self, lease: Lease) -> None:
+    def release(self, lease: Lease, *, handoff: bool = False) -> None:
         with self._lock:
             current = self.leases[lease.shard_id]
             if current.owner == lease.owner and current.counter == lease.counter:
-                self.leases[lease.shard_id] = replace(current, owner=None)
+                if handoff:
+                    released = replace(current, owner=None, heartbeat=self._clock())
+                else:
+                    released = replace(current, owner=None, handoff_to=None)
+                self.leases[lease.shard_id] = released
 
 
 def create_table(

@@ -50,6 +50,7 @@ class RunSummary:
     leases_lost: int = 0
     reader_failures: int = 0
     leases_stolen: int = 0
+    leases_handed_off: int = 0
     trimmed_skips: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)
 
@@ -59,6 +60,7 @@ class _Running:
     reader: ShardReader
     thread: threading.Thread
     outcome: ReaderOutcome | None = None
+    handoff: bool = False
 
 
 class Worker:
@@ -95,7 +97,14 @@ class Worker:
         log.debug("shards_discovered", shards=len(self._shards))
 
     def _discover_children(self, shard_id: str) -> None:
-        """A shard ended: find its children at once (ShardFilter) instead of a full describe."""
+        """A shard ended: find its children at once (ShardFilter) instead of a full describe.
+
+        Needed only when the shard was open at the last full discovery: a describe that saw it
+        closed listed its children too (they are created when the parent closes).
+        """
+        known_shard = self._shards.get(shard_id)
+        if known_shard is None or known_shard.is_closed:
+            return
         children = self._adapter.child_shards(self._stream_arn, shard_id)
         known = {lease.shard_id for lease in self._store.list_leases()}
         for child in children:
@@ -127,10 +136,9 @@ class Worker:
                 now=now,
                 timeout_s=self.settings.lease_timeout_s,
             )
-            if steal is not None:
-                chosen = [steal]
+            if steal is not None and self._store.request_handoff(steal, self.settings.owner):
                 self.summary.leases_stolen += 1
-                log.info("lease_stealing", shard_id=steal.shard_id, from_owner=steal.owner)
+                log.info("lease_handoff_requested", shard_id=steal.shard_id, from_owner=steal.owner)
         for observed in chosen:
             if observed.shard_id in self._running:
                 continue
@@ -200,6 +208,9 @@ class Worker:
                     log.warning("child_discovery_failed", shard_id=shard_id, error=str(exc))
             elif outcome is ReaderOutcome.LEASE_LOST:
                 self.summary.leases_lost += 1
+            elif outcome is ReaderOutcome.STOPPED and running.handoff:
+                self.summary.leases_handed_off += 1
+                self._release(running.reader.lease, handoff=True)
             elif outcome is ReaderOutcome.FAILED:
                 self.summary.reader_failures += 1
                 if running.reader.failure:  # trimmed data under on_trimmed = "fail"
@@ -210,16 +221,24 @@ class Worker:
     def _renew(self) -> None:
         for running in list(self._running.values()):
             try:
-                running.reader.lease = self._store.renew(running.reader.lease)
+                lease = self._store.renew(running.reader.lease)
+                running.reader.lease = lease
+                handoff = lease.handoff_to and lease.handoff_to != self.settings.owner
+                if handoff and not running.handoff:
+                    log.info(
+                        "lease_handing_off", shard_id=lease.shard_id, to_owner=lease.handoff_to
+                    )
+                    running.handoff = True
+                    running.reader.stop.set()  # finish the batch, checkpoint, then release
             except LeaseLostError:
                 log.warning("lease_lost", shard_id=running.reader.shard_id)
                 running.reader.stop.set()
             except ProcessorError as exc:
                 log.warning("lease_renew_failed", shard_id=running.reader.shard_id, error=str(exc))
 
-    def _release(self, lease: Lease) -> None:
+    def _release(self, lease: Lease, *, handoff: bool = False) -> None:
         try:
-            self._store.release(lease)
+            self._store.release(lease, handoff=handoff)
         except ProcessorError as exc:
             log.warning("lease_release_failed", shard_id=lease.shard_id, error=str(exc))
 

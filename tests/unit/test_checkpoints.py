@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processor.checkpoints import Lease, leases_to_take
+from processor.checkpoints import Lease, lease_to_steal, leases_to_take
 from processor.errors import LeaseLostError
 from processor.shards import Shard
 from processor.testing import MemoryLeaseStore
@@ -66,3 +66,50 @@ def test_checkpoint_after_takeover_raises_lease_lost() -> None:
         store.checkpoint(mine, "5", finished=False)
     with pytest.raises(LeaseLostError):
         store.renew(mine)
+
+
+def owned(owner: str, *ids: str, heartbeat: float = 100.0) -> list[Lease]:
+    return [Lease(i, owner, 1, heartbeat) for i in ids]
+
+
+def test_a_newcomer_steals_one_lease_from_the_busiest_owner() -> None:
+    """With 4 shards on one owner, a second replica takes one at a time until 2 and 2."""
+    leases = owned("a", "s1", "s2", "s3", "s4")
+    ready = {"s1", "s2", "s3", "s4"}
+    steal = lease_to_steal(leases, ready, owner="b", now=100.0, timeout_s=30)
+    assert steal is not None
+    assert steal.owner == "a"
+    leases = owned("a", "s1", "s2", "s3") + owned("b", "s4")
+    assert lease_to_steal(leases, ready, owner="b", now=100.0, timeout_s=30) is not None
+    leases = owned("a", "s1", "s2") + owned("b", "s3", "s4")
+    assert lease_to_steal(leases, ready, owner="b", now=100.0, timeout_s=30) is None
+
+
+def test_three_replicas_converge_on_a_third_each() -> None:
+    """Repeated single steals spread 6 shards as 2/2/2, never moving a lease back and forth."""
+    ids = [f"s{i}" for i in range(6)]
+    holders = dict.fromkeys(ids, "a")
+    for _ in range(10):
+        moved = False
+        for me in ("b", "c"):
+            leases = [Lease(i, o, 1, 100.0) for i, o in holders.items()]
+            steal = lease_to_steal(leases, set(ids), owner=me, now=100.0, timeout_s=30)
+            if steal is not None:
+                holders[steal.shard_id] = me
+                moved = True
+        if not moved:
+            break
+    counts = sorted(list(holders.values()).count(o) for o in "abc")
+    assert counts == [2, 2, 2]
+
+
+def test_no_stealing_when_balanced_or_uneven_by_one() -> None:
+    """3 shards over 2 owners stays 2/1: a difference of one is balanced."""
+    leases = owned("a", "s1", "s2") + owned("b", "s3")
+    assert lease_to_steal(leases, {"s1", "s2", "s3"}, owner="b", now=100.0, timeout_s=30) is None
+
+
+def test_expired_owners_do_not_count_as_replicas() -> None:
+    """A dead owner's leases are taken as expired, not balanced against."""
+    leases = owned("dead", "s1", "s2", heartbeat=0.0)
+    assert lease_to_steal(leases, {"s1", "s2"}, owner="b", now=100.0, timeout_s=30) is None

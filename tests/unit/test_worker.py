@@ -277,3 +277,50 @@ def test_batching_window_fills_batches_across_pages() -> None:
 
     assert run(0.0) == [1] * 10
     assert run(5.0) == [4, 4, 2]  # the last batch is flushed when the shard ends
+
+
+def test_a_second_worker_gets_half_the_leases_by_graceful_handoff() -> None:
+    """A newcomer asks for leases; the owner finishes its batch and hands them over: 2 and 2,
+    and no record is delivered twice."""
+    streams = FakeStreams(
+        {
+            f"s{i}": (
+                Shard(f"s{i}", None, "1", None),
+                [raw(f"k{i}", i * 100 + j) for j in range(5)],
+            )
+            for i in range(4)
+        }
+    )
+    store = MemoryLeaseStore()
+    collector = Collector()
+
+    def worker(owner: str) -> Worker:
+        w = make_worker(streams, store, collector, owner=owner)
+        object.__setattr__(w.settings, "renew_interval_s", 0.05)
+        object.__setattr__(w.settings, "lease_timeout_s", 5.0)
+        return w
+
+    stop1, stop2 = threading.Event(), threading.Event()
+    w1, w2 = worker("w1"), worker("w2")
+    t1 = threading.Thread(target=w1.run, kwargs={"stop": stop1})
+    t1.start()
+    for _ in range(300):
+        if sum(lease.owner == "w1" for lease in store.list_leases()) == 4:
+            break
+        threading.Event().wait(0.01)
+    t2 = threading.Thread(target=w2.run, kwargs={"stop": stop2})
+    t2.start()
+    owners: list[str] = []
+    for _ in range(500):
+        owners = sorted(lease.owner or "-" for lease in store.list_leases())
+        if owners == ["w1", "w1", "w2", "w2"]:
+            break
+        threading.Event().wait(0.01)
+    stop1.set()
+    stop2.set()
+    t1.join(5)
+    t2.join(5)
+    assert owners == ["w1", "w1", "w2", "w2"]
+    assert w1.summary.leases_handed_off == 2 and w2.summary.leases_stolen == 2
+    sequences = [s for _, s, _ in collector.seen]
+    assert len(sequences) == 20 == len(set(sequences))
