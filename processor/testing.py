@@ -6,6 +6,8 @@
   answers with scripted statuses.
 * :func:`make_record` - a stream record in DynamoDB JSON, as GetRecords returns it.
 * :class:`MemoryLeaseStore` - the lease store protocol in memory, for pure worker tests.
+* :class:`StreamDouble` / :class:`Scenario` - a DynamoDB Streams endpoint on 127.0.0.1 that
+  does what moto cannot: splits, rollovers, expiring iterators, trimming, throttling.
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ from processor.checkpoints import Lease
 from processor.errors import LeaseLostError
 from processor.records import StreamRecord
 from processor.shards import Shard
+from processor.stream_double import Scenario, ShardSpec, StreamDouble
 
 __all__ = [
     "MemoryLeaseStore",
     "ReceivedRequest",
+    "Scenario",
+    "ShardSpec",
+    "StreamDouble",
     "WebhookReceiver",
     "create_table",
     "make_record",
@@ -126,6 +132,13 @@ class _Script:
     delay_s: float = 0.0
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that dies mid-request (tests SIGKILL senders) is not an error here."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return
+
+
 class WebhookReceiver:
     """A real HTTP/1.1 keep-alive server on 127.0.0.1 that records what it receives.
 
@@ -158,6 +171,9 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request: nothing was delivered
+                    self.close_connection = True
+                    return
                 request = ReceivedRequest(
                     "POST", self.path, dict(self.headers.items()), body, time.monotonic()
                 )
@@ -180,7 +196,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

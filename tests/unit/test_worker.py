@@ -321,6 +321,7 @@ def test_a_second_worker_gets_half_the_leases_by_graceful_handoff() -> None:
     t1.join(5)
     t2.join(5)
     assert owners == ["w1", "w1", "w2", "w2"]
-    assert w1.summary.leases_handed_off == 2 and w2.summary.leases_stolen == 2
+    assert w1.summary.leases_handed_off == 2
+    assert w2.summary.leases_stolen == 2
     sequences = [s for _, s, _ in collector.seen]
     assert len(sequences) == 20 == len(set(sequences))
