@@ -16,6 +16,7 @@ import structlog
 
 from benchmarks import decode, parallel
 from benchmarks.pages import page
+from processor._runtime import tune_gc
 
 ROUNDS = 7
 RESULTS = Path(__file__).with_name("results.md")
@@ -61,6 +62,7 @@ def side_by_side_wall(
 
 def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
+    tune_gc()  # as `dsp run` does; both sides of every comparison run under it
     bodies = [page(seed) for seed in range(1, 4)]
     rows = [
         side_by_side(

@@ -9,6 +9,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.parsers import create_parser
 
+from processor._wire import decode_page
 from processor.aws import _capture_get_records_body
 from processor.records import StreamRecord
 from processor.routing import Route, compile_filters
@@ -66,9 +67,7 @@ def ours(*, images: bool) -> Callable[[bytes], int]:
         custom: dict[str, Any] = {}
         _capture_get_records_body(response, custom)
         _PARSER.parse(response, _SHAPE)  # botocore still parses what is left: {}
-        records = [
-            StreamRecord.from_wire(raw, shard_id="s") for raw in custom["DspPage"]["Records"]
-        ]
+        records, _, _ = decode_page(custom["DspBody"], "s")
         seen[0] = 0
         consumer(route.select(records))
         return seen[0]

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import msgspec
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -26,6 +25,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from processor._wire import decode_page
 from processor.consumer import StreamInfo
 from processor.errors import (
     ConfigError,
@@ -169,17 +169,13 @@ class StreamDescription:
     status: str
 
 
-_decode_json = msgspec.json.Decoder().decode
-
-
 def _capture_get_records_body(
     response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
 ) -> None:
     """before-parse hook: take successful GetRecords bodies out of botocore's parser."""
     if response_dict.get("status_code") != 200:
         return  # errors go through botocore's parser, retries and modeled exceptions
-    body = response_dict.get("body") or b"{}"
-    customized_response_dict["DspPage"] = _decode_json(body)
+    customized_response_dict["DspBody"] = response_dict.get("body") or b"{}"
     response_dict["body"] = b"{}"
 
 
@@ -276,17 +272,18 @@ class StreamsAdapter:
             answer = self._client.get_records(ShardIterator=iterator, Limit=limit)
         except (ClientError, BotoCoreError) as exc:
             raise translate_client_error(exc, "GetRecords", shard_id=shard_id) from exc
-        page = answer.get("DspPage")
-        if page is None:  # a stubbed client or a hook-less path: botocore parsed it
-            page = answer
-        records: list[StreamRecord] = []
-        malformed: list[tuple[Any, Exception]] = []
-        for raw in page.get("Records", []):
+        body = answer.get("DspBody")
+        if body is not None:
+            records, next_iterator, malformed = decode_page(body, shard_id)
+            return Page(records, next_iterator, tuple(malformed))
+        records = []  # a stubbed client or a hook-less path: botocore parsed the page
+        malformed = []
+        for raw in answer.get("Records", []):
             try:
                 records.append(StreamRecord.from_wire(raw, shard_id=shard_id))
             except RecordError as exc:
                 malformed.append((raw, exc))
-        return Page(records, page.get("NextShardIterator"), tuple(malformed))
+        return Page(records, answer.get("NextShardIterator"), tuple(malformed))
 
 
 def resolve_stream(clients: AwsClients, *, table: str | None, arn: str | None) -> str:

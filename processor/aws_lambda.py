@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from processor._runtime import tune_gc
 from processor.app import build_routes, make_dead_letter_sink, make_http_pool, retry_policy
 from processor.aws import AwsClients, make_clients
 from processor.batching import Dispatcher
@@ -69,6 +70,7 @@ def _stream_info(first: dict[str, Any]) -> StreamInfo:
 
 def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime:
     settings = load_settings(os.environ.get("DSP_CONFIG"), defaults=LAMBDA_DEFAULTS)
+    tune_gc()
     configure_logging(settings.logging.level, "json")
     clients = clients or make_clients(
         region=os.environ.get("AWS_REGION", settings.aws.region),

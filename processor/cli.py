@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from processor._runtime import tune_gc
 from processor.app import build_app, retry_policy, stats_table
 from processor.errors import ConfigError, ProcessorError
 from processor.observability import configure_logging
@@ -91,6 +92,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tune_gc()
     consumer_stop = threading.Event()
     app = build_app(settings, consumer_stop=consumer_stop)
     try:

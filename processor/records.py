@@ -16,9 +16,9 @@ import enum
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cached_property
 from typing import Any
 
+import msgspec
 from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary
 
 from processor.errors import RecordError
@@ -40,6 +40,8 @@ AttributeValue = Mapping[str, Any]
 Image = Mapping[str, AttributeValue]
 
 _create_decimal: Callable[[str], Decimal] = DYNAMODB_CONTEXT.create_decimal
+_decode_json = msgspec.json.Decoder().decode
+_UNSET: Any = object()
 
 
 class EventName(enum.StrEnum):
@@ -95,11 +97,11 @@ def _decode_null(v: Any) -> Any:
 
 
 def _decode_l(v: Any) -> Any:
-    return [decode_value(item) for item in v]
+    return [_fast(item) for item in v]
 
 
 def _decode_m(v: Any) -> Any:
-    return {name: decode_value(item) for name, item in v.items()}
+    return {name: _fast(item) for name, item in v.items()}
 
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {
@@ -114,6 +116,27 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "L": _decode_l,
     "M": _decode_m,
 }
+
+
+def _fast(value: Any) -> Any:
+    """decode_value for well-formed input: the common tags inline, the rest dispatched."""
+    ((tag, raw),) = value.items()
+    if tag == "S":
+        return raw
+    if tag == "N":
+        number = _create_decimal(raw)
+        if not number.is_finite():
+            raise ValueError("not a number DynamoDB can store")
+        return number
+    if tag == "M":
+        return {name: _fast(item) for name, item in raw.items()}
+    if tag == "L":
+        return [_fast(item) for item in raw]
+    if tag == "BOOL":
+        return raw
+    if tag == "NULL":
+        return None
+    return _DECODERS[tag](raw)
 
 
 def decode_value(value: AttributeValue) -> Any:
@@ -136,7 +159,13 @@ def decode_image(image: Image | None) -> dict[str, Any] | None:
     """Decode a whole item (or ``None`` when the stream view does not carry it)."""
     if image is None:
         return None
-    return {name: decode_value(value) for name, value in image.items()}
+    try:
+        return {name: _fast(value) for name, value in image.items()}
+    except RecordError:
+        raise
+    except (ArithmeticError, TypeError, ValueError, AttributeError, KeyError):
+        # malformed somewhere: decode again slowly to name the offending value
+        return {name: decode_value(value) for name, value in image.items()}
 
 
 def _client_value(value: AttributeValue) -> dict[str, Any]:
@@ -168,17 +197,56 @@ class StreamRecord:
     destination stores and what filter patterns match against.
     """
 
-    __slots__ = ("__dict__", "raw", "shard_id")
+    __slots__ = ("_created", "_key_id", "_keys", "_lazy", "_new", "_old", "_raw", "shard_id")
 
-    raw: dict[str, Any]
+    _raw: dict[str, Any]
+    _lazy: dict[str, Any] | None
     shard_id: str | None
 
-    def __init__(self, raw: dict[str, Any], *, shard_id: str | None = None) -> None:
-        self.raw = raw
+    def __init__(
+        self,
+        raw: dict[str, Any],
+        *,
+        shard_id: str | None = None,
+        lazy_images: dict[str, Any] | None = None,
+    ) -> None:
+        self._raw = raw
+        self._lazy = lazy_images  # image name -> raw JSON bytes, decoded on first read
         self.shard_id = shard_id
+        # decoded views, filled on first read (functools.cached_property locks on 3.11)
+        self._keys: Any = _UNSET
+        self._new: Any = _UNSET
+        self._old: Any = _UNSET
+        self._key_id: Any = _UNSET
+        self._created: Any = _UNSET
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The whole record in DynamoDB JSON (images included, decoded if still raw)."""
+        if self._lazy:
+            for name in list(self._lazy):
+                self._image(name)
+        return self._raw
+
+    def filter_view(self, *, images: bool) -> dict[str, Any]:
+        """What filter patterns match against; without ``images`` the images stay raw."""
+        return self.raw if images else self._raw
+
+    def _image(self, name: str) -> dict[str, Any] | None:
+        ddb = self._raw["dynamodb"]
+        image = ddb.get(name)
+        if image is None and self._lazy and name in self._lazy:
+            try:
+                image = _decode_json(self._lazy.pop(name))
+            except (msgspec.DecodeError, ValueError) as exc:
+                raise RecordError(f"{name} is not valid JSON: {exc}") from exc
+            ddb[name] = image
+        return image  # type: ignore[no-any-return]
 
     @classmethod
-    def from_wire(cls, raw: Any, *, shard_id: str | None = None) -> StreamRecord:
+    def from_wire(
+        cls, raw: Any, *, shard_id: str | None = None, lazy_images: dict[str, Any] | None = None
+    ) -> StreamRecord:
         """Wrap a wire record, checking the fields every consumer relies on.
 
         A record missing them raises :class:`RecordError` (it goes to the dead-letter
@@ -201,41 +269,44 @@ class StreamRecord:
             raise RecordError("stream record has no dynamodb.Keys", sequence_number=seq)
         if not isinstance(raw.get("eventID"), str):
             raise RecordError("stream record has no eventID", sequence_number=seq)
-        return cls(raw, shard_id=shard_id)
+        return cls(raw, shard_id=shard_id, lazy_images=lazy_images)
 
     # -- identity and position ------------------------------------------------------------
 
     @property
     def event_id(self) -> str:
         """Unique per change: the idempotency key handed to consumers."""
-        return str(self.raw["eventID"])
+        return str(self._raw["eventID"])
 
     @property
     def event_name(self) -> EventName:
-        return EventName(self.raw["eventName"])
+        return EventName(self._raw["eventName"])
 
     @property
     def sequence_number(self) -> str:
-        return str(self.raw["dynamodb"]["SequenceNumber"])
+        return str(self._raw["dynamodb"]["SequenceNumber"])
 
     @property
     def sequence_int(self) -> int:
         """The sequence number as an integer: sequence numbers compare numerically."""
-        return int(self.raw["dynamodb"]["SequenceNumber"])
+        return int(self._raw["dynamodb"]["SequenceNumber"])
 
-    @cached_property
+    @property
     def approximate_creation_time(self) -> datetime | None:
         """When the change was made (UTC); whole seconds in real DynamoDB Streams."""
-        value = self.raw["dynamodb"].get("ApproximateCreationDateTime")
-        if value is None:
-            return None
-        if isinstance(value, datetime):  # botocore's parsed form
-            return value.astimezone(UTC)
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        if self._created is _UNSET:
+            value = self._raw["dynamodb"].get("ApproximateCreationDateTime")
+            if value is None:
+                self._created = None
+            elif isinstance(value, datetime):  # botocore's parsed form
+                self._created = value.astimezone(UTC)
+            else:
+                self._created = datetime.fromtimestamp(float(value), tz=UTC)
+        return self._created  # type: ignore[no-any-return]
 
     @property
     def event_source_arn(self) -> str | None:
-        value = self.raw.get("eventSourceARN")
+        value = self._raw.get("eventSourceARN")
         return str(value) if value is not None else None
 
     @property
@@ -248,19 +319,19 @@ class StreamRecord:
 
     @property
     def size_bytes(self) -> int:
-        return int(self.raw["dynamodb"].get("SizeBytes", 0))
+        return int(self._raw["dynamodb"].get("SizeBytes", 0))
 
     @property
     def stream_view_type(self) -> str | None:
-        value = self.raw["dynamodb"].get("StreamViewType")
+        value = self._raw["dynamodb"].get("StreamViewType")
         return str(value) if value is not None else None
 
     @property
     def is_ttl_delete(self) -> bool:
         """True for a REMOVE made by DynamoDB's Time to Live, not by a user."""
-        identity = self.raw.get("userIdentity")
+        identity = self._raw.get("userIdentity")
         return (
-            self.raw.get("eventName") == "REMOVE"
+            self._raw.get("eventName") == "REMOVE"
             and isinstance(identity, dict)
             and identity.get("type") == "Service"
             and identity.get("principalId") == "dynamodb.amazonaws.com"
@@ -270,44 +341,50 @@ class StreamRecord:
 
     @property
     def wire_keys(self) -> dict[str, Any]:
-        return self.raw["dynamodb"]["Keys"]  # type: ignore[no-any-return]
+        return self._raw["dynamodb"]["Keys"]  # type: ignore[no-any-return]
 
     @property
     def wire_new_image(self) -> dict[str, Any] | None:
-        return self.raw["dynamodb"].get("NewImage")  # type: ignore[no-any-return]
+        return self._image("NewImage")
 
     @property
     def wire_old_image(self) -> dict[str, Any] | None:
-        return self.raw["dynamodb"].get("OldImage")  # type: ignore[no-any-return]
+        return self._image("OldImage")
 
-    @cached_property
+    @property
     def key_id(self) -> str:
         """A stable string for the item's key: records with equal ``key_id`` are one item."""
-        return "\x1f".join(
-            f"{name}\x1e{tag}\x1e{raw}"
-            for name, value in sorted(self.wire_keys.items())
-            for tag, raw in value.items()
-        )
+        if self._key_id is _UNSET:
+            self._key_id = "\x1f".join(
+                f"{name}\x1e{tag}\x1e{raw}"
+                for name, value in sorted(self.wire_keys.items())
+                for tag, raw in value.items()
+            )
+        return self._key_id  # type: ignore[no-any-return]
 
     # -- decoded views: paid for on first read ------------------------------------------------
 
-    @cached_property
+    @property
     def keys(self) -> dict[str, Any]:
-        decoded = decode_image(self.wire_keys)
-        assert decoded is not None
-        return decoded
+        if self._keys is _UNSET:
+            self._keys = decode_image(self.wire_keys)
+        return self._keys  # type: ignore[no-any-return]
 
-    @cached_property
+    @property
     def new_image(self) -> dict[str, Any] | None:
-        return decode_image(self.wire_new_image)
+        if self._new is _UNSET:
+            self._new = decode_image(self.wire_new_image)
+        return self._new  # type: ignore[no-any-return]
 
-    @cached_property
+    @property
     def old_image(self) -> dict[str, Any] | None:
-        return decode_image(self.wire_old_image)
+        if self._old is _UNSET:
+            self._old = decode_image(self.wire_old_image)
+        return self._old  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return (
-            f"StreamRecord({self.raw.get('eventName')} seq={self.sequence_number} "
+            f"StreamRecord({self._raw.get('eventName')} seq={self.sequence_number} "
             f"keys={self.wire_keys!r})"
         )
 

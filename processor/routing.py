@@ -172,6 +172,15 @@ def _compile_operator(spec: dict[str, Any], fragment: Any) -> Matcher:
 def _compile_matchers(values: Any, path: str) -> Matcher:
     if not isinstance(values, list) or not values:
         raise PatternError(f"{path}: a pattern leaf must be a non-empty list of matchers", values)
+    if all(isinstance(item, str) for item in values):  # the common case: exact strings
+        allowed = frozenset(values)
+
+        def match_strings(value: Any) -> bool:
+            if isinstance(value, list):
+                return any(isinstance(v, str) and v in allowed for v in value)
+            return isinstance(value, str) and value in allowed
+
+        return match_strings
     matchers: list[Matcher] = []
     for item in values:
         if isinstance(item, dict):
@@ -222,12 +231,25 @@ def _compile_object(pattern: Any, path: str) -> Callable[[Any], bool]:
     return lambda obj: all(check(obj) for check in checks)
 
 
+def _mentions_images(pattern: Any) -> bool:
+    if isinstance(pattern, dict):
+        return any(
+            key in ("NewImage", "OldImage") or _mentions_images(value)
+            for key, value in pattern.items()
+        )
+    if isinstance(pattern, list):
+        return any(_mentions_images(item) for item in pattern)
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class FilterPattern:
     """One compiled filter pattern."""
 
     source: str
     _match: Callable[[Any], bool] = field(repr=False, compare=False)
+    #: Whether the pattern looks into NewImage/OldImage (else images need not be decoded).
+    needs_images: bool = True
 
     @classmethod
     def parse(cls, source: str) -> FilterPattern:
@@ -237,7 +259,7 @@ class FilterPattern:
             raise PatternError(
                 f"not valid JSON ({exc.msg} at column {exc.colno})", source, source_text=True
             ) from exc
-        return cls(source, _compile_object(pattern, ""))
+        return cls(source, _compile_object(pattern, ""), _mentions_images(pattern))
 
     def matches(self, record: dict[str, Any]) -> bool:
         return self._match(record)
@@ -261,8 +283,9 @@ class Route:
     def accepts(self, raw_record: dict[str, Any]) -> bool:
         return not self.filters or any(f.matches(raw_record) for f in self.filters)
 
-    def select(self, raw_records: Iterable[Any]) -> list[Any]:
-        """The records (objects with a ``raw`` dict) this route accepts, in order."""
+    def select(self, records: Iterable[Any]) -> list[Any]:
+        """The records (StreamRecords) this route accepts, in order."""
         if not self.filters:
-            return list(raw_records)
-        return [r for r in raw_records if self.accepts(r.raw)]
+            return list(records)
+        images = any(f.needs_images for f in self.filters)
+        return [r for r in records if self.accepts(r.filter_view(images=images))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,8 @@ from boto3.dynamodb.types import Binary, TypeDeserializer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processor import records as records_module
+from processor._wire import decode_page
 from processor.errors import RecordError
 from processor.records import (
     EventName,
@@ -137,7 +140,7 @@ def test_record_view_fields() -> None:
 def test_images_are_decoded_once_on_first_read() -> None:
     """Decoding happens on first access and the result is cached."""
     record = make_record({"pk": {"S": "a"}}, new_image={"pk": {"S": "a"}, "n": {"N": "1"}})
-    assert "new_image" not in record.__dict__
+    assert record._new is records_module._UNSET  # not decoded yet
     first = record.new_image
     assert record.new_image is first
 
@@ -201,3 +204,57 @@ def test_plain_image_is_json_ready_and_exact() -> None:
         "m": {"l": [None, False]},
     }
     assert decode_image(None) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(_strings, client_values, min_size=1, max_size=5), min_size=1, max_size=5
+    )
+)
+def test_page_decoder_values_equal_type_deserializer(images: list[dict[str, Any]]) -> None:
+    """Records decoded from a GetRecords body (the fast path) equal TypeDeserializer's values."""
+    records = []
+    for i, image in enumerate(images):
+        wire = {k: to_wire(v) for k, v in image.items()}
+        records.append(
+            {
+                "eventID": f"e{i}",
+                "eventName": "MODIFY",
+                "dynamodb": {
+                    "Keys": {"pk": {"S": str(i)}},
+                    "NewImage": wire,
+                    "OldImage": wire,
+                    "SequenceNumber": str(100 + i),
+                },
+            }
+        )
+    body = json.dumps({"Records": records, "NextShardIterator": "it"}).encode()
+    decoded, next_iterator, malformed = decode_page(body, "shard")
+    assert next_iterator == "it"
+    assert malformed == []
+    deserialize = TypeDeserializer().deserialize
+    for record, image in zip(decoded, images, strict=True):
+        expected = {k: deserialize(v) for k, v in image.items()}
+        assert record.new_image == expected
+        assert record.old_image == expected
+        assert record.raw["dynamodb"]["NewImage"] == {k: to_wire(v) for k, v in image.items()}
+
+
+def test_page_decoder_sends_malformed_records_aside() -> None:
+    """A record that breaks the typed shape does not lose the page: it alone is malformed."""
+    good = {
+        "eventID": "a",
+        "eventName": "INSERT",
+        "dynamodb": {"Keys": {"k": {"S": "1"}}, "SequenceNumber": "1"},
+    }
+    bad = {
+        "eventID": "b",
+        "eventName": "UPSERT",
+        "dynamodb": {"Keys": {"k": {"S": "1"}}, "SequenceNumber": "2"},
+    }
+    broken = {"eventID": 3, "dynamodb": {}}
+    for page in ([good, bad], [good, broken]):
+        records, _, malformed = decode_page(json.dumps({"Records": page}).encode(), "s")
+        assert [r.event_id for r in records] == ["a"]
+        assert len(malformed) == 1
