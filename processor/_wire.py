@@ -66,11 +66,11 @@ def decode_page(
         page = _typed(body)
     except msgspec.ValidationError:
         plain = _plain(body)
-        for raw in plain.get("Records", []):
+        for item in plain.get("Records", []):
             try:
-                records.append(StreamRecord.from_wire(raw, shard_id=shard_id))
+                records.append(StreamRecord.from_wire(item, shard_id=shard_id))
             except RecordError as exc:
-                malformed.append((raw, exc))
+                malformed.append((item, exc))
         return records, plain.get("NextShardIterator"), malformed
     append = records.append
     for rec in page.Records:
