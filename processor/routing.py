@@ -228,7 +228,16 @@ def _compile_object(pattern: Any, path: str) -> Callable[[Any], bool]:
             checks.append(_nested(key, _compile_object(sub, sub_path)))
         else:
             checks.append(_leaf(key, _compile_matchers(sub, sub_path)))
-    return lambda obj: all(check(obj) for check in checks)
+    if len(checks) == 1:
+        return checks[0]
+
+    def all_of(obj: Any) -> bool:
+        for check in checks:
+            if not check(obj):
+                return False
+        return True
+
+    return all_of
 
 
 def _mentions_images(pattern: Any) -> bool:
@@ -288,4 +297,7 @@ class Route:
         if not self.filters:
             return list(records)
         images = any(f.needs_images for f in self.filters)
+        if len(self.filters) == 1:
+            match = self.filters[0]._match
+            return [r for r in records if match(r.filter_view(images=images))]
         return [r for r in records if self.accepts(r.filter_view(images=images))]
