@@ -73,3 +73,27 @@ def ours(*, images: bool) -> Callable[[bytes], int]:
         return seen[0]
 
     return run
+
+
+def powertools_baseline(*, images: bool) -> Callable[[bytes], int]:
+    """A Lambda handler with Powertools' data classes (the event arrives JSON-decoded)."""
+    import json  # noqa: PLC0415 - the Lambda runtime's decode, part of this baseline
+
+    from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (  # noqa: PLC0415
+        DynamoDBStreamEvent,
+    )
+
+    def run(body: bytes) -> int:
+        event = DynamoDBStreamEvent(json.loads(body))
+        n = 0
+        for record in event.records:
+            if record.raw_event["eventName"] not in ("INSERT", "MODIFY", "REMOVE"):
+                continue
+            ddb = record.dynamodb
+            assert ddb is not None
+            n += len(ddb.keys or {})
+            if images:
+                n += len(ddb.new_image or {}) + len(ddb.old_image or {})
+        return n
+
+    return run
