@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from benchmarks import decode, parallel
+from benchmarks import decode, parallel, webhooks
 from benchmarks.pages import page
 from processor._runtime import tune_gc
 
@@ -100,11 +100,28 @@ def wall_rows() -> list[str]:
     return lines
 
 
+def webhook_rows() -> list[str]:
+    lines = [
+        f"| webhooks, {webhooks.CONCURRENCY} threads, {webhooks.REQUESTS} records | pooled req/s "
+        "| new connection req/s | ratio | pooled p50 / p99 ms | new connection p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for tls in (False, True):
+        name, f = webhooks.compare(tls=tls)
+        lines.append(
+            f"| {name} | {f['pooled_rps']:,.0f} | {f['fresh_rps']:,.0f} "
+            f"| {f['pooled_rps'] / f['fresh_rps']:.1f}x "
+            f"| {f['pooled_p50_ms']:.2f} / {f['pooled_p99_ms']:.2f} "
+            f"| {f['fresh_p50_ms']:.2f} / {f['fresh_p99_ms']:.2f} |"
+        )
+    return lines
+
+
 def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     tune_gc()  # as `dsp run` does; both sides of every comparison run under it
     bodies = [page(seed) for seed in range(1, 4)]
-    sections = [decode_rows(bodies), wall_rows()]
+    sections = [decode_rows(bodies), webhook_rows(), wall_rows()]
     table = "\n\n".join("\n".join(section) for section in sections)
     print(table)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")

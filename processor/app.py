@@ -43,10 +43,17 @@ _EXTRA_CONNECTIONS = 8
 
 
 def make_http_pool(settings: Settings) -> urllib3.PoolManager:
-    """One pooled, keep-alive HTTP client shared by every webhook route of the process."""
+    """One pooled, keep-alive HTTP client shared by every webhook route of the process.
+
+    TLS certificates are always verified (against ``http.ca_bundle`` when set).
+    """
+    tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
+    if settings.http.ca_bundle:
+        tls["ca_certs"] = settings.http.ca_bundle
     return urllib3.PoolManager(
         num_pools=32,
         maxsize=settings.http.pool_size,
+        **tls,
         block=True,
         timeout=urllib3.Timeout(
             connect=settings.http.connect_timeout_s, read=settings.http.read_timeout_s

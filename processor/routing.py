@@ -232,10 +232,7 @@ def _compile_object(pattern: Any, path: str) -> Callable[[Any], bool]:
         return checks[0]
 
     def all_of(obj: Any) -> bool:
-        for check in checks:
-            if not check(obj):
-                return False
-        return True
+        return all(check(obj) for check in checks)
 
     return all_of
 

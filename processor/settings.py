@@ -157,6 +157,7 @@ class BatchSettings(_Section):
 
 class HttpSettings(_Section):
     pool_size: int = Field(default=10, ge=1, le=1000)
+    ca_bundle: str | None = None  # PEM file of CAs to trust (default: the system's)
     connect_timeout_s: float = Field(default=3.0, gt=0)
     read_timeout_s: float = Field(default=10.0, gt=0)
 

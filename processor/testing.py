@@ -17,11 +17,15 @@ import itertools
 import json
 import logging
 import os
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Set
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from processor.checkpoints import Lease
@@ -41,6 +45,7 @@ __all__ = [
     "make_record",
     "moto_server",
     "scan_all",
+    "self_signed_certificate",
 ]
 
 _sequence = itertools.count(100000000000000000000)
@@ -147,7 +152,8 @@ class WebhookReceiver:
     ones in ``requests`` too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: tuple[str, str] | None = None) -> None:
+        """``tls=(certfile, keyfile)`` serves HTTPS (see :func:`self_signed_certificate`)."""
         self._lock = threading.Lock()
         self.requests: list[ReceivedRequest] = []
         self.attempts: list[tuple[ReceivedRequest, int]] = []
@@ -198,6 +204,12 @@ class WebhookReceiver:
 
         self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def _answer(self, path: str) -> tuple[int, dict[str, str], float]:
@@ -223,7 +235,7 @@ class WebhookReceiver:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def __enter__(self) -> WebhookReceiver:
         self._thread.start()
@@ -331,6 +343,37 @@ class MemoryLeaseStore:
                 else:
                     released = replace(current, owner=None, handoff_to=None)
                 self.leases[lease.shard_id] = released
+
+
+def self_signed_certificate(directory: str | Path) -> tuple[str, str]:
+    """A certificate and key for 127.0.0.1, made now with the openssl command line."""
+    cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is needed to make a test certificate")
+    subprocess.run(  # noqa: S603 - fixed arguments, our own temporary paths
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
 
 
 def create_table(
