@@ -33,6 +33,7 @@ from processor.errors import LeaseLostError
 from processor.records import StreamRecord
 from processor.shards import Shard
 from processor.stream_double import Scenario, ShardSpec, StreamDouble
+from processor.throttling_proxy import ThrottlingProxy
 
 __all__ = [
     "MemoryLeaseStore",
@@ -40,6 +41,7 @@ __all__ = [
     "Scenario",
     "ShardSpec",
     "StreamDouble",
+    "ThrottlingProxy",
     "WebhookReceiver",
     "create_table",
     "make_record",

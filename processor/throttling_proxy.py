@@ -1,0 +1,118 @@
+"""A DynamoDB endpoint that throttles: a proxy in front of a real one (the moto server).
+
+moto never throttles. This proxy forwards every request to it unchanged, except that every
+``throttle_every``-th BatchWriteItem is answered ``ProvisionedThroughputExceededException``
+and every ``partial_every``-th one is only half forwarded: the other half comes back as
+``UnprocessedItems``, as real DynamoDB does under load.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import urllib3
+
+__all__ = ["ThrottlingProxy"]
+
+
+class ThrottlingProxy:
+    def __init__(
+        self, upstream: str, *, throttle_every: int | None = None, partial_every: int | None = None
+    ) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.throttle_every = throttle_every
+        self.partial_every = partial_every
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._http = urllib3.PoolManager(maxsize=16, retries=False)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+            wbufsize = 64 * 1024
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                target = self.headers.get("X-Amz-Target", "")
+                status, headers, payload = proxy._handle(target, dict(self.headers.items()), body)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> ThrottlingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _forward(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+        response = self._http.request("POST", self.upstream + "/", body=body, headers=keep)
+        out = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() in ("content-type", "x-amzn-requestid")
+        }
+        return response.status, out, response.data
+
+    def _handle(
+        self, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        operation = target.rpartition(".")[2]
+        with self._lock:
+            self.calls[operation] += 1
+            n = self.calls[operation]
+        if operation != "BatchWriteItem":
+            return self._forward(headers, body)
+        if self.throttle_every and n % self.throttle_every == 0:
+            with self._lock:
+                self.calls["throttled"] += 1
+            error = {
+                "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                "message": "The level of configured provisioned throughput for the table was exceeded",
+            }
+            return 400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(error).encode()
+        if self.partial_every and n % self.partial_every == 0:
+            request = json.loads(body)
+            kept: dict[str, list[Any]] = {}
+            unprocessed: dict[str, list[Any]] = {}
+            for table, writes in request["RequestItems"].items():
+                half = len(writes) // 2
+                kept[table], unprocessed[table] = (
+                    writes[: len(writes) - half],
+                    writes[len(writes) - half :],
+                )
+            unprocessed = {t: w for t, w in unprocessed.items() if w}
+            status, out, payload = self._forward(
+                headers, json.dumps({**request, "RequestItems": kept}).encode()
+            )
+            if status == 200 and unprocessed:
+                answer = json.loads(payload)
+                answer["UnprocessedItems"] = unprocessed
+                payload = json.dumps(answer).encode()
+                with self._lock:
+                    self.calls["unprocessed_items"] += sum(len(w) for w in unprocessed.values())
+            return status, out, payload
+        return self._forward(headers, body)
