@@ -91,7 +91,7 @@ class ThrottlingProxy:
                 self.calls["throttled"] += 1
             error = {
                 "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
-                "message": "The level of configured provisioned throughput for the table was exceeded",
+                "message": "The level of configured provisioned throughput was exceeded",
             }
             return 400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(error).encode()
         if self.partial_every and n % self.partial_every == 0:
