@@ -15,9 +15,10 @@ from pathlib import Path
 
 import structlog
 
-from benchmarks import decode, parallel, webhooks
+from benchmarks import batch_writes, decode, e2e, parallel, scale, webhooks
 from benchmarks.pages import page
 from processor._runtime import tune_gc
+from processor.testing import moto_server
 
 ROUNDS = 7
 RESULTS = Path(__file__).with_name("results.md")
@@ -121,7 +122,15 @@ def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     tune_gc()  # as `dsp run` does; both sides of every comparison run under it
     bodies = [page(seed) for seed in range(1, 4)]
-    sections = [decode_rows(bodies), webhook_rows(), wall_rows()]
+    with moto_server() as endpoint:
+        sections = [
+            decode_rows(bodies),
+            webhook_rows(),
+            wall_rows(),
+            batch_writes.rows(endpoint),
+            e2e.rows(endpoint),
+            scale.rows(endpoint),
+        ]
     table = "\n\n".join("\n".join(section) for section in sections)
     print(table)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")

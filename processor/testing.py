@@ -124,7 +124,8 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
-    received_at: float
+    received_at: float  # time.monotonic()
+    received_wall: float = 0.0  # time.time(), for lags measured against other processes
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -183,7 +184,12 @@ class WebhookReceiver:
                     self.close_connection = True
                     return
                 request = ReceivedRequest(
-                    "POST", self.path, dict(self.headers.items()), body, time.monotonic()
+                    "POST",
+                    self.path,
+                    dict(self.headers.items()),
+                    body,
+                    time.monotonic(),
+                    time.time(),
                 )
                 status, headers, delay = receiver._answer(self.path)
                 if delay:

@@ -10,6 +10,7 @@ leases it still holds so another replica can take over at once.
 
 from __future__ import annotations
 
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -298,6 +299,7 @@ class Worker:
             records_read=self.summary.records_read,
             shards_finished=self.summary.shards_finished,
             leases_lost=self.summary.leases_lost,
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         )
         return self.summary
 
