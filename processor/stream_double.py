@@ -27,8 +27,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from processor._local_server import LocalJsonServer
 
 __all__ = ["Scenario", "ShardSpec", "StreamDouble"]
 
@@ -164,45 +165,31 @@ class StreamDouble:
         self._ids = itertools.count(1)
         self.calls: Counter[str] = Counter()
         self.call_times: dict[str, list[float]] = {}
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-            wbufsize = 64 * 1024
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
-                status, answer = double._serve(operation, body)
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.0")
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("x-amzn-RequestId", f"double-{next(double._ids)}")
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LocalJsonServer(self._answer)
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.endpoint
 
     def __enter__(self) -> StreamDouble:
-        self._thread.start()
+        self._http.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.__exit__(*exc)
+
+    def _answer(
+        self, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        status, answer = self._serve(target.rpartition(".")[2], json.loads(body or b"{}"))
+        return (
+            status,
+            {
+                "Content-Type": "application/x-amz-json-1.0",
+                "x-amzn-RequestId": f"double-{next(self._ids)}",
+            },
+            json.dumps(answer).encode(),
+        )
 
     # -- dispatch -----------------------------------------------------------------------------
 

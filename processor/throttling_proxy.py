@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import urllib3
+
+from processor._local_server import LocalJsonServer
 
 __all__ = ["ThrottlingProxy"]
 
@@ -29,43 +30,18 @@ class ThrottlingProxy:
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._http = urllib3.PoolManager(maxsize=16, retries=False)
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-            wbufsize = 64 * 1024
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                target = self.headers.get("X-Amz-Target", "")
-                status, headers, payload = proxy._handle(target, dict(self.headers.items()), body)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http_server = LocalJsonServer(self._handle)
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http_server.endpoint
 
     def __enter__(self) -> ThrottlingProxy:
-        self._thread.start()
+        self._http_server.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http_server.__exit__(*exc)
 
     def _forward(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
