@@ -57,6 +57,9 @@ class ReaderSettings:
     max_records: int = 100
     max_window_s: float = 0.0
     on_trimmed: str = "fail"  # "fail" | "skip"
+    #: Start no batch unless the lease was confirmed this recently (half the lease timeout):
+    #: another replica may take a lease only a full timeout after its last confirmation.
+    lease_fence_s: float = 15.0
     poll_interval_min_s: float = 0.25
     poll_interval_max_s: float = 2.0
 
@@ -74,8 +77,10 @@ class ShardReader:
         settings: ReaderSettings,
         stop: threading.Event,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.shard_id = lease.shard_id
+        self._clock = clock
         self.lease = lease
         self._adapter = adapter
         self._stream_arn = stream_arn
@@ -253,6 +258,25 @@ class ShardReader:
                 delay = min(delay * 2, settings.poll_interval_max_s)
         return ReaderOutcome.STOPPED
 
+    def _await_confirmed_lease(self) -> None:
+        """Self-fencing: wait (without delivering) until the lease was confirmed recently.
+
+        Renewals run on the worker's main thread; if they lag (a slow lease table), another
+        replica could soon see the lease as expired and take it. Not starting a batch then
+        keeps two owners from delivering the same records at once.
+        """
+        warned = False
+        while self._clock() - self.lease.heartbeat >= self._settings.lease_fence_s:
+            if not warned:
+                log.warning(
+                    "lease_not_confirmed",
+                    age_s=round(self._clock() - self.lease.heartbeat, 2),
+                    fence_s=self._settings.lease_fence_s,
+                )
+                warned = True
+            if self.stop.wait(0.05):
+                raise ShutdownRequested("stop requested while waiting for the lease")
+
     def _handle(self, records: list[StreamRecord], *, flush: bool) -> list[StreamRecord]:
         """Dispatch full batches (and, with ``flush``, the rest); return what is left."""
         size = self._settings.max_records
@@ -260,6 +284,7 @@ class ShardReader:
             batch, records = records[:size], records[size:]
             last = batch[-1].sequence_number
             structlog.contextvars.bind_contextvars(sequence_number=last)
+            self._await_confirmed_lease()
             self._dispatcher.dispatch(batch)
             self.lease = self._store.checkpoint(self.lease, last, finished=False)
             with self._lock:

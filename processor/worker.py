@@ -14,7 +14,8 @@ import resource
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -86,6 +87,7 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._shards: dict[str, Shard] = {}
         self._stopped: set[str] = set()  # shards this process will not take again (trimmed)
+        self._renewals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dsp-renew")
         self.summary = RunSummary()
 
     # -- discovery and leases -----------------------------------------------------------------
@@ -172,9 +174,10 @@ class Worker:
             initial_position=position,
             store=self._store,
             dispatcher=self._dispatcher_for(stop),
-            settings=self.settings.reader,
+            settings=replace(self.settings.reader, lease_fence_s=self.settings.lease_timeout_s / 2),
             stop=stop,
             monotonic=self._monotonic,
+            clock=self._clock,
         )
         running = _Running(reader=reader, thread=threading.Thread(target=lambda: None))
         running.thread = threading.Thread(
@@ -220,22 +223,28 @@ class Worker:
         return any_finished
 
     def _renew(self) -> None:
-        for running in list(self._running.values()):
-            try:
-                lease = self._store.renew(running.reader.lease)
-                running.reader.lease = lease
-                handoff = lease.handoff_to and lease.handoff_to != self.settings.owner
-                if handoff and not running.handoff:
-                    log.info(
-                        "lease_handing_off", shard_id=lease.shard_id, to_owner=lease.handoff_to
-                    )
-                    running.handoff = True
-                    running.reader.stop.set()  # finish the batch, checkpoint, then release
-            except LeaseLostError:
-                log.warning("lease_lost", shard_id=running.reader.shard_id)
-                running.reader.stop.set()
-            except ProcessorError as exc:
-                log.warning("lease_renew_failed", shard_id=running.reader.shard_id, error=str(exc))
+        """Renew every owned lease, in parallel: one slow call must not delay the others."""
+        running = list(self._running.values())
+        if len(running) <= 1:
+            for item in running:
+                self._renew_one(item)
+            return
+        list(self._renewals.map(self._renew_one, running))
+
+    def _renew_one(self, running: _Running) -> None:
+        try:
+            lease = self._store.renew(running.reader.lease)
+            running.reader.lease = lease
+            handoff = lease.handoff_to and lease.handoff_to != self.settings.owner
+            if handoff and not running.handoff:
+                log.info("lease_handing_off", shard_id=lease.shard_id, to_owner=lease.handoff_to)
+                running.handoff = True
+                running.reader.stop.set()  # finish the batch, checkpoint, then release
+        except LeaseLostError:
+            log.warning("lease_lost", shard_id=running.reader.shard_id)
+            running.reader.stop.set()
+        except ProcessorError as exc:
+            log.warning("lease_renew_failed", shard_id=running.reader.shard_id, error=str(exc))
 
     def _release(self, lease: Lease, *, handoff: bool = False) -> None:
         try:
@@ -304,6 +313,7 @@ class Worker:
         return self.summary
 
     def _shutdown(self) -> None:
+        self._renewals.shutdown(wait=False)
         for running in self._running.values():
             running.reader.stop.set()
         deadline = self._monotonic() + self.settings.shutdown_deadline_s

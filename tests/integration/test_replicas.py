@@ -39,7 +39,7 @@ def wait_until(check: Callable[[], bool], timeout_s: float) -> float:
     while time.monotonic() - started < timeout_s:
         if check():
             return time.monotonic() - started
-        time.sleep(0.1)
+        time.sleep(0.25)
     raise AssertionError(f"condition not met within {timeout_s} s")
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import replace as dc_replace
 from typing import Any
 
 from processor.aws import Page, StreamDescription
 from processor.batching import Dispatcher, RetryPolicy
+from processor.checkpoints import Lease
 from processor.consumer import RouteStats, StreamInfo
 from processor.dead_letter import DeadLetter
 from processor.errors import IteratorExpiredError
-from processor.reader import ReaderSettings
+from processor.reader import ReaderSettings, ShardReader
 from processor.records import StreamRecord
 from processor.routing import Route
 from processor.shards import Shard
@@ -325,3 +327,34 @@ def test_a_second_worker_gets_half_the_leases_by_graceful_handoff() -> None:
     assert w2.summary.leases_stolen == 2
     sequences = [s for _, s, _ in collector.seen]
     assert len(sequences) == 20 == len(set(sequences))
+
+
+def test_a_reader_delivers_nothing_while_its_lease_is_unconfirmed() -> None:
+    """Self-fencing: with a stale lease confirmation the reader waits; once renewed, it goes on."""
+    streams = FakeStreams({"s": (Shard("s", None, "1", "9"), [raw("k", 1), raw("k", 2)])})
+    store = MemoryLeaseStore()
+    store.create_missing([Shard("s", None, "1", "9")], set())
+    lease = store.take(store.list_leases()[0], "me")
+    assert lease is not None
+    stale: Lease = dc_replace(lease, heartbeat=lease.heartbeat - 100)
+    collector = Collector()
+    stop = threading.Event()
+    reader = ShardReader(
+        adapter=streams,  # type: ignore[arg-type]
+        stream_arn=ARN,
+        lease=stale,
+        initial_position="TRIM_HORIZON",
+        store=store,
+        dispatcher=Dispatcher(
+            [Route("r", collector)], ListSink(), RetryPolicy(), stats={"r": RouteStats()}, stop=stop
+        ),
+        settings=ReaderSettings(lease_fence_s=5.0, poll_interval_min_s=0.01),
+        stop=stop,
+    )
+    thread = threading.Thread(target=reader.run)
+    thread.start()
+    threading.Event().wait(0.3)
+    assert collector.seen == []  # fenced: nothing delivered on an unconfirmed lease
+    reader.lease = store.renew(lease)  # what the worker's renewal does
+    thread.join(5)
+    assert [s for _, s, _ in collector.seen] == ["1", "2"]
