@@ -28,6 +28,7 @@ from processor.consumer import (
 )
 from processor.dead_letter import DeadLetterSink, JsonlDeadLetterSink, SqsDeadLetterSink
 from processor.errors import ConfigError
+from processor.metrics import Metrics
 from processor.reader import ReaderSettings
 from processor.routing import Route, compile_filters
 from processor.settings import RouteSettings, Settings
@@ -144,6 +145,7 @@ class App:
 
     settings: Settings
     worker: Worker
+    metrics: Metrics
     stream: StreamInfo
     routes: list[Route]
     stats: dict[str, RouteStats]
@@ -202,8 +204,12 @@ def build_app(
         stream_arn=stream_arn,
     )
 
+    metrics = Metrics(stats, http=http)
+
     def dispatcher_for(stop: threading.Event) -> Dispatcher:
-        return Dispatcher(routes, sink, policy, stats=stats, stop=stop)
+        return Dispatcher(
+            routes, sink, policy, stats=stats, stop=stop, observe=metrics.observe_call
+        )
 
     worker = Worker(
         adapter=adapter,
@@ -228,9 +234,11 @@ def build_app(
             ),
         ),
     )
+    metrics.worker = worker
     return App(
         settings=settings,
         worker=worker,
+        metrics=metrics,
         stream=stream,
         routes=routes,
         stats=stats,

@@ -180,8 +180,10 @@ class Dispatcher:
         stop: threading.Event,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.routes = tuple(routes)
+        self._observe = observe
         self._sink = dead_letter
         self._policy = policy
         self._stats = stats
@@ -329,7 +331,12 @@ class Dispatcher:
             nonlocal remaining, attempts
             attempts += 1
             stats.add("calls")
-            result = _call_consumer(route, remaining)
+            started = time.perf_counter()
+            try:
+                result = _call_consumer(route, remaining)
+            finally:
+                if self._observe is not None:
+                    self._observe(route.name, time.perf_counter() - started)
             if result is None:
                 remaining = []
                 return
@@ -480,6 +487,7 @@ def _call_consumer(route: Route, records: list[StreamRecord]) -> BatchResult | N
 def _log_retry(route: str, state: RetryCallState, stats: RouteStats) -> None:
     stats.add("retries")
     exc = state.outcome.exception() if state.outcome else None
+    stats.add(f"retry:{type(exc).__name__}")
     log.warning(
         "consumer_retrying",
         route=route,

@@ -46,6 +46,7 @@ class Lease:
     finished: bool = False
     parent_shard_id: str | None = None
     handoff_to: str | None = None  # another replica asked for this lease (balancing)
+    lag_s: float | None = None  # the owner's last reported lag (for `dsp status`)
 
     def expired(self, now: float, timeout_s: float) -> bool:
         return self.owner is not None and now - self.heartbeat > timeout_s
@@ -66,8 +67,8 @@ class LeaseStore(Protocol):
     def request_handoff(self, observed: Lease, requester: str) -> bool:
         """Ask the owner of a live lease to hand it over (it releases after its batch)."""
 
-    def renew(self, lease: Lease) -> Lease:
-        """Extend the lease; the answer carries ``handoff_to`` when a handoff was asked for."""
+    def renew(self, lease: Lease, *, lag_s: float | None = None) -> Lease:
+        """Extend the lease (recording the reader's lag); the answer carries ``handoff_to``."""
 
     def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease: ...
 
@@ -319,14 +320,19 @@ class DynamoDBLeaseStore:
     def _held_values(self, lease: Lease) -> dict[str, Any]:
         return {":me": {"S": lease.owner or ""}, ":c": {"N": str(lease.counter)}}
 
-    def renew(self, lease: Lease) -> Lease:
+    def renew(self, lease: Lease, *, lag_s: float | None = None) -> Lease:
         now = self._clock()
+        values = {**self._held_values(lease), ":now": {"N": repr(now)}}
+        expression = "SET heartbeat = :now"
+        if lag_s is not None:
+            expression += ", lag_s = :lag"
+            values[":lag"] = {"N": f"{lag_s:.3f}"}
         try:
             answer = self._client.update_item(
                 TableName=self.table,
                 Key=self._key(lease.shard_id),
-                UpdateExpression="SET heartbeat = :now",
-                ExpressionAttributeValues={**self._held_values(lease), ":now": {"N": repr(now)}},
+                UpdateExpression=expression,
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
                 **self._held_condition(lease),
             )
@@ -400,4 +406,5 @@ def _lease_from_item(item: dict[str, Any]) -> Lease:
         finished=bool(item.get("finished", {"BOOL": False})["BOOL"]),
         parent_shard_id=s("parent_shard_id"),
         handoff_to=s("handoff_to"),
+        lag_s=float(item["lag_s"]["N"]) if "lag_s" in item else None,
     )

@@ -9,6 +9,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
@@ -17,10 +18,14 @@ import structlog
 
 from processor._runtime import tune_gc
 from processor.app import build_app, retry_policy, stats_table
+from processor.aws import make_clients
+from processor.checkpoints import DynamoDBLeaseStore
 from processor.errors import ConfigError, ProcessorError
+from processor.metrics import HealthServer
 from processor.observability import configure_logging
 from processor.redrive import redrive_file
 from processor.settings import Settings, load_settings
+from processor.status import render_json, render_table, status_rows
 
 __all__ = ["main"]
 
@@ -52,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     common(check)
+    status = sub.add_parser("status", help="the lease table: shards, owners, checkpoints, lag")
+    common(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     dead = sub.add_parser("dead-letter", help="work with the dead-letter file")
     dead_sub = dead.add_subparsers(dest="dead_letter_command", required=True)
     redrive = dead_sub.add_parser(
@@ -95,15 +103,47 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     tune_gc()
     consumer_stop = threading.Event()
     app = build_app(settings, consumer_stop=consumer_stop)
+    health = None
+    obs = settings.observability
+    if obs.metrics_port is not None:
+        health = HealthServer(
+            app.metrics,
+            alive=app.worker.alive,
+            ready=lambda: app.worker.ready(obs.ready_max_stall_s),
+            host=obs.host,
+            port=obs.metrics_port,
+        ).start()
+        log.info("health_endpoint_started", port=health.port)
     try:
         summary = app.worker.run(stop=stop, stop_when_idle=args.stop_when_idle)
     finally:
         consumer_stop.set()
+        if health is not None:
+            health.stop()
         app.close()
     log.info("run_summary", routes={n: s.snapshot() for n, s in app.stats.items()})
     if args.stop_when_idle is not None:
         print(stats_table(settings, app.stats))
     return EXIT_FAILURE if summary.reader_failures else EXIT_OK
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    clients = make_clients(
+        region=settings.aws.region,
+        endpoint_url=settings.aws.endpoint_url,
+        retry_mode=settings.aws.retry_mode,
+        max_attempts=settings.aws.max_attempts,
+        pool_size=2,
+    )
+    store = DynamoDBLeaseStore(
+        clients.dynamodb,
+        table=settings.checkpoints.table,
+        application=settings.checkpoints.application,
+        stream_arn="",
+    )
+    rows = status_rows(store.list_leases(), now=time.time())
+    print(render_json(rows) if args.json else render_table(rows))
+    return EXIT_OK
 
 
 def _redrive(args: argparse.Namespace, settings: Settings) -> int:
@@ -145,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "dead-letter":
             return _redrive(args, settings)
+        if args.command == "status":
+            return _status(args, settings)
         return _run(args, settings)
     except ConfigError as exc:
         print(f"dsp: configuration error: {exc}", file=sys.stderr)

@@ -95,6 +95,8 @@ class ShardReader:
         self.records_read = 0
         self.last_records_at = monotonic()
         self.caught_up = False
+        self.last_poll_at = monotonic()  # last successful GetRecords (readiness)
+        self.lag_s = 0.0  # now - creation time of the last record read; 0 when caught up
         self.trimmed_skips: list[tuple[str | None, str | None]] = []
         self.failure: str | None = None
         self._lock = threading.Lock()
@@ -224,6 +226,12 @@ class ShardReader:
             except TrimmedDataError as exc:
                 iterator = self._trimmed(exc)
                 continue
+            self.last_poll_at = self._monotonic()
+            if page.records:
+                created = page.records[-1].approximate_creation_time
+                self.lag_s = max(0.0, self._clock() - created.timestamp()) if created else 0.0
+            elif not buffer:
+                self.lag_s = 0.0
             if page.malformed:
                 self._dispatcher.reject_malformed(page.malformed, self.shard_id)
             if page.records:

@@ -167,6 +167,12 @@ class LoggingSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ObservabilitySettings(_Section):
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # off unless set
+    host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod from outside
+    ready_max_stall_s: float = Field(default=60.0, gt=0)
+
+
 class ShutdownSettings(_Section):
     deadline_s: float = Field(default=30.0, gt=0)
 
@@ -222,6 +228,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     logging: LoggingSettings = LoggingSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     routes: list[RouteSettings] = Field(min_length=1)
 
     @model_validator(mode="after")

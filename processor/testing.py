@@ -323,7 +323,7 @@ class MemoryLeaseStore:
             raise LeaseLostError("lease was taken over", shard_id=lease.shard_id)
         return current
 
-    def renew(self, lease: Lease) -> Lease:
+    def renew(self, lease: Lease, *, lag_s: float | None = None) -> Lease:
         with self._lock:
             current = replace(self._check(lease), heartbeat=self._clock())
             self.leases[lease.shard_id] = current

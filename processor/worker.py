@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import structlog
 
@@ -88,6 +89,7 @@ class Worker:
         self._shards: dict[str, Shard] = {}
         self._stopped: set[str] = set()  # shards this process will not take again (trimmed)
         self._renewals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dsp-renew")
+        self.last_tick = monotonic()
         self.summary = RunSummary()
 
     # -- discovery and leases -----------------------------------------------------------------
@@ -233,7 +235,7 @@ class Worker:
 
     def _renew_one(self, running: _Running) -> None:
         try:
-            lease = self._store.renew(running.reader.lease)
+            lease = self._store.renew(running.reader.lease, lag_s=running.reader.lag_s)
             running.reader.lease = lease
             handoff = lease.handoff_to and lease.handoff_to != self.settings.owner
             if handoff and not running.handoff:
@@ -251,6 +253,49 @@ class Worker:
             self._store.release(lease, handoff=handoff)
         except ProcessorError as exc:
             log.warning("lease_release_failed", shard_id=lease.shard_id, error=str(exc))
+
+    # -- health -------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """A snapshot for metrics: counters, and per owned shard its lag and last poll."""
+        running = list(self._running.values())
+        now = self._monotonic()
+        return {
+            "records_read": self.summary.records_read + sum(r.reader.records_read for r in running),
+            "leases_taken": self.summary.leases_taken,
+            "leases_lost": self.summary.leases_lost,
+            "leases_handed_off": self.summary.leases_handed_off,
+            "leases_stolen": self.summary.leases_stolen,
+            "trimmed_skips": len(self.summary.trimmed_skips)
+            + sum(len(r.reader.trimmed_skips) for r in running),
+            "shards": [
+                {
+                    "shard_id": r.reader.shard_id,
+                    "lag_s": r.reader.lag_s,
+                    "last_poll_age_s": now - r.reader.last_poll_at,
+                    "checkpoint": r.reader.last_handled,
+                }
+                for r in running
+            ],
+        }
+
+    def alive(self) -> bool:
+        """The main loop ticked recently (it ticks every ``tick_s``)."""
+        return self._monotonic() - self.last_tick < max(10.0, 20 * self.settings.tick_s)
+
+    def ready(self, max_stall_s: float) -> tuple[bool, str]:
+        """Leases held, and every owned shard polled successfully within ``max_stall_s``."""
+        state = self.state()
+        if not state["shards"]:
+            return False, "no leases held"
+        stalled = [s for s in state["shards"] if s["last_poll_age_s"] > max_stall_s]
+        if stalled:
+            worst = max(stalled, key=lambda s: s["last_poll_age_s"])
+            return False, (
+                f"{len(stalled)} shard(s) not polled within {max_stall_s:g} s "
+                f"(e.g. {worst['shard_id']}: {worst['last_poll_age_s']:.0f} s)"
+            )
+        return True, f"ready: {len(state['shards'])} shard(s)"
 
     # -- idle ---------------------------------------------------------------------------------
 
@@ -271,6 +316,7 @@ class Worker:
         try:
             while not stop.is_set():
                 now = self._monotonic()
+                self.last_tick = now
                 if self._reap():
                     next_take = now  # children of a finished shard may be ready
                 if now >= next_discovery:

@@ -1,0 +1,191 @@
+"""Prometheus metrics and the health endpoints, on one port (``[observability] metrics_port``).
+
+Counters are read at scrape time from what the engine already counts (``RouteStats``, the
+worker's summary and readers, the webhook pool), so the hot path pays nothing for them; only
+consumer call latency is observed as it happens. Exposition uses the standard client.
+
+    /metrics   Prometheus text format
+    /healthz   200 while the worker's main loop is alive
+    /readyz    200 while leases are held and every owned shard was polled recently
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from processor.consumer import RouteStats
+
+__all__ = ["HealthServer", "Metrics"]
+
+#: RouteStats names exported as dsp_records_total{route, outcome}
+_OUTCOMES = ("delivered", "filtered", "dead_lettered", "too_old", "unhandled")
+
+
+class _EngineCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        records = CounterMetricFamily(
+            "dsp_records", "Records per route by outcome", labels=["route", "outcome"]
+        )
+        retries = CounterMetricFamily(
+            "dsp_retries", "Consumer retries per route by cause", labels=["route", "cause"]
+        )
+        consumer = CounterMetricFamily(
+            "dsp_consumer_events",
+            "What each consumer did (puts, posts, ...)",
+            labels=["route", "event"],
+        )
+        for route, stats in self._m.route_stats.items():
+            for name, value in stats.snapshot().items():
+                if name in _OUTCOMES:
+                    records.add_metric([route, name], value)
+                elif name.startswith("retry:"):
+                    retries.add_metric([route, name.split(":", 1)[1]], value)
+                elif name not in ("retries", "calls", "bisections"):
+                    consumer.add_metric([route, name], value)
+        yield records
+        yield retries
+        yield consumer
+        worker = self._m.worker
+        if worker is not None:
+            state = worker.state()
+            read = CounterMetricFamily("dsp_records_read", "Records read from the stream")
+            read.add_metric([], state["records_read"])
+            yield read
+            leases = CounterMetricFamily(
+                "dsp_lease_events", "Lease changes of this process", labels=["event"]
+            )
+            for event in ("taken", "lost", "handed_off", "stolen"):
+                leases.add_metric([event], state[f"leases_{event}"])
+            yield leases
+            owned = GaugeMetricFamily("dsp_leases_owned", "Shards this process reads now")
+            owned.add_metric([], len(state["shards"]))
+            yield owned
+            age = GaugeMetricFamily(
+                "dsp_iterator_age_seconds",
+                "Now minus the creation time of the last record read (0 when caught up)",
+                labels=["shard"],
+            )
+            for shard in state["shards"]:
+                age.add_metric([shard["shard_id"]], shard["lag_s"])
+            yield age
+            trimmed = CounterMetricFamily(
+                "dsp_trimmed_ranges_skipped", "Trimmed ranges skipped (on_trimmed = skip)"
+            )
+            trimmed.add_metric([], state["trimmed_skips"])
+            yield trimmed
+        if self._m.http is not None:
+            new = reused = 0
+            for pool in list(getattr(self._m.http.pools, "_container", {}).values()):
+                new += int(getattr(pool, "num_connections", 0))
+                reused += max(
+                    0,
+                    int(getattr(pool, "num_requests", 0))
+                    - int(getattr(pool, "num_connections", 0)),
+                )
+            connections = CounterMetricFamily(
+                "dsp_webhook_connections", "Webhook pool connections", labels=["kind"]
+            )
+            connections.add_metric(["new"], new)
+            connections.add_metric(["reused"], reused)
+            yield connections
+
+
+class Metrics:
+    """The process's registry. ``observe_call`` is handed to the dispatchers."""
+
+    def __init__(
+        self,
+        route_stats: Mapping[str, RouteStats],
+        *,
+        http: Any = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.route_stats = route_stats
+        self.http = http
+        self.worker: Any = None  # set once the worker exists (it exposes state())
+        self._latency = Histogram(
+            "dsp_consumer_call_seconds",
+            "Duration of one consumer call",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.registry.register(_EngineCollector(self))
+
+    def observe_call(self, route: str, seconds: float) -> None:
+        self._latency.labels(route).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthServer:
+    """/metrics, /healthz and /readyz on ``port`` (0: a free one) of ``host``."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        alive: Callable[[], bool],
+        ready: Callable[[], tuple[bool, str]],
+        host: str = "0.0.0.0",  # noqa: S104 - probes and scrapers come from outside the container
+        port: int = 0,
+    ) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    status, body, kind = 200, metrics.exposition(), "text/plain; version=0.0.4"
+                elif self.path == "/healthz":
+                    ok = alive()
+                    status, body, kind = (
+                        (200 if ok else 503),
+                        (b"ok\n" if ok else b"stalled\n"),
+                        "text/plain",
+                    )
+                elif self.path == "/readyz":
+                    ok, why = ready()
+                    status, body, kind = (200 if ok else 503), (why + "\n").encode(), "text/plain"
+                else:
+                    status, body, kind = 404, b"not found\n", "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="dsp-health"
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def monotonic_age(since: float, now: Callable[[], float] = time.monotonic) -> float:
+    return now() - since

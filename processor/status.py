@@ -1,0 +1,78 @@
+"""`dsp status`: the lease table as a table (or JSON), readable while workers run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from processor.checkpoints import Lease
+
+__all__ = ["render_json", "render_table", "status_rows"]
+
+
+def status_rows(leases: Sequence[Lease], *, now: float) -> list[dict[str, Any]]:
+    """One row per shard, parents before children (shard ids sort in creation order)."""
+    rows = []
+    for lease in sorted(leases, key=lambda item: item.shard_id):
+        rows.append(
+            {
+                "shard_id": lease.shard_id,
+                "parent_shard_id": lease.parent_shard_id,
+                "owner": lease.owner,
+                "checkpoint": lease.checkpoint,
+                "finished": lease.finished,
+                "last_heartbeat": datetime.fromtimestamp(lease.heartbeat, tz=UTC).isoformat()
+                if lease.heartbeat
+                else None,
+                "heartbeat_age_s": round(now - lease.heartbeat, 1) if lease.heartbeat else None,
+                "approximate_lag_s": None if lease.finished or lease.owner is None else lease.lag_s,
+            }
+        )
+    return rows
+
+
+def _totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    lags = [r["approximate_lag_s"] for r in rows if r["approximate_lag_s"] is not None]
+    return {
+        "shards": len(rows),
+        "owned": sum(1 for r in rows if r["owner"] and not r["finished"]),
+        "unowned": sum(1 for r in rows if not r["owner"] and not r["finished"]),
+        "finished": sum(1 for r in rows if r["finished"]),
+        "owners": len({r["owner"] for r in rows if r["owner"]}),
+        "max_lag_s": max(lags) if lags else None,
+    }
+
+
+def render_json(rows: Sequence[dict[str, Any]]) -> str:
+    return json.dumps({"shards": list(rows), "totals": _totals(rows)}, indent=2)
+
+
+def render_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = ["shard", "parent", "owner", "checkpoint", "finished", "heartbeat age", "lag"]
+    lines = [header]
+    for r in rows:
+        lines.append(
+            [
+                r["shard_id"],
+                r["parent_shard_id"] or "-",
+                r["owner"] or "-",
+                r["checkpoint"] or "-",
+                "yes" if r["finished"] else "no",
+                f"{r['heartbeat_age_s']:.1f} s" if r["heartbeat_age_s"] is not None else "-",
+                f"{r['approximate_lag_s']:.1f} s" if r["approximate_lag_s"] is not None else "-",
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    ]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    t = _totals(rows)
+    lag = f"{t['max_lag_s']:.1f} s" if t["max_lag_s"] is not None else "-"
+    out.append(
+        f"\n{t['shards']} shards: {t['owned']} owned by {t['owners']} worker(s), "
+        f"{t['unowned']} unowned, {t['finished']} finished; max lag {lag}"
+    )
+    return "\n".join(out)
