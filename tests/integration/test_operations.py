@@ -1,0 +1,146 @@
+"""Operating a running worker: `dsp status`, /metrics, /healthz and /readyz."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from processor.stream_double import Scenario, StreamDouble
+from processor.testing import WebhookReceiver
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own endpoint
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def test_status_metrics_and_readiness_of_a_running_worker(
+    tmp_path: Path, endpoint: str, receiver: WebhookReceiver, unique: str
+) -> None:
+    """status lists every shard with owner and checkpoint; metrics match deliveries;
+    /readyz turns unready while the stream endpoint fails and ready when it returns."""
+    scenario = Scenario.flat(4, records_per_shard=6, closed=False)
+    port = free_port()
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+arn = "arn:aws:dynamodb:us-east-1:123456789012:table/double/stream/2026-01-01T00:00:00.000"
+poll_interval_min_s = 0.05
+poll_interval_max_s = 0.2
+[checkpoints]
+table = "ops-{unique}"
+application = "ops-{unique}"
+owner = "w1"
+lease_timeout_s = 6
+renew_interval_s = 1
+[observability]
+metrics_port = {port}
+host = "127.0.0.1"
+ready_max_stall_s = 1.5
+[dead_letter]
+path = "{tmp_path / "dl.jsonl"}"
+[[routes]]
+name = "hook"
+consumer = "webhook"
+[routes.options]
+url = "{receiver.url}/ops"
+"""
+    )
+    with StreamDouble(scenario) as double:
+        env = {
+            **os.environ,
+            "DSP_AWS__ENDPOINT_URL": endpoint,
+            "DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint,
+            "DSP_LOGGING__LEVEL": "WARNING",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "processor.cli", "run", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: len(receiver.received("/ops")) == 24, 30)
+            wait_until(lambda: get(f"{base}/readyz")[0] == 200, 10)
+            assert get(f"{base}/healthz") == (200, "ok\n")
+
+            # dsp status, while the worker runs
+            status = subprocess.run(
+                [sys.executable, "-m", "processor.cli", "status", "--config", str(config), "--json"],
+                env=env, capture_output=True, text=True, timeout=60, check=True,
+            )
+            shards = {row["shard_id"]: row for row in json.loads(status.stdout)["shards"]}
+            assert set(shards) == {s.shard_id for s in scenario.shards}
+            for shard in scenario.shards:
+                row = shards[shard.shard_id]
+                assert row["owner"] == "w1"
+                assert row["checkpoint"] == str(shard.sequence(5))
+                assert row["finished"] is False
+            table = subprocess.run(
+                [sys.executable, "-m", "processor.cli", "status", "--config", str(config)],
+                env=env, capture_output=True, text=True, timeout=60, check=True,
+            ).stdout
+            assert "4 shards: 4 owned by 1 worker(s)" in table
+
+            # /metrics parses with the Prometheus parser and matches what was delivered
+            _, text = get(f"{base}/metrics")
+            assert metric(text, "dsp_records_total", route="hook", outcome="delivered") == 24
+            assert metric(text, "dsp_records_read_total") == 24
+            assert metric(text, "dsp_leases_owned") == 4
+            assert metric(text, "dsp_consumer_events_total", route="hook", event="posted") == 24
+            assert metric(text, "dsp_consumer_call_seconds_count", route="hook") >= 4
+            assert metric(text, "dsp_webhook_connections_total", kind="new") >= 1
+
+            # the stream endpoint stops answering: not ready; it comes back: ready
+            double.scenario.fail_every = 1
+            wait_until(lambda: get(f"{base}/readyz")[0] == 503, 20)
+            assert "not polled" in get(f"{base}/readyz")[1]
+            assert get(f"{base}/healthz")[0] == 200  # alive, just not ready
+            double.scenario.fail_every = None
+            wait_until(lambda: get(f"{base}/readyz")[0] == 200, 30)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    assert process.returncode == 0
+
+
+_ = Any
