@@ -6,6 +6,7 @@ Exit status: 0 done, 1 runtime failure, 2 bad configuration (nothing was read).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -43,7 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", required=True, help="the TOML configuration file")
+        p.add_argument(
+            "--config",
+            default=os.environ.get("DSP_CONFIG"),
+            help="the TOML configuration file (default: $DSP_CONFIG; without either, "
+            "the configuration comes from DSP_ variables alone)",
+        )
         p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
         p.add_argument("--log-format", choices=["auto", "json", "console"])
 
@@ -180,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(settings.logging.level, settings.logging.format)
     if args.command == "check-config":
-        print(f"{args.config}: ok ({len(settings.routes)} routes)")
+        print(f"{args.config or 'environment'}: ok ({len(settings.routes)} routes)")
         return EXIT_OK
     try:
         if args.command == "dead-letter":

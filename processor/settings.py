@@ -306,11 +306,33 @@ def _config_errors(exc: ValidationError) -> ConfigError:
     return first
 
 
+def _read_file_variables(environ: dict[str, str]) -> dict[str, str]:
+    """``DSP_X_FILE=/path`` sets ``DSP_X`` to the file's content (Docker/Kubernetes secrets)."""
+    out = dict(environ)
+    for var, path in environ.items():
+        upper = var.upper()
+        if (
+            upper.startswith(ENV_PREFIX)
+            and upper.endswith("_FILE")
+            and upper != f"{ENV_PREFIX}CONFIG"
+        ):
+            target = var[: -len("_FILE")]
+            try:
+                out[target] = Path(path).read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                raise ConfigError(var, path, f"cannot read the file: {exc.strerror}") from None
+            del out[var]
+    return out
+
+
 def _check_env_names(environ: Mapping[str, str]) -> None:
     sections = {name.upper() for name in Settings.model_fields}
     for var, value in environ.items():
         upper = var.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == f"{ENV_PREFIX}CONFIG":
+        if not upper.startswith(ENV_PREFIX) or upper in (
+            f"{ENV_PREFIX}CONFIG",
+            "DSP_TEST_REDIS_URL",
+        ):
             continue
         section = upper[len(ENV_PREFIX) :].split("__", 1)[0]
         if section not in sections:
@@ -329,15 +351,17 @@ def load_settings(
 
     ``defaults`` fill sections' keys the file does not set (below the file in precedence).
     """
-    env = dict(os.environ if environ is None else environ)
+    env = _read_file_variables(dict(os.environ if environ is None else environ))
     _check_env_names(env)
     data: dict[str, Any] = {}
-    if path is not None:
+    if path is not None and str(path) != "":
         file = Path(path)
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError("--config", str(file), "file not found") from None
+        except OSError as exc:
+            raise ConfigError("--config", str(file), f"cannot read it: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", str(file), f"not valid TOML: {exc}") from None
     for section, values in (defaults or {}).items():

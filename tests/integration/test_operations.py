@@ -28,7 +28,7 @@ def free_port() -> int:
 
 def get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own endpoint
+        with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -105,8 +105,20 @@ url = "{receiver.url}/ops"
 
             # dsp status, while the worker runs
             status = subprocess.run(
-                [sys.executable, "-m", "processor.cli", "status", "--config", str(config), "--json"],
-                env=env, capture_output=True, text=True, timeout=60, check=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "processor.cli",
+                    "status",
+                    "--config",
+                    str(config),
+                    "--json",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
             )
             shards = {row["shard_id"]: row for row in json.loads(status.stdout)["shards"]}
             assert set(shards) == {s.shard_id for s in scenario.shards}
@@ -117,7 +129,11 @@ url = "{receiver.url}/ops"
                 assert row["finished"] is False
             table = subprocess.run(
                 [sys.executable, "-m", "processor.cli", "status", "--config", str(config)],
-                env=env, capture_output=True, text=True, timeout=60, check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
             ).stdout
             assert "4 shards: 4 owned by 1 worker(s)" in table
 

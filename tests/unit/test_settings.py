@@ -209,3 +209,30 @@ def test_lambda_controls_accept_their_edges(tmp_path: Path) -> None:
         environ={},
     )
     assert (s.batch.max_retries, s.batch.max_record_age_s, s.batch.parallelism) == (-1, 60, 10)
+
+
+def test_file_variables_hold_secrets(tmp_path: Path) -> None:
+    """DSP_X_FILE=/path sets DSP_X to the file's content (Kubernetes/Docker secrets)."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t\n")
+    s = load_settings(
+        write(tmp_path, VALID), environ={"DSP_ROUTES__MIRROR__OPTIONS__TABLE_FILE": str(secret)}
+    )
+    assert s.routes[0].options["table"] == "s3cr3t"
+    err = config_error(tmp_path, VALID, {"DSP_BATCH__MAX_RETRIES_FILE": str(tmp_path / "nope")})
+    assert err.key == "DSP_BATCH__MAX_RETRIES_FILE"
+    assert "cannot read" in str(err)
+
+
+def test_configuration_from_the_environment_alone() -> None:
+    """Without a file, DSP_ variables carry the whole configuration (container images)."""
+    s = load_settings(
+        None,
+        environ={
+            "DSP_STREAM__TABLE": "orders",
+            "DSP_CHECKPOINTS__APPLICATION": "app",
+            "DSP_ROUTES": '[{"name": "m", "consumer": "batch_write", "options": {"table": "x"}}]',
+        },
+    )
+    assert s.stream.table == "orders"
+    assert s.routes[0].name == "m"
