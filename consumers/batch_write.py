@@ -155,7 +155,9 @@ class BatchWriteConsumer:
             nonlocal pending
             self._stats.add("batch_write_calls")
             try:
-                answer = self._client.batch_write_item(RequestItems=pending)
+                answer = self._client.batch_write_item(
+                    RequestItems=pending, ReturnConsumedCapacity="TOTAL"
+                )
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in THROTTLING_CODES:
@@ -165,6 +167,8 @@ class BatchWriteConsumer:
                 raise translate_client_error(exc, "BatchWriteItem") from exc
             except BotoCoreError as exc:
                 raise translate_client_error(exc, "BatchWriteItem") from exc
+            for used in answer.get("ConsumedCapacity") or []:
+                self._stats.add("consumed_capacity_units", used.get("CapacityUnits", 0))
             unprocessed = answer.get("UnprocessedItems") or {}
             if unprocessed:
                 pending = unprocessed

@@ -65,11 +65,11 @@ class RouteStats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()  # counts, and capacity units (floats)
 
-    def add(self, name: str, amount: int = 1) -> None:
+    def add(self, name: str, amount: float = 1) -> None:
         with self._lock:
-            self._counts[name] += amount
+            self._counts[name] += amount  # type: ignore[assignment]
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

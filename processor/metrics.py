@@ -79,6 +79,14 @@ class _EngineCollector(Collector):
             for shard in state["shards"]:
                 age.add_metric([shard["shard_id"]], shard["lag_s"])
             yield age
+            stream_retries = CounterMetricFamily(
+                "dsp_stream_retries",
+                "Stream call retries (after botocore's own) by cause: throttling, 5xx, ...",
+                labels=["cause"],
+            )
+            for cause, count in state["stream_retries"].items():
+                stream_retries.add_metric([cause], count)
+            yield stream_retries
             trimmed = CounterMetricFamily(
                 "dsp_trimmed_ranges_skipped", "Trimmed ranges skipped (on_trimmed = skip)"
             )

@@ -15,11 +15,13 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_when_event_set,
@@ -98,6 +100,7 @@ class ShardReader:
         self.last_poll_at = monotonic()  # last successful GetRecords (readiness)
         self.lag_s = 0.0  # now - creation time of the last record read; 0 when caught up
         self.trimmed_skips: list[tuple[str | None, str | None]] = []
+        self.stream_retries: Counter[str] = Counter()  # stream-call retries by cause
         self.failure: str | None = None
         self._lock = threading.Lock()
 
@@ -110,6 +113,17 @@ class ShardReader:
             )
         return self._adapter.get_iterator(self._stream_arn, self.shard_id, self._initial_position)
 
+    def _log_stream_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        with self._lock:
+            self.stream_retries[type(exc).__name__] += 1
+        log.warning(
+            "stream_call_retrying",
+            attempt=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 3),
+            error=str(exc),
+        )
+
     def _with_retries(self, call: Callable[[], str | Page]) -> str | Page:
         """Transient failures (throttling after botocore's own retries, 5xx) back off here."""
         retrying = Retrying(
@@ -119,12 +133,7 @@ class ShardReader:
             ),
             retry=retry_if_exception_type(TransientError),
             sleep=interruptible_sleep(self.stop),
-            before_sleep=lambda s: log.warning(
-                "stream_call_retrying",
-                attempt=s.attempt_number,
-                wait_s=round(s.upcoming_sleep, 3),
-                error=str(s.outcome.exception()) if s.outcome else None,
-            ),
+            before_sleep=self._log_stream_retry,
             reraise=True,
         )
         try:

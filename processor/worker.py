@@ -55,6 +55,7 @@ class RunSummary:
     leases_stolen: int = 0
     leases_handed_off: int = 0
     trimmed_skips: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    stream_retries: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)
 
 
@@ -205,6 +206,10 @@ class Worker:
             self.summary.trimmed_skips.extend(
                 (shard_id, a, b) for a, b in running.reader.trimmed_skips
             )
+            for cause, count in running.reader.stream_retries.items():
+                self.summary.stream_retries[cause] = (
+                    self.summary.stream_retries.get(cause, 0) + count
+                )
             if outcome is ReaderOutcome.FINISHED:
                 self.summary.shards_finished += 1
                 any_finished = True
@@ -266,6 +271,7 @@ class Worker:
             "leases_lost": self.summary.leases_lost,
             "leases_handed_off": self.summary.leases_handed_off,
             "leases_stolen": self.summary.leases_stolen,
+            "stream_retries": self._stream_retries(running),
             "trimmed_skips": len(self.summary.trimmed_skips)
             + sum(len(r.reader.trimmed_skips) for r in running),
             "shards": [
@@ -278,6 +284,13 @@ class Worker:
                 for r in running
             ],
         }
+
+    def _stream_retries(self, running: list[_Running]) -> dict[str, int]:
+        totals = dict(self.summary.stream_retries)
+        for item in running:
+            for cause, count in item.reader.stream_retries.items():
+                totals[cause] = totals.get(cause, 0) + count
+        return totals
 
     def alive(self) -> bool:
         """The main loop ticked recently (it ticks every ``tick_s``)."""

@@ -60,6 +60,7 @@ def test_more_than_25_requests_are_split_into_calls(
     build({"table": table}, ctx)([put("t", f"{i:03d}") for i in range(60)])
     assert len(items(dynamodb, table)) == 60
     assert ctx.stats["batch_write_calls"] == 3
+    assert ctx.stats["consumed_capacity_units"] > 0  # ReturnConsumedCapacity (moto: 1 per call)
 
 
 def test_images_are_written_as_received_including_binary_and_sets(

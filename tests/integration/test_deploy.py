@@ -125,12 +125,8 @@ def test_kubernetes_manifests_have_what_matters() -> None:
     (container,) = pod["containers"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert (
-        container["resources"]["requests"]["cpu"]
-    )
-    assert (
-        container["resources"]["requests"]["memory"]
-    )
+    assert container["resources"]["requests"]["cpu"]
+    assert container["resources"]["requests"]["memory"]
     assert any(v["name"] == "secrets" and "secret" in v for v in pod["volumes"])
     config = docs["ConfigMap"]["data"]["worker.toml"]
     assert "deadline_s = 30" in config

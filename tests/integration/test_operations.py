@@ -151,6 +151,13 @@ url = "{receiver.url}/ops"
             wait_until(lambda: get(f"{base}/readyz")[0] == 503, 20)
             assert "not polled" in get(f"{base}/readyz")[1]
             assert get(f"{base}/healthz")[0] == 200  # alive, just not ready
+            wait_until(
+                lambda: (
+                    "TransientError"
+                    in get(f"{base}/metrics")[1].split("dsp_stream_retries_total")[-1]
+                ),
+                20,
+            )
             double.scenario.fail_every = None
             wait_until(lambda: get(f"{base}/readyz")[0] == 200, 30)
         finally:
