@@ -143,7 +143,8 @@ url = "{receiver.url}/ops"
             assert metric(text, "dsp_records_read_total") == 24
             assert metric(text, "dsp_leases_owned") == 4
             assert metric(text, "dsp_consumer_events_total", route="hook", event="posted") == 24
-            assert metric(text, "dsp_consumer_call_seconds_count", route="hook") >= 4
+            observed_calls = metric(text, "dsp_consumer_call_seconds_count", route="hook")
+            assert observed_calls >= 4  # the latency histogram saw every consumer call
             assert metric(text, "dsp_webhook_connections_total", kind="new") >= 1
 
             # the stream endpoint stops answering: not ready; it comes back: ready
