@@ -173,6 +173,22 @@ class ObservabilitySettings(_Section):
     ready_max_stall_s: float = Field(default=60.0, gt=0)
 
 
+class TenancySettings(_Section):
+    attribute: str = "pk"
+    pattern: str = r"^TENANT#(?P<tenant>[^#]+)"
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if "tenant" not in compiled.groupindex:
+            raise ValueError("must have a named group (?P<tenant>...)")
+        return value
+
+
 class ShutdownSettings(_Section):
     deadline_s: float = Field(default=30.0, gt=0)
 
@@ -229,6 +245,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    tenancy: TenancySettings = TenancySettings()
     routes: list[RouteSettings] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -20,14 +20,19 @@ from typing import Any
 
 import structlog
 
+from processor._rate import RateLimiter
 from processor.aws import StreamsAdapter
 from processor.batching import Dispatcher
 from processor.checkpoints import Lease, LeaseStore, lease_to_steal, leases_to_take
 from processor.errors import LeaseLostError, ProcessorError, StreamNotFoundError
-from processor.reader import ReaderOutcome, ReaderSettings, ShardReader
+from processor.reader import ReaderOutcome, ReaderSettings, RecordWindow, ShardReader
 from processor.shards import Shard, ready_shards
 
-__all__ = ["RunSummary", "Worker", "WorkerSettings"]
+__all__ = ["PositionFor", "RunSummary", "Worker", "WorkerSettings"]
+
+#: Where a shard without a checkpoint starts: (iterator type, sequence number), or None to
+#: skip it (replay ranges). Without one: lineage, then ``starting_position``.
+PositionFor = Callable[[Shard | None, Lease], tuple[str, str | None] | None]
 
 log = structlog.get_logger()
 
@@ -76,6 +81,10 @@ class Worker:
         store: LeaseStore,
         dispatcher_for: Callable[[threading.Event], Dispatcher],
         settings: WorkerSettings,
+        position_for: PositionFor | None = None,
+        window: RecordWindow | None = None,
+        rate: RateLimiter | None = None,
+        only_shards: frozenset[str] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -84,6 +93,10 @@ class Worker:
         self._store = store
         self._dispatcher_for = dispatcher_for
         self.settings = settings
+        self._position_for = position_for
+        self._window = window
+        self._rate = rate
+        self._only_shards = only_shards
         self._clock = clock
         self._monotonic = monotonic
         self._running: dict[str, _Running] = {}
@@ -124,6 +137,8 @@ class Worker:
         known = {lease.shard_id for lease in leases}
         ready = {s.shard_id for s in ready_shards(self._shards.values(), finished, known)}
         ready -= self._stopped
+        if self._only_shards is not None:
+            ready &= self._only_shards
         room = self.settings.max_leases - len(self._running)
         now = self._clock()
         chosen = leases_to_take(
@@ -166,9 +181,19 @@ class Worker:
         parent = shard.parent_shard_id if shard else lease.parent_shard_id
         # A child whose parent we read must start at its beginning, whatever the configured
         # starting position: otherwise the records between the split and now would be lost.
-        position = (
-            "TRIM_HORIZON" if parent and parent in finished else self.settings.starting_position
+        position: tuple[str, str | None] = (
+            ("TRIM_HORIZON", None)
+            if parent and parent in finished
+            else (self.settings.starting_position, None)
         )
+        if self._position_for is not None:
+            chosen = self._position_for(shard, lease)
+            if chosen is None:  # nothing of this shard is wanted (replay range)
+                done = self._store.checkpoint(lease, lease.checkpoint, finished=True)
+                self._store.release(done)
+                self.summary.shards_finished += 1
+                return
+            position = chosen
         stop = threading.Event()
         reader = ShardReader(
             adapter=self._adapter,
@@ -181,6 +206,8 @@ class Worker:
             stop=stop,
             monotonic=self._monotonic,
             clock=self._clock,
+            window=self._window,
+            rate=self._rate,
         )
         running = _Running(reader=reader, thread=threading.Thread(target=lambda: None))
         running.thread = threading.Thread(
