@@ -15,10 +15,11 @@ import structlog
 import urllib3
 from pydantic import ValidationError
 
+from processor._rate import RateLimiter
 from processor._waiting import interruptible_sleep
 from processor.aws import AwsClients, StreamsAdapter, make_clients, resolve_stream
 from processor.batching import Dispatcher, RetryPolicy
-from processor.checkpoints import DynamoDBLeaseStore
+from processor.checkpoints import DynamoDBLeaseStore, LeaseStore
 from processor.consumer import (
     ConsumerContext,
     RouteStats,
@@ -29,10 +30,10 @@ from processor.consumer import (
 from processor.dead_letter import DeadLetterSink, JsonlDeadLetterSink, SqsDeadLetterSink
 from processor.errors import ConfigError
 from processor.metrics import Metrics
-from processor.reader import ReaderSettings
+from processor.reader import ReaderSettings, RecordWindow
 from processor.routing import Route, compile_filters
 from processor.settings import RouteSettings, Settings
-from processor.worker import Worker, WorkerSettings
+from processor.worker import PositionFor, Worker, WorkerSettings
 
 __all__ = ["App", "build_app", "build_routes", "make_http_pool"]
 
@@ -166,6 +167,12 @@ def build_app(
     *,
     memory_caches: dict[str, Any] | None = None,
     consumer_stop: threading.Event | None = None,
+    routes: tuple[list[Route], dict[str, RouteStats]] | None = None,
+    store: LeaseStore | None = None,
+    position_for: PositionFor | None = None,
+    window: RecordWindow | None = None,
+    rate: RateLimiter | None = None,
+    only_shards: frozenset[str] | None = None,
 ) -> App:
     """Resolve the stream, build clients, routes and the worker. Raises ConfigError."""
     pool = settings.checkpoints.max_leases + _EXTRA_CONNECTIONS
@@ -187,28 +194,31 @@ def build_app(
     http = make_http_pool(settings)
     caches: dict[str, Any] = memory_caches if memory_caches is not None else {}
     stop_consumers = consumer_stop or threading.Event()
-    routes, stats = build_routes(
-        settings,
-        stream=stream,
-        clients=clients,
-        http=http,
-        memory_caches=caches,
-        stop=stop_consumers,
-    )
+    if routes is None:
+        routes = build_routes(
+            settings,
+            stream=stream,
+            clients=clients,
+            http=http,
+            memory_caches=caches,
+            stop=stop_consumers,
+        )
+    built_routes, stats = routes
     sink = make_dead_letter_sink(settings, clients)
     policy = retry_policy(settings)
-    store = DynamoDBLeaseStore(
-        clients.dynamodb,
-        table=settings.checkpoints.table,
-        application=settings.checkpoints.application,
-        stream_arn=stream_arn,
-    )
+    if store is None:
+        store = DynamoDBLeaseStore(
+            clients.dynamodb,
+            table=settings.checkpoints.table,
+            application=settings.checkpoints.application,
+            stream_arn=stream_arn,
+        )
 
     metrics = Metrics(stats, http=http)
 
     def dispatcher_for(stop: threading.Event) -> Dispatcher:
         return Dispatcher(
-            routes, sink, policy, stats=stats, stop=stop, observe=metrics.observe_call
+            built_routes, sink, policy, stats=stats, stop=stop, observe=metrics.observe_call
         )
 
     worker = Worker(
@@ -216,6 +226,10 @@ def build_app(
         stream_arn=stream_arn,
         store=store,
         dispatcher_for=dispatcher_for,
+        position_for=position_for,
+        window=window,
+        rate=rate,
+        only_shards=only_shards,
         settings=WorkerSettings(
             owner=settings.checkpoints.owner_id,
             starting_position=settings.stream.starting_position,
@@ -240,7 +254,7 @@ def build_app(
         worker=worker,
         metrics=metrics,
         stream=stream,
-        routes=routes,
+        routes=built_routes,
         stats=stats,
         clients=clients,
         http=http,

@@ -225,6 +225,16 @@ class DynamoDBLeaseStore:
 
     # -- writes -------------------------------------------------------------------------------
 
+    def forget(self) -> int:
+        """Delete every lease of this application (a replay started afresh); returns how many."""
+        leases = self.list_leases()
+        for lease in leases:
+            try:
+                self._client.delete_item(TableName=self.table, Key=self._key(lease.shard_id))
+            except (ClientError, BotoCoreError) as exc:
+                raise translate_client_error(exc, "DeleteItem", shard_id=lease.shard_id) from exc
+        return len(leases)
+
     def _key(self, shard_id: str) -> dict[str, Any]:
         return {"application": {"S": self.application}, "shard_id": {"S": shard_id}}
 

@@ -25,6 +25,7 @@ from processor.errors import ConfigError, ProcessorError
 from processor.metrics import HealthServer
 from processor.observability import configure_logging
 from processor.redrive import redrive_file
+from processor.replay_run import run_capture, run_replay
 from processor.settings import Settings, load_settings
 from processor.status import render_json, render_table, status_rows
 
@@ -63,6 +64,67 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     common(check)
+    replay = sub.add_parser(
+        "replay",
+        help="deliver a chosen range of the stream (or of archives) again through the routes",
+        description=(
+            "Reads the range across the shard tree in lineage order, in its own checkpoint "
+            "namespace (live checkpoints never move). A time bound works at "
+            "ApproximateCreationDateTime's precision, one second: --from includes every record "
+            "stamped in that second. Exit status 3 if any record was dead-lettered."
+        ),
+    )
+    common(replay)
+    replay.add_argument(
+        "--from",
+        dest="start",
+        metavar="POSITION",
+        help="trim-horizon | SEQUENCE_NUMBER | ISO 8601 time (default with "
+        "--from-file: everything)",
+    )
+    replay.add_argument(
+        "--to", dest="end", metavar="POSITION", help="SEQUENCE_NUMBER | ISO 8601 time"
+    )
+    replay.add_argument(
+        "--shard", action="append", metavar="ID", help="only this shard (repeatable)"
+    )
+    replay.add_argument(
+        "--route", action="append", metavar="NAME", help="only this route (repeatable)"
+    )
+    replay.add_argument(
+        "--tenant", action="append", metavar="T", help="only this tenant (repeatable)"
+    )
+    replay.add_argument("--dry-run", action="store_true", help="count what would be delivered")
+    replay.add_argument(
+        "--rate", type=float, metavar="RECORDS_PER_S", help="at most this many records/s"
+    )
+    replay.add_argument("--resume", action="store_true", help="continue an interrupted replay")
+    replay.add_argument(
+        "--from-file",
+        nargs="+",
+        metavar="PATH",
+        help="replay capture archives (JSONL, .gz) or dead-letter files instead",
+    )
+    replay.add_argument("--idle-s", type=float, default=2.0, help="end when caught up this long")
+    capture = sub.add_parser(
+        "capture", help="archive raw stream records (JSONL, .gz) past retention"
+    )
+    common(capture)
+    capture.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="archive name; gzip when it ends in .gz; rotated as NAME-000001...",
+    )
+    capture.add_argument(
+        "--rotate-mb", type=float, default=64.0, help="start a new file past this size"
+    )
+    capture.add_argument(
+        "--stop-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="exit once caught up and idle this long (default: run until stopped)",
+    )
     status = sub.add_parser("status", help="the lease table: shards, owners, checkpoints, lag")
     common(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -97,15 +159,18 @@ def _load(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
-    stop = threading.Event()
-
+def _on_signals(stop: threading.Event) -> None:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stop_requested", signal=signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    stop = threading.Event()
+    _on_signals(stop)
     tune_gc()
     consumer_stop = threading.Event()
     app = build_app(settings, consumer_stop=consumer_stop)
@@ -193,6 +258,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _redrive(args, settings)
         if args.command == "status":
             return _status(args, settings)
+        if args.command in ("replay", "capture"):
+            if args.command == "replay" and not args.start and not args.from_file:
+                raise ConfigError(
+                    "--from", None, "give a start: trim-horizon, a sequence number or a time"
+                )
+            stop = threading.Event()
+            _on_signals(stop)
+            tune_gc()
+            runner = run_replay if args.command == "replay" else run_capture
+            return runner(args, settings, stop)
         return _run(args, settings)
     except ConfigError as exc:
         print(f"dsp: configuration error: {exc}", file=sys.stderr)

@@ -140,10 +140,13 @@ class ReplayRange:
             ):
                 skipped["before_range"] += 1
                 continue
-            if self.tenants is not None and self.resolver is not None:
-                if self.resolver.tenant_of(record) not in self.tenants:
-                    skipped["other_tenants"] += 1
-                    continue
+            if (
+                self.tenants is not None
+                and self.resolver is not None
+                and self.resolver.tenant_of(record) not in self.tenants
+            ):
+                skipped["other_tenants"] += 1
+                continue
             kept.append(record)
         with self._lock:
             self.skipped.update(skipped)

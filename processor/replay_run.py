@@ -1,0 +1,243 @@
+"""`dsp replay` and `dsp capture`: the I/O around processor.replay."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from processor._rate import RateLimiter
+from processor.app import build_app, retry_policy, stats_table
+from processor.batching import Dispatcher
+from processor.checkpoints import DynamoDBLeaseStore
+from processor.consumer import RouteStats
+from processor.errors import ConfigError
+from processor.progress import Progress
+from processor.records import StreamRecord
+from processor.replay import ArchiveWriter, ReplayRange, parse_bound, read_archive, replay_namespace
+from processor.routing import Route, compile_filters
+from processor.settings import Settings
+from processor.tenancy import TenantResolver
+from processor.testing import MemoryLeaseStore
+
+__all__ = ["run_capture", "run_replay"]
+
+log = structlog.get_logger()
+
+EXIT_OK, EXIT_DEAD_LETTERED = 0, 3
+
+
+class _DryRun:
+    """Counts what would be delivered, per route, tenant and event name; delivers nothing."""
+
+    def __init__(self, resolver: TenantResolver) -> None:
+        self._resolver = resolver
+        self._lock = threading.Lock()
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+
+    def consumer(self, route: str) -> object:
+        def count(records: Sequence[StreamRecord]) -> None:
+            with self._lock:
+                for r in records:
+                    self.counts[
+                        (route, self._resolver.tenant_of(r) or "-", r.event_name.value)
+                    ] += 1
+
+        return count
+
+    def table(self) -> str:
+        rows = [("route", "tenant", "event", "records")] + [
+            (route, tenant, event, str(n))
+            for (route, tenant, event), n in sorted(self.counts.items())
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def _select_routes(settings: Settings, names: list[str] | None) -> Settings:
+    if not names:
+        return settings
+    known = [r.name for r in settings.routes]
+    for name in names:
+        if name not in known:
+            raise ConfigError("--route", name, f"no such route; routes: {', '.join(known)}")
+    return settings.model_copy(update={"routes": [r for r in settings.routes if r.name in names]})
+
+
+def _summary(settings: Settings, stats: dict[str, RouteStats], rng: ReplayRange) -> int:
+    print(stats_table(settings, stats))
+    skipped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(rng.skipped.items()))
+    if skipped:
+        print(f"not delivered (outside the selection): {skipped}")
+    dead = sum(s["dead_lettered"] for s in stats.values())
+    if dead:
+        print(f"{dead} record(s) were dead-lettered: exit status 3")
+        return EXIT_DEAD_LETTERED
+    return EXIT_OK
+
+
+def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Event) -> int:
+    start = parse_bound(args.start or "trim-horizon", flag="--from", allow_trim=True)
+    end = parse_bound(args.end, flag="--to", allow_trim=False) if args.end else None
+    settings = _select_routes(settings, args.route)
+    resolver = TenantResolver.from_settings(settings.tenancy.attribute, settings.tenancy.pattern)
+    rng = ReplayRange(start, end, frozenset(args.tenant) if args.tenant else None, resolver)
+    dry = _DryRun(resolver) if args.dry_run else None
+    routes = None
+    if dry is not None:
+        routes = (
+            [
+                Route(r.name, dry.consumer(r.name), compile_filters(r.filters))  # type: ignore[arg-type]
+                for r in settings.routes
+            ],
+            {r.name: RouteStats() for r in settings.routes},
+        )
+    if args.from_file:
+        return _replay_files(args, settings, rng, stop, routes=routes, dry=dry)
+    namespace = replay_namespace(
+        settings.checkpoints.application,
+        start,
+        end,
+        sorted(args.shard or []),
+        sorted(r.name for r in settings.routes),
+        sorted(args.tenant or []),
+    )
+    replay_settings = settings.model_copy(
+        update={"checkpoints": settings.checkpoints.model_copy(update={"application": namespace})}
+    )
+    app = build_app(
+        replay_settings,
+        routes=routes,
+        store=MemoryLeaseStore() if dry is not None else None,
+        position_for=rng.position_for,
+        window=rng.window,
+        rate=RateLimiter(args.rate) if args.rate else None,
+        only_shards=frozenset(args.shard) if args.shard else None,
+    )
+    if dry is None and not args.resume:
+        store = DynamoDBLeaseStore(
+            app.clients.dynamodb,
+            table=replay_settings.checkpoints.table,
+            application=namespace,
+            stream_arn="",
+        )
+        store.ensure_table()
+        if store.forget():
+            log.info("replay_restarted", namespace=namespace)
+    log.info("replay_started", namespace=namespace, start=str(start), end=str(end) if end else None)
+    progress = Progress(
+        app.worker,
+        start_time=start.time if start.kind == "time" else None,
+        end_time=end.time if end is not None and end.kind == "time" else None,
+    ).start()
+    try:
+        app.worker.run(stop=stop, stop_when_idle=args.idle_s)
+    finally:
+        progress.stop()
+        app.close()
+    if dry is not None:
+        print(dry.table())
+        return EXIT_OK
+    if stop.is_set():
+        print(f"replay interrupted; continue with the same command plus --resume ({namespace})")
+    return _summary(settings, app.stats, rng)
+
+
+def _replay_files(
+    args: argparse.Namespace,
+    settings: Settings,
+    rng: ReplayRange,
+    stop: threading.Event,
+    *,
+    routes: tuple[list[Route], dict[str, RouteStats]] | None,
+    dry: _DryRun | None,
+) -> int:
+    app = build_app(settings, routes=routes, store=MemoryLeaseStore())
+    from processor.app import make_dead_letter_sink  # noqa: PLC0415 - only file replays need it
+
+    dispatcher = Dispatcher(
+        app.routes,
+        make_dead_letter_sink(settings, app.clients),
+        retry_policy(settings),
+        stats=app.stats,
+        stop=stop,
+    )
+    paths = [str(p) for p in args.from_file]
+    digest = hashlib.sha256(json.dumps([paths, str(rng.start), str(rng.end)]).encode()).hexdigest()[
+        :10
+    ]
+    state = Path(paths[0]).with_name(Path(paths[0]).name + f".replay-{digest}")
+    done = int(state.read_text()) if args.resume and state.exists() else 0
+    handled = 0
+    batch: list[StreamRecord] = []
+    malformed = []
+
+    def flush() -> None:
+        nonlocal handled, batch
+        kept, _ = rng.window(batch)
+        if kept:
+            dispatcher.dispatch(kept)
+        handled += len(batch)
+        state.write_text(str(handled))
+        batch = []
+
+    try:
+        for index, (doc, record, error) in enumerate(read_archive(paths)):
+            if stop.is_set():
+                break
+            if index < done:
+                handled = index + 1
+                continue
+            if record is None:
+                malformed.append((doc, error))
+                continue
+            batch.append(record)
+            if len(batch) >= settings.batch.max_records:
+                flush()
+        if batch and not stop.is_set():
+            flush()
+        if malformed:
+            dispatcher.reject_malformed(malformed, None)  # type: ignore[arg-type]
+    finally:
+        dispatcher.close()
+        app.close()
+    if dry is not None:
+        print(dry.table())
+        return EXIT_OK
+    if not stop.is_set():
+        state.unlink(missing_ok=True)
+    print(f"replayed {handled} archived records from {len(paths)} file(s)")
+    return _summary(settings, app.stats, rng)
+
+
+def run_capture(args: argparse.Namespace, settings: Settings, stop: threading.Event) -> int:
+    writer = ArchiveWriter(args.out, rotate_bytes=int(args.rotate_mb * 1024 * 1024))
+    capture_settings = settings.model_copy(
+        update={
+            "checkpoints": settings.checkpoints.model_copy(
+                update={"application": f"{settings.checkpoints.application}-capture"}
+            )
+        }
+    )
+    stats = {"capture": RouteStats()}
+    app = build_app(capture_settings, routes=([Route("capture", writer)], stats))
+    try:
+        summary = app.worker.run(stop=stop, stop_when_idle=args.stop_when_idle)
+    finally:
+        writer.close()
+        app.close()
+    files = ", ".join(str(f) for f in writer.files) or "no file (nothing to capture)"
+    print(
+        f"captured {stats['capture']['delivered']} records from {summary.records_read} read into {files}"
+    )
+    return EXIT_OK
