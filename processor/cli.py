@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args, settings)
         if args.command in ("replay", "capture"):
             if args.command == "replay" and not args.start and not args.from_file:
-                raise ConfigError(
+                raise ConfigError(  # noqa: TRY301 - reported like every configuration error
                     "--from", None, "give a start: trim-horizon, a sequence number or a time"
                 )
             stop = threading.Event()

@@ -237,7 +237,6 @@ def run_capture(args: argparse.Namespace, settings: Settings, stop: threading.Ev
         writer.close()
         app.close()
     files = ", ".join(str(f) for f in writer.files) or "no file (nothing to capture)"
-    print(
-        f"captured {stats['capture']['delivered']} records from {summary.records_read} read into {files}"
-    )
+    captured = stats["capture"]["delivered"]
+    print(f"captured {captured} records from {summary.records_read} read into {files}")
     return EXIT_OK
