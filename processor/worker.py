@@ -102,6 +102,8 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._shards: dict[str, Shard] = {}
         self._stopped: set[str] = set()  # shards this process will not take again (trimmed)
+        self._takeable = 0  # ready leases nobody holds, at the last scan (idle detection)
+        self._take_soon = False
         self._renewals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dsp-renew")
         self.last_tick = monotonic()
         self.summary = RunSummary()
@@ -141,6 +143,16 @@ class Worker:
             ready &= self._only_shards
         room = self.settings.max_leases - len(self._running)
         now = self._clock()
+        self._takeable = len(
+            leases_to_take(
+                leases,
+                ready,
+                owner=self.settings.owner,
+                now=now,
+                timeout_s=self.settings.lease_timeout_s,
+                limit=len(leases),
+            )
+        )
         chosen = leases_to_take(
             leases,
             ready,
@@ -192,6 +204,7 @@ class Worker:
                 done = self._store.checkpoint(lease, lease.checkpoint, finished=True)
                 self._store.release(done)
                 self.summary.shards_finished += 1
+                self._take_soon = True  # its children may be ready now
                 return
             position = chosen
         stop = threading.Event()
@@ -367,6 +380,9 @@ class Worker:
                     except ProcessorError as exc:
                         log.warning("shard_discovery_failed", error=str(exc))
                     next_discovery = now + self.settings.discovery_interval_s
+                if self._take_soon:
+                    self._take_soon = False
+                    next_take = now
                 if now >= next_take:
                     try:
                         self._take_leases()
@@ -377,7 +393,10 @@ class Worker:
                     self._renew()
                     next_renewal = now + self.settings.renew_interval_s
                 if stop_when_idle is not None:
-                    if self._running:
+                    if self._takeable or self._take_soon:
+                        idle_started = None
+                        idle = None
+                    elif self._running:
                         idle_started = None
                         idle = self._idle_for()
                     else:  # nothing to read (yet): idle since we first saw that

@@ -34,3 +34,11 @@ def poison(records: list[StreamRecord]) -> None:
     if any(r.keys["sk"] == "POISON" for r in records):
         raise ValueError("cannot handle the poison order")
     POISON_SEEN.extend(r.sequence_number for r in records)
+
+
+OTHER: list[list[StreamRecord]] = []
+
+
+def collect_other(records: list[StreamRecord]) -> None:
+    """A second custom consumer, for route selection tests."""
+    OTHER.append(list(records))
