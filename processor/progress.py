@@ -51,8 +51,7 @@ class Progress:
         rate = records / elapsed
         shards = state["shards"]
         finished = self._worker.summary.shards_finished
-        now = time.time()
-        positions = [now - s["lag_s"] for s in shards if s["checkpoint"]]
+        positions = [s["position_time"] for s in shards if s.get("position_time") is not None]
         position = min(positions) if positions else None
         parts = [
             f"replay {records:,} records",

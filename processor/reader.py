@@ -110,6 +110,7 @@ class ShardReader:
         self.caught_up = False
         self.last_poll_at = monotonic()  # last successful GetRecords (readiness)
         self.lag_s = 0.0  # now - creation time of the last record read; 0 when caught up
+        self.handled_time: float | None = None  # creation time of the last record handled
         self.trimmed_skips: list[tuple[str | None, str | None]] = []
         self.stream_retries: Counter[str] = Counter()  # stream-call retries by cause
         self.failure: str | None = None
@@ -323,8 +324,10 @@ class ShardReader:
                 self._rate.acquire(len(batch), self.stop)
             self._dispatcher.dispatch(batch)
             self.lease = self._store.checkpoint(self.lease, last, finished=False)
+            created = batch[-1].approximate_creation_time
             with self._lock:
                 self.last_handled = last
+                self.handled_time = created.timestamp() if created else None
                 self.records_read += len(batch)
                 self.last_records_at = self._monotonic()
             if self.stop.is_set():

@@ -320,6 +320,7 @@ class Worker:
                     "lag_s": r.reader.lag_s,
                     "last_poll_age_s": now - r.reader.last_poll_at,
                     "checkpoint": r.reader.last_handled,
+                    "position_time": r.reader.handled_time,
                 }
                 for r in running
             ],
