@@ -376,3 +376,36 @@ url = "{receiver.url}/bad"
         )
         == 3
     )
+
+
+def test_replay_of_a_moto_table_stream(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the moto server's own stream: a time-bounded replay of a real table."""
+    from processor.testing import create_table  # noqa: PLC0415
+
+    monkeypatch.setenv("DSP_AWS__ENDPOINT_URL", endpoint)
+    monkeypatch.delenv("DSP_AWS__STREAMS_ENDPOINT_URL", raising=False)
+    transforms.COLLECTED.clear()
+    table = f"replay-{unique}"
+    create_table(dynamodb, table)
+    for i in range(20):
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{i % 4}"}, "sk": {"S": f"{i:03d}"}})
+    path = tmp_path / "dsp.toml"
+    path.write_text(
+        f"""
+[stream]
+table = "{table}"
+[checkpoints]
+table = "leases-{unique}"
+application = "moto-{unique}"
+[dead_letter]
+path = "{tmp_path / "dl.jsonl"}"
+[[routes]]
+name = "collect"
+consumer = "tests.integration.transforms:collect"
+"""
+    )
+    assert main(["replay", "--config", str(path), "--from", "trim-horizon", "--idle-s", "0.5"]) == 0
+    got = [(r.keys["pk"], r.keys["sk"]) for b in transforms.COLLECTED for r in b]
+    assert sorted(got) == sorted((f"k{i % 4}", f"{i:03d}") for i in range(20))
