@@ -13,9 +13,9 @@ from pathlib import Path
 import structlog
 
 from processor._rate import RateLimiter
-from processor.app import build_app, retry_policy, stats_table
+from processor.app import build_app, make_dead_letter_sink, retry_policy, stats_table
 from processor.batching import Dispatcher
-from processor.checkpoints import DynamoDBLeaseStore
+from processor.checkpoints import DynamoDBLeaseStore, MemoryLeaseStore
 from processor.consumer import RouteStats
 from processor.errors import ConfigError
 from processor.progress import Progress
@@ -24,7 +24,6 @@ from processor.replay import ArchiveWriter, ReplayRange, parse_bound, read_archi
 from processor.routing import Route, compile_filters
 from processor.settings import Settings
 from processor.tenancy import TenantResolver
-from processor.testing import MemoryLeaseStore
 
 __all__ = ["run_capture", "run_replay"]
 
@@ -163,8 +162,6 @@ def _replay_files(
     dry: _DryRun | None,
 ) -> int:
     app = build_app(settings, routes=routes, store=MemoryLeaseStore())
-    from processor.app import make_dead_letter_sink  # noqa: PLC0415 - only file replays need it
-
     dispatcher = Dispatcher(
         app.routes,
         make_dead_letter_sink(settings, app.clients),
