@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import urllib3
 
-from consumers.webhook import build
+from consumers.webhook import WebhookConsumer, build, encode_body
 from processor.consumer import ConsumerContext, StreamInfo
 from processor.records import StreamRecord
 from processor.testing import WebhookReceiver, make_record, self_signed_certificate
@@ -79,20 +79,27 @@ def compare(*, tls: bool, rounds: int = 3) -> tuple[str, dict[str, float]]:
         with WebhookReceiver(tls=cert) as receiver:
             url = f"{receiver.url}/bench"
             ca = cert[0] if cert else None
-            pooled = build({"url": url}, _context(_pool(ca, CONCURRENCY)))
+            pooled_consumer = build({"url": url}, _context(_pool(ca, CONCURRENCY)))
+
+            def post(consumer: WebhookConsumer, record: StreamRecord) -> None:
+                (subscription,) = consumer.subscriptions.lookup(None, "INSERT")
+                consumer.deliver(record, subscription, encode_body(record, table_name="bench"))
+
+            def pooled(record: StreamRecord) -> None:
+                post(pooled_consumer, record)
 
             def fresh(record: StreamRecord) -> None:
-                build({"url": url}, _context(_pool(ca, 1))).deliver(record)
+                post(build({"url": url}, _context(_pool(ca, 1))), record)
 
             results: dict[str, list[tuple[float, list[float]]]] = {"pooled": [], "fresh": []}
             for _ in range(rounds):
                 results["fresh"].append(_run(fresh))
-                results["pooled"].append(_run(pooled.deliver))
+                results["pooled"].append(_run(pooled))
             figures: dict[str, float] = {}
             for name, runs in results.items():
                 figures[f"{name}_rps"] = statistics.median(r for r, _ in runs)
                 lat = sorted(x for _, lats in runs for x in lats)
                 figures[f"{name}_p50_ms"] = lat[len(lat) // 2] * 1000
                 figures[f"{name}_p99_ms"] = lat[int(len(lat) * 0.99)] * 1000
-            figures["connections_pooled"] = float(pooled.connections_opened())
+            figures["connections_pooled"] = float(pooled_consumer.connections_opened())
     return ("TLS (self-signed, verified)" if tls else "HTTP/1.1 keep-alive"), figures

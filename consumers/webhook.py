@@ -1,49 +1,87 @@
-"""POST one JSON document per record to a URL, through the process's shared HTTP pool.
+"""POST one JSON document per record and subscription, through the process's shared HTTP pool.
 
-Body: ``event_id``, ``event_name``, ``table_name``, ``keys``, ``new_image``, ``old_image``,
-``sequence_number``, ``approximate_creation_time`` (ISO 8601 UTC), with plain JSON values
-(numbers exact, sets as sorted lists, binary as base64). Headers: ``Idempotency-Key`` (the
-record's ``event_id``, the same on every attempt) and, with ``options.secret``,
-``X-DSP-Signature: sha256=<hex HMAC-SHA256 of the exact body>``.
+Body: ``event_id``, ``event_name``, ``table_name``, ``tenant``, ``keys``, ``new_image``,
+``old_image``, ``sequence_number``, ``approximate_creation_time`` (ISO 8601 UTC), with plain
+JSON values (numbers exact, sets as sorted lists, binary as base64). Headers:
+``Idempotency-Key`` (the record's ``event_id``, the same on every attempt) and, with a secret,
+``X-DSP-Timestamp`` and ``X-DSP-Signature`` (see :mod:`processor.signatures`).
 
-5xx, 408, 429 (honouring ``Retry-After``) and connection errors are retried with exponential
-backoff and full jitter; any other 4xx is final for that record (dead-lettered, delivery goes
-on). Records are delivered in stream order; after a record exhausts its retries the rest of
-the batch is reported failed, so per-key order holds on the engine's retry.
+Who receives what: ``options.url`` (every record; ``{tenant}`` is filled in), or
+``options.subscriptions`` (a list in the configuration), or ``options.subscriptions_table``
+(a DynamoDB table, cached for ``subscriptions_ttl_s``). See :mod:`consumers.subscriptions`.
+
+Delivery:
+
+* records of different item keys go out concurrently (up to ``concurrency``, at most the
+  pool's size), records of one key one at a time and in stream order;
+* tenants take turns (round-robin), each within its own token bucket
+  (``tenant_rate_per_s``, ``tenant_burst``, ``tenant_rates``), so a noisy tenant neither
+  starves the others of connections nor floods its receiver;
+* 5xx, 408, 429 (honouring ``Retry-After`` seconds or HTTP date), connection errors and
+  timeouts are retried with exponential backoff and full jitter, bounded by
+  ``max_attempts`` and ``deadline_s``; any other 4xx is final for that record (dead-lettered,
+  delivery goes on);
+* a per-host circuit breaker opens after ``breaker_threshold`` consecutive failures and lets
+  one probe through after ``breaker_cool_down_s``. Meanwhile ``on_unavailable = "wait"`` holds
+  that host's records (order kept, the shard waits) and ``"dead_letter"`` dead-letters them
+  with the reason (the shard moves on).
+
+A record whose retries are exhausted is reported failed together with the later records of
+its key; the engine retries them per ``[batch]``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
-import hashlib
-import hmac
+import queue
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
 
 import msgspec
 import structlog
 import urllib3
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from tenacity import (
     RetryCallState,
     Retrying,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     stop_when_event_set,
     wait_random_exponential,
 )
 
 from consumers._options import Options
+from consumers.subscriptions import (
+    ANY_TENANT,
+    MissingTenant,
+    StaticSubscriptions,
+    Subscription,
+    SubscriptionSource,
+    TableSubscriptions,
+    template_fields,
+)
 from processor import (
     BatchResult,
+    CircuitBreaker,
+    CircuitOpen,
+    ConfigError,
     ConsumerContext,
+    FairScheduler,
     StreamRecord,
+    TokenBuckets,
     TransientError,
     plain_image,
+    signature_headers,
+    verify,
 )
 
-__all__ = ["WebhookConsumer", "build", "encode_body", "sign"]
+__all__ = ["WebhookConsumer", "build", "encode_body", "verify"]
 
 log = structlog.get_logger()
 
@@ -51,22 +89,69 @@ RETRY_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
 
-class WebhookOptions(Options):
+class SubscriptionOptions(Options):
+    tenant: str = ANY_TENANT
     url: str
     secret: str | None = Field(default=None, repr=False)
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
-    max_attempts: int = Field(default=5, ge=1, le=100)
-    base_delay_s: float = Field(default=0.2, gt=0)
-    max_delay_s: float = Field(default=30.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
+    events: list[Literal["INSERT", "MODIFY", "REMOVE"]] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        parsed = urllib3.util.parse_url(value)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+def _check_url(value: str) -> str:
+    try:
+        fields = template_fields(value)
+    except ValueError as exc:
+        raise ValueError(f"malformed URL template: {exc}") from None
+    if any(f != "tenant" for f in fields):
+        raise ValueError("the only placeholder a URL may use is {tenant}")
+    parsed = urllib3.util.parse_url(value.replace("{tenant}", "t"))
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class WebhookOptions(Options):
+    url: str | None = None
+    secret: str | None = Field(default=None, repr=False)
+    subscriptions: list[SubscriptionOptions] | None = None
+    subscriptions_table: str | None = Field(default=None, min_length=3, max_length=255)
+    subscriptions_ttl_s: float = Field(default=300.0, ge=0)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    deadline_s: float = Field(default=120.0, gt=0)
+    base_delay_s: float = Field(default=0.2, gt=0)
+    max_delay_s: float = Field(default=30.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    tenant_rate_per_s: float | None = Field(default=None, gt=0)
+    tenant_burst: float = Field(default=10.0, ge=1)
+    tenant_rates: dict[str, float] = Field(default_factory=dict)
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_cool_down_s: float = Field(default=30.0, gt=0)
+    on_unavailable: Literal["wait", "dead_letter"] = "wait"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WebhookOptions:
+        given = [
+            name
+            for name in ("url", "subscriptions", "subscriptions_table")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of url, subscriptions, subscriptions_table"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
 
 
 def encode_body(record: StreamRecord, *, table_name: str) -> bytes:
@@ -77,6 +162,7 @@ def encode_body(record: StreamRecord, *, table_name: str) -> bytes:
             "event_id": record.event_id,
             "event_name": record.event_name.value,
             "table_name": record.table_name or table_name,
+            "tenant": record.tenant,
             "keys": plain_image(record.wire_keys),
             "new_image": plain_image(record.wire_new_image),
             "old_image": plain_image(record.wire_old_image),
@@ -86,11 +172,6 @@ def encode_body(record: StreamRecord, *, table_name: str) -> bytes:
             else None,
         }
     )
-
-
-def sign(body: bytes, secret: str) -> str:
-    """The ``X-DSP-Signature`` header value for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -107,43 +188,106 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class _Rejected(Exception):
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(f"HTTP {status}: {body[:200]!r}")
+    pass
+
+
+_Outcome = tuple[str, Literal["ok", "rejected", "failed"], str]
 
 
 class WebhookConsumer:
-    def __init__(self, options: WebhookOptions, context: ConsumerContext) -> None:
+    def __init__(
+        self,
+        options: WebhookOptions,
+        context: ConsumerContext,
+        subscriptions: SubscriptionSource,
+    ) -> None:
         self._options = options
         self._context = context
         self._http: urllib3.PoolManager = context.http
         self._stats = context.stats
         self._table = context.stream.table_name
+        self.subscriptions = subscriptions
+        pool_size = int(getattr(self._http, "connection_pool_kw", {}).get("maxsize", 10))
+        self.concurrency = min(options.concurrency or pool_size, pool_size)
+        self._buckets = (
+            TokenBuckets(
+                options.tenant_rate_per_s,
+                options.tenant_burst,
+                overrides=options.tenant_rates,
+            )
+            if options.tenant_rate_per_s is not None or options.tenant_rates
+            else None
+        )
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        # (event_id, subscription id) already delivered for records with several subscriptions
+        self._partial: set[tuple[str, str]] = set()
+        self._partial_lock = threading.Lock()
+        #: called by the engine with every batch (before routing) when the stream is the
+        #: subscriptions table's own
+        self.watch: Callable[[Sequence[StreamRecord]], None] | None = (
+            subscriptions.watch
+            if isinstance(subscriptions, TableSubscriptions) and subscriptions.table == self._table
+            else None
+        )
 
-    def _post(self, body: bytes, headers: dict[str, str]) -> None:
+    # -- one HTTP attempt -----------------------------------------------------------------------
+
+    def breaker(self, url: str) -> CircuitBreaker:
+        parsed = urllib3.util.parse_url(url)
+        host = f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+        with self._breakers_lock:
+            breaker = self._breakers.get(host)
+            if breaker is None:
+                breaker = self._breakers[host] = CircuitBreaker(
+                    host,
+                    threshold=self._options.breaker_threshold,
+                    cool_down_s=self._options.breaker_cool_down_s,
+                    on_change=self._breaker_changed,
+                )
+            return breaker
+
+    def _breaker_changed(self, host: str, state: str) -> None:
+        self._stats.add(f"circuit_{'opened' if state == 'open' else 'closed'}")
+        log.warning("webhook_circuit_" + state, route=self._context.route, host=host)
+
+    def _post(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        secret: str | None,
+        breaker: CircuitBreaker,
+    ) -> None:
+        breaker.before_call()
         self._stats.add("attempts")
+        if secret:
+            headers = {**headers, **signature_headers(secret, body)}
         try:
             response = self._http.request(
                 "POST",
-                self._options.url,
+                url,
                 body=body,
                 headers=headers,
                 timeout=self._options.timeout_s,
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise TransientError(
-                f"POST {self._options.url}: {exc}", consumer=self._context.route
-            ) from exc
+            breaker.failure()
+            raise TransientError(f"POST {url}: {exc}", consumer=self._context.route) from exc
         status = response.status
-        if 200 <= status < 300:
-            return
         if status in RETRY_STATUS_CODES:
+            breaker.failure()
             raise TransientError(
-                f"POST {self._options.url}: HTTP {status}",
+                f"POST {url}: HTTP {status}",
                 retry_after=_retry_after(response.headers.get("Retry-After")),
                 consumer=self._context.route,
             )
-        raise _Rejected(status, response.data)
+        breaker.success()
+        if not 200 <= status < 300:
+            raise _Rejected(f"POST {url}: HTTP {status}: {response.data[:200]!r}")
 
     def _wait(self, state: RetryCallState) -> float:
         jitter = wait_random_exponential(
@@ -155,65 +299,240 @@ class WebhookConsumer:
             delay = max(delay, min(exc.retry_after, self._options.max_delay_s))
         return delay
 
-    def _log_retry(self, record: StreamRecord, state: RetryCallState) -> None:
+    def _log_retry(self, record: StreamRecord, url: str, state: RetryCallState) -> None:
         self._stats.add("retries")
         log.warning(
             "webhook_retrying",
             route=self._context.route,
+            tenant=record.tenant,
             event_id=record.event_id,
+            sequence_number=record.sequence_number,
+            url=url,
             attempt=state.attempt_number,
             wait_s=round(state.upcoming_sleep, 3),
             error=str(state.outcome.exception()) if state.outcome else None,
         )
 
-    def deliver(self, record: StreamRecord) -> None:
-        """POST one record, retrying what is worth retrying. Raises _Rejected or TransientError."""
-        body = encode_body(record, table_name=self._table)
+    # -- one record to one subscription ---------------------------------------------------------
+
+    def deliver(self, record: StreamRecord, subscription: Subscription, body: bytes) -> None:
+        """POST ``body`` to the subscription. Raises _Rejected or TransientError."""
+        try:
+            url = subscription.url_for(record.tenant)
+        except MissingTenant as exc:
+            raise _Rejected(str(exc)) from None
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": record.event_id,
             **self._options.headers,
         }
-        if self._options.secret:
-            headers["X-DSP-Signature"] = sign(body, self._options.secret)
-        retrying = Retrying(
-            stop=stop_after_attempt(self._options.max_attempts)
-            | stop_when_event_set(self._context.stop),
-            wait=self._wait,
-            retry=retry_if_exception_type(TransientError),
+        breaker = self.breaker(url)
+        options = self._options
+
+        def attempts() -> None:
+            retrying = Retrying(
+                stop=stop_after_attempt(options.max_attempts)
+                | stop_after_delay(options.deadline_s)
+                | stop_when_event_set(self._context.stop),
+                wait=self._wait,
+                retry=retry_if_exception_type(TransientError),
+                sleep=self._context.sleep,
+                before_sleep=lambda state: self._log_retry(record, url, state),
+                reraise=True,
+            )
+            try:
+                retrying(self._post, url, body, headers, subscription.secret, breaker)
+            except TransientError as exc:
+                if breaker.state == "closed":
+                    raise
+                # this record's failures opened the breaker: the policy decides, as for the rest
+                raise CircuitOpen(breaker.host, options.breaker_cool_down_s, 0) from exc
+
+        # "wait" waits out the whole outage; "dead_letter" only the answer of a probe in flight
+        waiting = Retrying(
+            stop=stop_when_event_set(self._context.stop),
+            wait=_circuit_wait,
+            retry=retry_if_exception(
+                lambda exc: (
+                    isinstance(exc, CircuitOpen)
+                    and (options.on_unavailable == "wait" or exc.probing)
+                )
+            ),
             sleep=self._context.sleep,
-            before_sleep=lambda state: self._log_retry(record, state),
+            before_sleep=lambda state: self._stats.add("unavailable_waits"),
             reraise=True,
         )
-        retrying(self._post, body, headers)
+        try:
+            waiting(attempts)
+        except CircuitOpen as exc:
+            if options.on_unavailable == "dead_letter" and not self._context.stop.is_set():
+                self._stats.add("unavailable_dead_lettered")
+                raise _Rejected(f"receiver unavailable: {exc}") from exc
+            raise TransientError(str(exc), consumer=self._context.route) from exc  # stopping
+
+    # -- a batch ---------------------------------------------------------------------------------
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix="dsp-webhook"
+                )
+            return self._executor
+
+    def _task(
+        self,
+        key: str,
+        record: StreamRecord,
+        subscriptions: list[Subscription],
+        done: queue.SimpleQueue[_Outcome],
+    ) -> None:
+        structlog.contextvars.bind_contextvars(
+            tenant=record.tenant, sequence_number=record.sequence_number
+        )
+        try:
+            body = encode_body(record, table_name=self._table)
+            several = len(subscriptions) > 1
+            for subscription in subscriptions:
+                marker = (record.event_id, subscription.id)
+                if several and marker in self._partial:
+                    continue
+                self.deliver(record, subscription, body)
+                self._stats.add("posted")
+                if several:
+                    with self._partial_lock:
+                        self._partial.add(marker)
+            if several:
+                with self._partial_lock:
+                    for subscription in subscriptions:
+                        self._partial.discard((record.event_id, subscription.id))
+            done.put((key, "ok", ""))
+        except _Rejected as exc:
+            done.put((key, "rejected", str(exc)))
+        except BaseException as exc:  # noqa: BLE001 - reported to the batch loop, never lost
+            done.put((key, "failed", f"{type(exc).__name__}: {exc}"))
+        finally:
+            structlog.contextvars.unbind_contextvars("tenant", "sequence_number")
 
     def __call__(self, records: Sequence[StreamRecord]) -> BatchResult | None:
-        rejected: dict[str, str] = {}
-        for index, record in enumerate(records):
-            try:
-                self.deliver(record)
-            except _Rejected as exc:
-                rejected[record.event_id] = str(exc)
-                self._stats.add("rejected")
+        scheduler: FairScheduler[str, tuple[StreamRecord, list[Subscription]]] = FairScheduler(
+            self._buckets
+        )
+        for record in records:
+            subscriptions = self.subscriptions.lookup(record.tenant, record.event_name.value)
+            if not subscriptions:
+                self._stats.add("no_subscription")
                 continue
-            except TransientError as exc:
+            scheduler.add(record.key_id, record.tenant, (record, subscriptions))
+        done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+        in_flight: dict[str, StreamRecord] = {}
+        failed: set[str] = set()
+        rejected: dict[str, str] = {}
+        pool = self._pool()
+        while True:
+            nxt: Any = None
+            while len(in_flight) < self.concurrency:
+                nxt = scheduler.next()
+                if not isinstance(nxt, tuple):
+                    break
+                key, (record, subscriptions) = nxt
+                in_flight[key] = record
+                pool.submit(
+                    contextvars.copy_context().run, self._task, key, record, subscriptions, done
+                )
+            if not in_flight:
+                if nxt is None or self._context.stop.is_set():
+                    break
+                self._stats.add("rate_limited_waits")
+                self._context.stop.wait(float(nxt))  # every ready tenant is out of tokens
+                continue
+            try:
+                key, outcome, detail = done.get(timeout=nxt if isinstance(nxt, float) else None)
+            except queue.Empty:
+                continue
+            record = in_flight.pop(key)
+            if outcome == "ok":
+                scheduler.done(key)
+            elif outcome == "rejected":
+                rejected[record.event_id] = detail
+                self._stats.add("rejected")
+                log.warning(
+                    "webhook_rejected",
+                    route=self._context.route,
+                    tenant=record.tenant,
+                    event_id=record.event_id,
+                    sequence_number=record.sequence_number,
+                    reason=detail,
+                )
+                scheduler.done(key)
+            else:
+                rest = [r for r, _ in scheduler.drop(key)]
+                failed.update(r.event_id for r in rest)
                 log.warning(
                     "webhook_failed",
                     route=self._context.route,
+                    tenant=record.tenant,
                     event_id=record.event_id,
-                    error=str(exc),
+                    sequence_number=record.sequence_number,
+                    error=detail,
+                    held_back=len(rest) - 1,
                 )
-                return BatchResult.failed(records[index:], rejected=rejected)
-            self._stats.add("posted")
-        return BatchResult(rejected=rejected) if rejected else None
+        # stopped while waiting for tokens: what was not started is retried later
+        failed.update(r.event_id for r, _ in scheduler.drain())
+        if not failed and not rejected:
+            return None
+        return BatchResult(frozenset(failed), rejected)
 
     def connections_opened(self) -> int:
-        pool = self._http.connection_from_url(self._options.url)
-        return int(getattr(pool, "num_connections", 0))
+        return sum(
+            int(getattr(pool, "num_connections", 0))
+            for pool in list(getattr(self._http.pools, "_container", {}).values())
+        )
+
+    def close(self) -> None:
+        with self._executor_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+
+def _circuit_wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    return exc.retry_in_s if isinstance(exc, CircuitOpen) else 1.0
 
 
 def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsumer:
     opts = WebhookOptions.model_validate(options)
-    if opts.url.startswith("http://") and opts.secret is None:
-        log.info("webhook_unsigned", route=context.route, url=opts.url)
-    return WebhookConsumer(opts, context)
+    source: SubscriptionSource
+    if opts.subscriptions_table is not None:
+        client = getattr(context.clients, "dynamodb", None)
+        if client is None:
+            raise ConfigError(
+                f"{context.config_key}.options.subscriptions_table",
+                opts.subscriptions_table,
+                "needs DynamoDB access ([aws] settings)",
+            )
+        source = TableSubscriptions(
+            client, opts.subscriptions_table, ttl_s=opts.subscriptions_ttl_s, stats=context.stats
+        )
+        try:
+            source.lookup(None, "INSERT")  # read it now: a missing table stops the start
+        except Exception as exc:  # noqa: BLE001 - becomes a configuration error naming the key
+            raise ConfigError(
+                f"{context.config_key}.options.subscriptions_table",
+                opts.subscriptions_table,
+                f"cannot read subscriptions: {exc}",
+            ) from None
+    elif opts.subscriptions is not None:
+        source = StaticSubscriptions(
+            [
+                Subscription(s.tenant, s.url, s.secret or opts.secret, frozenset(s.events))
+                for s in opts.subscriptions
+            ]
+        )
+    else:
+        assert opts.url is not None
+        source = StaticSubscriptions([Subscription(ANY_TENANT, opts.url, opts.secret)])
+        if opts.url.startswith("http://") and opts.secret is None:
+            log.info("webhook_unsigned", route=context.route, url=opts.url)
+    return WebhookConsumer(opts, context, source)

@@ -27,6 +27,7 @@ from processor.errors import (
     TransientError,
     TrimmedDataError,
 )
+from processor.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
 from processor.records import (
     EventName,
     StreamRecord,
@@ -36,10 +37,13 @@ from processor.records import (
     to_client_image,
 )
 from processor.routing import FilterPattern, Route
+from processor.signatures import InvalidSignature, signature_headers, verify
 
 __all__ = [
     "THROTTLING_CODES",
     "BatchResult",
+    "CircuitBreaker",
+    "CircuitOpen",
     "ConfigError",
     "Consumer",
     "ConsumerContext",
@@ -48,7 +52,9 @@ __all__ = [
     "DeadLetterSink",
     "Dispatcher",
     "EventName",
+    "FairScheduler",
     "FilterPattern",
+    "InvalidSignature",
     "IteratorExpiredError",
     "JsonlDeadLetterSink",
     "LeaseLostError",
@@ -62,14 +68,17 @@ __all__ = [
     "StreamInfo",
     "StreamNotFoundError",
     "StreamRecord",
+    "TokenBuckets",
     "TransientError",
     "TrimmedDataError",
     "decode_image",
     "decode_value",
     "load_callable",
     "plain_image",
+    "signature_headers",
     "to_client_image",
     "translate_client_error",
+    "verify",
 ]
 
 __version__ = "0.1.0"

@@ -33,9 +33,10 @@ from processor.metrics import Metrics
 from processor.reader import ReaderSettings, RecordWindow
 from processor.routing import Route, compile_filters
 from processor.settings import RouteSettings, Settings
+from processor.tenancy import Tenancy, TenantResolver, TenantStats
 from processor.worker import PositionFor, Worker, WorkerSettings
 
-__all__ = ["App", "build_app", "build_routes", "make_http_pool"]
+__all__ = ["App", "build_app", "build_routes", "make_http_pool", "tenancy_for"]
 
 log = structlog.get_logger()
 
@@ -114,9 +115,24 @@ def build_routes(
             stop=stop,
         )
         consumer = _build_consumer(index, route, context)
-        routes.append(Route(route.name, consumer, compile_filters(route.filters)))
+        watch = getattr(consumer, "watch", None)
+        routes.append(
+            Route(
+                route.name,
+                consumer,
+                compile_filters(route.filters),
+                watch=watch if callable(watch) else None,
+            )
+        )
         stats[route.name] = context.stats
     return routes, stats
+
+
+def tenancy_for(settings: Settings) -> Tenancy:
+    return Tenancy(
+        TenantResolver.from_settings(settings.tenancy.attribute, settings.tenancy.pattern),
+        settings.tenancy.missing,
+    )
 
 
 def retry_policy(settings: Settings, *, report_exhausted: bool = False) -> RetryPolicy:
@@ -214,11 +230,20 @@ def build_app(
             stream_arn=stream_arn,
         )
 
-    metrics = Metrics(stats, http=http)
+    tenant_stats = TenantStats()
+    metrics = Metrics(stats, http=http, tenants=tenant_stats)
+    tenancy = tenancy_for(settings)
 
     def dispatcher_for(stop: threading.Event) -> Dispatcher:
         return Dispatcher(
-            built_routes, sink, policy, stats=stats, stop=stop, observe=metrics.observe_call
+            built_routes,
+            sink,
+            policy,
+            stats=stats,
+            stop=stop,
+            observe=metrics.observe_call,
+            tenancy=tenancy,
+            tenant_stats=tenant_stats,
         )
 
     worker = Worker(

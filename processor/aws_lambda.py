@@ -25,7 +25,13 @@ from typing import Any
 import structlog
 
 from processor._runtime import tune_gc
-from processor.app import build_routes, make_dead_letter_sink, make_http_pool, retry_policy
+from processor.app import (
+    build_routes,
+    make_dead_letter_sink,
+    make_http_pool,
+    retry_policy,
+    tenancy_for,
+)
 from processor.aws import AwsClients, make_clients
 from processor.batching import Dispatcher
 from processor.consumer import RouteStats, StreamInfo
@@ -93,7 +99,10 @@ def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime
         retry_policy(settings, report_exhausted=True), max_retries=0, bisect_on_error=False
     )
     sink = make_dead_letter_sink(settings, clients)
-    return _Runtime(settings, Dispatcher(routes, sink, policy, stats=stats, stop=stop), stats)
+    dispatcher = Dispatcher(
+        routes, sink, policy, stats=stats, stop=stop, tenancy=tenancy_for(settings)
+    )
+    return _Runtime(settings, dispatcher, stats)
 
 
 def reset() -> None:

@@ -53,6 +53,7 @@ from processor.dead_letter import DeadLetter, DeadLetterSink, now_utc
 from processor.errors import RecordError, ShutdownRequested, TransientError
 from processor.records import StreamRecord
 from processor.routing import Route
+from processor.tenancy import NO_TENANT, Tenancy, TenantStats
 
 __all__ = ["Dispatcher", "RetryPolicy", "key_groups"]
 
@@ -181,8 +182,12 @@ class Dispatcher:
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
         observe: Callable[[str, float], None] | None = None,
+        tenancy: Tenancy | None = None,
+        tenant_stats: TenantStats | None = None,
     ) -> None:
         self.routes = tuple(routes)
+        self._tenancy = tenancy
+        self.tenant_stats = tenant_stats if tenant_stats is not None else TenantStats()
         self._observe = observe
         self._sink = dead_letter
         self._policy = policy
@@ -207,13 +212,20 @@ class Dispatcher:
         record was delivered or dead-lettered and the list is empty), in stream order.
         """
         self._unhandled = {}
+        if self._tenancy is not None:
+            records, aside = self._tenancy.assign(records)
+            if aside:
+                self._set_aside(aside)
         for route in self.routes:
             started = time.perf_counter()
+            if route.watch is not None:
+                route.watch(records)
             selected = route.select(records)
             stats = self._stats[route.name]
             stats.add("filtered", len(records) - len(selected))
             if not selected:
                 continue
+            self.tenant_stats.add_records(route.name, selected, "routed")
             dead = self._deliver_route(route, selected, stats)
             log.info(
                 "batch_dispatched",
@@ -226,6 +238,36 @@ class Dispatcher:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
         return sorted(self._unhandled.values(), key=lambda r: r.sequence_int)
+
+    def _set_aside(self, records: list[StreamRecord]) -> None:
+        """Records without a tenant under ``[tenancy] missing = skip | dead_letter``."""
+        assert self._tenancy is not None
+        resolver = self._tenancy.resolver
+        reason = (
+            f"key attribute {resolver.attribute!r} is missing or does not match "
+            f"[tenancy] pattern {resolver.pattern.pattern!r}"
+        )
+        if self._tenancy.missing == "skip":
+            self.tenant_stats.add_records("-", records, "skipped")
+            log.info("records_without_tenant_skipped", count=len(records), reason=reason)
+            return
+        now = now_utc(self._clock)
+        self._write_dead_letters(
+            [
+                DeadLetter(
+                    record=r.raw,
+                    route="-",
+                    error_type="NoTenant",
+                    error_message=reason,
+                    attempts=0,
+                    shard_id=r.shard_id,
+                    first_attempt_at=now,
+                    dead_lettered_at=now,
+                )
+                for r in records
+            ]
+        )
+        log.warning("records_without_tenant_dead_lettered", count=len(records), reason=reason)
 
     # -- one route ----------------------------------------------------------------------------
 
@@ -388,6 +430,7 @@ class Dispatcher:
                     shard_id=record.shard_id,
                     first_attempt_at=started,
                     dead_lettered_at=started,
+                    tenant=record.tenant,
                 )
                 for record, reason, attempts in rejected
             ],
@@ -442,6 +485,7 @@ class Dispatcher:
                 shard_id=r.shard_id,
                 first_attempt_at=first_attempt_at,
                 dead_lettered_at=now,
+                tenant=r.tenant,
             )
             for r in records
         ]
@@ -454,6 +498,7 @@ class Dispatcher:
             error=message,
             attempts=exhausted.attempts,
             sequence_numbers=[r.sequence_number for r in records][:10],
+            tenants=sorted({r.tenant or NO_TENANT for r in records})[:10],
         )
 
     def _write_dead_letters(self, entries: list[DeadLetter]) -> None:
@@ -472,6 +517,8 @@ class Dispatcher:
             retrying(self._sink.send, entries)
         except TransientError as exc:
             raise ShutdownRequested("stop requested while writing dead letters") from exc
+        for entry in entries:
+            self.tenant_stats.add(entry.route, entry.tenant or NO_TENANT, "dead_lettered")
 
 
 def _call_consumer(route: Route, records: list[StreamRecord]) -> BatchResult | None:

@@ -49,6 +49,7 @@ class DeadLetter:
     shard_id: str | None
     first_attempt_at: datetime
     dead_lettered_at: datetime
+    tenant: str | None = None
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class DeadLetter:
             "error": {"type": self.error_type, "message": self.error_message},
             "attempts": self.attempts,
             "shard_id": self.shard_id,
+            "tenant": self.tenant,
             "sequence_number": self.record.get("dynamodb", {}).get("SequenceNumber"),
             "event_id": self.record.get("eventID"),
             "first_attempt_at": self.first_attempt_at.isoformat(),
@@ -74,6 +76,7 @@ class DeadLetter:
             shard_id=doc.get("shard_id"),
             first_attempt_at=datetime.fromisoformat(doc["first_attempt_at"]),
             dead_lettered_at=datetime.fromisoformat(doc["dead_lettered_at"]),
+            tenant=doc.get("tenant"),
         )
 
 

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from processor.consumer import RouteStats
+from processor.tenancy import TenantStats
 
 __all__ = ["HealthServer", "Metrics"]
 
@@ -56,6 +57,16 @@ class _EngineCollector(Collector):
         yield records
         yield retries
         yield consumer
+        if self._m.tenants is not None:
+            per_tenant = CounterMetricFamily(
+                "dsp_tenant_records",
+                "Records per route and tenant by outcome (routed, dead_lettered, skipped); "
+                'tenant "-" is none, route "-" is before routing',
+                labels=["route", "tenant", "outcome"],
+            )
+            for (route, tenant, outcome), value in sorted(self._m.tenants.snapshot().items()):
+                per_tenant.add_metric([route, tenant, outcome], value)
+            yield per_tenant
         worker = self._m.worker
         if worker is not None:
             state = worker.state()
@@ -117,10 +128,12 @@ class Metrics:
         route_stats: Mapping[str, RouteStats],
         *,
         http: Any = None,
+        tenants: TenantStats | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry or CollectorRegistry()
         self.route_stats = route_stats
+        self.tenants = tenants
         self.http = http
         self.worker: Any = None  # set once the worker exists (it exposes state())
         self._latency = Histogram(

@@ -197,11 +197,23 @@ class StreamRecord:
     destination stores and what filter patterns match against.
     """
 
-    __slots__ = ("_created", "_key_id", "_keys", "_lazy", "_new", "_old", "_raw", "shard_id")
+    __slots__ = (
+        "_created",
+        "_key_id",
+        "_keys",
+        "_lazy",
+        "_new",
+        "_old",
+        "_raw",
+        "shard_id",
+        "tenant",
+    )
 
     _raw: dict[str, Any]
     _lazy: dict[str, Any] | None
     shard_id: str | None
+    #: The record's tenant, set by the dispatcher from ``[tenancy]`` (None: no match).
+    tenant: str | None
 
     def __init__(
         self,
@@ -213,6 +225,7 @@ class StreamRecord:
         self._raw = raw
         self._lazy = lazy_images  # image name -> raw JSON bytes, decoded on first read
         self.shard_id = shard_id
+        self.tenant = None
         # decoded views, filled on first read (functools.cached_property locks on 3.11)
         self._keys: Any = _UNSET
         self._new: Any = _UNSET

@@ -285,6 +285,8 @@ class Route:
     name: str
     consumer: Callable[..., Any]
     filters: tuple[FilterPattern, ...] = ()
+    #: optional: called with every batch before filtering (a consumer watching its own config)
+    watch: Callable[[Sequence[Any]], None] | None = None
 
     def accepts(self, raw_record: dict[str, Any]) -> bool:
         return not self.filters or any(f.matches(raw_record) for f in self.filters)

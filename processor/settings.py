@@ -176,6 +176,8 @@ class ObservabilitySettings(_Section):
 class TenancySettings(_Section):
     attribute: str = "pk"
     pattern: str = r"^TENANT#(?P<tenant>[^#]+)"
+    #: records whose key does not match: deliver them (tenant None), drop them, or dead-letter
+    missing: Literal["process", "skip", "dead_letter"] = "process"
 
     @field_validator("pattern")
     @classmethod

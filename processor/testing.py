@@ -161,6 +161,8 @@ class WebhookReceiver:
         self.connections = 0
         self._scripts: dict[str, _Script] = {}
         self._counts: dict[str, int] = {}
+        #: while set, every request is answered with this status (an outage)
+        self.down_status: int | None = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -220,6 +222,8 @@ class WebhookReceiver:
 
     def _answer(self, path: str) -> tuple[int, dict[str, str], float]:
         with self._lock:
+            if self.down_status is not None:
+                return self.down_status, {}, 0.0
             script = self._scripts.get(path) or _Script()
             n = self._counts.get(path, 0)
             self._counts[path] = n + 1

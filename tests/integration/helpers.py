@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import urllib3
@@ -29,8 +30,16 @@ def context(
     http: urllib3.PoolManager | None = None,
     sleeps: list[float] | None = None,
     memory: dict[str, Any] | None = None,
+    real_sleep: bool = False,
 ) -> ConsumerContext:
+    """A consumer context; sleeps are recorded (and skipped unless ``real_sleep``)."""
     recorded = sleeps if sleeps is not None else []
+
+    def sleep(seconds: float) -> None:
+        recorded.append(seconds)
+        if real_sleep:
+            time.sleep(seconds)
+
     return ConsumerContext(
         route="test",
         config_key="routes.0",
@@ -40,6 +49,6 @@ def context(
         clients=clients(endpoint) if endpoint else None,
         http=http or urllib3.PoolManager(maxsize=4, retries=False),
         memory_caches=memory if memory is not None else {},
-        sleep=recorded.append,
+        sleep=sleep,
         stop=threading.Event(),
     )

@@ -1,0 +1,213 @@
+"""Who receives a record's webhook: subscriptions from configuration or from a DynamoDB table.
+
+A subscription names a tenant (``*``: every tenant), the event names it wants (empty: all),
+a URL (``{tenant}`` is filled in), an optional signing secret and whether it is active.
+
+``TableSubscriptions`` reads a table whose items have the attributes ``tenant`` (S), ``url``
+(S), and optionally ``events`` (SS, or L of S), ``secret`` (S) and ``active`` (BOOL, default
+true), through an in-process cache with a TTL (ADR 0008). When the worker also reads that
+table's stream, a change to a subscription item invalidates the cache at once, so the next
+delivery sees it without waiting for the TTL.
+"""
+
+from __future__ import annotations
+
+import string
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from processor import StreamRecord, translate_client_error
+
+__all__ = [
+    "ANY_TENANT",
+    "StaticSubscriptions",
+    "Subscription",
+    "SubscriptionSource",
+    "TableSubscriptions",
+    "template_fields",
+]
+
+log = structlog.get_logger()
+
+ANY_TENANT = "*"
+
+
+def template_fields(template: str) -> list[str]:
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+
+
+class MissingTenant(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    tenant: str
+    url: str
+    secret: str | None = None
+    events: frozenset[str] = frozenset()
+    active: bool = True
+
+    @property
+    def id(self) -> str:
+        return f"{self.tenant}\x1f{self.url}"
+
+    def wants(self, event_name: str) -> bool:
+        return self.active and (not self.events or event_name in self.events)
+
+    def url_for(self, tenant: str | None) -> str:
+        """The URL with ``{tenant}`` filled in; raises MissingTenant if it needs one."""
+        if "{" not in self.url:
+            return self.url
+        if tenant is None:
+            raise MissingTenant(f"URL {self.url!r} needs {{tenant}} but the record has none")
+        return self.url.format(tenant=tenant)
+
+
+class SubscriptionSource(Protocol):
+    def lookup(self, tenant: str | None, event_name: str) -> list[Subscription]: ...
+
+
+def _index(subscriptions: Iterable[Subscription]) -> dict[str, list[Subscription]]:
+    index: dict[str, list[Subscription]] = {}
+    for sub in subscriptions:
+        if sub.active:
+            index.setdefault(sub.tenant, []).append(sub)
+    return index
+
+
+def _lookup(
+    index: Mapping[str, list[Subscription]], tenant: str | None, event_name: str
+) -> list[Subscription]:
+    found = [s for s in index.get(ANY_TENANT, ()) if s.wants(event_name)]
+    if tenant is not None and tenant != ANY_TENANT:
+        found += [s for s in index.get(tenant, ()) if s.wants(event_name)]
+    return found
+
+
+class StaticSubscriptions:
+    """Subscriptions given in the configuration."""
+
+    def __init__(self, subscriptions: Sequence[Subscription]) -> None:
+        self.subscriptions = list(subscriptions)
+        self._index = _index(subscriptions)
+
+    def lookup(self, tenant: str | None, event_name: str) -> list[Subscription]:
+        return _lookup(self._index, tenant, event_name)
+
+
+def _text(value: Mapping[str, Any] | None) -> str | None:
+    if not value:
+        return None
+    if "S" in value:
+        return str(value["S"])
+    return None
+
+
+def parse_item(item: Mapping[str, Any]) -> Subscription:
+    """One table item (DynamoDB JSON) as a Subscription; ValueError says what is wrong."""
+    tenant = _text(item.get("tenant"))
+    url = _text(item.get("url"))
+    if not tenant or not url:
+        raise ValueError("needs string attributes 'tenant' and 'url'")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"url {url!r} is not http(s)")
+    unknown = [f for f in template_fields(url) if f != "tenant"]
+    if unknown:
+        raise ValueError(f"url may only use {{tenant}}, not {unknown}")
+    events_value = item.get("events") or {}
+    if "SS" in events_value:
+        events = frozenset(events_value["SS"])
+    elif "L" in events_value:
+        events = frozenset(str(v.get("S")) for v in events_value["L"])
+    elif "S" in events_value:
+        events = frozenset({events_value["S"]})
+    else:
+        events = frozenset()
+    active = item.get("active", {"BOOL": True}).get("BOOL", True)
+    return Subscription(tenant, url, _text(item.get("secret")), events, bool(active))
+
+
+class TableSubscriptions:
+    """Subscriptions read from a DynamoDB table, cached for ``ttl_s`` (thread-safe)."""
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        *,
+        ttl_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        stats: Any = None,
+    ) -> None:
+        self._client = client
+        self.table = table
+        self._ttl = ttl_s
+        self._clock = clock
+        self._stats = stats
+        self._lock = threading.Lock()
+        self._index: dict[str, list[Subscription]] | None = None
+        self._loaded_at = 0.0
+        self.loads = 0
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._loaded_at = float("-inf")
+
+    def lookup(self, tenant: str | None, event_name: str) -> list[Subscription]:
+        return _lookup(self._current(), tenant, event_name)
+
+    def _current(self) -> dict[str, list[Subscription]]:
+        with self._lock:
+            if self._index is not None and self._clock() - self._loaded_at < self._ttl:
+                return self._index
+            try:
+                self._index = _index(self._scan())
+            except Exception as exc:
+                if self._index is None:
+                    raise
+                # keep serving what we had; look again after a short pause, not every call
+                log.warning("subscriptions_refresh_failed", table=self.table, error=str(exc))
+                self._loaded_at = self._clock() - self._ttl + min(self._ttl, 5.0)
+                return self._index
+            self._loaded_at = self._clock()
+            self.loads += 1
+            if self._stats is not None:
+                self._stats.add("subscription_loads")
+            return self._index
+
+    def _scan(self) -> list[Subscription]:
+        found: list[Subscription] = []
+        kwargs: dict[str, Any] = {"TableName": self.table}
+        try:
+            while True:
+                page = self._client.scan(**kwargs)
+                for item in page.get("Items", []):
+                    try:
+                        found.append(parse_item(item))
+                    except ValueError as exc:
+                        log.warning("subscription_item_invalid", table=self.table, error=str(exc))
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_client_error(exc, "Scan") from exc
+        log.info("subscriptions_loaded", table=self.table, subscriptions=len(found))
+        return found
+
+    def watch(self, records: Sequence[StreamRecord]) -> None:
+        """Records of this table's own stream: a changed subscription item refreshes the cache."""
+        for record in records:
+            if record.table_name not in (None, self.table):
+                return
+            images = [record.wire_new_image, record.wire_old_image]
+            if all(i is None for i in images) or any(i and "url" in i for i in images):
+                log.info("subscriptions_changed", table=self.table, event_id=record.event_id)
+                self.invalidate()
+                return

@@ -1,0 +1,102 @@
+"""Circuit breaker, token buckets and the fair scheduler, with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from processor.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_consecutive_failures_and_half_opens_after_cool_down() -> None:
+    clock = Clock()
+    changes: list[str] = []
+    breaker = CircuitBreaker(
+        "h:80", threshold=3, cool_down_s=10, clock=clock, on_change=lambda h, s: changes.append(s)
+    )
+    for _ in range(2):
+        breaker.before_call()
+        breaker.failure()
+    breaker.before_call()
+    breaker.success()  # a success resets the count
+    for _ in range(3):
+        breaker.before_call()
+        breaker.failure()
+    assert breaker.state == "open"
+    with pytest.raises(CircuitOpen) as raised:
+        breaker.before_call()
+    assert raised.value.retry_in_s == pytest.approx(10)
+    clock.now += 10
+    assert str(breaker.state) == "half_open"
+    breaker.before_call()  # the one probe
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()  # nobody else while it is out
+    breaker.failure()  # the probe failed: open again, for a whole cool-down
+    assert breaker.state == "open"
+    clock.now += 10
+    breaker.before_call()
+    breaker.success()
+    assert str(breaker.state) == "closed"
+    breaker.before_call()
+    assert changes == ["open", "open", "closed"]
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(2.0, 3, overrides={"vip": 100.0}, clock=clock)
+    assert [buckets.try_take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.try_take("a") == pytest.approx(0.5)
+    assert buckets.try_take("b") == 0.0  # tenants do not share a bucket
+    clock.now += 0.5
+    assert buckets.try_take("a") == 0.0
+    assert buckets.try_take("a") > 0
+    assert all(buckets.try_take("vip") == 0.0 for _ in range(3))
+    assert TokenBuckets(None, 1).try_take("x") == 0.0
+
+
+def test_scheduler_takes_tenants_in_turn_and_keys_in_order() -> None:
+    scheduler: FairScheduler[str, str] = FairScheduler()
+    for i in range(6):
+        scheduler.add(f"noisy{i}", "noisy", f"n{i}")
+    scheduler.add("q", "quiet", "q0")
+    scheduler.add("q", "quiet", "q1")
+    order = []
+    while True:
+        nxt = scheduler.next()
+        if not isinstance(nxt, tuple):
+            break
+        key, item = nxt
+        order.append(item)
+        scheduler.done(key)
+    # the quiet tenant's records are not queued behind the noisy tenant's six
+    assert order[:4] == ["n0", "q0", "n1", "q1"]
+    assert sorted(order) == sorted(["n0", "n1", "n2", "n3", "n4", "n5", "q0", "q1"])
+    assert not scheduler.pending()
+
+
+def test_scheduler_never_starts_two_items_of_one_key_and_drop_returns_the_rest() -> None:
+    scheduler: FairScheduler[str, int] = FairScheduler()
+    for i in range(3):
+        scheduler.add("k", "t", i)
+    assert scheduler.next() == ("k", 0)
+    assert scheduler.next() is None  # k is busy
+    assert scheduler.drop("k") == [0, 1, 2]
+    assert not scheduler.pending()
+
+
+def test_scheduler_reports_the_wait_when_every_tenant_is_out_of_tokens() -> None:
+    clock = Clock()
+    scheduler: FairScheduler[str, int] = FairScheduler(TokenBuckets(1.0, 1, clock=clock))
+    scheduler.add("a", "t", 1)
+    scheduler.add("b", "t", 2)
+    assert scheduler.next() == ("a", 1)
+    assert scheduler.next() == pytest.approx(1.0)
+    clock.now += 1
+    assert scheduler.next() == ("b", 2)
