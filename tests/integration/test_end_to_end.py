@@ -175,6 +175,7 @@ def test_run_mirrors_announces_and_invalidates_every_change_once(
         "event_id",
         "event_name",
         "table_name",
+        "tenant",
         "keys",
         "new_image",
         "old_image",
@@ -182,6 +183,7 @@ def test_run_mirrors_announces_and_invalidates_every_change_once(
         "approximate_creation_time",
     }
     assert body["approximate_creation_time"].endswith("Z")
+    assert body["tenant"] == body["keys"]["pk"].removeprefix("TENANT#")
 
     # cache entries of changed items are gone, the others remain
     assert not any(redis_client.exists(f"{prefix}{pk}:{sk}") for pk, sk in keys)
