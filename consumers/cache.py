@@ -1,11 +1,21 @@
-"""Invalidate cache entries named after each changed item's key.
+"""Invalidate cache entries named after each changed item.
 
-``options.keys = ["order:{pk}:{sk}", ...]``: Python format templates whose fields name key
-attributes (their values as on the wire: strings, numbers as written, binary as base64).
+``options.keys = ["order:{pk}:{sk}", "user-by-email:{image.email}", ...]``: templates whose
+fields are
+
+* key attributes (their values as on the wire: strings, numbers as written, binary as base64);
+* ``{tenant}`` (the record's tenant from ``[tenancy]``; a record without one skips the template);
+* ``{new.ATTR}`` / ``{old.ATTR}``: an attribute of the new or old image, and ``{image.ATTR}``:
+  of both - for caches keyed by a secondary attribute, so that when an email changes, the
+  entries under the old and the new email are both invalidated. A template whose attribute is
+  absent from an image gives no name for it.
+
 Names are deleted from Redis at ``options.redis_url`` with one pipelined round trip of
-single-key ``UNLINK`` commands (safe on Redis Cluster), or from an in-process cache when
+single-key ``UNLINK`` commands per batch (``cluster = true`` uses a Redis Cluster client,
+which groups them by node; no command ever names two keys), or from an in-process cache when
 ``redis_url = "memory"``. With ``options.channel`` each invalidated name is also published on
-that Redis channel so services holding in-process caches can drop them.
+that Redis channel, for services that embed :class:`consumers.cache_client.SubscribedCache`.
+Redis unavailable is a transient error, retried here and then by the engine.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import string
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -29,16 +40,18 @@ from tenacity import (
 from consumers._options import Options
 from processor import ConfigError, ConsumerContext, StreamRecord, TransientError
 
-__all__ = ["CacheInvalidator", "MemoryCache", "build"]
+__all__ = ["CacheInvalidator", "MemoryCache", "Template", "build"]
 
 log = structlog.get_logger()
 
 MEMORY = "memory"
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError)
 
 
 class CacheOptions(Options):
     keys: list[str] = Field(min_length=1)
     redis_url: str = MEMORY
+    cluster: bool = False
     channel: str | None = None
     max_attempts: int = Field(default=5, ge=1, le=100)
     socket_timeout_s: float = Field(default=2.0, gt=0)
@@ -91,15 +104,83 @@ def _wire_scalar(value: Mapping[str, Any]) -> str:
     return str(raw)
 
 
+class _Flat(string.Formatter):
+    """Looks fields up by their whole name ("new.email"), never by attribute access."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        return kwargs[field_name], field_name
+
+
+_FORMAT = _Flat().vformat
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One key template, with what its fields need."""
+
+    text: str
+    keys: tuple[str, ...]
+    images: tuple[str, ...]  # "new", "old" or both: one name per image that has the fields
+    image_attributes: tuple[str, ...]
+    tenant: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Template:
+        keys: list[str] = []
+        attributes: list[str] = []
+        images: set[str] = set()
+        tenant = False
+        for name in _fields(text):
+            prefix, dot, attribute = name.partition(".")
+            if name == "tenant":
+                tenant = True
+            elif dot and prefix in ("new", "old", "image") and attribute:
+                images.update(("new", "old") if prefix == "image" else (prefix,))
+                attributes.append(name)
+            elif dot:
+                raise ValueError(f"{{{name}}}: image fields are new.ATTR, old.ATTR or image.ATTR")
+            else:
+                keys.append(name)
+        if not (keys or attributes or tenant):
+            raise ValueError("needs at least one field")
+        if len({a.split(".", 1)[0] for a in attributes}) > 1:
+            raise ValueError("use one of new., old. or image. per template")
+        return cls(text, tuple(keys), tuple(sorted(images)), tuple(attributes), tenant)
+
+    def names(self, record: StreamRecord, keys: Mapping[str, str]) -> list[str]:
+        values: dict[str, str] = dict(keys)
+        if self.tenant:
+            if record.tenant is None:
+                return []
+            values["tenant"] = record.tenant
+        if not self.images:
+            return [_FORMAT(self.text, (), values)]
+        names = []
+        for which in self.images:
+            image = record.wire_new_image if which == "new" else record.wire_old_image
+            if image is None:
+                continue
+            found = dict(values)
+            for field_name in self.image_attributes:
+                value = image.get(field_name.split(".", 1)[1])
+                if value is None:
+                    break
+                found[field_name] = _wire_scalar(value)
+            else:
+                names.append(_FORMAT(self.text, (), found))
+        return names
+
+
 class CacheInvalidator:
     def __init__(
         self,
         options: CacheOptions,
         context: ConsumerContext,
-        client: redis.Redis | None,
+        client: redis.Redis | redis.RedisCluster | None,
         memory: MemoryCache | None,
     ) -> None:
         self._options = options
+        self._templates = [Template.parse(t) for t in options.keys]
         self._context = context
         self._redis = client
         self._memory = memory
@@ -110,8 +191,9 @@ class CacheInvalidator:
         seen: dict[str, None] = {}
         for record in records:
             values = {name: _wire_scalar(v) for name, v in record.wire_keys.items()}
-            for template in self._options.keys:
-                seen.setdefault(template.format(**values), None)
+            for template in self._templates:
+                for name in template.names(record, values):
+                    seen.setdefault(name, None)
         return list(seen)
 
     def __call__(self, records: Sequence[StreamRecord]) -> None:
@@ -139,7 +221,11 @@ class CacheInvalidator:
                     for name in names:
                         pipe.publish(channel, name)
                 results = pipe.execute()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (
+                redis.ConnectionError,
+                redis.TimeoutError,
+                redis.exceptions.ClusterError,
+            ) as exc:
                 raise TransientError(
                     f"Redis unavailable: {exc}", consumer=self._context.route
                 ) from exc
@@ -165,20 +251,30 @@ class CacheInvalidator:
 def build(options: Mapping[str, Any], context: ConsumerContext) -> CacheInvalidator:
     opts = CacheOptions.model_validate(options)
     valid = set(context.stream.key_attributes)
-    for index, template in enumerate(opts.keys):
+    stream = context.stream
+    for index, text in enumerate(opts.keys):
+        key = f"{context.config_key}.options.keys.{index}"
         try:
-            fields = _fields(template)
+            template = Template.parse(text)
         except ValueError as exc:
+            raise ConfigError(key, text, str(exc)) from None
+        unknown = [f for f in template.keys if f not in valid]
+        if unknown:
             raise ConfigError(
-                f"{context.config_key}.options.keys.{index}", template, str(exc)
-            ) from None
-        unknown = [f for f in fields if f not in valid]
-        if unknown or not fields:
+                key,
+                text,
+                f"{{{unknown[0]}}} is not a key attribute of table {stream.table_name}; fields "
+                "are key attributes ("
+                + ", ".join("{" + k + "}" for k in stream.key_attributes)
+                + "), {tenant}, {new.ATTR}, {old.ATTR} or {image.ATTR}",
+            )
+        available = {"new": stream.has_new_images, "old": stream.has_old_images}
+        if template.images and not any(available[w] for w in template.images):
             raise ConfigError(
-                f"{context.config_key}.options.keys.{index}",
-                template,
-                f"fields must name key attributes of table {context.stream.table_name}: "
-                + ", ".join("{" + k + "}" for k in context.stream.key_attributes),
+                key,
+                text,
+                f"the stream's view type is {stream.view_type}: it has no "
+                + " or ".join(f"{w} images" for w in template.images),
             )
     if opts.redis_url == MEMORY:
         memory = context.memory_caches.setdefault(MEMORY, MemoryCache())
@@ -189,10 +285,18 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> CacheInvalida
                 'needs a Redis redis_url, not "memory"',
             )
         return CacheInvalidator(opts, context, None, memory)
-    client = redis.Redis.from_url(
-        opts.redis_url,
-        socket_timeout=opts.socket_timeout_s,
-        socket_connect_timeout=opts.socket_timeout_s,
-        health_check_interval=30,
-    )
+    client: redis.Redis | redis.RedisCluster
+    if opts.cluster:
+        client = redis.RedisCluster.from_url(
+            opts.redis_url,
+            socket_timeout=opts.socket_timeout_s,
+            socket_connect_timeout=opts.socket_timeout_s,
+        )
+    else:
+        client = redis.Redis.from_url(
+            opts.redis_url,
+            socket_timeout=opts.socket_timeout_s,
+            socket_connect_timeout=opts.socket_timeout_s,
+            health_check_interval=30,
+        )
     return CacheInvalidator(opts, context, client, None)

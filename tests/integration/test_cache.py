@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import pytest
 import redis
 
 from consumers.cache import MemoryCache, build
-from processor.errors import TransientError
+from processor.errors import ConfigError, TransientError
 from processor.records import StreamRecord
 from processor.testing import make_record
 
@@ -92,3 +94,52 @@ def test_memory_cache_is_invalidated_in_process() -> None:
     consumer([rec("a", "1")])
     assert "o:a:1" not in cache
     assert "o:z:9" in cache
+
+
+def test_templates_over_tenant_and_both_images_invalidate_old_and_new_names() -> None:
+    """A changed email invalidates the entry under the old and under the new address;
+    {tenant} comes from [tenancy]; a record without a tenant skips tenant templates."""
+    memory: dict[str, Any] = {}
+    consumer = build(
+        {
+            "keys": ["user:{tenant}:{sk}", "by-email:{image.email}", "new-only:{new.email}"],
+            "redis_url": "memory",
+        },
+        context(memory=memory),
+    )
+    changed = make_record(
+        {"pk": {"S": "TENANT#acme"}, "sk": {"S": "u1"}},
+        event_name="MODIFY",
+        new_image={"pk": {"S": "TENANT#acme"}, "sk": {"S": "u1"}, "email": {"S": "new@x"}},
+        old_image={"pk": {"S": "TENANT#acme"}, "sk": {"S": "u1"}, "email": {"S": "old@x"}},
+    )
+    changed.tenant = "acme"
+    removed = make_record(
+        {"pk": {"S": "GLOBAL"}, "sk": {"S": "u2"}},
+        event_name="REMOVE",
+        old_image={"pk": {"S": "GLOBAL"}, "sk": {"S": "u2"}, "email": {"S": "gone@x"}},
+    )
+    assert consumer.names([changed, removed]) == [
+        "user:acme:u1",
+        "by-email:new@x",
+        "by-email:old@x",
+        "new-only:new@x",
+        "by-email:gone@x",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("template", "view", "message"),
+    [
+        ("o:{email}", "NEW_AND_OLD_IMAGES", "not a key attribute"),
+        ("o:{new.email}", "KEYS_ONLY", "no new images"),
+        ("o:{old.email}", "NEW_IMAGE", "no old images"),
+        ("o:{item.email}", "NEW_AND_OLD_IMAGES", "new.ATTR, old.ATTR or image.ATTR"),
+        ("o:{new.a}:{old.b}", "NEW_AND_OLD_IMAGES", "one of new., old. or image."),
+        ("constant", "NEW_AND_OLD_IMAGES", "at least one field"),
+    ],
+)
+def test_bad_templates_name_the_key(template: str, view: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        build({"keys": ["o:{pk}", template]}, context(view=view))
+    assert raised.value.key == "routes.0.options.keys.1"
