@@ -178,6 +178,17 @@ class App:
         self.http.clear()
 
 
+def _consumer_connections(settings: Settings) -> int:
+    """Connections the consumers' own DynamoDB calls may hold at once (batch_write concurrency
+    per route, times the key groups that may call it together)."""
+    per_call = sum(
+        int(route.options.get("concurrency", 4))
+        for route in settings.routes
+        if route.consumer == "batch_write"
+    )
+    return per_call * settings.batch.parallelism
+
+
 def build_app(
     settings: Settings,
     *,
@@ -191,7 +202,7 @@ def build_app(
     only_shards: frozenset[str] | None = None,
 ) -> App:
     """Resolve the stream, build clients, routes and the worker. Raises ConfigError."""
-    pool = settings.checkpoints.max_leases + _EXTRA_CONNECTIONS
+    pool = settings.checkpoints.max_leases + _EXTRA_CONNECTIONS + _consumer_connections(settings)
     clients = make_clients(
         region=settings.aws.region,
         endpoint_url=settings.aws.endpoint_url,

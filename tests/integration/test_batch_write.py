@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from consumers.batch_write import build
+from consumers.batch_write import BatchWriteConsumer, _Write, build, item_size
+from processor.consumer import BatchResult
 from processor.errors import ConfigError
 from processor.records import StreamRecord
 from processor.testing import create_table, make_record, scan_all
@@ -110,3 +111,117 @@ def test_missing_target_table_is_a_configuration_error(endpoint: str) -> None:
     with pytest.raises(ConfigError) as info:
         build({"table": "no-such-table"}, context(endpoint=endpoint))
     assert info.value.key == "routes.0.options.table"
+
+
+def test_items_over_dynamodb_limits_are_rejected_before_any_call(
+    endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """Over 400 KB, a partition key over 2048 bytes, a sort key over 1024 bytes, an empty key:
+    each is rejected with the limit it breaks; the rest of the batch is written."""
+    table = f"limits-{unique}"
+    create_table(dynamodb, table, stream_view=None)
+    ctx = context(endpoint=endpoint)
+    consumer = build({"table": table}, ctx)
+    big = put("a", "big", blob={"S": "x" * (400 * 1024)})
+    long_pk = put("p" * 2049, "1")
+    long_sk = put("a", "s" * 1025)
+    empty = put("a", "")
+    fine = put("a", "fine", blob={"S": "x" * (390 * 1024)})
+    result = consumer([big, long_pk, long_sk, empty, fine])
+    assert isinstance(result, BatchResult)
+    assert not result.failed_event_ids
+    reasons = result.rejected
+    assert "400 KB" in reasons[big.event_id]
+    assert "allows 2048" in reasons[long_pk.event_id]
+    assert "allows 1024" in reasons[long_sk.event_id]
+    assert "empty" in reasons[empty.event_id]
+    assert set(items(dynamodb, table)) == {("a", "fine")}
+    assert ctx.stats["batch_write_calls"] == 1
+
+
+def test_item_size_follows_dynamodb_rules() -> None:
+    assert item_size({"pk": {"S": "abc"}}) == 2 + 3
+    assert item_size({"n": {"N": "12345"}}) == 1 + 4  # (5 digits + 1) // 2 + 1
+    assert item_size({"b": {"B": b"\x00\x01"}, "t": {"BOOL": True}}) == 1 + 2 + 1 + 1
+    assert item_size({"m": {"M": {"k": {"S": "v"}}}}) == 1 + 3 + 1 + 1 + 1
+
+
+def test_chunks_respect_25_requests_and_16_mb() -> None:
+    consumer = BatchWriteConsumer.__new__(BatchWriteConsumer)  # _chunks needs no state
+    write = _Write
+    record = put("a", "1")
+    small = [write(record, {"PutRequest": {"Item": {}}}, 100) for _ in range(60)]
+    assert [len(c) for c in consumer._chunks(small)] == [25, 25, 10]
+    large = [write(record, {"PutRequest": {"Item": {}}}, 6 * 1024 * 1024) for _ in range(5)]
+    assert [len(c) for c in consumer._chunks(large)] == [2, 2, 1]
+
+
+def test_concurrent_calls_write_everything(endpoint: str, dynamodb: Any, unique: str) -> None:
+    table = f"concurrent-{unique}"
+    create_table(dynamodb, table, stream_view=None)
+    ctx = context(endpoint=endpoint)
+    consumer = build({"table": table, "concurrency": 4}, ctx)
+    assert consumer([put(f"t{i % 7}", f"{i:04d}", v={"N": str(i)}) for i in range(500)]) is None
+    assert len(items(dynamodb, table)) == 500
+    assert ctx.stats["batch_write_calls"] == 20
+    assert ctx.stats["consumed_capacity_units"] > 0
+    consumer.close()
+
+
+def versioned_put(sk: str, seq: int, value: str) -> StreamRecord:
+    keys = {"pk": {"S": "TENANT#a"}, "sk": {"S": sk}}
+    return make_record(
+        keys,
+        event_name="MODIFY",
+        new_image={**keys, "value": {"S": value}},
+        sequence_number=str(100000000000000000000 + seq),
+    )
+
+
+def versioned_remove(sk: str, seq: int) -> StreamRecord:
+    keys = {"pk": {"S": "TENANT#a"}, "sk": {"S": sk}}
+    return make_record(keys, event_name="REMOVE", sequence_number=str(100000000000000000000 + seq))
+
+
+def test_versioned_a_replayed_older_record_does_not_overwrite_a_newer_projection(
+    endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    table = f"versioned-{unique}"
+    create_table(dynamodb, table, stream_view=None)
+    ctx = context(endpoint=endpoint)
+    consumer = build({"table": table, "versioned": True}, ctx)
+    assert consumer([versioned_put("1", 5, "v5"), versioned_put("2", 5, "v5")]) is None
+    # a replay from earlier in the stream: older versions of both, and the same one again
+    assert consumer([versioned_put("1", 3, "v3"), versioned_put("2", 5, "v5-again")]) is None
+    stored = items(dynamodb, table)
+    assert stored[("TENANT#a", "1")]["value"]["S"] == "v5"
+    assert stored[("TENANT#a", "2")]["value"]["S"] == "v5"
+    assert stored[("TENANT#a", "1")]["_dsp_version"]["S"] == str(100000000000000000000 + 5).zfill(
+        40
+    )
+    assert ctx.stats["stale_skipped"] == 2
+    # a newer change applies
+    assert consumer([versioned_put("1", 9, "v9")]) is None
+    assert items(dynamodb, table)[("TENANT#a", "1")]["value"]["S"] == "v9"
+    # a newer delete applies; an older delete replayed later does nothing
+    assert consumer([versioned_remove("2", 7)]) is None
+    assert ("TENANT#a", "2") not in items(dynamodb, table)
+    assert consumer([versioned_remove("1", 8)]) is None
+    assert items(dynamodb, table)[("TENANT#a", "1")]["value"]["S"] == "v9"
+
+
+def test_versioned_tombstones_keep_a_deleted_item_deleted_under_replay(
+    endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    table = f"tombstones-{unique}"
+    create_table(dynamodb, table, stream_view=None)
+    consumer = build(
+        {"table": table, "versioned": True, "tombstone_ttl_s": 3600}, context(endpoint=endpoint)
+    )
+    consumer([versioned_put("1", 5, "v5")])
+    consumer([versioned_remove("1", 6)])
+    consumer([versioned_put("1", 5, "v5")])  # replayed: must not bring it back
+    (item,) = items(dynamodb, table).values()
+    assert item["_dsp_deleted"] == {"BOOL": True}
+    assert "value" not in item
+    assert int(item["_dsp_expires"]["N"]) > 0

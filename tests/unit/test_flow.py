@@ -100,3 +100,20 @@ def test_scheduler_reports_the_wait_when_every_tenant_is_out_of_tokens() -> None
     assert scheduler.next() == pytest.approx(1.0)
     clock.now += 1
     assert scheduler.next() == ("b", 2)
+
+
+def test_aimd_rate_halves_on_throttling_and_climbs_back_by_steps() -> None:
+    from consumers.batch_write import AimdRate  # noqa: PLC0415 - a consumer's own helper
+
+    clock = Clock()
+    rate = AimdRate(100.0, minimum=10, maximum=150, increase=20, clock=clock)
+    assert rate.acquire(50) == 0.0
+    assert rate.acquire(50) == pytest.approx(0.5)  # 50 items at 100/s are 0.5 s of budget
+    assert rate.throttled() == 50
+    assert rate.throttled() == 25
+    assert rate.throttled() == 12.5
+    assert rate.throttled() == 10  # the floor
+    for _ in range(10):
+        rate.succeeded()
+    assert rate.rate == 150  # the ceiling
+    assert rate.lowest == 10
