@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from benchmarks import batch_writes, decode, e2e, parallel, scale, webhooks
+from benchmarks import batch_writes, decode, e2e, fairness, parallel, scale, staleness, webhooks
 from benchmarks.pages import page
 from processor._runtime import tune_gc
 from processor.testing import moto_server
@@ -126,9 +126,11 @@ def main() -> int:
         sections = [
             decode_rows(bodies),
             webhook_rows(),
+            fairness.rows(),
             wall_rows(),
             batch_writes.rows(endpoint),
             e2e.rows(endpoint),
+            staleness.rows(endpoint),
             scale.rows(endpoint),
         ]
     table = "\n\n".join("\n".join(section) for section in sections)

@@ -22,9 +22,12 @@ Delivery:
   ``max_attempts`` and ``deadline_s``; any other 4xx is final for that record (dead-lettered,
   delivery goes on);
 * a per-host circuit breaker opens after ``breaker_threshold`` consecutive failures and lets
-  one probe through after ``breaker_cool_down_s``. Meanwhile ``on_unavailable = "wait"`` holds
-  that host's records (order kept, the shard waits) and ``"dead_letter"`` dead-letters them
-  with the reason (the shard moves on).
+  one probe through after ``breaker_cool_down_s``. Meanwhile ``on_unavailable = "wait"``
+  holds that host's records: they are reported failed (with the later records of their key)
+  with ``retry_after`` = the next probe, and the engine retries them under ``[batch]``
+  (``max_retries = -1`` waits out any outage, bounded by ``max_record_age_s``), so order is
+  kept and nothing is lost; ``"dead_letter"`` dead-letters them with the reason at once, so
+  the shard moves on.
 
 A record whose retries are exhausted is reported failed together with the later records of
 its key; the engine retries them per ``[batch]``.
@@ -191,7 +194,7 @@ class _Rejected(Exception):
     pass
 
 
-_Outcome = tuple[str, Literal["ok", "rejected", "failed"], str]
+_Outcome = tuple[str, Literal["ok", "rejected", "failed"], str, float | None]
 
 
 class WebhookConsumer:
@@ -348,16 +351,11 @@ class WebhookConsumer:
                 # this record's failures opened the breaker: the policy decides, as for the rest
                 raise CircuitOpen(breaker.host, options.breaker_cool_down_s, 0) from exc
 
-        # "wait" waits out the whole outage; "dead_letter" only the answer of a probe in flight
+        # a half-open breaker's probe is in flight: its answer is moments away, wait for it
         waiting = Retrying(
             stop=stop_when_event_set(self._context.stop),
             wait=_circuit_wait,
-            retry=retry_if_exception(
-                lambda exc: (
-                    isinstance(exc, CircuitOpen)
-                    and (options.on_unavailable == "wait" or exc.probing)
-                )
-            ),
+            retry=retry_if_exception(lambda exc: isinstance(exc, CircuitOpen) and exc.probing),
             sleep=self._context.sleep,
             before_sleep=lambda state: self._stats.add("unavailable_waits"),
             reraise=True,
@@ -368,7 +366,11 @@ class WebhookConsumer:
             if options.on_unavailable == "dead_letter" and not self._context.stop.is_set():
                 self._stats.add("unavailable_dead_lettered")
                 raise _Rejected(f"receiver unavailable: {exc}") from exc
-            raise TransientError(str(exc), consumer=self._context.route) from exc  # stopping
+            # "wait": held, with the rest of its key, until the breaker's next probe
+            self._stats.add("unavailable_held")
+            raise TransientError(
+                str(exc), retry_after=exc.retry_in_s, consumer=self._context.route
+            ) from exc
 
     # -- a batch ---------------------------------------------------------------------------------
 
@@ -406,11 +408,13 @@ class WebhookConsumer:
                 with self._partial_lock:
                     for subscription in subscriptions:
                         self._partial.discard((record.event_id, subscription.id))
-            done.put((key, "ok", ""))
+            done.put((key, "ok", "", None))
         except _Rejected as exc:
-            done.put((key, "rejected", str(exc)))
+            done.put((key, "rejected", str(exc), None))
+        except TransientError as exc:
+            done.put((key, "failed", str(exc), exc.retry_after))
         except BaseException as exc:  # noqa: BLE001 - reported to the batch loop, never lost
-            done.put((key, "failed", f"{type(exc).__name__}: {exc}"))
+            done.put((key, "failed", f"{type(exc).__name__}: {exc}", None))
         finally:
             structlog.contextvars.unbind_contextvars("tenant", "sequence_number")
 
@@ -428,6 +432,7 @@ class WebhookConsumer:
         in_flight: dict[str, StreamRecord] = {}
         failed: set[str] = set()
         rejected: dict[str, str] = {}
+        retry_after: float | None = None
         pool = self._pool()
         while True:
             nxt: Any = None
@@ -447,7 +452,9 @@ class WebhookConsumer:
                 self._context.stop.wait(float(nxt))  # every ready tenant is out of tokens
                 continue
             try:
-                key, outcome, detail = done.get(timeout=nxt if isinstance(nxt, float) else None)
+                key, outcome, detail, hint = done.get(
+                    timeout=nxt if isinstance(nxt, float) else None
+                )
             except queue.Empty:
                 continue
             record = in_flight.pop(key)
@@ -466,6 +473,8 @@ class WebhookConsumer:
                 )
                 scheduler.done(key)
             else:
+                if hint is not None:
+                    retry_after = max(retry_after or 0.0, hint)
                 rest = [r for r, _ in scheduler.drop(key)]
                 failed.update(r.event_id for r in rest)
                 log.warning(
@@ -481,7 +490,7 @@ class WebhookConsumer:
         failed.update(r.event_id for r, _ in scheduler.drain())
         if not failed and not rejected:
             return None
-        return BatchResult(frozenset(failed), rejected)
+        return BatchResult(frozenset(failed), rejected, retry_after)
 
     def connections_opened(self) -> int:
         return sum(

@@ -93,8 +93,9 @@ class _Exhausted(Exception):
 
 
 class _PartialFailure(Exception):
-    def __init__(self, failed: int, total: int) -> None:
+    def __init__(self, failed: int, total: int, retry_after: float | None = None) -> None:
         super().__init__(f"consumer reported {failed} of {total} records failed")
+        self.retry_after = retry_after
 
 
 class _TooOld(Exception):
@@ -117,7 +118,7 @@ class _WaitWithRetryAfter:
     def __call__(self, state: RetryCallState) -> float:
         delay = float(self._jitter(state))
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientError) and exc.retry_after:
+        if isinstance(exc, TransientError | _PartialFailure) and exc.retry_after:
             delay = max(delay, min(exc.retry_after, self._max))
         return delay
 
@@ -389,7 +390,9 @@ class Dispatcher:
                     rejected.append((record, result.rejected[record.event_id], attempts))
             remaining = retry
             if remaining:
-                raise _PartialFailure(len(result.failed_event_ids), len(remaining))
+                raise _PartialFailure(
+                    len(result.failed_event_ids), len(remaining), result.retry_after
+                )
 
         retrying = Retrying(
             stop=self._stop_condition(lambda: remaining),

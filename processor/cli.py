@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from processor._runtime import tune_gc
-from processor.app import build_app, retry_policy, stats_table
+from processor.app import build_app, retry_policy, stats_table, tenancy_for
 from processor.aws import make_clients
 from processor.checkpoints import DynamoDBLeaseStore
 from processor.errors import ConfigError, ProcessorError
@@ -230,6 +230,7 @@ def _redrive(args: argparse.Namespace, settings: Settings) -> int:
             app.routes,
             retry_policy(settings),
             only_routes=set(args.route) if args.route else None,
+            tenancy=tenancy_for(settings),
         )
     finally:
         app.close()

@@ -48,6 +48,9 @@ class BatchResult:
 
     failed_event_ids: frozenset[str] = frozenset()
     rejected: Mapping[str, str] = field(default_factory=dict)
+    #: optional: retry the failed records no sooner than this (e.g. a receiver's circuit
+    #: breaker reopens then); the engine waits at least this long, capped by its max delay
+    retry_after: float | None = None
 
     @classmethod
     def failed(

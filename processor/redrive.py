@@ -24,6 +24,7 @@ from processor.dead_letter import DeadLetter, _dumps, locked_append, read_dead_l
 from processor.errors import RecordError
 from processor.records import StreamRecord
 from processor.routing import Route
+from processor.tenancy import Tenancy
 
 __all__ = ["RedriveReport", "redrive_file"]
 
@@ -65,6 +66,7 @@ def redrive_file(
     only_routes: set[str] | None = None,
     stop: threading.Event | None = None,
     sleep: Callable[[float], None] | None = None,
+    tenancy: Tenancy | None = None,
 ) -> RedriveReport:
     path = Path(path)
     by_name = {r.name: r for r in routes}
@@ -92,6 +94,7 @@ def redrive_file(
                 stats={name: stats},
                 stop=stop or threading.Event(),
                 sleep=sleep,
+                tenancy=tenancy,
             )
             dispatcher.dispatch(sorted(records, key=lambda r: r.sequence_int))
             dispatcher.close()

@@ -13,7 +13,13 @@ from pathlib import Path
 import structlog
 
 from processor._rate import RateLimiter
-from processor.app import build_app, make_dead_letter_sink, retry_policy, stats_table
+from processor.app import (
+    build_app,
+    make_dead_letter_sink,
+    retry_policy,
+    stats_table,
+    tenancy_for,
+)
 from processor.batching import Dispatcher
 from processor.checkpoints import DynamoDBLeaseStore, MemoryLeaseStore
 from processor.consumer import RouteStats
@@ -168,6 +174,7 @@ def _replay_files(
         retry_policy(settings),
         stats=app.stats,
         stop=stop,
+        tenancy=tenancy_for(settings),
     )
     paths = [str(p) for p in args.from_file]
     digest = hashlib.sha256(json.dumps([paths, str(rng.start), str(rng.end)]).encode()).hexdigest()[

@@ -71,6 +71,7 @@ name = "hook"
 consumer = "webhook"
 [routes.options]
 url = "{receiver.url}/r"
+concurrency = 1  # stream order within a shard, so interleaving readers would show
 """
     )
     processes: dict[str, subprocess.Popen[bytes]] = {}

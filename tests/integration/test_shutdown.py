@@ -19,8 +19,10 @@ def test_sigterm_finishes_the_batch_checkpoints_and_releases(
     """The in-flight batch completes, its checkpoint lands, the lease is freed, exit is 0."""
     source = f"slow-{unique}"
     create_table(dynamodb, source)
-    for i in range(6):
-        dynamodb.put_item(TableName=source, Item={"pk": {"S": "a"}, "sk": {"S": f"{i}"}})
+    for i in range(6):  # six changes of one item: delivered one at a time, in order
+        dynamodb.put_item(
+            TableName=source, Item={"pk": {"S": "a"}, "sk": {"S": "0"}, "n": {"N": str(i)}}
+        )
     receiver.script("/slow", [200], delay_s=0.4)
     config = tmp_path / "dsp.toml"
     config.write_text(

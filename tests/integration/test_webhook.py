@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from consumers.webhook import WebhookConsumer, build
+from consumers.webhook import build
+from processor.batching import Dispatcher, RetryPolicy
 from processor.consumer import BatchResult
 from processor.errors import ConfigError
 from processor.records import StreamRecord
+from processor.routing import Route
 from processor.signatures import verify
 from processor.testing import ReceivedRequest, WebhookReceiver, make_record
 
+from ..unit.test_batching import ListSink
 from .helpers import context
 
 
@@ -294,24 +297,6 @@ def test_a_missing_subscriptions_table_stops_the_start(endpoint: str) -> None:
 # -- a receiver that is down for a while -------------------------------------------------------
 
 
-def _run_during_outage(
-    receiver: WebhookReceiver, consumer: WebhookConsumer, records: list[StreamRecord], down_s: float
-) -> tuple[BatchResult | None, int]:
-    """Deliver with the receiver answering 503 for ``down_s``; returns (result, attempts while
-    it was down)."""
-    receiver.down_status = 503
-    outcome: list[BatchResult | None] = []
-    worker = threading.Thread(target=lambda: outcome.append(consumer(records)))
-    worker.start()
-    time.sleep(down_s)
-    with receiver._lock:
-        attempts_while_down = len(receiver.attempts)
-        receiver.down_status = None
-    worker.join(timeout=30)
-    assert not worker.is_alive()
-    return outcome[0], attempts_while_down
-
-
 def _outage_options(receiver: WebhookReceiver, policy: str) -> dict[str, Any]:
     return {
         "url": f"{receiver.url}/h",
@@ -325,13 +310,31 @@ def _outage_options(receiver: WebhookReceiver, policy: str) -> dict[str, Any]:
 
 
 def test_receiver_down_for_a_while_with_on_unavailable_wait(receiver: WebhookReceiver) -> None:
-    """The breaker opens, the records wait (probing once per cool-down), and after the outage
-    every record arrives exactly once, each key in order. Nothing is dead-lettered."""
+    """Through the engine: the breaker opens, the host's records are held (reported failed with
+    retry_after = the breaker's next probe) and retried under [batch], probing once per
+    cool-down; after the outage every record arrives exactly once, each key in order, and
+    nothing is dead-lettered."""
     ctx = context(real_sleep=True)
     consumer = build(_outage_options(receiver, "wait"), ctx)
+    sink = ListSink()
+    dispatcher = Dispatcher(
+        [Route("hooks", consumer)],
+        sink,
+        RetryPolicy(max_retries=1000, bisect_on_error=False, base_delay_s=0.01, max_delay_s=0.3),
+        stats={"hooks": ctx.stats},
+        stop=threading.Event(),
+    )
     records = [rec(i * 3 + k, key=f"k{k}") for i in range(4) for k in range(3)]
-    result, attempts_while_down = _run_during_outage(receiver, consumer, records, down_s=1.5)
-    assert result is None
+    receiver.down_status = 503
+    engine = threading.Thread(target=dispatcher.dispatch, args=(records,))
+    engine.start()
+    time.sleep(1.5)
+    with receiver._lock:
+        attempts_while_down = len(receiver.attempts)
+        receiver.down_status = None
+    engine.join(timeout=30)
+    assert not engine.is_alive()
+    assert sink.entries == []
     received = [r.json() for r in receiver.received("/h")]
     assert sorted(b["event_id"] for b in received) == sorted(r.event_id for r in records)
     for k in range(3):
@@ -342,7 +345,8 @@ def test_receiver_down_for_a_while_with_on_unavailable_wait(receiver: WebhookRec
     stats = ctx.stats.snapshot()
     assert stats["circuit_opened"] >= 1
     assert stats["circuit_closed"] >= 1
-    assert stats["unavailable_waits"] >= 1
+    assert stats["unavailable_held"] >= 1
+    assert stats["delivered"] == 12
 
 
 def test_receiver_down_for_a_while_with_on_unavailable_dead_letter(
