@@ -104,6 +104,7 @@ class Worker:
         self._stopped: set[str] = set()  # shards this process will not take again (trimmed)
         self._takeable = 0  # ready leases nobody holds, at the last scan (idle detection)
         self._take_soon = False
+        self._expiring = 0  # ready leases of an owner that stopped renewing (idle detection)
         self._renewals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dsp-renew")
         self.last_tick = monotonic()
         self.summary = RunSummary()
@@ -152,6 +153,16 @@ class Worker:
                 timeout_s=self.settings.lease_timeout_s,
                 limit=len(leases),
             )
+        )
+        # ready leases whose owner stopped renewing but that have not timed out yet: takeable
+        # soon, so a worker told to stop when idle must wait for them (a crashed run's leases)
+        self._expiring = sum(
+            1
+            for lease in leases
+            if not lease.finished
+            and lease.shard_id in ready
+            and lease.owner not in (None, self.settings.owner)
+            and now - lease.heartbeat > 2 * self.settings.renew_interval_s
         )
         chosen = leases_to_take(
             leases,
@@ -394,7 +405,7 @@ class Worker:
                     self._renew()
                     next_renewal = now + self.settings.renew_interval_s
                 if stop_when_idle is not None:
-                    if self._takeable or self._take_soon:
+                    if self._takeable or self._take_soon or self._expiring:
                         idle_started = None
                         idle = None
                     elif self._running:

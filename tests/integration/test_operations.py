@@ -51,6 +51,15 @@ def metric(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name} {labels}")
 
 
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
 def test_status_metrics_and_readiness_of_a_running_worker(
     tmp_path: Path, endpoint: str, receiver: WebhookReceiver, unique: str
 ) -> None:
@@ -75,6 +84,8 @@ renew_interval_s = 1
 metrics_port = {port}
 host = "127.0.0.1"
 ready_max_stall_s = 1.5
+[tenancy]
+pattern = "^(?P<tenant>k[0-9]+)"
 [dead_letter]
 path = "{tmp_path / "dl.jsonl"}"
 [[routes]]
@@ -146,6 +157,12 @@ url = "{receiver.url}/ops"
             observed_calls = metric(text, "dsp_consumer_call_seconds_count", route="hook")
             assert observed_calls >= 4  # the latency histogram saw every consumer call
             assert metric(text, "dsp_webhook_connections_total", kind="new") >= 1
+            # every record has a tenant label; together they are the 24 delivered
+            routed = samples(text, "dsp_tenant_records_total")
+            assert routed
+            assert {labels["outcome"] for labels, _ in routed} == {"routed"}
+            assert all(labels["tenant"].startswith("k") for labels, _ in routed)
+            assert sum(value for _, value in routed) == 24
 
             # the stream endpoint stops answering: not ready; it comes back: ready
             double.scenario.fail_every = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace as dc_replace
 from typing import Any
@@ -358,3 +359,17 @@ def test_a_reader_delivers_nothing_while_its_lease_is_unconfirmed() -> None:
     reader.lease = store.renew(lease)  # what the worker's renewal does
     thread.join(5)
     assert [s for _, s, _ in collector.seen] == ["1", "2"]
+
+
+def test_stop_when_idle_waits_for_the_lease_of_a_crashed_run() -> None:
+    """A previous run died holding the root shard's lease. The lease has not timed out yet, so
+    nothing is takeable, but its owner stopped renewing: the worker must wait for it to expire
+    and read the shard, not declare itself idle and exit with nothing done."""
+    store = MemoryLeaseStore()
+    store.leases["p"] = Lease("p", "crashed", 3, time.time() - 0.5)
+    collector = Collector()
+    worker = make_worker(lineage_stream(), store, collector)
+    object.__setattr__(worker.settings, "lease_timeout_s", 1.0)
+    object.__setattr__(worker.settings, "renew_interval_s", 0.2)
+    worker.run(stop=threading.Event(), stop_when_idle=0.2)
+    assert sorted(int(s) for _, s, _ in collector.seen) == [1, 2, 3, 10, 11, 20, 21, 30]
