@@ -217,10 +217,18 @@ class CacheInvalidator:
                 pipe = client.pipeline(transaction=False)
                 for name in names:
                     pipe.unlink(name)
-                if channel:
+                if channel and not isinstance(client, redis.RedisCluster):
                     for name in names:
                         pipe.publish(channel, name)
                 results = pipe.execute()
+                if channel and isinstance(client, redis.RedisCluster):
+                    # a cluster pipeline refuses PUBLISH; one node's pipeline takes them, and
+                    # the cluster delivers each message to subscribers on every node
+                    node = client.get_default_node().redis_connection  # type: ignore[no-untyped-call]
+                    publish = node.pipeline(transaction=False)
+                    for name in names:
+                        publish.publish(channel, name)
+                    publish.execute()
             except (
                 redis.ConnectionError,
                 redis.TimeoutError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from processor.records import StreamRecord
 from processor.testing import make_record
 
 from .helpers import context
+from .redis_cluster import RedisCluster
 
 
 def rec(pk: str, sk: str, event: str = "MODIFY") -> StreamRecord:
@@ -143,3 +145,44 @@ def test_bad_templates_name_the_key(template: str, view: str, message: str) -> N
     with pytest.raises(ConfigError, match=message) as raised:
         build({"keys": ["o:{pk}", template]}, context(view=view))
     assert raised.value.key == "routes.0.options.keys.1"
+
+
+def test_redis_cluster_invalidation_spans_slots_and_nodes(tmp_path: Path, unique: str) -> None:
+    """Against a real three-master cluster: names in many slots on every node are unlinked in
+    one pipelined call (no multi-key command crosses a slot) and published."""
+    with RedisCluster(tmp_path) as cluster:
+        client = redis.RedisCluster.from_url(cluster.url)
+        names = [f"{unique}:o:t{i}:1" for i in range(30)]
+        for name in names:
+            client.set(name, "v")
+        slots = {client.keyslot(n) for n in names}  # type: ignore[no-untyped-call]
+        nodes = {client.get_node_from_key(n).name for n in names}  # type: ignore[no-untyped-call]
+        assert len(slots) > 10
+        assert len(nodes) == 3
+        subscriber = redis.Redis(port=cluster.ports[1])  # PUBLISH reaches every node
+        pubsub = subscriber.pubsub()  # type: ignore[no-untyped-call]
+        pubsub.subscribe("inval")
+        pubsub.get_message(timeout=1)
+        ctx = context()
+        consumer = build(
+            {
+                "keys": [f"{unique}:o:{{pk}}:{{sk}}"],
+                "redis_url": cluster.url,
+                "cluster": True,
+                "channel": "inval",
+            },
+            ctx,
+        )
+        consumer([rec(f"t{i}", "1") for i in range(30)])
+        assert not any(client.exists(n) for n in names)
+        assert ctx.stats["entries_removed"] == 30
+        got: list[str] = []
+        deadline = time.monotonic() + 5
+        while len(got) < 30 and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)
+            if message and message["type"] == "message":
+                got.append(message["data"].decode())
+        assert got == names
+        consumer.close()
+        pubsub.close()
+        client.close()
