@@ -186,6 +186,15 @@ def main() -> int:
         elapsed = time.perf_counter() - started
 
         print(stats_table(settings, app.stats))
+        per_tenant: dict[str, int] = {}
+        assert app.metrics.tenants is not None
+        for (route, tenant, outcome), count in app.metrics.tenants.snapshot().items():
+            if route == "notify" and outcome == "routed":
+                per_tenant[tenant] = per_tenant.get(tenant, 0) + count
+        print(
+            "webhooks per tenant ([tenancy] pk ^TENANT#...): "
+            + ", ".join(f"{t} {n}" for t, n in sorted(per_tenant.items()))
+        )
         print()
         checks = _verify(
             dynamodb,
