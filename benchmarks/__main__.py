@@ -82,6 +82,17 @@ def decode_rows(bodies: list[bytes]) -> list[str]:
         lines.append(
             f"| {label} | {ours_rate:,.0f} | {boto:,.0f} | {r1:.1f}x | {power:,.0f} | {r2:.1f}x |"
         )
+    _, with_tenancy, without, ratio = side_by_side(
+        "tenancy", decode.dispatched(tenancy=True), decode.dispatched(tenancy=False), bodies
+    )
+    lines += [
+        "",
+        "| through the Dispatcher, keys only, records/s per core | [tenancy] on | off | ratio |",
+        "|---|---:|---:|---:|",
+        f"| tenant per record (regex on pk, remembered per key value) + per-tenant counts "
+        f"| {with_tenancy:,.0f} "
+        f"| {without:,.0f} | {ratio:.2f}x |",
+    ]
     return lines
 
 

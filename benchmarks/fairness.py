@@ -1,7 +1,7 @@
 """Tenant fairness in webhook delivery: a quiet tenant's latency when a noisy tenant sends 10x
 its traffic in the same batches, with our round-robin scheduler vs strict stream order (FIFO),
 against a local receiver that takes 5 ms per request. Latency is from the start of the
-consumer call to the receiver's receipt."""
+consumer call to the receiver's receipt; one warm-up batch (threads, connections) first."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from processor.consumer import ConsumerContext, StreamInfo
 from processor.records import StreamRecord
 from processor.testing import WebhookReceiver, make_record
 
-BATCHES = 20
+BATCHES = 50
 QUIET_PER_BATCH = 5
 NOISY_PER_BATCH = 50
 CONCURRENCY = 4
@@ -65,6 +65,7 @@ def _quiet_latencies(
             {"url": f"{receiver.url}/h", "concurrency": CONCURRENCY, **(options or {})},
             _context(CONCURRENCY),
         )
+        consumer(_batch(rng, -1, fair=fair))  # warm-up: threads, connections
         for number in range(BATCHES):
             records: Sequence[StreamRecord] = _batch(rng, number, fair=fair)
             if not noisy:
@@ -98,11 +99,13 @@ def rows() -> list[str]:
     lines = [
         f"| webhook fairness: quiet tenant latency, {BATCHES} batches of {QUIET_PER_BATCH} quiet "
         f"+ {NOISY_PER_BATCH} noisy, {CONCURRENCY} connections, receiver 5 ms "
-        "| p50 ms | p99 ms | vs alone (p99) |",
-        "|---|---:|---:|---:|",
+        "| p50 ms | p95 ms | p99 ms | vs alone (p95) |",
+        "|---|---:|---:|---:|---:|",
     ]
-    alone_p99 = statistics.quantiles(cases[0][1], n=100)[98]
+    alone_p95 = statistics.quantiles(cases[0][1], n=100)[94]
     for name, lat in cases:
         q = statistics.quantiles(lat, n=100)
-        lines.append(f"| {name} | {q[49]:.1f} | {q[98]:.1f} | {q[98] / alone_p99:.1f}x |")
+        lines.append(
+            f"| {name} | {q[49]:.1f} | {q[94]:.1f} | {q[98]:.1f} | {q[94] / alone_p95:.1f}x |"
+        )
     return lines

@@ -26,6 +26,7 @@ from processor import StreamRecord, translate_client_error
 
 __all__ = [
     "ANY_TENANT",
+    "MissingTenant",
     "StaticSubscriptions",
     "Subscription",
     "SubscriptionSource",

@@ -404,12 +404,10 @@ class WebhookConsumer:
                 if several:
                     with self._partial_lock:
                         self._partial.add(marker)
-            if several:
-                with self._partial_lock:
-                    for subscription in subscriptions:
-                        self._partial.discard((record.event_id, subscription.id))
+            self._forget_partial(record, subscriptions)
             done.put((key, "ok", "", None))
         except _Rejected as exc:
+            self._forget_partial(record, subscriptions)  # dead-lettered: a redrive sends anew
             done.put((key, "rejected", str(exc), None))
         except TransientError as exc:
             done.put((key, "failed", str(exc), exc.retry_after))
@@ -417,6 +415,12 @@ class WebhookConsumer:
             done.put((key, "failed", f"{type(exc).__name__}: {exc}", None))
         finally:
             structlog.contextvars.unbind_contextvars("tenant", "sequence_number")
+
+    def _forget_partial(self, record: StreamRecord, subscriptions: list[Subscription]) -> None:
+        if len(subscriptions) > 1:
+            with self._partial_lock:
+                for subscription in subscriptions:
+                    self._partial.discard((record.event_id, subscription.id))
 
     def __call__(self, records: Sequence[StreamRecord]) -> BatchResult | None:
         scheduler: FairScheduler[str, tuple[StreamRecord, list[Subscription]]] = FairScheduler(

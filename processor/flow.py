@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -242,6 +242,3 @@ class FairScheduler(Generic[K, T]):
 
     def pending(self) -> bool:
         return any(lane.items for lane in self._lanes.values())
-
-    def tenants(self) -> Iterable[str | None]:
-        return list(self._turns)

@@ -12,7 +12,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from processor.records import StreamRecord
@@ -25,10 +25,15 @@ MissingTenant = Literal["process", "skip", "dead_letter"]
 NO_TENANT = "-"
 
 
+#: distinct key values whose tenant is remembered (items of one tenant share a partition key)
+_CACHE_LIMIT = 65536
+
+
 @dataclass(frozen=True, slots=True)
 class TenantResolver:
     attribute: str
     pattern: re.Pattern[str]
+    _cache: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, attribute: str, pattern: str) -> TenantResolver:
@@ -38,11 +43,23 @@ class TenantResolver:
         value = record.wire_keys.get(self.attribute)
         if not value:
             return None
-        ((_, raw),) = value.items()
-        match = self.pattern.search(str(raw))
-        if match is None:
-            return None
-        return match.group("tenant") if "tenant" in match.groupdict() else match.group(0)
+        for raw in value.values():  # one {type: value} pair
+            text = raw if isinstance(raw, str) else str(raw)
+            try:
+                return self._cache[text]
+            except KeyError:
+                return self._resolve(text)
+        return None
+
+    def _resolve(self, text: str) -> str | None:
+        match = self.pattern.search(text)
+        tenant = None
+        if match is not None:
+            tenant = match.group("tenant") if "tenant" in self.pattern.groupindex else match[0]
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[text] = tenant
+        return tenant
 
 
 @dataclass(frozen=True, slots=True)
