@@ -9,9 +9,10 @@ decode, no re-encode.
   2048 bytes, sort key 1024 bytes, non-empty), is rejected: dead-lettered with the reason.
 * Calls carry at most 25 requests and 16 MB. Up to ``concurrency`` calls are in flight
   (the botocore pool is sized for them); ``UnprocessedItems`` and throttling are retried with
-  exponential backoff and full jitter, and an adaptive rate per target table (additive
-  increase, multiplicative decrease on throttling) paces the calls so a throttled table is
-  not hammered. ``ReturnConsumedCapacity`` is counted (``consumed_capacity_units``).
+  exponential backoff and full jitter, and an adaptive rate per target table (unlimited until
+  throttled, then multiplicative decrease on throttling and additive increase per clean
+  call) paces the calls so a throttled table is not hammered. ``ReturnConsumedCapacity`` is
+  counted (``consumed_capacity_units``).
 * ``versioned = true`` makes the projection replay-safe (ADR 0009): each write is a
   conditional PutItem/DeleteItem that only applies if the item's ``version_attribute`` is
   older than the record's sequence number, so a replayed older record never overwrites a
@@ -28,6 +29,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,9 +85,8 @@ class BatchWriteOptions(Options):
     base_delay_s: float = Field(default=0.05, gt=0)
     max_delay_s: float = Field(default=5.0, gt=0)
     concurrency: int = Field(default=4, ge=1, le=64)
-    initial_rate_per_s: float = Field(default=2000.0, gt=0)  # items/s before any throttling
     min_rate_per_s: float = Field(default=25.0, gt=0)
-    max_rate_per_s: float = Field(default=40000.0, gt=0)
+    max_rate_per_s: float = Field(default=40000.0, gt=0)  # above this: unlimited again
     rate_increase_per_s: float = Field(default=100.0, gt=0)  # added per successful call
     versioned: bool = False
     version_attribute: str = Field(default="_dsp_version", min_length=1, max_length=255)
@@ -144,42 +145,55 @@ def item_size(item: Mapping[str, Any]) -> int:
 class AimdRate:
     """Items per second for one table: additive increase, multiplicative decrease (thread-safe).
 
-    ``acquire(n)`` returns how long to wait before sending ``n`` items at the current rate.
+    Unlimited until the first throttling; then half the rate actually sent over the last
+    second, halved again on each further throttling (not below ``minimum``), raised by
+    ``increase`` after each clean call, and unlimited again once above ``maximum``.
+    ``acquire(n)`` returns how long to wait before sending ``n`` items.
     """
 
     def __init__(
         self,
-        initial: float,
         *,
         minimum: float,
         maximum: float,
         increase: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.rate = initial
-        self.lowest = initial
+        self.rate: float | None = None
+        self.lowest: float | None = None
         self._min = minimum
         self._max = maximum
         self._increase = increase
         self._clock = clock
         self._lock = threading.Lock()
         self._next = clock()
+        self._sent: deque[tuple[float, int]] = deque()  # (when, items) over the last second
 
     def acquire(self, items: int) -> float:
         with self._lock:
             now = self._clock()
+            self._sent.append((now, items))
+            while self._sent and now - self._sent[0][0] > 1.0:
+                self._sent.popleft()
+            if self.rate is None:
+                return 0.0
             start = max(now, self._next)
             self._next = start + items / self.rate
             return start - now
 
     def succeeded(self) -> None:
         with self._lock:
-            self.rate = min(self._max, self.rate + self._increase)
+            if self.rate is not None:
+                self.rate += self._increase
+                if self.rate > self._max:
+                    self.rate = None
 
     def throttled(self) -> float:
         with self._lock:
-            self.rate = max(self._min, self.rate / 2)
-            self.lowest = min(self.lowest, self.rate)
+            sent = float(sum(n for _, n in self._sent))
+            current = self.rate if self.rate is not None else sent
+            self.rate = max(self._min, current / 2)
+            self.lowest = self.rate if self.lowest is None else min(self.lowest, self.rate)
             return self.rate
 
 
@@ -212,7 +226,6 @@ class BatchWriteConsumer:
         self._transform = transform
         self._stats = context.stats
         self.rate = AimdRate(
-            options.initial_rate_per_s,
             minimum=options.min_rate_per_s,
             maximum=options.max_rate_per_s,
             increase=options.rate_increase_per_s,

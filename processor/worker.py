@@ -425,7 +425,7 @@ class Worker:
             records_read=self.summary.records_read,
             shards_finished=self.summary.shards_finished,
             leases_lost=self.summary.leases_lost,
-            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            peak_rss_mb=_peak_rss_mb(),
         )
         return self.summary
 
@@ -447,3 +447,16 @@ class Worker:
             if running.outcome is ReaderOutcome.STOPPED:
                 self._release(running.reader.lease)
         self._reap()
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's ru_maxrss survives exec (it would report
+    the parent's peak if that was larger), so VmHWM of this address space is read first."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

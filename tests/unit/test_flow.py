@@ -106,14 +106,20 @@ def test_aimd_rate_halves_on_throttling_and_climbs_back_by_steps() -> None:
     from consumers.batch_write import AimdRate  # noqa: PLC0415 - a consumer's own helper
 
     clock = Clock()
-    rate = AimdRate(100.0, minimum=10, maximum=150, increase=20, clock=clock)
+    rate = AimdRate(minimum=10, maximum=150, increase=20, clock=clock)
+    assert rate.acquire(50) == 0.0  # unlimited until throttled
+    assert rate.acquire(150) == 0.0
+    clock.now += 0.5
+    assert rate.throttled() == 100  # half of the 200 items sent in the last second
     assert rate.acquire(50) == 0.0
     assert rate.acquire(50) == pytest.approx(0.5)  # 50 items at 100/s are 0.5 s of budget
     assert rate.throttled() == 50
     assert rate.throttled() == 25
     assert rate.throttled() == 12.5
     assert rate.throttled() == 10  # the floor
-    for _ in range(10):
-        rate.succeeded()
-    assert rate.rate == 150  # the ceiling
     assert rate.lowest == 10
+    for _ in range(7):
+        rate.succeeded()
+    assert rate.rate == 150
+    rate.succeeded()
+    assert rate.rate is None  # above the maximum: unlimited again
