@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -195,6 +196,16 @@ class _Rejected(Exception):
 
 
 _Outcome = tuple[str, Literal["ok", "rejected", "failed"], str, float | None]
+
+
+_Scheduler = FairScheduler[str, tuple[StreamRecord, list[Subscription]]]
+
+
+@dataclass(slots=True)
+class _BatchOutcome:
+    failed: set[str] = field(default_factory=set)
+    rejected: dict[str, str] = field(default_factory=dict)
+    retry_after: float | None = None
 
 
 class WebhookConsumer:
@@ -423,21 +434,20 @@ class WebhookConsumer:
                     self._partial.discard((record.event_id, subscription.id))
 
     def __call__(self, records: Sequence[StreamRecord]) -> BatchResult | None:
-        scheduler: FairScheduler[str, tuple[StreamRecord, list[Subscription]]] = FairScheduler(
-            self._buckets
-        )
+        scheduler: _Scheduler = FairScheduler(self._buckets)
+        planned = 0
         for record in records:
             subscriptions = self.subscriptions.lookup(record.tenant, record.event_name.value)
             if not subscriptions:
                 self._stats.add("no_subscription")
                 continue
             scheduler.add(record.key_id, record.tenant, (record, subscriptions))
+            planned += 1
+        # nothing to overlap: deliver in this thread (the small batches of a caught-up stream)
+        pool = None if planned <= 1 or self.concurrency == 1 else self._pool()
         done: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         in_flight: dict[str, StreamRecord] = {}
-        failed: set[str] = set()
-        rejected: dict[str, str] = {}
-        retry_after: float | None = None
-        pool = self._pool()
+        batch = _BatchOutcome()
         while True:
             nxt: Any = None
             while len(in_flight) < self.concurrency:
@@ -446,9 +456,11 @@ class WebhookConsumer:
                     break
                 key, (record, subscriptions) = nxt
                 in_flight[key] = record
-                pool.submit(
-                    contextvars.copy_context().run, self._task, key, record, subscriptions, done
-                )
+                run = contextvars.copy_context().run
+                if pool is None:
+                    run(self._task, key, record, subscriptions, done)
+                else:
+                    pool.submit(run, self._task, key, record, subscriptions, done)
             if not in_flight:
                 if nxt is None or self._context.stop.is_set():
                     break
@@ -456,45 +468,44 @@ class WebhookConsumer:
                 self._context.stop.wait(float(nxt))  # every ready tenant is out of tokens
                 continue
             try:
-                key, outcome, detail, hint = done.get(
-                    timeout=nxt if isinstance(nxt, float) else None
-                )
+                outcome = done.get(timeout=nxt if isinstance(nxt, float) else None)
             except queue.Empty:
                 continue
-            record = in_flight.pop(key)
-            if outcome == "ok":
-                scheduler.done(key)
-            elif outcome == "rejected":
-                rejected[record.event_id] = detail
-                self._stats.add("rejected")
-                log.warning(
-                    "webhook_rejected",
-                    route=self._context.route,
-                    tenant=record.tenant,
-                    event_id=record.event_id,
-                    sequence_number=record.sequence_number,
-                    reason=detail,
-                )
-                scheduler.done(key)
-            else:
-                if hint is not None:
-                    retry_after = max(retry_after or 0.0, hint)
-                rest = [r for r, _ in scheduler.drop(key)]
-                failed.update(r.event_id for r in rest)
-                log.warning(
-                    "webhook_failed",
-                    route=self._context.route,
-                    tenant=record.tenant,
-                    event_id=record.event_id,
-                    sequence_number=record.sequence_number,
-                    error=detail,
-                    held_back=len(rest) - 1,
-                )
+            self._settle(outcome, in_flight.pop(outcome[0]), scheduler, batch)
         # stopped while waiting for tokens: what was not started is retried later
-        failed.update(r.event_id for r, _ in scheduler.drain())
-        if not failed and not rejected:
+        batch.failed.update(r.event_id for r, _ in scheduler.drain())
+        if not batch.failed and not batch.rejected:
             return None
-        return BatchResult(frozenset(failed), rejected, retry_after)
+        return BatchResult(frozenset(batch.failed), batch.rejected, batch.retry_after)
+
+    def _settle(
+        self,
+        outcome: _Outcome,
+        record: StreamRecord,
+        scheduler: _Scheduler,
+        batch: _BatchOutcome,
+    ) -> None:
+        key, result, detail, hint = outcome
+        if result == "ok":
+            scheduler.done(key)
+            return
+        context = {
+            "route": self._context.route,
+            "tenant": record.tenant,
+            "event_id": record.event_id,
+            "sequence_number": record.sequence_number,
+        }
+        if result == "rejected":
+            batch.rejected[record.event_id] = detail
+            self._stats.add("rejected")
+            log.warning("webhook_rejected", **context, reason=detail)
+            scheduler.done(key)
+            return
+        if hint is not None:
+            batch.retry_after = max(batch.retry_after or 0.0, hint)
+        rest = [r for r, _ in scheduler.drop(key)]
+        batch.failed.update(r.event_id for r in rest)
+        log.warning("webhook_failed", **context, error=detail, held_back=len(rest) - 1)
 
     def connections_opened(self) -> int:
         return sum(
