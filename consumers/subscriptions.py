@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
@@ -63,12 +64,13 @@ class Subscription:
         return self.active and (not self.events or event_name in self.events)
 
     def url_for(self, tenant: str | None) -> str:
-        """The URL with ``{tenant}`` filled in; raises MissingTenant if it needs one."""
+        """The URL with ``{tenant}`` filled in (percent-encoded); raises MissingTenant if it
+        needs one."""
         if "{" not in self.url:
             return self.url
         if tenant is None:
             raise MissingTenant(f"URL {self.url!r} needs {{tenant}} but the record has none")
-        return self.url.format(tenant=tenant)
+        return self.url.format(tenant=quote(tenant, safe=""))
 
 
 class SubscriptionSource(Protocol):

@@ -212,8 +212,9 @@ def test_url_templates_fill_in_the_tenant(receiver: WebhookReceiver) -> None:
     """{tenant} in the URL; a record without a tenant is rejected with the reason."""
     consumer = build({"url": f"{receiver.url}/hooks/{{tenant}}"}, context())
     orphan = rec(3, None)
-    result = consumer([rec(1, "acme"), rec(2, "globex"), orphan])
-    assert {r.path for r in receiver.received()} == {"/hooks/acme", "/hooks/globex"}
+    result = consumer([rec(1, "acme"), rec(2, "globex"), rec(3, "a/b c"), orphan])
+    paths = {r.path for r in receiver.received()}
+    assert paths == {"/hooks/acme", "/hooks/globex", "/hooks/a%2Fb%20c"}  # encoded, one segment
     assert isinstance(result, BatchResult)
     assert "needs {tenant}" in result.rejected[orphan.event_id]
 
