@@ -236,3 +236,19 @@ def test_configuration_from_the_environment_alone() -> None:
     )
     assert s.stream.table == "orders"
     assert s.routes[0].name == "m"
+
+
+def test_the_botocore_pool_covers_batch_write_concurrency(tmp_path: Path) -> None:
+    """Every batch_write call that may be in flight at once gets a connection: concurrency
+    per route (default 4) times the key groups that may call it together."""
+    from processor.app import _EXTRA_CONNECTIONS, _consumer_connections  # noqa: PLC0415
+
+    text = VALID + (
+        '[[routes]]\nname = "second"\nconsumer = "batch_write"\n'
+        '[routes.options]\ntable = "other"\nconcurrency = 6\n'
+        '[[routes]]\nname = "hook"\nconsumer = "webhook"\n[routes.options]\nurl = "http://x/"\n'
+        "[batch]\nparallelism = 2\n"
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert _consumer_connections(settings) == (4 + 6) * 2
+    assert _EXTRA_CONNECTIONS > 0
