@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +13,7 @@ from pathlib import Path
 import boto3
 import redis
 
+from benchmarks._dsp import dsp_run
 from processor.testing import WebhookReceiver, create_table
 
 RATE_PER_S = 50
@@ -38,10 +36,8 @@ def rows(endpoint: str) -> list[str]:
         redis_url = "redis://127.0.0.1:6379/0" if redis.Redis().ping() else "memory"
     except redis.RedisError:
         redis_url = "memory"
-    with tempfile.TemporaryDirectory() as tmp, WebhookReceiver() as receiver:
-        config = Path(tmp) / "dsp.toml"
-        config.write_text(
-            f"""
+    with WebhookReceiver() as receiver:
+        config = f"""
 [stream]
 table = "{table}"
 poll_interval_min_s = {POLL_FLOOR_S}
@@ -51,8 +47,6 @@ table = "e2e-leases-{unique}"
 application = "e2e"
 [logging]
 level = "WARNING"
-[dead_letter]
-path = "{Path(tmp) / "dl.jsonl"}"
 [[routes]]
 name = "notify"
 consumer = "webhook"
@@ -70,29 +64,19 @@ consumer = "batch_write"
 [routes.options]
 table = "{mirror}"
 """
-        )
-        env = {**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint}
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "run", "--config", str(config)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(3)  # start-up: imports, lease table, first poll
-        written: dict[str, float] = {}
-        cpu_start = _cpu_seconds(worker.pid)
-        started = time.monotonic()
-        n = RATE_PER_S * DURATION_S
-        for i in range(n):
-            target = started + i / RATE_PER_S
-            time.sleep(max(0.0, target - time.monotonic()))
-            sk = f"{i:06d}"
-            written[sk] = time.time()
-            ddb.put_item(TableName=table, Item={"pk": {"S": "TENANT#e2e"}, "sk": {"S": sk}})
-        receiver.wait_for(n, timeout_s=60, path="/e2e")
-        cpu = _cpu_seconds(worker.pid) - cpu_start
-        worker.terminate()
-        worker.wait(timeout=30)
+        with dsp_run(endpoint, config) as worker:
+            written: dict[str, float] = {}
+            cpu_start = _cpu_seconds(worker.pid)
+            started = time.monotonic()
+            n = RATE_PER_S * DURATION_S
+            for i in range(n):
+                target = started + i / RATE_PER_S
+                time.sleep(max(0.0, target - time.monotonic()))
+                sk = f"{i:06d}"
+                written[sk] = time.time()
+                ddb.put_item(TableName=table, Item={"pk": {"S": "TENANT#e2e"}, "sk": {"S": sk}})
+            receiver.wait_for(n, timeout_s=60, path="/e2e")
+            cpu = _cpu_seconds(worker.pid) - cpu_start
         lags = sorted(
             (r.received_wall - written[r.json()["keys"]["sk"]]) * 1000
             for r in receiver.received("/e2e")

@@ -5,19 +5,15 @@ an entry cached at a uniformly random time before the write stays stale until it
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import boto3
 import redis
 
+from benchmarks._dsp import dsp_run
 from consumers.cache_client import SubscribedCache
 from processor.testing import create_table
 
@@ -45,10 +41,7 @@ def rows(endpoint: str) -> list[str]:
             observed.setdefault(name, time.time())
 
     cache = SubscribedCache(REDIS_URL, channel, on_invalidate=seen).start()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "dsp.toml"
-        config.write_text(
-            f"""
+    config = f"""
 [stream]
 table = "{table}"
 starting_position = "LATEST"
@@ -59,8 +52,6 @@ table = "stale-leases-{unique}"
 application = "stale"
 [logging]
 level = "WARNING"
-[dead_letter]
-path = "{Path(tmp) / "dl.jsonl"}"
 [[routes]]
 name = "invalidate"
 consumer = "cache"
@@ -69,16 +60,8 @@ keys = ["user:{{pk}}:{{sk}}"]
 redis_url = "{REDIS_URL}"
 channel = "{channel}"
 """
-        )
-        env = {**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint}
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "run", "--config", str(config)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(3)  # start-up: imports, lease table, first poll
+    try:
+        with dsp_run(endpoint, config):
             written: dict[str, float] = {}
             started = time.monotonic()
             for i in range(WRITES):
@@ -93,10 +76,8 @@ channel = "{channel}"
             deadline = time.monotonic() + 30
             while len(observed) < WRITES and time.monotonic() < deadline:
                 time.sleep(0.05)
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
-            cache.close()
+    finally:
+        cache.close()
     windows = sorted((observed[n] - written[n]) * 1000 for n in written if n in observed)
     q = statistics.quantiles(windows, n=100)
     return [

@@ -1,0 +1,35 @@
+"""`dsp run` as a separate process for the end-to-end benchmarks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+START_UP_S = 3.0  # imports, the lease table, the first poll
+
+
+@contextmanager
+def dsp_run(endpoint: str, config: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `dsp run` with ``config`` (TOML without ``[dead_letter]``, which goes to a temporary
+    file) against the moto server at ``endpoint``; yields once it has started; stops it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dsp.toml"
+        path.write_text(f'{config}\n[dead_letter]\npath = "{Path(tmp) / "dl.jsonl"}"\n')
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "processor.cli", "run", "--config", str(path)],
+            env={**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(START_UP_S)
+            yield worker
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
