@@ -104,14 +104,21 @@ def _wire_scalar(value: Mapping[str, Any]) -> str:
     return str(raw)
 
 
-class _Flat(string.Formatter):
-    """Looks fields up by their whole name ("new.email"), never by attribute access."""
-
-    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
-        return kwargs[field_name], field_name
-
-
-_FORMAT = _Flat().vformat
+def _plain_format(text: str, aliases: Mapping[str, str]) -> str:
+    """``text`` with dotted fields ("new.email") renamed to plain ones, for str.format_map
+    (which would read "new.email" as attribute "email" of "new")."""
+    out = []
+    for literal, name, spec, conversion in string.Formatter().parse(text):
+        out.append(literal.replace("{", "{{").replace("}", "}}"))
+        if name is not None:
+            out.append(
+                "{"
+                + aliases.get(name, name)
+                + (f"!{conversion}" if conversion else "")
+                + (f":{spec}" if spec else "")
+                + "}"
+            )
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +128,9 @@ class Template:
     text: str
     keys: tuple[str, ...]
     images: tuple[str, ...]  # "new", "old" or both: one name per image that has the fields
-    image_attributes: tuple[str, ...]
+    image_attributes: tuple[tuple[str, str], ...]  # (field alias, attribute name)
     tenant: bool
+    format: str  # text with image fields renamed to their aliases
 
     @classmethod
     def parse(cls, text: str) -> Template:
@@ -145,7 +153,16 @@ class Template:
             raise ValueError("needs at least one field")
         if len({a.split(".", 1)[0] for a in attributes}) > 1:
             raise ValueError("use one of new., old. or image. per template")
-        return cls(text, tuple(keys), tuple(sorted(images)), tuple(attributes), tenant)
+        # aliases start with NUL: no key attribute or {tenant} field is named like that
+        aliases = {name: f"\x00{index}" for index, name in enumerate(dict.fromkeys(attributes))}
+        return cls(
+            text,
+            tuple(keys),
+            tuple(sorted(images)),
+            tuple((alias, name.split(".", 1)[1]) for name, alias in aliases.items()),
+            tenant,
+            _plain_format(text, aliases),
+        )
 
     def names(self, record: StreamRecord, keys: Mapping[str, str]) -> list[str]:
         values: dict[str, str] = dict(keys)
@@ -154,20 +171,20 @@ class Template:
                 return []
             values["tenant"] = record.tenant
         if not self.images:
-            return [_FORMAT(self.text, (), values)]
+            return [self.format.format_map(values)]
         names = []
         for which in self.images:
             image = record.wire_new_image if which == "new" else record.wire_old_image
             if image is None:
                 continue
             found = dict(values)
-            for field_name in self.image_attributes:
-                value = image.get(field_name.split(".", 1)[1])
+            for alias, attribute in self.image_attributes:
+                value = image.get(attribute)
                 if value is None:
                     break
-                found[field_name] = _wire_scalar(value)
+                found[alias] = _wire_scalar(value)
             else:
-                names.append(_FORMAT(self.text, (), found))
+                names.append(self.format.format_map(found))
         return names
 
 

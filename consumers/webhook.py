@@ -83,10 +83,9 @@ from processor import (
     TransientError,
     plain_image,
     signature_headers,
-    verify,
 )
 
-__all__ = ["WebhookConsumer", "build", "encode_body", "verify"]
+__all__ = ["WebhookConsumer", "build", "encode_body"]
 
 log = structlog.get_logger()
 
