@@ -4,6 +4,7 @@ Branches are chosen by what the caller must do, never by where an error came fro
 
     ProcessorError
     ├── ConfigError            stop at start; exit status 2; names the key, the value, the fix
+    ├── PatternError           a filter pattern is malformed (a ValueError too); names the path
     ├── RecordError            this record can never succeed: dead-letter it, never retry
     ├── TransientError         retry with backoff: throttling, 5xx/429, timeouts, Redis down
     ├── StreamError            the stream position is unusable; the reader must act
@@ -19,10 +20,13 @@ Adapters translate vendor errors exactly once (``raise ... from exc``); the cont
 
 from __future__ import annotations
 
+import json
+
 __all__ = [
     "ConfigError",
     "IteratorExpiredError",
     "LeaseLostError",
+    "PatternError",
     "ProcessorError",
     "RecordError",
     "ShutdownRequested",
@@ -64,6 +68,37 @@ class ConfigError(ProcessorError):
         self.key = key
         self.value = value
         self.reason = message
+
+
+class PatternError(ProcessorError, ValueError):
+    """A malformed filter pattern: ``path`` locates it inside the pattern, ``fragment`` is
+    the offending part (quoted in the message), and the message says what would be valid.
+    Settings validation turns it into a configuration error naming the route."""
+
+    def __init__(
+        self, message: str, fragment: object = None, *, path: str = "", source_text: bool = False
+    ) -> None:
+        self.path = path
+        self.fragment = fragment
+        where = f"at {path}: " if path else ""
+        shown = "" if fragment is None else f" (got {_show(fragment, source_text)})"
+        super().__init__(f"{where}{message}{shown}")
+
+
+def _show(fragment: object, source_text: bool = False) -> str:
+    text = str(fragment) if source_text else _json(fragment)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _json(value: object) -> str:
+    """JSON text of a parsed pattern fragment; numbers (kept as ``str`` subclasses) bare."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_json(v) for v in value) + "]"
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
+    return json.dumps(value, default=str)
 
 
 class _Missing:

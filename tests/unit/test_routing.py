@@ -70,17 +70,20 @@ def image(field: str, matcher: list[Any], tag: str = "S") -> dict[str, Any]:
         (image("PaymentTerms", [{"anything-but": ["30 days", "60 days"]}]), False),
         (image("PaymentTerms", [{"anything-but": {"prefix": "60"}}]), False),
         (image("PaymentTerms", [{"anything-but": {"suffix": "weeks"}}]), True),
-        # numeric ranges (N values travel as strings)
-        (image("Amount", [{"numeric": [">", 100]}], "N"), True),
-        (image("Amount", [{"numeric": [">", 100, "<=", 150]}], "N"), True),
-        (image("Amount", [{"numeric": [">=", 151]}], "N"), False),
-        (image("Amount", [{"numeric": ["=", 150]}], "N"), True),
-        (image("Amount", [{"numeric": ["<", 150]}], "N"), False),
+        # numeric never matches N values in AWS: they travel as strings (see the extension)
+        (image("Amount", [{"numeric": [">", 100]}], "N"), False),
+        (image("Amount", [{"numeric": ["=", 150]}], "N"), False),
+        ({"dynamodb": {"SizeBytes": [{"numeric": [">", 20, "<=", 26]}]}}, True),
         # exists
-        ({"dynamodb": {"NewImage": {"PaymentTerms": [{"exists": True}]}}}, True),
+        ({"dynamodb": {"NewImage": {"PaymentTerms": {"S": [{"exists": True}]}}}}, True),
+        ({"dynamodb": {"NewImage": {"PaymentTerms": [{"exists": True}]}}}, False),
         ({"dynamodb": {"NewImage": {"Missing": [{"exists": True}]}}}, False),
         ({"dynamodb": {"NewImage": {"Missing": [{"exists": False}]}}}, True),
-        ({"dynamodb": {"NewImage": {"PaymentTerms": [{"exists": False}]}}}, False),
+        # an attribute object is not a leaf: exists:false holds at its level (AWS documents it)
+        ({"dynamodb": {"NewImage": {"PaymentTerms": [{"exists": False}]}}}, True),
+        ({"dynamodb": {"NewImage": {"PaymentTerms": {"S": [{"exists": False}]}}}}, False),
+        # exists:false holds when a parent object is absent too (OldImage of an INSERT)
+        ({"dynamodb": {"OldImage": {"PaymentTerms": {"S": [{"exists": False}]}}}}, True),
         # a list value (a set) matches if any element does
         (image("Tags", ["eu"], "SS"), True),
         (image("Tags", ["us"], "SS"), False),
@@ -118,6 +121,23 @@ def test_malformed_patterns_quote_the_bad_fragment(source: str, fragment: str) -
     with pytest.raises(PatternError) as info:
         FilterPattern.parse(source)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (image("Amount", [{"numeric": [">", 100]}], "N"), True),
+        (image("Amount", [{"numeric": [">", 100, "<=", 150]}], "N"), True),
+        (image("Amount", [{"numeric": [">=", 151]}], "N"), False),
+        (image("Amount", [{"numeric": ["=", 150]}], "N"), True),
+        (image("Amount", [{"numeric": ["<", 150]}], "N"), False),
+        (image("AccountManager", [{"numeric": [">", 0]}]), False),
+    ],
+)
+def test_numeric_extension_compares_n_values(pattern: dict[str, Any], expected: bool) -> None:
+    """With the opt-in extension, numeric compares the strings DynamoDB N values travel as."""
+    compiled = FilterPattern.parse(json.dumps(pattern), extensions=True)
+    assert compiled.matches(RECORD) is expected
 
 
 def test_at_most_five_filters_per_route() -> None:
