@@ -120,7 +120,7 @@ def build_routes(
             Route(
                 route.name,
                 consumer,
-                compile_filters(route.filters),
+                compile_filters(route.filters, extensions=route.filter_extensions),
                 watch=watch if callable(watch) else None,
             )
         )

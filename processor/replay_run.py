@@ -102,7 +102,11 @@ def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Eve
     if dry is not None:
         routes = (
             [
-                Route(r.name, dry.consumer(r.name), compile_filters(r.filters))  # type: ignore[arg-type]
+                Route(
+                    r.name,
+                    dry.consumer(r.name),  # type: ignore[arg-type]
+                    compile_filters(r.filters, extensions=r.filter_extensions),
+                )
                 for r in settings.routes
             ],
             {r.name: RouteStats() for r in settings.routes},

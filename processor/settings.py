@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -195,9 +196,37 @@ class ShutdownSettings(_Section):
     deadline_s: float = Field(default=30.0, gt=0)
 
 
+def _refuse_numeric_on_n(source: str) -> None:
+    """A ``numeric`` matcher on an N value can never match under AWS's rules: say so."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                here = f"{path}.{key}" if path else key
+                numeric = isinstance(value, list) and any(
+                    isinstance(v, dict) and "numeric" in v for v in value
+                )
+                if key in ("N", "NS") and numeric:
+                    raise PatternError(
+                        "numeric never matches a DynamoDB N value in AWS (N values are "
+                        "strings); set filter_extensions = true on this route to compare "
+                        "them as numbers",
+                        path=here,
+                    )
+                walk(value, here)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, path)
+
+    walk(json.loads(source), "")
+
+
 class RouteSettings(_Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     consumer: str
+    #: opt-in extensions to AWS's filter language (``numeric`` compares N values); declared
+    #: before ``filter`` so that the filter's validator sees it
+    filter_extensions: bool = False
     filter: str | list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -212,13 +241,21 @@ class RouteSettings(_Section):
 
     @field_validator("filter")
     @classmethod
-    def _valid_filter(cls, value: str | list[str] | None) -> str | list[str] | None:
+    def _valid_filter(
+        cls, value: str | list[str] | None, info: ValidationInfo
+    ) -> str | list[str] | None:
         if value is None:
             return None
+        sources = [value] if isinstance(value, str) else value
+        extensions = bool(info.data.get("filter_extensions"))
         try:
-            compile_filters([value] if isinstance(value, str) else value)
+            compile_filters(sources, extensions=extensions)
+            if not extensions:
+                for source in sources:
+                    _refuse_numeric_on_n(source)
         except PatternError as exc:
-            raise ValueError(f"malformed filter pattern: {exc}") from None
+            route = json.dumps(info.data.get("name", "?"))
+            raise ValueError(f"route {route}: malformed filter pattern: {exc}") from None
         return value
 
     @property

@@ -127,7 +127,7 @@ def _object(
         else:
             here = (*path, key)
             if in_or and key in RESERVED_IN_OR:
-                _fail(f"{json.dumps(key)} is an operator name and cannot be a field in $or", key, here)
+                _fail("an operator name cannot be a field name inside $or", key, here)
             if isinstance(sub, dict):
                 nested = _object(sub, here, in_or=in_or, extensions=extensions)
                 rules = [r + n for r in rules for n in nested]
@@ -182,7 +182,7 @@ def _operator(spec: dict[str, Any], path: tuple[str, ...], extensions: bool) -> 
     if op in ("prefix", "suffix"):
         if isinstance(arg, dict):
             if set(arg) != {"equals-ignore-case"}:
-                _fail(f"{op} takes a string or {{\"equals-ignore-case\": string}}", spec, path)
+                _fail(f'{op} takes a string or {{"equals-ignore-case": string}}', spec, path)
             text = _string(arg["equals-ignore-case"], "equals-ignore-case", path)
             return _leaf.ignore_case(text, anchor=op)
         text = _string(arg, op, path)
@@ -241,7 +241,7 @@ def _number(arg: Any, spec: Any, path: tuple[str, ...]) -> tuple[float, Decimal]
         _fail("numeric bounds are JSON numbers (not strings)", spec, path)
     double = _leaf.comparable(arg)
     if double is None:
-        _fail(f"{arg} cannot be compared exactly (AWS compares numbers as IEEE doubles)", spec, path)
+        _fail(f"{arg} has no exact IEEE double (AWS compares numbers as doubles)", spec, path)
     return double, Decimal(arg)
 
 
@@ -263,7 +263,7 @@ def _numeric(arg: Any, spec: Any, path: tuple[str, ...], extensions: bool) -> Le
 
 
 _BUT_FORMS = (
-    'anything-but takes a string, a number, a list of strings or of numbers, or '
+    "anything-but takes a string, a number, a list of strings or of numbers, or "
     '{"prefix"|"suffix"|"equals-ignore-case"|"wildcard": string or list of strings}'
 )
 
@@ -279,7 +279,9 @@ def _anything_but(arg: Any, spec: Any, path: tuple[str, ...]) -> LeafTest:
         if not texts:
             _fail(_BUT_FORMS, spec, path)
         empty_ok = op not in ("prefix", "suffix")
-        tests = [_operator({op: _string(t, op, path, empty_ok=empty_ok)}, path, False) for t in texts]
+        tests = [
+            _operator({op: _string(t, op, path, empty_ok=empty_ok)}, path, False) for t in texts
+        ]
         return _leaf.negate(_leaf.any_of(tests))
     values = arg if isinstance(arg, list) else [arg]
     numbers = [v for v in values if isinstance(v, JsonNumber)]

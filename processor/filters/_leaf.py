@@ -17,6 +17,7 @@ EventBridge share:
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -57,7 +58,7 @@ def comparable(text: str) -> float | None:
         value = float(text)
     except (InvalidOperation, ValueError):
         return None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         return None
     return value if Decimal(repr(value)) == exact else None
 
@@ -66,7 +67,7 @@ def _event_number(value: Any) -> float | None:
     if type(value) is int:
         return comparable(str(value)) if abs(value) > 2**53 else float(value)
     if type(value) is float:
-        return value if value == value and abs(value) != float("inf") else None
+        return value if math.isfinite(value) else None
     return None
 
 
@@ -147,8 +148,8 @@ def ignore_case(text: str, *, anchor: str = "whole") -> LeafTest:
             ascii_test = lambda v: len(v) >= n and v[len(v) - n :].lower() == low  # noqa: E731
         else:
             ascii_test = lambda v: len(v) == n and v.lower() == low  # noqa: E731
-        return lambda v: type(v) is str and (
-            ascii_test(v) if v.isascii() else compiled.match(v) is not None
+        return lambda v: (
+            type(v) is str and (ascii_test(v) if v.isascii() else compiled.match(v) is not None)
         )
     return lambda v: type(v) is str and compiled.match(v) is not None
 

@@ -120,10 +120,10 @@ def compile_rule(rule: Rule) -> Callable[[Any], bool]:
     One condition on a path whose value is usually a string (``eventName``, a key's ``S``)
     is answered with one lookup per step and, for exact strings, one set membership test.
     """
-    if len(rule) != 1 or rule[0].absent_ok or rule[0].test is None:
+    test = rule[0].test if len(rule) == 1 and not rule[0].absent_ok else None
+    if test is None:
         return partial(match_rule, rule)
-    (cond,) = rule
-    path, test, strings = cond.path, cond.test, cond.strings
+    path, strings = rule[0].path, rule[0].strings
     slow = partial(match_rule, rule)
     last = path[-1]
     parents = path[:-1]

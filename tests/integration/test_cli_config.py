@@ -158,3 +158,62 @@ def test_check_config_validates_without_touching_aws(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0
     assert "ok (1 routes)" in ok.stdout
+
+
+@pytest.mark.parametrize(
+    ("filter_line", "words"),
+    [
+        ('filter = \'{"a": [{"numeric": [">", 10, "<", 5]}]}\'', "lower bound must be less"),
+        ('filter = \'{"a": [{"anything-but": []}]}\'', "anything-but takes"),
+        ('filter = \'{"a": [1], "a": [2]}\'', 'the key "a" appears twice'),
+        ('filter = \'{"a": [{"wildcard": "x**"}]}\'', "consecutive wildcard"),
+        ('filter = \'{"a": [{"prefixx": "x"}]}\'', "unknown operator"),
+        (
+            'filter = \'{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">", 1]}]}}}}\'',
+            "filter_extensions = true",
+        ),
+    ],
+)
+def test_bad_filter_stops_run_and_check_config_with_one_message(
+    tmp_path: Path, endpoint: str, source: str, unique: str, filter_line: str, words: str
+) -> None:
+    """An invalid filter stops `dsp run` and fails `dsp check-config` with the same message."""
+    text = config(source, unique, filter=filter_line)
+    run = run_dsp(tmp_path, endpoint, text)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "processor.cli",
+            "check-config",
+            "--config",
+            str(tmp_path / "dsp.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == check.returncode == 2, (run.stderr, check.stderr)
+
+    def message(stderr: str) -> str:
+        (line,) = [x for x in stderr.splitlines() if "configuration error: routes.0.filter" in x]
+        return line[line.index("configuration error") :]
+
+    assert message(run.stderr) == message(check.stderr)
+    assert 'route "r": malformed filter pattern' in message(run.stderr)
+    assert words in message(run.stderr)
+
+
+def test_filter_extensions_admit_numeric_on_n_values(tmp_path: Path) -> None:
+    """With filter_extensions = true, numeric on an N value is a valid route filter."""
+    config_file = tmp_path / "ext.toml"
+    pattern = '{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">", 1]}]}}}}'
+    line = f"filter_extensions = true\nfilter = '{pattern}'"
+    config_file.write_text(config("orders", "x", filter=line))
+    ok = subprocess.run(
+        [sys.executable, "-m", "processor.cli", "check-config", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr

@@ -58,8 +58,8 @@ def test_corpus_covers_every_operator_and_record_shape() -> None:
     cases = CORPUS["cases"]
     assert len(cases) >= 500
     groups = Counter(c["group"] for c in cases)
-    for group in ("exact", "null_bool", "prefix_suffix", "equals_ignore_case", "wildcard",
-                  "anything_but", "numeric", "exists", "cidr", "or", "aws_docs", "invalid"):  # fmt: skip
+    operators = "exact null_bool prefix_suffix equals_ignore_case wildcard anything_but numeric"
+    for group in [*operators.split(), "exists", "cidr", "or", "aws_docs", "invalid"]:
         assert groups[group] > 0, group
     for shape in ("insert", "modify", "remove", "ttl_remove", "keys_only", "new_image_only"):
         assert any(c.get("event") == shape for c in cases), shape
