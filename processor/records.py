@@ -66,9 +66,36 @@ def _decode_s(v: Any) -> Any:
 
 
 def _decode_n(v: Any) -> Any:
-    number = _create_decimal(v)
+    try:
+        number = _create_decimal(v)
+    except ArithmeticError:  # boto3's context refuses some numbers DynamoDB stores
+        return _exact_number(v)
     if not number.is_finite():  # DynamoDB stores no NaN/Infinity: the value is malformed
         raise ValueError("not a number DynamoDB can store")
+    return number
+
+
+def _exact_number(text: str) -> Decimal:
+    """``Decimal(text)`` for a number DynamoDB can store that boto3's context refuses.
+
+    boto3's ``DYNAMODB_CONTEXT`` traps ``Rounded`` and ``Underflow``, so it fails on legal
+    values such as ``"1" + "0" * 44`` (one significant digit, 45 digits of text) or
+    ``"9.9999999999999999999999999999999999999E-130"``. DynamoDB's own rules are: at most
+    38 significant digits, magnitude from 1E-130 to below 1E+126, or zero.
+    """
+    number = Decimal(text)
+    if not number.is_finite():
+        raise ValueError("not a number DynamoDB can store")
+    sign, digits, exponent = number.as_tuple()
+    significant = "".join(map(str, digits)).strip("0")
+    if not significant:
+        return number  # zero, however written
+    if len(significant) > 38:
+        raise ValueError("more than 38 significant digits")
+    assert isinstance(exponent, int)
+    magnitude = len(digits) + exponent - 1  # the exponent of the leading digit
+    if not -130 <= magnitude <= 125:
+        raise ValueError("outside DynamoDB's range (1E-130 to 9.99...E+125)")
     return number
 
 
@@ -124,10 +151,7 @@ def _fast(value: Any) -> Any:
     if tag == "S":
         return raw
     if tag == "N":
-        number = _create_decimal(raw)
-        if not number.is_finite():
-            raise ValueError("not a number DynamoDB can store")
-        return number
+        return _decode_n(raw)
     if tag == "M":
         return {name: _fast(item) for name, item in raw.items()}
     if tag == "L":

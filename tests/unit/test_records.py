@@ -258,3 +258,87 @@ def test_page_decoder_sends_malformed_records_aside() -> None:
         records, _, malformed = decode_page(json.dumps({"Records": page}).encode(), "s")
         assert [r.event_id for r in records] == ["a"]
         assert len(malformed) == 1
+
+
+#: Numbers DynamoDB stores and returns; the first four make boto3's TypeDeserializer fail.
+LEGAL_NUMBERS = [
+    "1" + "0" * 44,  # one significant digit, 45 digits of text (Rounded in boto3's context)
+    "1." + "0" * 45,  # trailing zeros past 38 digits
+    "9.9999999999999999999999999999999999999E-130",  # 38 digits at the bottom (Underflow)
+    "-1.2345678901234567890123456789012345678E-130",
+    "1.000",
+    "1E+100",
+    "17.00000000000000000000",
+    "1E-130",
+    "-1E-130",
+    "9.9999999999999999999999999999999999999E+125",
+    "-9.9999999999999999999999999999999999999E+125",
+    "12345678901234567890123456789012345678",
+    "0",
+    "-0",
+    "0.000",
+]
+
+
+@pytest.mark.parametrize("text", LEGAL_NUMBERS)
+def test_every_dynamodb_legal_number_decodes_exactly(text: str) -> None:
+    """A number DynamoDB can store decodes, alone and in a page, to Decimal(text)."""
+    assert decode_value({"N": text}) == Decimal(text)
+    assert decode_value({"NS": [text]}) == {Decimal(text)}
+    wire = {"n": {"N": text}, "l": {"L": [{"N": text}]}, "m": {"M": {"n": {"N": text}}}}
+    page = {
+        "Records": [
+            {
+                "eventID": "e",
+                "eventName": "INSERT",
+                "dynamodb": {"Keys": {"pk": {"N": text}}, "NewImage": wire, "SequenceNumber": "1"},
+            }
+        ]
+    }
+    (record,), _, malformed = decode_page(json.dumps(page).encode(), "s")
+    assert malformed == []
+    assert record.keys == {"pk": Decimal(text)}
+    assert record.new_image == {
+        "n": Decimal(text),
+        "l": [Decimal(text)],
+        "m": {"n": Decimal(text)},
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1234567890123456789012345678901234567891", "1.2345678901234567890123456789012345678E-131"],
+)
+def test_numbers_dynamodb_cannot_store_are_record_errors(text: str) -> None:
+    """39 significant digits, or a magnitude below 1E-130, is malformed (dead-lettered)."""
+    with pytest.raises(RecordError):
+        decode_value({"N": text})
+
+
+@st.composite
+def legal_number_text(draw: st.DrawFn) -> str:
+    significant = draw(st.integers(min_value=1, max_value=10**38 - 1))
+    digits = str(significant).rstrip("0") or "0"
+    magnitude = draw(st.integers(min_value=-130, max_value=125))  # of the leading digit
+    zeros = "0" * draw(st.integers(min_value=0, max_value=20))
+    sign = draw(st.sampled_from(["", "-"]))
+    exponent = magnitude - (len(digits) - 1)
+    form = draw(st.sampled_from(["e", "plain"]))
+    if form == "e" or not -60 <= exponent <= 60:
+        mantissa = digits[0] + ("." + digits[1:] + zeros if len(digits) > 1 or zeros else "")
+        return f"{sign}{mantissa}E{magnitude:+d}"
+    text = str(Decimal(f"{digits}E{exponent}").__format__("f"))
+    return sign + (text + ("." if "." not in text and zeros else "") + zeros)
+
+
+@settings(max_examples=400, deadline=None)
+@given(legal_number_text())
+def test_decoding_legal_numbers_equals_decimal_and_boto3(text: str) -> None:
+    """Every DynamoDB-legal number decodes to Decimal(text); to boto3's value where it has one."""
+    value = decode_value({"N": text})
+    assert value == Decimal(text)
+    try:
+        boto3_value = TypeDeserializer().deserialize({"N": text})
+    except ArithmeticError:
+        return
+    assert value.as_tuple() == boto3_value.as_tuple()
