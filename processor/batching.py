@@ -199,7 +199,7 @@ class Dispatcher:
         self._wait = _WaitWithRetryAfter(policy)
         self._pool: ThreadPoolExecutor | None = None
         self._unhandled_lock = threading.Lock()
-        self._unhandled: dict[str, StreamRecord] = {}
+        self._unhandled: dict[str, StreamRecord] = {}  # by sequence number (itemIdentifier)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -335,7 +335,7 @@ class Dispatcher:
                     continue
                 if self._policy.report_exhausted and not permanent:
                     with self._unhandled_lock:
-                        self._unhandled.update((r.event_id, r) for r in rest)
+                        self._unhandled.update((r.sequence_number, r) for r in rest)
                     stats.add("unhandled", len(rest))
                     continue
                 self._dead_letter(route, rest, exhausted, first_attempt_at)

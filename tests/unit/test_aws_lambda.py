@@ -73,6 +73,15 @@ def test_total_failure_reports_every_record(dead_letters: Path) -> None:
     assert not dead_letters.exists()
 
 
+def test_repeated_event_ids_hide_no_failure(dead_letters: Path) -> None:
+    """Records sharing an eventID (test events, replays) are each reported by sequence number."""
+    ev = event("esm_total_failure")
+    for record in ev["Records"]:
+        record["eventID"] = "same-event-id"
+    result = aws_lambda.handler(ev, None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": s} for s in seqs(ev, 0, 1, 2)]}
+
+
 def test_malformed_records_are_dead_lettered_whole_not_reported(dead_letters: Path) -> None:
     """A record that cannot be parsed is stored whole with its reason; the rest is delivered."""
     ev = event("esm_malformed_record")
