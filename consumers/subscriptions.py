@@ -24,6 +24,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from processor import StreamRecord, translate_client_error
+from processor.egress import check_url_template
 
 __all__ = [
     "ANY_TENANT",
@@ -55,6 +56,9 @@ class Subscription:
     secret: str | None = None
     events: frozenset[str] = frozenset()
     active: bool = True
+    #: the URL is untrusted (a tenant wrote it, or a record fills in its host): every
+    #: delivery goes through the destination policy (processor.egress)
+    guarded: bool = False
 
     @property
     def id(self) -> str:
@@ -119,11 +123,7 @@ def parse_item(item: Mapping[str, Any]) -> Subscription:
     url = _text(item.get("url"))
     if not tenant or not url:
         raise ValueError("needs string attributes 'tenant' and 'url'")
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"url {url!r} is not http(s)")
-    unknown = [f for f in template_fields(url) if f != "tenant"]
-    if unknown:
-        raise ValueError(f"url may only use {{tenant}}, not {unknown}")
+    check_url_template(url)
     events_value = item.get("events") or {}
     if "SS" in events_value:
         events = frozenset(events_value["SS"])
@@ -134,7 +134,7 @@ def parse_item(item: Mapping[str, Any]) -> Subscription:
     else:
         events = frozenset()
     active = item.get("active", {"BOOL": True}).get("BOOL", True)
-    return Subscription(tenant, url, _text(item.get("secret")), events, bool(active))
+    return Subscription(tenant, url, _text(item.get("secret")), events, bool(active), guarded=True)
 
 
 class TableSubscriptions:

@@ -69,7 +69,6 @@ from consumers.subscriptions import (
     Subscription,
     SubscriptionSource,
     TableSubscriptions,
-    template_fields,
 )
 from processor import (
     BatchResult,
@@ -83,6 +82,13 @@ from processor import (
     TransientError,
     plain_image,
     signature_headers,
+)
+from processor.egress import (
+    DestinationNotAllowed,
+    EgressPolicy,
+    check_url_template,
+    host_is_templated,
+    pinned_request,
 )
 
 __all__ = ["WebhookConsumer", "build", "encode_body"]
@@ -109,17 +115,7 @@ class SubscriptionOptions(Options):
         return _check_url(value)
 
 
-def _check_url(value: str) -> str:
-    try:
-        fields = template_fields(value)
-    except ValueError as exc:
-        raise ValueError(f"malformed URL template: {exc}") from None
-    if any(f != "tenant" for f in fields):
-        raise ValueError("the only placeholder a URL may use is {tenant}")
-    parsed = urllib3.util.parse_url(value.replace("{tenant}", "t"))
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError("must be an http:// or https:// URL")
-    return value
+_check_url = check_url_template
 
 
 class WebhookOptions(Options):
@@ -225,6 +221,7 @@ class WebhookConsumer:
         self._stats = context.stats
         self._table = context.stream.table_name
         self.subscriptions = subscriptions
+        self._egress: EgressPolicy = context.egress or EgressPolicy()
         pool_size = int(getattr(self._http, "connection_pool_kw", {}).get("maxsize", 10))
         self.concurrency = min(options.concurrency or pool_size, pool_size)
         self._buckets = (
@@ -278,22 +275,30 @@ class WebhookConsumer:
         url: str,
         body: bytes,
         headers: dict[str, str],
-        secret: str | None,
+        subscription: Subscription,
         breaker: CircuitBreaker,
     ) -> None:
+        # an untrusted URL is resolved and checked on every attempt, before any connection
+        pinned = self._egress.pin(url) if subscription.guarded else None
         breaker.before_call()
         self._stats.add("attempts")
-        if secret:
-            headers = {**headers, **signature_headers(secret, body)}
+        if subscription.secret:
+            headers = {**headers, **signature_headers(subscription.secret, body)}
         try:
-            response = self._http.request(
-                "POST",
-                url,
-                body=body,
-                headers=headers,
-                timeout=self._options.timeout_s,
-                retries=False,
-            )
+            if pinned is not None:
+                response = pinned_request(
+                    self._http, pinned, body=body, headers=headers, timeout=self._options.timeout_s
+                )
+            else:
+                response = self._http.request(
+                    "POST",
+                    url,
+                    body=body,
+                    headers=headers,
+                    timeout=self._options.timeout_s,
+                    retries=False,
+                    redirect=False,
+                )
         except urllib3.exceptions.HTTPError as exc:
             breaker.failure()
             raise TransientError(f"POST {url}: {exc}", consumer=self._context.route) from exc
@@ -361,7 +366,10 @@ class WebhookConsumer:
                 reraise=True,
             )
             try:
-                retrying(self._post, url, body, headers, subscription.secret, breaker)
+                retrying(self._post, url, body, headers, subscription, breaker)
+            except DestinationNotAllowed as exc:
+                self._stats.add("destination_refused")
+                raise _Rejected(str(exc)) from None
             except TransientError as exc:
                 if breaker.state == "closed":
                     raise
@@ -543,6 +551,13 @@ def _circuit_wait(state: RetryCallState) -> float:
     return exc.retry_in_s if isinstance(exc, CircuitOpen) else 1.0
 
 
+def _guard(url: str, context: ConsumerContext) -> bool:
+    """Operator-written URLs are trusted, unless their host comes from a record or the
+    operator asked for the guard everywhere (``[http] guard_operator_urls``)."""
+    policy = context.egress or EgressPolicy()
+    return policy.guard_operator_urls or host_is_templated(url)
+
+
 def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsumer:
     opts = WebhookOptions.model_validate(options)
     source: SubscriptionSource
@@ -568,13 +583,21 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsum
     elif opts.subscriptions is not None:
         source = StaticSubscriptions(
             [
-                Subscription(s.tenant, s.url, s.secret or opts.secret, frozenset(s.events))
+                Subscription(
+                    s.tenant,
+                    s.url,
+                    s.secret or opts.secret,
+                    frozenset(s.events),
+                    guarded=_guard(s.url, context),
+                )
                 for s in opts.subscriptions
             ]
         )
     else:
         assert opts.url is not None
-        source = StaticSubscriptions([Subscription(ANY_TENANT, opts.url, opts.secret)])
+        source = StaticSubscriptions(
+            [Subscription(ANY_TENANT, opts.url, opts.secret, guarded=_guard(opts.url, context))]
+        )
         if opts.url.startswith("http://") and opts.secret is None:
             log.info("webhook_unsigned", route=context.route, url=opts.url)
     return WebhookConsumer(opts, context, source)

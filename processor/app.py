@@ -6,6 +6,7 @@ takes its collaborators as arguments.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from processor.consumer import (
     load_callable,
 )
 from processor.dead_letter import DeadLetterSink, JsonlDeadLetterSink, SqsDeadLetterSink
+from processor.egress import EgressPolicy
 from processor.errors import ConfigError
 from processor.metrics import Metrics
 from processor.reader import ReaderSettings, RecordWindow
@@ -92,6 +94,15 @@ def _build_consumer(
         raise ConfigError(key, route.consumer, str(exc)) from None
 
 
+def egress_policy(settings: Settings) -> EgressPolicy:
+    """Where tenant-supplied webhook URLs may go, from ``[http]``."""
+    return EgressPolicy(
+        allowed_networks=tuple(ipaddress.ip_network(n) for n in settings.http.allowed_networks),
+        https_only=settings.http.tenant_https_only,
+        guard_operator_urls=settings.http.guard_operator_urls,
+    )
+
+
 def build_routes(
     settings: Settings,
     *,
@@ -113,6 +124,7 @@ def build_routes(
             memory_caches=memory_caches,
             sleep=sleep if sleep is not None else interruptible_sleep(stop),
             stop=stop,
+            egress=egress_policy(settings),
         )
         consumer = _build_consumer(index, route, context)
         watch = getattr(consumer, "watch", None)

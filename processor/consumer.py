@@ -114,6 +114,8 @@ class ConsumerContext:
     sleep: Callable[[float], None]
     stop: threading.Event
     stats: RouteStats = field(default_factory=RouteStats)
+    #: where untrusted (tenant-supplied) URLs may go: a processor.egress.EgressPolicy
+    egress: Any = None
 
 
 class ConsumerFactory(Protocol):

@@ -86,7 +86,7 @@ def _exact_number(text: str) -> Decimal:
     number = Decimal(text)
     if not number.is_finite():
         raise ValueError("not a number DynamoDB can store")
-    sign, digits, exponent = number.as_tuple()
+    _sign, digits, exponent = number.as_tuple()
     significant = "".join(map(str, digits)).strip("0")
     if not significant:
         return number  # zero, however written

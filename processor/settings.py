@@ -12,6 +12,7 @@ naming the key, the value and what would be valid.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -161,6 +162,25 @@ class HttpSettings(_Section):
     ca_bundle: str | None = None  # PEM file of CAs to trust (default: the system's)
     connect_timeout_s: float = Field(default=3.0, gt=0)
     read_timeout_s: float = Field(default=10.0, gt=0)
+    #: networks that tenant-supplied webhook URLs may reach although not public, e.g.
+    #: ["10.1.0.0/16"]; each admits exactly its own addresses (no IPv4-mapped forms)
+    allowed_networks: list[str] = Field(default_factory=list)
+    #: check operator-written URLs (the TOML file) against the destination policy too
+    guard_operator_urls: bool = False
+    #: refuse plain-http tenant URLs
+    tenant_https_only: bool = False
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text)
+            except ValueError as exc:
+                raise ValueError(
+                    f'{text!r} is not a network such as "10.1.0.0/16" or "fd00:1::/64" ({exc})'
+                ) from None
+        return value
 
 
 class LoggingSettings(_Section):

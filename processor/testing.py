@@ -13,16 +13,18 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import json
 import logging
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -145,16 +147,27 @@ class _QuietServer(ThreadingHTTPServer):
         return
 
 
+class _QuietServer6(_QuietServer):
+    address_family = socket.AF_INET6
+
+
 class WebhookReceiver:
-    """A real HTTP/1.1 keep-alive server on 127.0.0.1 that records what it receives.
+    """A real HTTP/1.1 keep-alive server on loopback that records what it receives.
+
+    It listens on 127.0.0.1 unless ``host`` names another loopback address (``127.0.0.2``,
+    ``::1``); ``port`` picks the port (0: any free one).
 
     ``script(path, [503, 200])`` makes requests to ``path`` answer 503 once, then 200.
     Requests answered with a non-2xx status are recorded in ``attempts`` only; successful
     ones in ``requests`` too.
     """
 
-    def __init__(self, *, tls: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, *, tls: tuple[str, str] | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         """``tls=(certfile, keyfile)`` serves HTTPS (see :func:`self_signed_certificate`)."""
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError("test receivers listen on loopback addresses only")
         self._lock = threading.Lock()
         self.requests: list[ReceivedRequest] = []
         self.attempts: list[tuple[ReceivedRequest, int]] = []
@@ -210,7 +223,8 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        server_class = _QuietServer6 if ":" in host else _QuietServer
+        self._server = server_class((host, port), Handler)
         self._server.daemon_threads = True
         self._scheme = "http"
         if tls is not None:
@@ -243,9 +257,14 @@ class WebhookReceiver:
             self._counts[path] = 0
 
     @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{self._scheme}://{host!s}:{port}"
+        address, port = self._server.server_address[:2]
+        host = str(address) if isinstance(address, str) else address.decode()
+        return f"{self._scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
     def __enter__(self) -> WebhookReceiver:
         self._thread.start()
@@ -268,8 +287,8 @@ class WebhookReceiver:
         return False
 
 
-def self_signed_certificate(directory: str | Path) -> tuple[str, str]:
-    """A certificate and key for 127.0.0.1, made now with the openssl command line."""
+def self_signed_certificate(directory: str | Path, *, names: Sequence[str] = ()) -> tuple[str, str]:
+    """A certificate and key for 127.0.0.1 (and DNS ``names``), made now with openssl."""
     cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -291,7 +310,7 @@ def self_signed_certificate(directory: str | Path) -> tuple[str, str]:
             "-subj",
             "/CN=127.0.0.1",
             "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            "subjectAltName=" + ",".join(["IP:127.0.0.1", *(f"DNS:{n}" for n in names)]),
         ],
         check=True,
         capture_output=True,
