@@ -4,8 +4,10 @@ A subscription names a tenant (``*``: every tenant), the event names it wants (e
 a URL (``{tenant}`` is filled in), an optional signing secret and whether it is active.
 
 ``TableSubscriptions`` reads a table whose items have the attributes ``tenant`` (S), ``url``
-(S), and optionally ``events`` (SS, or L of S), ``secret`` (S) and ``active`` (BOOL, default
-true), through an in-process cache with a TTL (ADR 0008). When the worker also reads that
+(S), and optionally ``events`` (SS, or L of S), ``secret`` (S), ``secrets`` (SS, or L of S:
+several during a rotation) and ``active`` (BOOL, default true), through an in-process cache
+with a TTL (ADR 0008). URLs in the table are written by tenants: every delivery to one goes
+through the destination policy (:mod:`processor.egress`). When the worker also reads that
 table's stream, a change to a subscription item invalidates the cache at once, so the next
 delivery sees it without waiting for the TTL.
 """
@@ -23,8 +25,7 @@ from urllib.parse import quote
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processor import StreamRecord, translate_client_error
-from processor.egress import check_url_template
+from processor import StreamRecord, check_url_template, translate_client_error
 
 __all__ = [
     "ANY_TENANT",
@@ -53,7 +54,8 @@ class MissingTenant(ValueError):
 class Subscription:
     tenant: str
     url: str
-    secret: str | None = None
+    #: signing secrets (several during a rotation); empty: unsigned
+    secrets: tuple[str, ...] = ()
     events: frozenset[str] = frozenset()
     active: bool = True
     #: the URL is untrusted (a tenant wrote it, or a record fills in its host): every
@@ -134,7 +136,18 @@ def parse_item(item: Mapping[str, Any]) -> Subscription:
     else:
         events = frozenset()
     active = item.get("active", {"BOOL": True}).get("BOOL", True)
-    return Subscription(tenant, url, _text(item.get("secret")), events, bool(active), guarded=True)
+    return Subscription(tenant, url, _secrets(item), events, bool(active), guarded=True)
+
+
+def _secrets(item: Mapping[str, Any]) -> tuple[str, ...]:
+    """``secret`` (S) and ``secrets`` (SS, or L of S), in that order."""
+    found = [s] if (s := _text(item.get("secret"))) else []
+    many = item.get("secrets") or {}
+    if "SS" in many:
+        found += sorted(many["SS"])
+    elif "L" in many:
+        found += [str(v["S"]) for v in many["L"] if "S" in v]
+    return tuple(found)
 
 
 class TableSubscriptions:

@@ -76,19 +76,19 @@ from processor import (
     CircuitOpen,
     ConfigError,
     ConsumerContext,
+    DestinationNotAllowed,
+    EgressPolicy,
     FairScheduler,
     StreamRecord,
     TokenBuckets,
     TransientError,
-    plain_image,
-    signature_headers,
-)
-from processor.egress import (
-    DestinationNotAllowed,
-    EgressPolicy,
     check_url_template,
     host_is_templated,
     pinned_request,
+    plain_image,
+    secret_key,
+    signature_headers,
+    standard_headers,
 )
 
 __all__ = ["WebhookConsumer", "build", "encode_body"]
@@ -107,6 +107,7 @@ class SubscriptionOptions(Options):
     tenant: str = ANY_TENANT
     url: str
     secret: str | None = Field(default=None, repr=False)
+    secrets: list[str] = Field(default_factory=list, repr=False)
     events: list[Literal["INSERT", "MODIFY", "REMOVE"]] = Field(default_factory=list)
 
     @field_validator("url")
@@ -118,9 +119,17 @@ class SubscriptionOptions(Options):
 _check_url = check_url_template
 
 
+def _all_secrets(secret: str | None, secrets: list[str]) -> tuple[str, ...]:
+    return (*([secret] if secret else []), *secrets)
+
+
 class WebhookOptions(Options):
     url: str | None = None
     secret: str | None = Field(default=None, repr=False)
+    #: several secrets during a rotation: every delivery is signed with each
+    secrets: list[str] = Field(default_factory=list, repr=False)
+    #: "standard-webhooks" (webhook-id/-timestamp/-signature) or the legacy "x-dsp" headers
+    signature: Literal["standard-webhooks", "x-dsp"] = "standard-webhooks"
     subscriptions: list[SubscriptionOptions] | None = None
     subscriptions_table: str | None = Field(default=None, min_length=3, max_length=255)
     subscriptions_ttl_s: float = Field(default=300.0, ge=0)
@@ -155,6 +164,20 @@ class WebhookOptions(Options):
                 "set exactly one of url, subscriptions, subscriptions_table"
                 + (f" (got {', '.join(given)})" if given else "")
             )
+        if self.signature == "standard-webhooks":
+            named = [
+                ("secret", self.secret),
+                *((f"secrets.{i}", x) for i, x in enumerate(self.secrets)),
+            ]
+            for s in self.subscriptions or []:
+                named += [("subscriptions: secret", s.secret)]
+                named += [("subscriptions: secrets", x) for x in s.secrets]
+            for name, secret in named:
+                if secret is not None:
+                    try:
+                        secret_key(secret)
+                    except ValueError as exc:
+                        raise ValueError(f"{name}: {exc}") from None
         return self
 
 
@@ -282,8 +305,12 @@ class WebhookConsumer:
         pinned = self._egress.pin(url) if subscription.guarded else None
         breaker.before_call()
         self._stats.add("attempts")
-        if subscription.secret:
-            headers = {**headers, **signature_headers(subscription.secret, body)}
+        if subscription.secrets:  # signed afresh on every attempt (a new timestamp)
+            if self._options.signature == "x-dsp":
+                headers = {**headers, **signature_headers(subscription.secrets[0], body)}
+            else:
+                message_id = headers["Idempotency-Key"]
+                headers = {**headers, **standard_headers(message_id, subscription.secrets, body)}
         try:
             if pinned is not None:
                 response = pinned_request(
@@ -351,6 +378,10 @@ class WebhookConsumer:
             "Idempotency-Key": record.event_id,
             **self._options.headers,
         }
+        if options_sign_standard(self._options) and not _secrets_usable(subscription):
+            raise _Rejected(
+                "the subscription's secret is not a Standard Webhooks key (whsec_<base64>)"
+            )
         breaker = self.breaker(url)
         options = self._options
 
@@ -546,6 +577,19 @@ class WebhookConsumer:
                 self._executor = None
 
 
+def options_sign_standard(options: WebhookOptions) -> bool:
+    return options.signature == "standard-webhooks"
+
+
+def _secrets_usable(subscription: Subscription) -> bool:
+    try:
+        for secret in subscription.secrets:
+            secret_key(secret)
+    except ValueError:
+        return False
+    return True
+
+
 def _circuit_wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     return exc.retry_in_s if isinstance(exc, CircuitOpen) else 1.0
@@ -586,7 +630,7 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsum
                 Subscription(
                     s.tenant,
                     s.url,
-                    s.secret or opts.secret,
+                    _all_secrets(s.secret, s.secrets) or _all_secrets(opts.secret, opts.secrets),
                     frozenset(s.events),
                     guarded=_guard(s.url, context),
                 )
@@ -596,8 +640,15 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsum
     else:
         assert opts.url is not None
         source = StaticSubscriptions(
-            [Subscription(ANY_TENANT, opts.url, opts.secret, guarded=_guard(opts.url, context))]
+            [
+                Subscription(
+                    ANY_TENANT,
+                    opts.url,
+                    _all_secrets(opts.secret, opts.secrets),
+                    guarded=_guard(opts.url, context),
+                )
+            ]
         )
-        if opts.url.startswith("http://") and opts.secret is None:
+        if opts.url.startswith("http://") and not _all_secrets(opts.secret, opts.secrets):
             log.info("webhook_unsigned", route=context.route, url=opts.url)
     return WebhookConsumer(opts, context, source)

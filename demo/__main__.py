@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
 import sys
 import tempfile
 import threading
@@ -21,12 +20,14 @@ from typing import Any
 
 import boto3
 import redis
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from consumers.cache import MemoryCache
 from processor.app import build_app, stats_table
 from processor.observability import configure_logging
 from processor.settings import load_settings
-from processor.signatures import InvalidSignature, verify
+from processor.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table, moto_server, scan_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,8 +83,8 @@ def _write_changes(dynamodb: Any, rng: random.Random) -> tuple[int, set[tuple[st
 def _signed(request: Any, secret: str) -> bool:
     headers = request.headers
     try:
-        verify(secret, request.body, headers.get("X-DSP-Signature"), headers.get("X-DSP-Timestamp"))
-    except InvalidSignature:
+        Webhook(secret).verify(request.body, headers)
+    except WebhookVerificationError:
         return False
     return True
 
@@ -141,7 +142,7 @@ def _verify(  # noqa: PLR0917 - the demo's verification takes what main() built
 
 def main() -> int:
     rng = random.Random(7)
-    webhook_secret = secrets.token_hex(16)
+    webhook_secret = new_secret()
     use_redis = _redis_available()
     workdir = Path(tempfile.mkdtemp(prefix="dsp-demo-"))
     with moto_server() as endpoint, WebhookReceiver() as receiver:

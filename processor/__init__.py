@@ -15,6 +15,13 @@ from processor.consumer import (
     load_callable,
 )
 from processor.dead_letter import DeadLetter, DeadLetterSink, JsonlDeadLetterSink
+from processor.egress import (
+    DestinationNotAllowed,
+    EgressPolicy,
+    check_url_template,
+    host_is_templated,
+    pinned_request,
+)
 from processor.errors import (
     ConfigError,
     IteratorExpiredError,
@@ -37,7 +44,14 @@ from processor.records import (
     to_client_image,
 )
 from processor.routing import FilterPattern, Route
-from processor.signatures import InvalidSignature, signature_headers, verify
+from processor.signatures import (
+    InvalidSignature,
+    new_secret,
+    secret_key,
+    signature_headers,
+    standard_headers,
+    verify,
+)
 
 __all__ = [
     "THROTTLING_CODES",
@@ -50,7 +64,9 @@ __all__ = [
     "ConsumerFactory",
     "DeadLetter",
     "DeadLetterSink",
+    "DestinationNotAllowed",
     "Dispatcher",
+    "EgressPolicy",
     "EventName",
     "FairScheduler",
     "FilterPattern",
@@ -71,11 +87,17 @@ __all__ = [
     "TokenBuckets",
     "TransientError",
     "TrimmedDataError",
+    "check_url_template",
     "decode_image",
     "decode_value",
+    "host_is_templated",
     "load_callable",
+    "new_secret",
+    "pinned_request",
     "plain_image",
+    "secret_key",
     "signature_headers",
+    "standard_headers",
     "to_client_image",
     "translate_client_error",
     "verify",

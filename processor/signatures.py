@@ -1,6 +1,24 @@
-"""Webhook signatures: how dsp signs a delivery, and how a receiver written in Python checks it.
+"""Webhook signatures: how dsp signs a delivery, and how a receiver checks it.
 
-Every signed POST carries two headers::
+The default is the Standard Webhooks format (https://www.standardwebhooks.com), which
+receivers verify with off-the-shelf libraries (``standardwebhooks``, ``svix``, and their
+ports to other languages)::
+
+    webhook-id: <the record's eventID: the same on every attempt (the idempotency key)>
+    webhook-timestamp: 1763856000               (Unix seconds when this attempt was sent)
+    webhook-signature: v1,<base64 HMAC-SHA256(key, id + "." + timestamp + "." + body)> ...
+
+Secrets are ``whsec_`` followed by the base64 of the key (24 to 64 random bytes). During a
+rotation a route or subscription lists several secrets; every delivery then carries one
+``v1,`` signature per secret, separated by spaces, so receivers on the old or the new
+secret both verify. Receiver side, in Python::
+
+    from standardwebhooks import Webhook
+
+    payload = Webhook(secret).verify(body, headers)   # raises WebhookVerificationError
+
+Legacy format (``signature = "x-dsp"``), kept for receivers written against it; it signs with
+the first secret only::
 
     X-DSP-Timestamp: 1763856000                 (Unix seconds when this attempt was sent)
     X-DSP-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>
@@ -21,8 +39,11 @@ Receiver side::
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import secrets as _random
 import time
 from collections.abc import Callable, Sequence
 
@@ -30,10 +51,59 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "InvalidSignature",
+    "new_secret",
+    "secret_key",
     "sign",
     "signature_headers",
+    "standard_headers",
     "verify",
 ]
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret; ValueError says what is wrong."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(
+            "a Standard Webhooks secret looks like whsec_<base64 of 24 to 64 random bytes>; "
+            "make one with: python -c 'from processor.signatures import new_secret; "
+            "print(new_secret())'"
+        )
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the part after whsec_ is not valid base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"the key is {len(key)} bytes; Standard Webhooks keys have 24 to 64")
+    return key
+
+
+def new_secret() -> str:
+    """A fresh secret: ``whsec_`` and 32 random bytes in base64."""
+    return SECRET_PREFIX + base64.b64encode(_random.token_bytes(32)).decode()
+
+
+def standard_headers(
+    message_id: str,
+    secrets: Sequence[str],
+    body: bytes,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, str]:
+    """The three Standard Webhooks headers for one attempt, one signature per secret."""
+    timestamp = str(int(clock()))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    signatures = " ".join(
+        "v1," + base64.b64encode(hmac.new(secret_key(s), signed, hashlib.sha256).digest()).decode()
+        for s in secrets
+    )
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": signatures,
+    }
+
 
 SIGNATURE_HEADER = "X-DSP-Signature"
 TIMESTAMP_HEADER = "X-DSP-Timestamp"

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from standardwebhooks import Webhook
 
-from processor.signatures import verify
+from processor.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table, scan_all
 
 TENANTS = ("acme", "globex", "initech", "umbrella")
-SECRET = "e2e-signing-secret"
+SECRET = new_secret()
 
 
 def write_config(path: Path, unique: str) -> Path:
@@ -163,7 +164,7 @@ def test_run_mirrors_announces_and_invalidates_every_change_once(
     assert set(ids.values()) == {1}
     for request in received:
         headers = request.headers
-        verify(SECRET, request.body, headers["X-DSP-Signature"], headers["X-DSP-Timestamp"])
+        Webhook(SECRET).verify(request.body, headers)
         assert request.json()["event_id"] == request.headers["Idempotency-Key"]
     names = Counter(r.json()["event_name"] for r in received)
     assert names == {"INSERT": 200, "MODIFY": 120, "REMOVE": 60}

@@ -51,7 +51,7 @@ def test_the_table_is_read_through_a_ttl_cache(endpoint: str, dynamodb: Any, uni
     assert [s.url for s in subs.lookup("acme", "INSERT")] == ["http://h/v1"]
     assert subs.lookup("globex", "INSERT") == []
     (remove,) = subs.lookup("globex", "REMOVE")
-    assert remove.secret == "x"
+    assert remove.secrets == ("x",)
     assert subs.lookup("off", "INSERT") == []  # inactive
     assert subs.lookup(None, "INSERT") == []
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import ipaddress
 import socket
 import threading
 import time
@@ -9,15 +12,18 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from consumers.webhook import build
 from processor.batching import Dispatcher, RetryPolicy
 from processor.consumer import BatchResult
+from processor.egress import EgressPolicy
 from processor.errors import ConfigError
 from processor.records import StreamRecord
 from processor.routing import Route
 from processor.signatures import verify
-from processor.testing import ReceivedRequest, WebhookReceiver, make_record
+from processor.testing import ReceivedRequest, WebhookReceiver, create_table, make_record
 
 from ..unit.test_batching import ListSink
 from .helpers import context
@@ -35,10 +41,14 @@ def rec(i: int, tenant: str | None = "a", *, key: str | None = None) -> StreamRe
     return record
 
 
+SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+ACME_SECRET = "whsec_" + base64.b64encode(b"acme" * 8).decode()
+NEW_SECRET = "whsec_" + base64.b64encode(b"n" * 32).decode()
+
+
 def check_signature(secret: str, request: ReceivedRequest) -> None:
-    """What a receiver does (raises InvalidSignature)."""
-    headers = request.headers
-    verify(secret, request.body, headers["X-DSP-Signature"], headers["X-DSP-Timestamp"])
+    """What a receiver does with the reference library (raises WebhookVerificationError)."""
+    Webhook(secret).verify(request.body, request.headers)
 
 
 def test_503_then_200_is_one_delivery_with_the_same_idempotency_key(
@@ -47,7 +57,7 @@ def test_503_then_200_is_one_delivery_with_the_same_idempotency_key(
     """A receiver that fails once then succeeds gets the record once, same key on each attempt."""
     receiver.script("/h", [503, 200])
     sleeps: list[float] = []
-    consumer = build({"url": f"{receiver.url}/h", "secret": "s"}, context(sleeps=sleeps))
+    consumer = build({"url": f"{receiver.url}/h", "secret": SECRET}, context(sleeps=sleeps))
     assert consumer([rec(1)]) is None
     keys = [req.headers["Idempotency-Key"] for req, _ in receiver.attempts]
     assert keys == ["evt-a-1", "evt-a-1"]
@@ -55,12 +65,8 @@ def test_503_then_200_is_one_delivery_with_the_same_idempotency_key(
     assert len(receiver.received("/h")) == 1
     assert len(sleeps) == 1
     for request, _ in receiver.attempts:  # every attempt is signed afresh, and verifies
-        verify(
-            "s",
-            request.body,
-            request.headers["X-DSP-Signature"],
-            request.headers["X-DSP-Timestamp"],
-        )
+        check_signature(SECRET, request)
+        assert request.headers["webhook-id"] == "evt-a-1"  # stable: the idempotency key
 
 
 @pytest.mark.parametrize("retry_after", ["3", "HTTP-date"])
@@ -162,16 +168,11 @@ def test_the_total_deadline_bounds_retries(receiver: WebhookReceiver) -> None:
 
 def test_body_and_signature(receiver: WebhookReceiver) -> None:
     """The body has the documented fields with exact numbers; the signature verifies."""
-    consumer = build({"url": f"{receiver.url}/h", "secret": "topsecret"}, context(table="orders"))
+    consumer = build({"url": f"{receiver.url}/h", "secret": SECRET}, context(table="orders"))
     consumer([rec(7)])
     (request,) = receiver.received("/h")
-    verify(
-        "topsecret",
-        request.body,
-        request.headers["X-DSP-Signature"],
-        request.headers["X-DSP-Timestamp"],
-    )
-    assert abs(int(request.headers["X-DSP-Timestamp"]) - time.time()) < 5
+    assert Webhook(SECRET).verify(request.body, request.headers) == request.json()
+    assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 5
     assert b'"n":1.50' in request.body
     body = request.json()
     assert body["keys"] == {"pk": "TENANT#a", "sk": "7"}
@@ -223,9 +224,9 @@ def test_configured_subscriptions_by_tenant_and_event(receiver: WebhookReceiver)
     """Each record goes to every matching subscription, signed with that subscription's secret."""
     consumer = build(
         {
-            "secret": "default",
+            "secret": SECRET,
             "subscriptions": [
-                {"tenant": "acme", "url": f"{receiver.url}/acme", "secret": "acme-secret"},
+                {"tenant": "acme", "url": f"{receiver.url}/acme", "secret": ACME_SECRET},
                 {"tenant": "acme", "url": f"{receiver.url}/acme-removes", "events": ["REMOVE"]},
                 {"tenant": "*", "url": f"{receiver.url}/audit"},
             ],
@@ -241,13 +242,52 @@ def test_configured_subscriptions_by_tenant_and_event(receiver: WebhookReceiver)
         [insert.event_id, other.event_id]
     )
     (acme,) = receiver.received("/acme")
-    verify(
-        "acme-secret", acme.body, acme.headers["X-DSP-Signature"], acme.headers["X-DSP-Timestamp"]
-    )
+    check_signature(ACME_SECRET, acme)
     (audit, _) = receiver.received("/audit")
-    verify(
-        "default", audit.body, audit.headers["X-DSP-Signature"], audit.headers["X-DSP-Timestamp"]
+    check_signature(SECRET, audit)
+    with pytest.raises(WebhookVerificationError):
+        check_signature(SECRET, acme)
+
+
+def test_a_secret_rotation_verifies_with_either_secret(receiver: WebhookReceiver) -> None:
+    """With secrets = [new, old], one v1 signature per secret: both receivers verify."""
+    consumer = build({"url": f"{receiver.url}/r", "secrets": [NEW_SECRET, SECRET]}, context())
+    consumer([rec(1)])
+    (request,) = receiver.received("/r")
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    check_signature(NEW_SECRET, request)
+    check_signature(SECRET, request)
+    with pytest.raises(WebhookVerificationError):
+        check_signature(ACME_SECRET, request)
+
+
+def test_the_legacy_x_dsp_format_stays_selectable(receiver: WebhookReceiver) -> None:
+    """signature = "x-dsp" keeps the old headers for receivers written against them."""
+    options = {"url": f"{receiver.url}/l", "secret": "plain", "signature": "x-dsp"}
+    build(options, context())([rec(1)])
+    (request,) = receiver.received("/l")
+    headers = request.headers
+    verify("plain", request.body, headers["X-DSP-Signature"], headers["X-DSP-Timestamp"])
+    assert "webhook-signature" not in {k.lower() for k in headers}
+
+
+def test_a_table_subscription_with_a_non_standard_secret_is_dead_lettered(
+    endpoint: str, dynamodb: Any, unique: str, receiver: WebhookReceiver
+) -> None:
+    """A tenant's secret that is not a whsec_ key rejects its records (stored, not retried)."""
+    table = f"subs-{unique}"
+    create_table(dynamodb, table, keys=("tenant",), stream_view=None)
+    item = {"tenant": {"S": "a"}, "url": {"S": f"{receiver.url}/t"}, "secret": {"S": "plain"}}
+    dynamodb.put_item(TableName=table, Item=item)
+    ctx = dataclasses.replace(
+        context(endpoint=endpoint),
+        egress=EgressPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),)),
     )
+    result = build({"subscriptions_table": table}, ctx)([rec(1)])
+    assert result is not None
+    assert "not a Standard Webhooks key" in result.rejected["evt-a-1"]
+    assert "plain" not in result.rejected["evt-a-1"]
+    assert receiver.attempts == []
 
 
 def test_a_record_with_several_subscriptions_is_not_resent_to_those_that_had_it(
