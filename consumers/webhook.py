@@ -49,7 +49,7 @@ from typing import Any, Literal
 import msgspec
 import structlog
 import urllib3
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -86,6 +86,8 @@ from processor import (
     host_is_templated,
     pinned_request,
     plain_image,
+    redact_text,
+    redact_url,
     secret_key,
     signature_headers,
     standard_headers,
@@ -106,8 +108,8 @@ _encoder = msgspec.json.Encoder(decimal_format="number")
 class SubscriptionOptions(Options):
     tenant: str = ANY_TENANT
     url: str
-    secret: str | None = Field(default=None, repr=False)
-    secrets: list[str] = Field(default_factory=list, repr=False)
+    secret: SecretStr | None = Field(default=None, repr=False)
+    secrets: list[SecretStr] = Field(default_factory=list, repr=False)
     events: list[Literal["INSERT", "MODIFY", "REMOVE"]] = Field(default_factory=list)
 
     @field_validator("url")
@@ -119,15 +121,16 @@ class SubscriptionOptions(Options):
 _check_url = check_url_template
 
 
-def _all_secrets(secret: str | None, secrets: list[str]) -> tuple[str, ...]:
-    return (*([secret] if secret else []), *secrets)
+def _all_secrets(secret: SecretStr | None, secrets: list[SecretStr]) -> tuple[str, ...]:
+    """The secrets' values, ``secret`` first (held as SecretStr everywhere else)."""
+    return tuple(s.get_secret_value() for s in ([secret] if secret else []) + secrets)
 
 
 class WebhookOptions(Options):
     url: str | None = None
-    secret: str | None = Field(default=None, repr=False)
+    secret: SecretStr | None = Field(default=None, repr=False)
     #: several secrets during a rotation: every delivery is signed with each
-    secrets: list[str] = Field(default_factory=list, repr=False)
+    secrets: list[SecretStr] = Field(default_factory=list, repr=False)
     #: "standard-webhooks" (webhook-id/-timestamp/-signature) or the legacy "x-dsp" headers
     signature: Literal["standard-webhooks", "x-dsp"] = "standard-webhooks"
     subscriptions: list[SubscriptionOptions] | None = None
@@ -138,7 +141,7 @@ class WebhookOptions(Options):
     deadline_s: float = Field(default=120.0, gt=0)
     base_delay_s: float = Field(default=0.2, gt=0)
     max_delay_s: float = Field(default=30.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)  # Authorization...
     concurrency: int | None = Field(default=None, ge=1, le=256)
     tenant_rate_per_s: float | None = Field(default=None, gt=0)
     tenant_burst: float = Field(default=10.0, ge=1)
@@ -175,7 +178,7 @@ class WebhookOptions(Options):
             for name, secret in named:
                 if secret is not None:
                     try:
-                        secret_key(secret)
+                        secret_key(secret.get_secret_value())
                     except ValueError as exc:
                         raise ValueError(f"{name}: {exc}") from None
         return self
@@ -328,18 +331,21 @@ class WebhookConsumer:
                 )
         except urllib3.exceptions.HTTPError as exc:
             breaker.failure()
-            raise TransientError(f"POST {url}: {exc}", consumer=self._context.route) from exc
+            shown = redact_url(url)
+            raise TransientError(
+                f"POST {shown}: {redact_text(str(exc))}", consumer=self._context.route
+            ) from exc
         status = response.status
         if status in RETRY_STATUS_CODES:
             breaker.failure()
             raise TransientError(
-                f"POST {url}: HTTP {status}",
+                f"POST {redact_url(url)}: HTTP {status}",
                 retry_after=_retry_after(response.headers.get("Retry-After")),
                 consumer=self._context.route,
             )
         breaker.success()
         if not 200 <= status < 300:
-            raise _Rejected(f"POST {url}: HTTP {status}: {response.data[:200]!r}")
+            raise _Rejected(f"POST {redact_url(url)}: HTTP {status}: {response.data[:200]!r}")
 
     def _wait(self, state: RetryCallState) -> float:
         jitter = wait_random_exponential(
@@ -359,7 +365,7 @@ class WebhookConsumer:
             tenant=record.tenant,
             event_id=record.event_id,
             sequence_number=record.sequence_number,
-            url=url,
+            url=redact_url(url),
             attempt=state.attempt_number,
             wait_s=round(state.upcoming_sleep, 3),
             error=str(state.outcome.exception()) if state.outcome else None,
@@ -650,5 +656,5 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsum
             ]
         )
         if opts.url.startswith("http://") and not _all_secrets(opts.secret, opts.secrets):
-            log.info("webhook_unsigned", route=context.route, url=opts.url)
+            log.info("webhook_unsigned", route=context.route, url=redact_url(opts.url))
     return WebhookConsumer(opts, context, source)

@@ -43,6 +43,7 @@ from processor.records import (
     plain_image,
     to_client_image,
 )
+from processor.redaction import redact_text, redact_url
 from processor.routing import FilterPattern, Route
 from processor.signatures import (
     InvalidSignature,
@@ -95,6 +96,8 @@ __all__ = [
     "new_secret",
     "pinned_request",
     "plain_image",
+    "redact_text",
+    "redact_url",
     "secret_key",
     "signature_headers",
     "standard_headers",

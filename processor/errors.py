@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 
+from processor.redaction import redact_text, shown_value
+
 __all__ = [
     "ConfigError",
     "IteratorExpiredError",
@@ -63,8 +65,8 @@ class ConfigError(ProcessorError):
     """
 
     def __init__(self, key: str, value: object, message: str) -> None:
-        shown = "<missing>" if value is _MISSING else repr(value)
-        super().__init__(f"{key} = {shown}: {message}")
+        shown = "<missing>" if value is _MISSING else shown_value(key, value)
+        super().__init__(f"{key} = {shown}: {redact_text(message)}")
         self.key = key
         self.value = value
         self.reason = message
