@@ -15,7 +15,17 @@ from pathlib import Path
 
 import structlog
 
-from benchmarks import batch_writes, decode, e2e, fairness, parallel, scale, staleness, webhooks
+from benchmarks import (
+    batch_writes,
+    decode,
+    e2e,
+    fairness,
+    parallel,
+    scale,
+    staleness,
+    tenants,
+    webhooks,
+)
 from benchmarks.pages import page
 from processor._runtime import tune_gc
 from processor.testing import moto_server
@@ -138,6 +148,7 @@ def main() -> int:
             decode_rows(bodies),
             webhook_rows(),
             fairness.rows(),
+            tenants.rows(),
             wall_rows(),
             batch_writes.rows(endpoint),
             e2e.rows(endpoint),

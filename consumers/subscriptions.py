@@ -161,7 +161,9 @@ class TableSubscriptions:
         ttl_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         stats: Any = None,
+        max_subscriptions: int = 100_000,
     ) -> None:
+        self._max = max_subscriptions
         self._client = client
         self.table = table
         self._ttl = ttl_s
@@ -209,6 +211,11 @@ class TableSubscriptions:
                         found.append(parse_item(item))
                     except ValueError as exc:
                         log.warning("subscription_item_invalid", table=self.table, error=str(exc))
+                if len(found) > self._max:  # tenants write this table: memory stays bounded
+                    raise ValueError(
+                        f"more than max_subscriptions ({self._max}) items; raise the option "
+                        "if the table really holds that many"
+                    )
                 if "LastEvaluatedKey" not in page:
                     break
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -41,6 +41,7 @@ import email.utils
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -98,6 +99,10 @@ __all__ = ["WebhookConsumer", "build", "encode_body"]
 log = structlog.get_logger()
 
 RETRY_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
+#: per-host circuit breakers kept (tenants choose hosts); least recently used closed first out
+MAX_BREAKERS = 1_000
+#: "already delivered to this subscription" markers kept for records with several
+MAX_PARTIAL_MARKERS = 100_000
 #: receivers answering faster than this on average are called from the engine's thread: with
 #: batches of 3 to a local receiver, pool threads cost ~0.1 ms more CPU per record and were
 #: slower (525 vs 298 us per record), the GIL being the only thing they could overlap
@@ -136,6 +141,8 @@ class WebhookOptions(Options):
     subscriptions: list[SubscriptionOptions] | None = None
     subscriptions_table: str | None = Field(default=None, min_length=3, max_length=255)
     subscriptions_ttl_s: float = Field(default=300.0, ge=0)
+    #: a larger subscriptions table is refused (the cache keeps what it had, and says so)
+    max_subscriptions: int = Field(default=100_000, ge=1)
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     max_attempts: int = Field(default=5, ge=1, le=100)
     deadline_s: float = Field(default=120.0, gt=0)
@@ -261,12 +268,13 @@ class WebhookConsumer:
         )
         #: moving average of successful deliveries' duration (decides inline vs pooled)
         self._latency_s: float | None = None
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()
         self._breakers_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
-        # (event_id, subscription id) already delivered for records with several subscriptions
-        self._partial: set[tuple[str, str]] = set()
+        # (event_id, subscription id) already delivered for records with several subscriptions;
+        # bounded: past MAX_PARTIAL_MARKERS the oldest is forgotten (at worst one more POST)
+        self._partial: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._partial_lock = threading.Lock()
         #: called by the engine with every batch (before routing) when the stream is the
         #: subscriptions table's own
@@ -283,14 +291,27 @@ class WebhookConsumer:
         host = f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
         with self._breakers_lock:
             breaker = self._breakers.get(host)
-            if breaker is None:
-                breaker = self._breakers[host] = CircuitBreaker(
-                    host,
-                    threshold=self._options.breaker_threshold,
-                    cool_down_s=self._options.breaker_cool_down_s,
-                    on_change=self._breaker_changed,
-                )
+            if breaker is not None:
+                self._breakers.move_to_end(host)
+                return breaker
+            breaker = self._breakers[host] = CircuitBreaker(
+                host,
+                threshold=self._options.breaker_threshold,
+                cool_down_s=self._options.breaker_cool_down_s,
+                on_change=self._breaker_changed,
+            )
+            if len(self._breakers) > MAX_BREAKERS:  # forget the least recently used closed one
+                idle = next((h for h, b in self._breakers.items() if b.state == "closed"), None)
+                del self._breakers[idle if idle is not None else next(iter(self._breakers))]
             return breaker
+
+    def state_sizes(self) -> dict[str, int]:
+        """How much per-host and per-record state is held (each is bounded)."""
+        return {
+            "breakers": len(self._breakers),
+            "partial_markers": len(self._partial),
+            "tenant_buckets": self._buckets.tenants() if self._buckets is not None else 0,
+        }
 
     def _breaker_changed(self, host: str, state: str) -> None:
         self._stats.add(f"circuit_{'opened' if state == 'open' else 'closed'}")
@@ -469,7 +490,9 @@ class WebhookConsumer:
                 self._stats.add("posted")
                 if several:
                     with self._partial_lock:
-                        self._partial.add(marker)
+                        self._partial[marker] = None
+                        if len(self._partial) > MAX_PARTIAL_MARKERS:
+                            self._partial.popitem(last=False)
             self._forget_partial(record, subscriptions)
             done.put((key, "ok", "", None))
         except _Rejected as exc:
@@ -486,7 +509,7 @@ class WebhookConsumer:
         if len(subscriptions) > 1:
             with self._partial_lock:
                 for subscription in subscriptions:
-                    self._partial.discard((record.event_id, subscription.id))
+                    self._partial.pop((record.event_id, subscription.id), None)
 
     def __call__(self, records: Sequence[StreamRecord]) -> BatchResult | None:
         scheduler: _Scheduler = FairScheduler(self._buckets)
@@ -620,7 +643,11 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsum
                 "needs DynamoDB access ([aws] settings)",
             )
         source = TableSubscriptions(
-            client, opts.subscriptions_table, ttl_s=opts.subscriptions_ttl_s, stats=context.stats
+            client,
+            opts.subscriptions_table,
+            ttl_s=opts.subscriptions_ttl_s,
+            stats=context.stats,
+            max_subscriptions=opts.max_subscriptions,
         )
         try:
             source.lookup(None, "INSERT")  # read it now: a missing table stops the start

@@ -253,7 +253,7 @@ def build_app(
             stream_arn=stream_arn,
         )
 
-    tenant_stats = TenantStats()
+    tenant_stats = TenantStats(settings.observability.max_tenant_labels)
     metrics = Metrics(stats, http=http, tenants=tenant_stats)
     tenancy = tenancy_for(settings)
 

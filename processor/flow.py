@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
@@ -118,8 +118,17 @@ class _Bucket:
     updated: float
 
 
+#: tenants whose buckets are kept; the least recently used beyond that are forgotten (a
+#: forgotten tenant's next bucket starts full: at most one extra burst, never more)
+MAX_TENANT_BUCKETS = 10_000
+
+
 class TokenBuckets:
-    """One token bucket per tenant (thread-safe). ``rate`` None means unlimited."""
+    """One token bucket per tenant (thread-safe). ``rate`` None means unlimited.
+
+    At most ``max_tenants`` buckets are kept (least recently used forgotten), so tenants that
+    come and go cannot grow memory without bound.
+    """
 
     def __init__(
         self,
@@ -128,13 +137,19 @@ class TokenBuckets:
         *,
         overrides: Mapping[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_tenants: int = MAX_TENANT_BUCKETS,
     ) -> None:
         self._rate = rate
         self._burst = burst
         self._overrides = dict(overrides or {})
         self._clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[str | None, _Bucket] = {}
+        self._buckets: OrderedDict[str | None, _Bucket] = OrderedDict()
+        self._max = max_tenants
+
+    def tenants(self) -> int:
+        """How many tenants' buckets are held (at most ``max_tenants``)."""
+        return len(self._buckets)
 
     def _rate_of(self, tenant: str | None) -> float | None:
         if tenant is not None and tenant in self._overrides:
@@ -152,6 +167,10 @@ class TokenBuckets:
             bucket = self._buckets.get(tenant)
             if bucket is None:
                 bucket = self._buckets[tenant] = _Bucket(burst, now)
+                if len(self._buckets) > self._max:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(tenant)
             bucket.tokens = min(burst, bucket.tokens + (now - bucket.updated) * rate)
             bucket.updated = now
             if bucket.tokens >= 1.0:

@@ -192,6 +192,8 @@ class ObservabilitySettings(_Section):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)  # off unless set
     host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod from outside
     ready_max_stall_s: float = Field(default=60.0, gt=0)
+    #: tenants with a label of their own in dsp_tenant_records_total (the rest: "other")
+    max_tenant_labels: int = Field(default=100, ge=0, le=10_000)
 
 
 class TenancySettings(_Section):

@@ -86,22 +86,44 @@ class Tenancy:
         return keep, aside
 
 
-class TenantStats:
-    """Thread-safe record counts per (route, tenant, outcome), exported as a metric."""
+#: the label value that stands for every tenant past the labelled ones
+OTHER_TENANTS = "other"
+#: how many tenants get a label of their own by default ([observability] max_tenant_labels)
+MAX_TENANT_LABELS = 100
 
-    def __init__(self) -> None:
+
+class TenantStats:
+    """Thread-safe record counts per (route, tenant, outcome), exported as a metric.
+
+    Tenants are untrusted and unbounded in number; a metric label must not be. The first
+    ``max_tenants`` tenants seen keep a label of their own for the life of the process (a
+    label never moves, so counters stay monotonic); every later tenant is counted as
+    ``other``.
+    """
+
+    def __init__(self, max_tenants: int = MAX_TENANT_LABELS) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._labelled: set[str] = {NO_TENANT}
+        self._max = max_tenants
+
+    def _label(self, tenant: str) -> str:
+        if tenant in self._labelled:
+            return tenant
+        if len(self._labelled) <= self._max:
+            self._labelled.add(tenant)
+            return tenant
+        return OTHER_TENANTS
 
     def add_records(self, route: str, records: Sequence[StreamRecord], outcome: str) -> None:
         per_tenant = Counter(r.tenant or NO_TENANT for r in records)
         with self._lock:
             for tenant, count in per_tenant.items():
-                self._counts[(route, tenant, outcome)] += count
+                self._counts[(route, self._label(tenant), outcome)] += count
 
     def add(self, route: str, tenant: str, outcome: str, count: int = 1) -> None:
         with self._lock:
-            self._counts[(route, tenant, outcome)] += count
+            self._counts[(route, self._label(tenant), outcome)] += count
 
     def snapshot(self) -> dict[tuple[str, str, str], int]:
         with self._lock:
