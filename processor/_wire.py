@@ -19,7 +19,7 @@ from typing import Any, Required, TypedDict
 
 import msgspec
 
-from processor.errors import RecordError
+from processor.errors import RecordError, TransientError
 from processor.records import StreamRecord
 
 __all__ = ["decode_page"]
@@ -56,22 +56,44 @@ _plain = msgspec.json.Decoder().decode
 _EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 
 
+def _plain_page(body: bytes) -> dict[str, Any]:
+    """The page decoded loosely, checked to be GetRecords-shaped (else TransientError)."""
+    try:
+        plain = _plain(body)
+    except msgspec.DecodeError as exc:
+        raise TransientError(f"GetRecords answered a body that is not JSON: {exc}") from None
+    if (
+        not isinstance(plain, dict)
+        or not isinstance(plain.get("Records", []), list)
+        or not isinstance(plain.get("NextShardIterator"), str | None)
+    ):
+        raise TransientError("GetRecords answered a body that is not a GetRecords page")
+    return plain
+
+
 def decode_page(
     body: bytes, shard_id: str
 ) -> tuple[list[StreamRecord], str | None, list[tuple[Any, Exception]]]:
-    """(records, next iterator, malformed records with their error) of a GetRecords body."""
+    """(records, next iterator, malformed records with their error) of a GetRecords body.
+
+    A body that is not a GetRecords page at all (not JSON, not an object, Records not a list,
+    NextShardIterator not a string) raises :class:`TransientError`: the page is read again
+    from the same iterator, as after any failed call.
+    """
     records: list[StreamRecord] = []
     malformed: list[tuple[Any, Exception]] = []
     try:
         page = _typed(body)
     except msgspec.ValidationError:
-        plain = _plain(body)
+        plain = _plain_page(body)
         for item in plain.get("Records", []):
             try:
                 records.append(StreamRecord.from_wire(item, shard_id=shard_id))
             except RecordError as exc:
                 malformed.append((item, exc))
         return records, plain.get("NextShardIterator"), malformed
+    except msgspec.DecodeError as exc:
+        raise TransientError(f"GetRecords answered a body that is not JSON: {exc}") from None
     append = records.append
     for rec in page.Records:
         ddb: Any = rec["dynamodb"]

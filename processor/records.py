@@ -165,8 +165,11 @@ def _fast(value: Any) -> Any:
 
 def decode_value(value: AttributeValue) -> Any:
     """Decode one AttributeValue in DynamoDB JSON to the value TypeDeserializer returns."""
+    if not isinstance(value, Mapping):
+        raise RecordError(f"an AttributeValue is a JSON object, got {type(value).__name__}")
     if len(value) != 1:
-        raise RecordError(f"an AttributeValue has exactly one type tag, got {sorted(value)}")
+        tags = sorted(str(tag) for tag in value)[:5]
+        raise RecordError(f"an AttributeValue has exactly one type tag, got {tags}")
     ((tag, raw),) = value.items()
     decoder = _DECODERS.get(tag)
     if decoder is None:
@@ -175,7 +178,9 @@ def decode_value(value: AttributeValue) -> Any:
         return decoder(raw)
     except RecordError:
         raise
-    except (ArithmeticError, TypeError, ValueError, AttributeError) as exc:
+    except RecursionError:
+        raise RecordError(f"{tag} value is nested too deeply") from None
+    except (ArithmeticError, TypeError, ValueError, AttributeError, KeyError) as exc:
         raise RecordError(f"malformed {tag} value {raw!r:.60}: {exc}") from exc
 
 
@@ -183,11 +188,13 @@ def decode_image(image: Image | None) -> dict[str, Any] | None:
     """Decode a whole item (or ``None`` when the stream view does not carry it)."""
     if image is None:
         return None
+    if not isinstance(image, Mapping):
+        raise RecordError(f"an image is a JSON object, got {type(image).__name__}")
     try:
         return {name: _fast(value) for name, value in image.items()}
     except RecordError:
         raise
-    except (ArithmeticError, TypeError, ValueError, AttributeError, KeyError):
+    except (ArithmeticError, TypeError, ValueError, AttributeError, KeyError, RecursionError):
         # malformed somewhere: decode again slowly to name the offending value
         return {name: decode_value(value) for name, value in image.items()}
 

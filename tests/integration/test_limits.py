@@ -1,0 +1,123 @@
+"""Items at DynamoDB's limits flow end to end through `dsp run`: mirrored exactly and announced."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from processor.testing import WebhookReceiver, create_table, scan_all
+
+#: just under 400,000 bytes: DynamoDB's documented 400 KB (moto refuses items over 405,000)
+BIG = 400_000 - 100
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A map nested ``depth`` levels deep (DynamoDB allows 32)."""
+    node: dict[str, Any] = {"S": "bottom"}
+    for level in range(depth - 1):
+        node = {"M": {f"l{level}": node}}
+    return node
+
+
+ITEMS = [
+    {"pk": {"S": "big"}, "sk": {"S": "1"}, "blob": {"S": "x" * (BIG)}},
+    {"pk": {"S": "deep"}, "sk": {"S": "1"}, "tree": nested(32)},
+    {
+        "pk": {"S": "numbers"},
+        "sk": {"S": "1"},
+        "n38": {"N": "12345678901234567890123456789012345678"},
+        "tiny": {"N": "-1E-130"},
+        "huge": {"N": "9.9999999999999999999999999999999999999E+125"},
+        "ns": {"NS": ["1", "1E+100", "0.5"]},
+    },
+    {
+        "pk": {"S": "binary"},
+        "sk": {"S": "1"},
+        "b": {"B": bytes(range(256))},
+        "bs": {"BS": [b"\x00", b"\xff\xfe"]},
+        "empty_s": {"S": ""},
+        "empty_b": {"B": b""},
+        "empty_l": {"L": []},
+        "empty_m": {"M": {}},
+        "null": {"NULL": True},
+    },
+]
+
+
+def test_items_at_the_limits_are_mirrored_and_announced(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str, receiver: WebhookReceiver
+) -> None:
+    """400 KB, 32 levels, 38-digit and extreme numbers, binary and empty values: the mirror
+    equals the source and each change is POSTed once with exact values."""
+    source, mirror = f"limits-{unique}", f"limits-mirror-{unique}"
+    create_table(dynamodb, source)
+    create_table(dynamodb, mirror, stream_view=None)
+    for item in ITEMS:
+        dynamodb.put_item(TableName=source, Item=item)
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+table = "{source}"
+poll_interval_min_s = 0.05
+poll_interval_max_s = 0.1
+[checkpoints]
+table = "leases-{unique}"
+application = "limits-{unique}"
+[dead_letter]
+path = "{tmp_path / "dead.jsonl"}"
+[[routes]]
+name = "mirror"
+consumer = "batch_write"
+[routes.options]
+table = "{mirror}"
+[[routes]]
+name = "notify"
+consumer = "webhook"
+[routes.options]
+url = "{receiver.url}/limits"
+"""
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "processor.cli",
+            "run",
+            "--config",
+            str(config),
+            "--stop-when-idle",
+            "1",
+        ],
+        env={**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (tmp_path / "dead.jsonl").exists()
+
+    def by_key(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {i["pk"]["S"]: i for i in items}
+
+    assert by_key(scan_all(dynamodb, mirror)) == by_key(scan_all(dynamodb, source))
+    bodies = {r.json()["keys"]["pk"]: r.json() for r in receiver.received("/limits")}
+    assert set(bodies) == {"big", "deep", "numbers", "binary"}
+    assert len(bodies["big"]["new_image"]["blob"]) == BIG
+    node = bodies["deep"]["new_image"]["tree"]
+    for level in reversed(range(31)):
+        node = node[f"l{level}"]
+    assert node == "bottom"
+    numbers = bodies["numbers"]["new_image"]
+    raw = next(r.body for r in receiver.received("/limits") if b'"numbers"' in r.body)
+    assert b"12345678901234567890123456789012345678" in raw  # exact, not a float
+    assert Decimal(str(numbers["tiny"])) == Decimal("-1E-130")
+    binary = bodies["binary"]["new_image"]
+    assert binary["empty_s"] == ""
+    assert binary["empty_l"] == []
+    assert binary["empty_m"] == {}
