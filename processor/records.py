@@ -151,7 +151,13 @@ def _fast(value: Any) -> Any:
     if tag == "S":
         return raw
     if tag == "N":
-        return _decode_n(raw)
+        try:
+            number = _create_decimal(raw)
+        except ArithmeticError:  # boto3's context refuses some numbers DynamoDB stores
+            return _exact_number(raw)
+        if not number.is_finite():
+            raise ValueError("not a number DynamoDB can store")
+        return number
     if tag == "M":
         return {name: _fast(item) for name, item in raw.items()}
     if tag == "L":
@@ -188,7 +194,7 @@ def decode_image(image: Image | None) -> dict[str, Any] | None:
     """Decode a whole item (or ``None`` when the stream view does not carry it)."""
     if image is None:
         return None
-    if not isinstance(image, Mapping):
+    if type(image) is not dict and not isinstance(image, Mapping):
         raise RecordError(f"an image is a JSON object, got {type(image).__name__}")
     try:
         return {name: _fast(value) for name, value in image.items()}
