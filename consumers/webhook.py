@@ -80,6 +80,7 @@ from processor import (
     DestinationNotAllowed,
     EgressPolicy,
     FairScheduler,
+    RecordError,
     StreamRecord,
     TokenBuckets,
     TransientError,
@@ -495,7 +496,7 @@ class WebhookConsumer:
                             self._partial.popitem(last=False)
             self._forget_partial(record, subscriptions)
             done.put((key, "ok", "", None))
-        except _Rejected as exc:
+        except (_Rejected, RecordError) as exc:  # never retried: dead-lettered with the reason
             self._forget_partial(record, subscriptions)  # dead-lettered: a redrive sends anew
             done.put((key, "rejected", str(exc), None))
         except TransientError as exc:

@@ -26,9 +26,16 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from consumers.cache import MemoryCache
 from processor.app import build_app, stats_table
 from processor.observability import configure_logging
+from processor.records import decode_image
 from processor.settings import load_settings
 from processor.signatures import new_secret
-from processor.testing import WebhookReceiver, create_table, moto_server, scan_all
+from processor.testing import (
+    WebhookReceiver,
+    create_table,
+    dynamodb_local,
+    moto_server,
+    scan_all,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANTS = ("acme", "globex", "initech")
@@ -58,7 +65,7 @@ def _write_changes(dynamodb: Any, rng: random.Random) -> tuple[int, set[tuple[st
                 "sk": {"S": key[1]},
                 "status": {"S": "new"},
                 "total": {"N": f"{rng.randint(100, 99999) / 100:.2f}"},
-                "items": {"NS": [str(rng.randint(1, 50)) for _ in range(3)]},
+                "items": {"NS": [str(n) for n in rng.sample(range(1, 51), 3)]},  # no duplicates
                 "tags": {"SS": ["demo", tenant]},
             },
         )
@@ -103,8 +110,11 @@ def _verify(  # noqa: PLR0917 - the demo's verification takes what main() built
     pool_size: int,
 ) -> list[tuple[str, bool, str]]:
     """What the demo promises, checked against the real tables, receiver and cache."""
-    source = {(i["pk"]["S"], i["sk"]["S"]): i for i in scan_all(dynamodb, "orders")}
-    mirror = {(i["pk"]["S"], i["sk"]["S"]): i for i in scan_all(dynamodb, "orders_mirror")}
+    # compared as values (sets as sets, numbers as Decimals): DynamoDB orders sets freely
+    source = {(i["pk"]["S"], i["sk"]["S"]): decode_image(i) for i in scan_all(dynamodb, "orders")}
+    mirror = {
+        (i["pk"]["S"], i["sk"]["S"]): decode_image(i) for i in scan_all(dynamodb, "orders_mirror")
+    }
     received = receiver.received("/orders")
     signed_ok = sum(_signed(r, webhook_secret) for r in received)
     event_ids = [r.headers.get("Idempotency-Key") for r in received]
@@ -145,8 +155,15 @@ def main() -> int:
     webhook_secret = new_secret()
     use_redis = _redis_available()
     workdir = Path(tempfile.mkdtemp(prefix="dsp-demo-"))
-    with moto_server() as endpoint, WebhookReceiver() as receiver:
-        print(f"embedded DynamoDB (moto server) at {endpoint}")
+    backend = os.environ.get("DSP_TEST_BACKEND", "moto")
+    if backend == "dynamodb-local":
+        local_dir = os.environ.get("DSP_TEST_DYNAMODB_LOCAL_DIR", ".cache/dynamodb-local")
+        server = dynamodb_local(local_dir)
+        name = "DynamoDB Local"
+    else:
+        server, name = moto_server(), "moto server"
+    with server as endpoint, WebhookReceiver() as receiver:
+        print(f"embedded DynamoDB ({name}) at {endpoint}")
         print(f"webhook receiver at {receiver.url}/orders")
         dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
         create_table(dynamodb, "orders")

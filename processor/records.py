@@ -222,9 +222,18 @@ def to_client_image(image: Image) -> dict[str, Any]:
     """The wire image in the form boto3's low-level client takes (binary as bytes).
 
     Only binary values change; everything else is passed through untouched, so an image
-    read from the stream is written back without a decode/encode round trip.
+    read from the stream is written back without a decode/encode round trip. A malformed
+    value (e.g. ``{}``, which DynamoDB Local writes for an empty map) is a RecordError.
     """
-    return {name: _client_value(value) for name, value in image.items()}
+    try:
+        return {name: _client_value(value) for name, value in image.items()}
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        for name, value in image.items():  # name the offending attribute
+            if not isinstance(value, Mapping) or len(value) != 1:
+                raise RecordError(
+                    f"attribute {name!r} is not an AttributeValue with one type tag"
+                ) from None
+        raise RecordError(f"malformed image: {exc}") from None
 
 
 class StreamRecord:
@@ -468,4 +477,9 @@ def plain_image(image: Image | None) -> dict[str, Any] | None:
     """
     if image is None:
         return None
-    return {name: _plain_value(value) for name, value in image.items()}
+    try:
+        return {name: _plain_value(value) for name, value in image.items()}
+    except RecordError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, ArithmeticError) as exc:
+        raise RecordError(f"malformed image: {exc}") from None

@@ -20,7 +20,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -45,6 +45,8 @@ from processor.routing import PatternError, compile_filters
 __all__ = ["Settings", "load_settings"]
 
 ENV_PREFIX = "DSP_"
+#: DynamoDB's rule for table names (moto accepts more; DynamoDB and DynamoDB Local do not)
+TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[a-zA-Z0-9_.\-]+$")]
 _CALLABLE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -70,7 +72,7 @@ class AwsSettings(_Section):
 
 
 class StreamSettings(_Section):
-    table: str | None = None
+    table: TableName | None = None
     arn: str | None = None
     starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
     get_records_limit: int = Field(default=1000, ge=1, le=1000)
@@ -90,7 +92,7 @@ class StreamSettings(_Section):
 
 
 class CheckpointSettings(_Section):
-    table: str = "dsp-leases"
+    table: TableName = "dsp-leases"
     application: str = Field(min_length=1, pattern=r"^[\w.\-:]+$")
     owner: str | None = None  # default: hostname:pid
     lease_timeout_s: float = Field(default=30.0, ge=2)
@@ -407,10 +409,10 @@ def _check_env_names(environ: Mapping[str, str]) -> None:
     sections = {name.upper() for name in Settings.model_fields}
     for var, value in environ.items():
         upper = var.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in (
-            f"{ENV_PREFIX}CONFIG",
-            "DSP_TEST_REDIS_URL",
-        ):
+        # DSP_TEST_*: the test suite's own switches (backend, Redis URL), never settings
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(f"{ENV_PREFIX}TEST_"):
+            continue
+        if upper == f"{ENV_PREFIX}CONFIG":
             continue
         section = upper[len(ENV_PREFIX) :].split("__", 1)[0]
         if section not in sections:

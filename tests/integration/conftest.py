@@ -1,5 +1,11 @@
 """Real servers on 127.0.0.1, started once per session: moto server, Redis, HTTP receivers.
 
+``DSP_TEST_BACKEND`` chooses the DynamoDB endpoint: ``moto`` (default) or ``dynamodb-local``
+(Amazon's DynamoDB Local, unpacked under ``DSP_TEST_DYNAMODB_LOCAL_DIR`` by ``make
+test-dynamodb-local``). Tests that need what only moto offers carry
+``@pytest.mark.moto_only(reason)`` and are skipped, with that reason printed, on the other
+backend.
+
 Redis must answer at 127.0.0.1:6379 (`.ci/run` starts one if needed): these tests fail,
 never skip, when it does not.
 """
@@ -15,19 +21,32 @@ import boto3
 import pytest
 import redis
 
-from processor.testing import WebhookReceiver, moto_server
+from processor.testing import WebhookReceiver, dynamodb_local, moto_server
 
 REDIS_URL = os.environ.get("DSP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BACKEND = os.environ.get("DSP_TEST_BACKEND", "moto")
+DYNAMODB_LOCAL_DIR = os.environ.get("DSP_TEST_DYNAMODB_LOCAL_DIR", ".cache/dynamodb-local")
+BACKENDS = ("moto", "dynamodb-local")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if BACKEND not in BACKENDS:
+        raise pytest.UsageError(f"DSP_TEST_BACKEND={BACKEND!r}: use one of {BACKENDS}")
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+        only = item.get_closest_marker("moto_only")
+        if only is not None and BACKEND != "moto":
+            reason = only.kwargs.get("reason") or (only.args[0] if only.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"moto only: {reason}"))
 
 
 @pytest.fixture(scope="session")
 def endpoint() -> Iterator[str]:
+    if BACKEND == "dynamodb-local":
+        with dynamodb_local(DYNAMODB_LOCAL_DIR) as url:
+            yield url
+        return
     with moto_server() as url:
         yield url
 

@@ -41,6 +41,7 @@ def test_jsonl_sink_appends_whole_records_and_reads_back(tmp_path: Path) -> None
     assert list(read_dead_letters(path)) == [first, second]
 
 
+@pytest.mark.moto_only(reason="SQS: DynamoDB Local serves DynamoDB and Streams only")
 def test_sqs_sink_sends_documents_and_overflows_large_ones(
     sqs: Any, tmp_path: Path, unique: str
 ) -> None:

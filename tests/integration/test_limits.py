@@ -9,10 +9,56 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from processor.dead_letter import read_dead_letters
 from processor.testing import WebhookReceiver, create_table, scan_all
+
+from .conftest import BACKEND
 
 #: just under 400,000 bytes: DynamoDB's documented 400 KB (moto refuses items over 405,000)
 BIG = 400_000 - 100
+
+
+CONFIG = """
+[stream]
+table = "{source}"
+poll_interval_min_s = 0.05
+poll_interval_max_s = 0.1
+[checkpoints]
+table = "leases-{unique}"
+application = "limits-{unique}"
+[dead_letter]
+path = "{tmp}/dead.jsonl"
+[[routes]]
+name = "mirror"
+consumer = "batch_write"
+[routes.options]
+table = "{mirror}"
+[[routes]]
+name = "notify"
+consumer = "webhook"
+[routes.options]
+url = "{url}/limits"
+"""
+
+
+def dsp_run(config: Path, endpoint: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "processor.cli",
+            "run",
+            "--config",
+            str(config),
+            "--stop-when-idle",
+            "1",
+        ],
+        env={**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -42,7 +88,6 @@ ITEMS = [
         "empty_s": {"S": ""},
         "empty_b": {"B": b""},
         "empty_l": {"L": []},
-        "empty_m": {"M": {}},
         "null": {"NULL": True},
     },
 ]
@@ -60,45 +105,9 @@ def test_items_at_the_limits_are_mirrored_and_announced(
         dynamodb.put_item(TableName=source, Item=item)
     config = tmp_path / "dsp.toml"
     config.write_text(
-        f"""
-[stream]
-table = "{source}"
-poll_interval_min_s = 0.05
-poll_interval_max_s = 0.1
-[checkpoints]
-table = "leases-{unique}"
-application = "limits-{unique}"
-[dead_letter]
-path = "{tmp_path / "dead.jsonl"}"
-[[routes]]
-name = "mirror"
-consumer = "batch_write"
-[routes.options]
-table = "{mirror}"
-[[routes]]
-name = "notify"
-consumer = "webhook"
-[routes.options]
-url = "{receiver.url}/limits"
-"""
+        CONFIG.format(source=source, unique=unique, mirror=mirror, tmp=tmp_path, url=receiver.url)
     )
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "processor.cli",
-            "run",
-            "--config",
-            str(config),
-            "--stop-when-idle",
-            "1",
-        ],
-        env={**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = dsp_run(config, endpoint)
     assert run.returncode == 0, run.stderr[-3000:]
     assert not (tmp_path / "dead.jsonl").exists()
 
@@ -120,4 +129,39 @@ url = "{receiver.url}/limits"
     binary = bodies["binary"]["new_image"]
     assert binary["empty_s"] == ""
     assert binary["empty_l"] == []
-    assert binary["empty_m"] == {}
+
+
+def test_an_empty_map_is_mirrored_or_dead_lettered_at_once_by_backend(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str, receiver: WebhookReceiver
+) -> None:
+    """DynamoDB (and moto) stream an empty map as {"M": {}}, mirrored like any value.
+    DynamoDB Local streams it as {} (docs/dynamodb-local.md): a malformed value, so the
+    record is dead-lettered whole on its first attempt, with the attribute named, never
+    retried in vain."""
+    source, mirror = f"emptymap-{unique}", f"emptymap-mirror-{unique}"
+    create_table(dynamodb, source)
+    create_table(dynamodb, mirror, stream_view=None)
+    item = {"pk": {"S": "m"}, "sk": {"S": "1"}, "empty_m": {"M": {}}}
+    dynamodb.put_item(TableName=source, Item=item)
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        CONFIG.format(source=source, unique=unique, mirror=mirror, tmp=tmp_path, url=receiver.url)
+    )
+    run = dsp_run(config, endpoint)
+    assert run.returncode == 0, run.stderr[-3000:]
+    letters = (
+        read_dead_letters(tmp_path / "dead.jsonl") if (tmp_path / "dead.jsonl").exists() else []
+    )
+    if BACKEND == "dynamodb-local":
+        assert sorted(entry.route for entry in letters) == ["mirror", "notify"]
+        assert all(entry.attempts == 1 for entry in letters)
+        assert all(
+            "empty_m" in entry.error_message or "malformed" in entry.error_message
+            for entry in letters
+        )
+        assert scan_all(dynamodb, mirror) == []
+    else:
+        assert letters == []
+        assert scan_all(dynamodb, mirror) == [item]
+        (body,) = [r.json() for r in receiver.received("/limits")]
+        assert body["new_image"]["empty_m"] == {}

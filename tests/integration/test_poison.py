@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from processor.app import build_app
 from processor.dead_letter import read_dead_letters
 from processor.settings import load_settings
@@ -92,6 +94,7 @@ def test_poison_record_goes_to_the_dead_letter_file_whole(
     assert checkpoint(dynamodb, unique) == last
 
 
+@pytest.mark.moto_only(reason="SQS: DynamoDB Local serves DynamoDB and Streams only")
 def test_poison_record_goes_to_sqs_whole(
     tmp_path: Path, endpoint: str, dynamodb: Any, sqs: Any, unique: str
 ) -> None:
