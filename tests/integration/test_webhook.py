@@ -447,3 +447,17 @@ def test_a_rate_limited_tenant_does_not_hold_back_the_others(receiver: WebhookRe
     assert max(quiet) < sorted(noisy)[10]  # the quiet tenant finished before the noisy one's 11th
     # 20 tokens after the burst of 5 take about 1 s at 20/s
     assert noisy[-1] - noisy[0] >= (25 - 5) / 20.0 * 0.9
+
+
+def test_a_record_with_a_malformed_image_is_rejected_not_retried(receiver: WebhookReceiver) -> None:
+    """A body that cannot be built is a rejection (dead-lettered at once), never a retry."""
+    record = make_record(
+        {"pk": {"S": "TENANT#a"}, "sk": {"S": "1"}},
+        new_image={"pk": {"S": "TENANT#a"}, "sk": {"S": "1"}, "empty_m": {}},
+        event_id="evt-bad",
+    )
+    result = build({"url": f"{receiver.url}/m"}, context())([record])
+    assert result is not None
+    assert "malformed" in result.rejected["evt-bad"]
+    assert not result.failed_event_ids
+    assert receiver.attempts == []

@@ -342,3 +342,13 @@ def test_decoding_legal_numbers_equals_decimal_and_boto3(text: str) -> None:
     except ArithmeticError:
         return
     assert value.as_tuple() == boto3_value.as_tuple()
+
+
+@pytest.mark.parametrize("bad", [{}, {"S": "a", "N": "1"}, "text", {"M": {"x": {}}}])
+def test_malformed_values_in_images_are_record_errors_on_every_path(bad: Any) -> None:
+    """A malformed AttributeValue (DynamoDB Local streams an empty map as {}) is a RecordError
+    whether the image is decoded, written back or turned into a webhook body."""
+    image = {"pk": {"S": "1"}, "bad": bad}
+    for convert in (decode_image, to_client_image, plain_image):
+        with pytest.raises(RecordError):
+            convert(image)
