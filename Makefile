@@ -10,7 +10,7 @@ DDB_LOCAL_VERSION := 11.1.0
 DDB_LOCAL_DIR := .cache/dynamodb-local
 DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.unpacked-$(DDB_LOCAL_VERSION)
 
-.PHONY: install demo test test-unit test-integration test-dynamodb-local dynamodb-local check lint types bench fmt clean
+.PHONY: tools install demo test test-unit test-integration test-dynamodb-local dynamodb-local check lint types bench fmt clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,13 +27,20 @@ DEMO_DEPS := $(if $(filter dynamodb-local,$(BACKEND)),$(DDB_LOCAL_STAMP))
 demo: $(STAMP) $(DEMO_DEPS)
 	DSP_TEST_BACKEND=$(BACKEND) DSP_TEST_DYNAMODB_LOCAL_DIR=$(DDB_LOCAL_DIR) $(BIN)/python -m demo
 
-test: $(STAMP)
+# promtool (Debian's prometheus package) unit-tests the alert rules in deploy/prometheus
+PROMTOOL := $(shell command -v promtool 2>/dev/null)
+tools:
+ifeq ($(PROMTOOL),)
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+endif
+
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests/integration
 
 
@@ -47,7 +54,7 @@ $(DDB_LOCAL_STAMP):
 
 dynamodb-local: $(DDB_LOCAL_STAMP)
 
-test-dynamodb-local: $(STAMP) $(DDB_LOCAL_STAMP)
+test-dynamodb-local: $(STAMP) $(DDB_LOCAL_STAMP) tools
 	DSP_TEST_BACKEND=dynamodb-local DSP_TEST_DYNAMODB_LOCAL_DIR=$(DDB_LOCAL_DIR) \
 		$(BIN)/python -m pytest -q tests/integration
 

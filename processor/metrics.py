@@ -30,6 +30,55 @@ __all__ = ["HealthServer", "Metrics"]
 _OUTCOMES = ("delivered", "filtered", "dead_lettered", "too_old", "unhandled")
 
 
+def _worker_families(state: dict[str, Any]) -> Iterable[Metric]:
+    """The worker's own figures: reading, leases, lag, retries, failures."""
+    read = CounterMetricFamily("dsp_records_read", "Records read from the stream")
+    read.add_metric([], state["records_read"])
+    yield read
+    leases = CounterMetricFamily(
+        "dsp_lease_events", "Lease changes of this process", labels=["event"]
+    )
+    for event in ("taken", "lost", "handed_off", "stolen"):
+        leases.add_metric([event], state[f"leases_{event}"])
+    yield leases
+    owned = GaugeMetricFamily("dsp_leases_owned", "Shards this process reads now")
+    owned.add_metric([], len(state["shards"]))
+    yield owned
+    age = GaugeMetricFamily(
+        "dsp_iterator_age_seconds",
+        "Now minus the creation time of the last record read (0 when caught up)",
+        labels=["shard"],
+    )
+    for shard in state["shards"]:
+        age.add_metric([shard["shard_id"]], shard["lag_s"])
+    yield age
+    stream_retries = CounterMetricFamily(
+        "dsp_stream_retries",
+        "Stream call retries (after botocore's own) by cause: throttling, 5xx, ...",
+        labels=["cause"],
+    )
+    for cause, count in state["stream_retries"].items():
+        stream_retries.add_metric([cause], count)
+    yield stream_retries
+    failures = CounterMetricFamily(
+        "dsp_reader_failures",
+        "Shard readers that ended with an error (the shard is taken again at a later scan)",
+    )
+    failures.add_metric([], state["reader_failures"])
+    yield failures
+    unowned = GaugeMetricFamily(
+        "dsp_shards_unowned",
+        "Ready shards that no live worker owns, as of this worker's last lease scan",
+    )
+    unowned.add_metric([], state["shards_unowned"])
+    yield unowned
+    trimmed = CounterMetricFamily(
+        "dsp_trimmed_ranges_skipped", "Trimmed ranges skipped (on_trimmed = skip)"
+    )
+    trimmed.add_metric([], state["trimmed_skips"])
+    yield trimmed
+
+
 class _EngineCollector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
@@ -69,40 +118,7 @@ class _EngineCollector(Collector):
             yield per_tenant
         worker = self._m.worker
         if worker is not None:
-            state = worker.state()
-            read = CounterMetricFamily("dsp_records_read", "Records read from the stream")
-            read.add_metric([], state["records_read"])
-            yield read
-            leases = CounterMetricFamily(
-                "dsp_lease_events", "Lease changes of this process", labels=["event"]
-            )
-            for event in ("taken", "lost", "handed_off", "stolen"):
-                leases.add_metric([event], state[f"leases_{event}"])
-            yield leases
-            owned = GaugeMetricFamily("dsp_leases_owned", "Shards this process reads now")
-            owned.add_metric([], len(state["shards"]))
-            yield owned
-            age = GaugeMetricFamily(
-                "dsp_iterator_age_seconds",
-                "Now minus the creation time of the last record read (0 when caught up)",
-                labels=["shard"],
-            )
-            for shard in state["shards"]:
-                age.add_metric([shard["shard_id"]], shard["lag_s"])
-            yield age
-            stream_retries = CounterMetricFamily(
-                "dsp_stream_retries",
-                "Stream call retries (after botocore's own) by cause: throttling, 5xx, ...",
-                labels=["cause"],
-            )
-            for cause, count in state["stream_retries"].items():
-                stream_retries.add_metric([cause], count)
-            yield stream_retries
-            trimmed = CounterMetricFamily(
-                "dsp_trimmed_ranges_skipped", "Trimmed ranges skipped (on_trimmed = skip)"
-            )
-            trimmed.add_metric([], state["trimmed_skips"])
-            yield trimmed
+            yield from _worker_families(worker.state())
         if self._m.http is not None:
             new = reused = 0
             for pool in list(getattr(self._m.http.pools, "_container", {}).values()):

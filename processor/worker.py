@@ -323,6 +323,9 @@ class Worker:
             "leases_handed_off": self.summary.leases_handed_off,
             "leases_stolen": self.summary.leases_stolen,
             "stream_retries": self._stream_retries(running),
+            "reader_failures": self.summary.reader_failures,
+            # ready shards no live worker owns (free or timed out), at the last lease scan
+            "shards_unowned": self._takeable,
             "trimmed_skips": len(self.summary.trimmed_skips)
             + sum(len(r.reader.trimmed_skips) for r in running),
             "shards": [
