@@ -3,6 +3,8 @@
 The names below are the public API; consumers (built-in and users') import only these.
 """
 
+from importlib import metadata as _metadata
+
 from processor.aws import THROTTLING_CODES, translate_client_error
 from processor.batching import Dispatcher, RetryPolicy
 from processor.consumer import (
@@ -106,4 +108,7 @@ __all__ = [
     "verify",
 ]
 
-__version__ = "0.1.0"
+try:  # the version lives in pyproject.toml alone; installed metadata carries it here
+    __version__ = _metadata.version("dynamodb-stream-processor")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from processor import __version__
 from processor._runtime import tune_gc
 from processor.app import build_app, retry_policy, stats_table, tenancy_for
 from processor.aws import make_clients
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsp", description="Read a DynamoDB Stream and fan every change out to consumers."
     )
+    parser.add_argument("--version", action="version", version=f"dsp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,45 @@
+"""The wheel a user installs works on its own: built, installed into a fresh virtualenv, run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, cwd: Path | None = None) -> str:
+    done = subprocess.run(
+        list(args), capture_output=True, text=True, timeout=600, check=False, cwd=cwd
+    )
+    assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def test_the_wheel_installs_and_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
+    """`python -m build` makes a wheel; in a fresh venv, `dsp --version`, `dsp check-config`
+    on the example and `import processor.testing` work, with the version from one place."""
+    run(sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(ROOT))
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    env = tmp_path / "venv"
+    venv.create(env, with_pip=True)
+    python = env / "bin" / "python"
+    run(str(python), "-m", "pip", "install", "--quiet", str(wheel))
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert run(str(env / "bin" / "dsp"), "--version").strip() == f"dsp {version}"
+    example = ROOT / "config" / "production.example.toml"
+    out = run(str(env / "bin" / "dsp"), "check-config", "--config", str(example), cwd=tmp_path)
+    assert "ok (3 routes)" in out
+    imported = run(
+        str(python),
+        "-c",
+        "import processor, processor.testing, consumers.webhook; "
+        "print(processor.__version__, processor.testing.__file__)",
+        cwd=tmp_path,
+    )
+    installed_version, location = imported.split()
+    assert installed_version == version
+    assert location.startswith(str(env))  # the installed copy, not this source tree
