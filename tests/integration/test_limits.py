@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from processor.dead_letter import read_dead_letters
+from processor.dead_letter import DeadLetter, read_dead_letters
 from processor.testing import WebhookReceiver, create_table, scan_all
 
 from .conftest import BACKEND
@@ -41,24 +41,25 @@ url = "{url}/limits"
 """
 
 
-def dsp_run(config: Path, endpoint: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "processor.cli",
-            "run",
-            "--config",
-            str(config),
-            "--stop-when-idle",
-            "1",
-        ],
+def mirror_and_announce(
+    tmp_path: Path, endpoint: str, *, source: str, mirror: str, unique: str, url: str
+) -> list[DeadLetter]:
+    """`dsp run --stop-when-idle` mirroring ``source`` and POSTing it; the dead letters."""
+    config = tmp_path / "dsp.toml"
+    text = CONFIG.format(source=source, unique=unique, mirror=mirror, tmp=tmp_path, url=url)
+    config.write_text(text)
+    command = [sys.executable, "-m", "processor.cli", "run", "--config", str(config)]
+    run = subprocess.run(
+        [*command, "--stop-when-idle", "1"],
         env={**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint},
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+    assert run.returncode == 0, run.stderr[-3000:]
+    letters = tmp_path / "dead.jsonl"
+    return read_dead_letters(letters) if letters.exists() else []
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -103,13 +104,10 @@ def test_items_at_the_limits_are_mirrored_and_announced(
     create_table(dynamodb, mirror, stream_view=None)
     for item in ITEMS:
         dynamodb.put_item(TableName=source, Item=item)
-    config = tmp_path / "dsp.toml"
-    config.write_text(
-        CONFIG.format(source=source, unique=unique, mirror=mirror, tmp=tmp_path, url=receiver.url)
+    letters = mirror_and_announce(
+        tmp_path, endpoint, source=source, mirror=mirror, unique=unique, url=receiver.url
     )
-    run = dsp_run(config, endpoint)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert not (tmp_path / "dead.jsonl").exists()
+    assert letters == []
 
     def by_key(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return {i["pk"]["S"]: i for i in items}
@@ -143,14 +141,8 @@ def test_an_empty_map_is_mirrored_or_dead_lettered_at_once_by_backend(
     create_table(dynamodb, mirror, stream_view=None)
     item = {"pk": {"S": "m"}, "sk": {"S": "1"}, "empty_m": {"M": {}}}
     dynamodb.put_item(TableName=source, Item=item)
-    config = tmp_path / "dsp.toml"
-    config.write_text(
-        CONFIG.format(source=source, unique=unique, mirror=mirror, tmp=tmp_path, url=receiver.url)
-    )
-    run = dsp_run(config, endpoint)
-    assert run.returncode == 0, run.stderr[-3000:]
-    letters = (
-        read_dead_letters(tmp_path / "dead.jsonl") if (tmp_path / "dead.jsonl").exists() else []
+    letters = mirror_and_announce(
+        tmp_path, endpoint, source=source, mirror=mirror, unique=unique, url=receiver.url
     )
     if BACKEND == "dynamodb-local":
         assert sorted(entry.route for entry in letters) == ["mirror", "notify"]
