@@ -59,7 +59,7 @@ def mirror_and_announce(
     )
     assert run.returncode == 0, run.stderr[-3000:]
     letters = tmp_path / "dead.jsonl"
-    return read_dead_letters(letters) if letters.exists() else []
+    return list(read_dead_letters(letters)) if letters.exists() else []
 
 
 def nested(depth: int) -> dict[str, Any]:
