@@ -406,7 +406,7 @@ class WebhookConsumer:
             "Idempotency-Key": record.event_id,
             **self._options.headers,
         }
-        if options_sign_standard(self._options) and not _secrets_usable(subscription):
+        if self._options.signature == "standard-webhooks" and not _secrets_usable(subscription):
             raise _Rejected(
                 "the subscription's secret is not a Standard Webhooks key (whsec_<base64>)"
             )
@@ -605,10 +605,6 @@ class WebhookConsumer:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
-
-
-def options_sign_standard(options: WebhookOptions) -> bool:
-    return options.signature == "standard-webhooks"
 
 
 def _secrets_usable(subscription: Subscription) -> bool:
