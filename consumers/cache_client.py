@@ -60,6 +60,8 @@ class SubscribedCache:
         self._on_invalidate = on_invalidate
         self._lock = threading.Lock()
         self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        #: loads in flight per name; an invalidation of the name voids them (see get_or_load)
+        self._loading: dict[str, set[object]] = {}
         self._subscribed = threading.Event()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,18 +95,38 @@ class SubscribedCache:
         if not self._subscribed.is_set():
             return
         with self._lock:
-            self._data[name] = (self._clock() + self._ttl, value)
-            self._data.move_to_end(name)
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
+            self._store(name, value)
+
+    def _store(self, name: str, value: Any) -> None:  # holds the lock
+        self._data[name] = (self._clock() + self._ttl, value)
+        self._data.move_to_end(name)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
 
     def get_or_load(self, name: str, load: Callable[[], V]) -> V:
+        """The cached value, or ``load()``'s, cached unless ``name`` was invalidated while
+        ``load`` ran (the value it read may predate the change: returned, never kept)."""
         missing = object()
         value = self.get(name, missing)
-        if value is missing:
-            value = load()
-            self.set(name, value)
-        return value  # type: ignore[no-any-return]
+        if value is not missing:
+            return value  # type: ignore[no-any-return]
+        token = object()
+        with self._lock:
+            self._loading.setdefault(name, set()).add(token)
+        loaded = missing
+        try:
+            loaded = load()
+        finally:
+            with self._lock:
+                pending = self._loading.get(name)
+                current = pending is not None and token in pending
+                if pending is not None:
+                    pending.discard(token)
+                    if not pending:
+                        del self._loading[name]
+                if current and loaded is not missing and self._subscribed.is_set():
+                    self._store(name, loaded)
+        return loaded  # type: ignore[return-value]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name, _ABSENT) is not _ABSENT
@@ -116,15 +138,20 @@ class SubscribedCache:
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._loading.clear()
         self.stats["clears"] += 1
 
     def _drop(self, name: str) -> None:
         with self._lock:
             dropped = self._data.pop(name, None) is not None
+            self._loading.pop(name, None)  # loads in flight read the old value: void them
         self.stats["invalidations"] += 1
         self.stats["dropped"] += dropped
         if self._on_invalidate is not None:
-            self._on_invalidate(name)
+            try:
+                self._on_invalidate(name)
+            except Exception:  # a hook's bug must not end the subscription
+                log.exception("cache_client_hook_failed", channel=self.channel, name=name)
 
     # -- the subscription ----------------------------------------------------------------------
 
@@ -157,8 +184,13 @@ class SubscribedCache:
                 error=str(state.outcome.exception()) if state.outcome else None,
             ),
         )
-        with contextlib.suppress(*_CONNECTION_ERRORS):  # raised only when closing
-            retrying(self._session)
+        while not self._closing.is_set():
+            try:
+                with contextlib.suppress(*_CONNECTION_ERRORS):  # raised only when closing
+                    retrying(self._session)
+            except Exception:  # anything else: say so, subscribe again
+                log.exception("cache_client_failed", channel=self.channel)
+                self._pause(1.0)
 
     def _pause(self, seconds: float) -> None:
         self._closing.wait(seconds)

@@ -159,3 +159,54 @@ def test_after_a_redis_restart_it_reconnects_and_clears(
         assert eventually(lambda: "user:1" not in cache)
     finally:
         cache.close()
+
+
+def test_an_invalidation_during_a_load_is_not_undone_by_the_load(unique: str) -> None:
+    """get_or_load: when the name is invalidated while the loader runs, the (now stale)
+    loaded value is returned to this caller but not cached for the TTL."""
+    publisher = redis.Redis.from_url(REDIS_URL)
+    cache = SubscribedCache(REDIS_URL, f"inval-{unique}").start()
+    try:
+        assert cache.wait_subscribed(5)
+
+        def load_while_the_row_changes() -> str:
+            before = cache.stats["invalidations"]
+            publisher.publish(f"inval-{unique}", "user:1")  # the write lands mid-load
+            assert eventually(lambda: cache.stats["invalidations"] > before)
+            return "value read before the write"
+
+        assert cache.get_or_load("user:1", load_while_the_row_changes) == (
+            "value read before the write"
+        )
+        assert "user:1" not in cache  # the next reader loads afresh
+        assert cache.get_or_load("user:1", lambda: "fresh") == "fresh"
+        assert cache.get("user:1") == "fresh"
+    finally:
+        cache.close()
+
+
+def test_the_listener_survives_an_error_that_is_not_a_connection_error(unique: str) -> None:
+    """A failing on_invalidate hook is logged; the subscription stays up and later
+    invalidations still drop their entries."""
+    publisher = redis.Redis.from_url(REDIS_URL)
+    calls: list[str] = []
+
+    def hook(name: str) -> None:
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError("a hook bug")
+
+    cache = SubscribedCache(REDIS_URL, f"survive-{unique}", on_invalidate=hook).start()
+    try:
+        assert cache.wait_subscribed(5)
+        cache.set("a", 1)
+        cache.set("b", 2)
+        publisher.publish(f"survive-{unique}", "a")
+        assert eventually(lambda: calls == ["a"])
+        publisher.publish(f"survive-{unique}", "b")
+        assert eventually(lambda: calls == ["a", "b"])
+        assert cache.subscribed
+        assert "a" not in cache
+        assert "b" not in cache
+    finally:
+        cache.close()
