@@ -126,7 +126,7 @@ class SubscribedCache:
                         del self._loading[name]
                 if current and loaded is not missing and self._subscribed.is_set():
                     self._store(name, loaded)
-        return loaded  # type: ignore[return-value]
+        return loaded
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name, _ABSENT) is not _ABSENT

@@ -240,6 +240,7 @@ class _BatchOutcome:
     failed: set[str] = field(default_factory=set)
     rejected: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 class WebhookConsumer:
@@ -361,7 +362,7 @@ class WebhookConsumer:
         if status in RETRY_STATUS_CODES:
             breaker.failure()
             raise TransientError(
-                f"POST {redact_url(url)}: HTTP {status}",
+                f"POST {redact_url(url)}: HTTP {status}: {response.data[:200]!r}",
                 retry_after=_retry_after(response.headers.get("Retry-After")),
                 consumer=self._context.route,
             )
@@ -430,8 +431,13 @@ class WebhookConsumer:
                 self._stats.add("destination_refused")
                 raise _Rejected(str(exc)) from None
             except TransientError as exc:
-                if breaker.state == "closed":
-                    raise
+                if breaker.state == "closed":  # the cause, for the dead letter if it comes to it
+                    attempts_made = retrying.statistics.get("attempt_number", 1)
+                    raise TransientError(
+                        f"{exc} ({attempts_made} attempts to {breaker.host})",
+                        retry_after=exc.retry_after,
+                        consumer=self._context.route,
+                    ) from exc
                 # this record's failures opened the breaker: the policy decides, as for the rest
                 raise CircuitOpen(breaker.host, options.breaker_cool_down_s, 0) from exc
 
@@ -554,7 +560,9 @@ class WebhookConsumer:
         batch.failed.update(r.event_id for r, _ in scheduler.drain())
         if not batch.failed and not batch.rejected:
             return None
-        return BatchResult(frozenset(batch.failed), batch.rejected, batch.retry_after)
+        return BatchResult(
+            frozenset(batch.failed), batch.rejected, batch.retry_after, batch.reasons
+        )
 
     def _deliver_inline(self, planned: int) -> bool:
         """Whether to deliver this batch in the calling thread, one record at a time (in the
@@ -592,6 +600,12 @@ class WebhookConsumer:
             batch.retry_after = max(batch.retry_after or 0.0, hint)
         rest = [r for r, _ in scheduler.drop(key)]
         batch.failed.update(r.event_id for r in rest)
+        batch.reasons[record.event_id] = detail
+        for later in rest:
+            if later.event_id != record.event_id:
+                batch.reasons[later.event_id] = (
+                    f"held back behind {record.event_id} of the same key: {detail}"
+                )
         log.warning("webhook_failed", **context, error=detail, held_back=len(rest) - 1)
 
     def connections_opened(self) -> int:

@@ -93,9 +93,17 @@ class _Exhausted(Exception):
 
 
 class _PartialFailure(Exception):
-    def __init__(self, failed: int, total: int, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        failed: int,
+        total: int,
+        retry_after: float | None = None,
+        reasons: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(f"consumer reported {failed} of {total} records failed")
         self.retry_after = retry_after
+        #: the consumer's reason per failed event id (the last attempt's)
+        self.reasons = dict(reasons or {})
 
 
 class _TooOld(Exception):
@@ -391,7 +399,10 @@ class Dispatcher:
             remaining = retry
             if remaining:
                 raise _PartialFailure(
-                    len(result.failed_event_ids), len(remaining), result.retry_after
+                    len(result.failed_event_ids),
+                    len(remaining),
+                    result.retry_after,
+                    result.reasons,
                 )
 
         retrying = Retrying(
@@ -471,8 +482,10 @@ class Dispatcher:
         first_attempt_at: datetime,
     ) -> None:
         error = exhausted.error
+        reasons: Mapping[str, str] = {}
         if isinstance(error, _PartialFailure):
             error_type, message = "PartialFailure", str(error)
+            reasons = error.reasons
         elif isinstance(error, _TooOld):
             error_type, message = "RecordTooOld", str(error)
         else:
@@ -483,7 +496,7 @@ class Dispatcher:
                 record=r.raw,
                 route=route.name,
                 error_type=error_type,
-                error_message=message,
+                error_message=reasons.get(r.event_id, message),
                 attempts=exhausted.attempts,
                 shard_id=r.shard_id,
                 first_attempt_at=first_attempt_at,

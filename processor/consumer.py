@@ -44,6 +44,8 @@ class BatchResult:
     ``failed_event_ids``: records not handled, to be retried (from the first of them on, in
     stream order). ``rejected``: records that can never succeed (event_id to reason), to be
     dead-lettered at once without retries. Records named in neither were handled.
+    ``reasons``: optional, why a failed record failed (event_id to text); when its retries
+    run out, its dead letter carries its last reason.
     """
 
     failed_event_ids: frozenset[str] = frozenset()
@@ -51,12 +53,21 @@ class BatchResult:
     #: optional: retry the failed records no sooner than this (e.g. a receiver's circuit
     #: breaker reopens then); the engine waits at least this long, capped by its max delay
     retry_after: float | None = None
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def failed(
-        cls, records: Sequence[StreamRecord], *, rejected: Mapping[str, str] | None = None
+        cls,
+        records: Sequence[StreamRecord],
+        *,
+        rejected: Mapping[str, str] | None = None,
+        reasons: Mapping[str, str] | None = None,
     ) -> BatchResult:
-        return cls(frozenset(r.event_id for r in records), dict(rejected or {}))
+        return cls(
+            frozenset(r.event_id for r in records),
+            dict(rejected or {}),
+            reasons=dict(reasons or {}),
+        )
 
 
 class Consumer(Protocol):

@@ -461,3 +461,33 @@ def test_a_record_with_a_malformed_image_is_rejected_not_retried(receiver: Webho
     assert "malformed" in result.rejected["evt-bad"]
     assert not result.failed_event_ids
     assert receiver.attempts == []
+
+
+def test_a_dead_letter_carries_the_last_status_body_host_and_attempts(
+    receiver: WebhookReceiver,
+) -> None:
+    """Retries exhausted against a 503: the letter says HTTP 503, an excerpt of the body, the
+    host and the attempt count, not just "consumer reported 1 of 1 records failed"."""
+    receiver.down_status = 503
+    ctx = context()
+    consumer = build(
+        {"url": f"{receiver.url}/down", "max_attempts": 2, "breaker_threshold": 100}, ctx
+    )
+    sink = ListSink()
+    dispatcher = Dispatcher(
+        [Route("hooks", consumer)],
+        sink,
+        RetryPolicy(max_retries=1, bisect_on_error=False, base_delay_s=0.001, max_delay_s=0.001),
+        stats={"hooks": ctx.stats},
+        stop=threading.Event(),
+    )
+    dispatcher.dispatch([rec(1, key="k"), rec(2, key="k")])
+    letters = {entry.record["eventID"]: entry for entry in sink.entries}
+    assert set(letters) == {"evt-a-1", "evt-a-2"}
+    first = letters["evt-a-1"].error_message
+    host = receiver.url.split("//")[1]
+    assert "HTTP 503" in first
+    assert "scripted" in first  # an excerpt of the receiver's body
+    assert host in first
+    assert "2 attempts" in first
+    assert "evt-a-1" in letters["evt-a-2"].error_message  # held back behind the first

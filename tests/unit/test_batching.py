@@ -287,3 +287,18 @@ def test_consumer_returning_a_wrong_type_is_a_failure() -> None:
     )
     d.dispatch(records(1))
     assert sink.entries[0].error_type == "TypeError"
+
+
+def test_a_dead_letter_carries_the_consumers_last_reason_for_that_record() -> None:
+    """BatchResult.reasons: when retries run out, each record's letter says why it failed
+    on the last attempt; a record without a reason gets the batch's summary."""
+
+    def failing(batch: list[StreamRecord], call: int) -> BatchResult:
+        return BatchResult.failed(batch, reasons={"e0": f"HTTP 503 on attempt {call}"})
+
+    route = Route("r", Recorder(failing))
+    d, sink, _ = dispatcher(route, policy=RetryPolicy(max_retries=2, bisect_on_error=False))
+    d.dispatch(records(2))
+    messages = {entry.record["eventID"]: entry.error_message for entry in sink.entries}
+    assert messages["e0"] == "HTTP 503 on attempt 3"
+    assert messages["e1"] == "consumer reported 2 of 2 records failed"
