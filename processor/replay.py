@@ -87,6 +87,9 @@ class ReplayRange:
     end: Bound | None = None
     tenants: frozenset[str] | None = None
     resolver: TenantResolver | None = None
+    #: how coarse the source's creation times are (AWS: 1 s; DynamoDB Local: 60 s). A record
+    #: stamped in the same tick as the start bound may be in range: it is never skipped.
+    granularity_s: float = 1.0
     skipped: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -117,8 +120,14 @@ class ReplayRange:
         when = record.approximate_creation_time
         return math.floor(when.timestamp()) if when else None
 
+    def _earliest_stamp(self) -> float:
+        """The smallest stamp a record at or after the start bound can carry."""
+        start = self.start.time or 0.0
+        return math.floor(start / self.granularity_s) * self.granularity_s
+
     def window(self, records: list[StreamRecord]) -> tuple[list[StreamRecord], bool]:
         kept: list[StreamRecord] = []
+        earliest = self._earliest_stamp()
         skipped: Counter[str] = Counter()
         ended = False
         for record in records:
@@ -134,9 +143,7 @@ class ReplayRange:
                 ended = True
                 break
             if (self.start.kind == "seq" and record.sequence_int < (self.start.seq or 0)) or (
-                self.start.kind == "time"
-                and created is not None
-                and created < (self.start.time or 0)
+                self.start.kind == "time" and created is not None and created < earliest
             ):
                 skipped["before_range"] += 1
                 continue

@@ -96,7 +96,13 @@ def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Eve
     end = parse_bound(args.end, flag="--to", allow_trim=False) if args.end else None
     settings = _select_routes(settings, args.route)
     resolver = TenantResolver.from_settings(settings.tenancy.attribute, settings.tenancy.pattern)
-    rng = ReplayRange(start, end, frozenset(args.tenant) if args.tenant else None, resolver)
+    rng = ReplayRange(
+        start,
+        end,
+        frozenset(args.tenant) if args.tenant else None,
+        resolver,
+        granularity_s=settings.stream.timestamp_granularity_s,
+    )
     dry = _DryRun(resolver) if args.dry_run else None
     routes = None
     if dry is not None:

@@ -81,6 +81,9 @@ class StreamSettings(_Section):
     discovery_interval_s: float = Field(default=30.0, ge=1)
     describe_rate_per_s: float = Field(default=5.0, gt=0, le=10)  # DescribeStream limit: 10/s
     on_trimmed: Literal["fail", "skip"] = "fail"
+    #: how coarse the source's ApproximateCreationDateTime is: 1 (AWS rounds down to the
+    #: second), 60 for DynamoDB Local (to the minute); replays from a time allow for it
+    timestamp_granularity_s: float = Field(default=1.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _one_source(self) -> StreamSettings:
