@@ -433,12 +433,12 @@ class Worker:
         return self.summary
 
     def _shutdown(self) -> None:
-        self._renewals.shutdown(wait=False)
+        """Drain, checkpoint, then release: readers finish their batch and checkpoint while
+        their leases keep being renewed (a slow drain must not let another replica take a
+        shard mid-batch); leases are released once their reader stopped."""
         for running in self._running.values():
             running.reader.stop.set()
-        deadline = self._monotonic() + self.settings.shutdown_deadline_s
-        for running in self._running.values():
-            running.thread.join(max(0.0, deadline - self._monotonic()))
+        self._drain(self._monotonic() + self.settings.shutdown_deadline_s)
         for shard_id, running in self._running.items():
             if running.thread.is_alive():
                 log.error(
@@ -450,6 +450,20 @@ class Worker:
             if running.outcome is ReaderOutcome.STOPPED:
                 self._release(running.reader.lease)
         self._reap()
+        self._renewals.shutdown(wait=False)
+
+    def _drain(self, deadline: float) -> None:
+        """Wait for the readers until ``deadline``, renewing their leases as usual."""
+        next_renewal = self._monotonic() + self.settings.renew_interval_s
+        while True:
+            alive = [r for r in self._running.values() if r.thread.is_alive()]
+            now = self._monotonic()
+            if not alive or now >= deadline:
+                return
+            if now >= next_renewal:
+                self._renew()
+                next_renewal = now + self.settings.renew_interval_s
+            alive[0].thread.join(max(0.0, min(deadline, next_renewal) - now))
 
 
 def _peak_rss_mb() -> float:

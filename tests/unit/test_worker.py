@@ -373,3 +373,52 @@ def test_stop_when_idle_waits_for_the_lease_of_a_crashed_run() -> None:
     object.__setattr__(worker.settings, "renew_interval_s", 0.2)
     worker.run(stop=threading.Event(), stop_when_idle=0.2)
     assert sorted(int(s) for _, s, _ in collector.seen) == [1, 2, 3, 10, 11, 20, 21, 30]
+
+
+def test_leases_stay_renewed_while_a_slow_batch_drains_on_shutdown() -> None:
+    """Shutdown order: drain, checkpoint, then release. While a batch outlasts the lease
+    timeout after SIGTERM, the lease keeps being renewed, so no other replica can take the
+    shard mid-batch and deliver it again (issue 15, item 6)."""
+    streams = FakeStreams({"open": (Shard("open", None, "1", None), [raw("a", 1)])})
+    store = MemoryLeaseStore()
+    in_batch, release = threading.Event(), threading.Event()
+
+    def slow(records: Sequence[StreamRecord]) -> None:
+        in_batch.set()
+        release.wait(10)
+
+    worker = Worker(
+        adapter=streams,  # type: ignore[arg-type]
+        stream_arn=ARN,
+        store=store,
+        dispatcher_for=lambda stop: Dispatcher(
+            [Route("r", slow)],
+            ListSink(),
+            RetryPolicy(max_retries=0),
+            stats={"r": RouteStats()},
+            stop=stop,
+        ),
+        settings=WorkerSettings(
+            owner="w1",
+            tick_s=0.01,
+            lease_timeout_s=0.6,
+            renew_interval_s=0.1,
+            shutdown_deadline_s=10,
+            reader=ReaderSettings(poll_interval_min_s=0.01, poll_interval_max_s=0.02),
+        ),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+    thread.start()
+    assert in_batch.wait(5)
+    stop.set()  # SIGTERM while the batch is in flight
+    time.sleep(1.2)  # twice the lease timeout
+    (lease,) = store.list_leases()
+    assert lease.owner == "w1"
+    assert time.time() - lease.heartbeat < 0.6, "the lease expired during the drain"
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    (lease,) = store.list_leases()
+    assert lease.checkpoint == "1"
+    assert lease.owner is None
