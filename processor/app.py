@@ -163,7 +163,10 @@ def make_dead_letter_sink(settings: Settings, clients: AwsClients) -> DeadLetter
     file_sink = JsonlDeadLetterSink(settings.dead_letter.path or "dead-letter.jsonl")
     if settings.dead_letter.sqs_queue_url:
         return SqsDeadLetterSink(
-            clients.sqs, settings.dead_letter.sqs_queue_url, overflow=file_sink
+            clients.sqs,
+            settings.dead_letter.sqs_queue_url,
+            overflow=file_sink,
+            max_bytes=settings.dead_letter.sqs_max_bytes,
         )
     return file_sink
 

@@ -116,6 +116,9 @@ class CheckpointSettings(_Section):
 class DeadLetterSettings(_Section):
     path: str | None = "dead-letter.jsonl"
     sqs_queue_url: str | None = None
+    #: SQS's limit for one message and for one SendMessageBatch request (1 MiB); a letter
+    #: larger than this goes whole to the file at ``path`` and the queue gets its location
+    sqs_max_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024)
 
 
 def _in_range(value: int, low: int, high: int, *, extra: str = "") -> int:

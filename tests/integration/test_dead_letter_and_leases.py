@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 
 from processor.checkpoints import DynamoDBLeaseStore
 from processor.dead_letter import (
@@ -26,6 +28,18 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def entry(size: int = 10) -> DeadLetter:
     record = make_record({"pk": {"S": "a"}}, new_image={"pk": {"S": "a"}, "pad": {"S": "x" * size}})
     return DeadLetter(record.raw, "mirror", "ValueError", "boom", 3, "shard-1", NOW, NOW)
+
+
+def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
+    bodies = []
+    for _ in range(10):
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
 
 
 def test_jsonl_sink_appends_whole_records_and_reads_back(tmp_path: Path) -> None:
@@ -50,18 +64,15 @@ def test_sqs_sink_sends_documents_and_overflows_large_ones(
     overflow = JsonlDeadLetterSink(tmp_path / "overflow.jsonl")
     sink = SqsDeadLetterSink(sqs, url, overflow=overflow)
     small = [entry() for _ in range(12)]
-    big = entry(size=300 * 1024)
+    big = entry(size=1100 * 1024)  # over SQS's 1 MiB
     sink.send([*small, big])
-    bodies = []
-    for _ in range(5):
-        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
-            "Messages", []
-        ):
-            bodies.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    assert len(bodies) == 12
-    assert bodies[0]["record"] == small[0].record
-    assert bodies[0]["route"] == "mirror"
+    bodies = drain(sqs, url)
+    full = [b for b in bodies if "record" in b]
+    assert len(full) == 12
+    assert full[0]["record"] == small[0].record
+    assert full[0]["route"] == "mirror"
+    (pointer,) = [b for b in bodies if "overflow" in b]
+    assert pointer["event_id"] == big.record["eventID"]
     assert [e.record for e in read_dead_letters(tmp_path / "overflow.jsonl")] == [big.record]
 
 
@@ -106,3 +117,81 @@ def test_dynamodb_lease_store_conditional_ownership(dynamodb: Any, unique: str) 
     assert final.finished
     assert final.owner is None
     assert store.take(final, "c") is None  # finished shards are never taken again
+
+
+@pytest.mark.moto_only(reason="SQS: DynamoDB Local serves DynamoDB and Streams only")
+def test_sqs_batches_are_filled_by_size_as_well_as_count(
+    sqs: Any, tmp_path: Path, unique: str
+) -> None:
+    """Ten 200 KB letters exceed one request's 1 MiB: they go in several batches, each once."""
+    url = sqs.create_queue(QueueName=f"dlq-{unique}")["QueueUrl"]
+    sink = SqsDeadLetterSink(sqs, url, overflow=JsonlDeadLetterSink(tmp_path / "o.jsonl"))
+    letters = [entry(size=200 * 1024) for _ in range(10)]
+    sink.send(letters)
+    bodies = drain(sqs, url)
+    assert sorted(b["record"]["eventID"] for b in bodies) == sorted(
+        e.record["eventID"] for e in letters
+    )
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.moto_only(reason="SQS: DynamoDB Local serves DynamoDB and Streams only")
+def test_a_letter_too_large_for_sqs_is_kept_whole_and_named_on_the_queue(
+    sqs: Any, tmp_path: Path, unique: str
+) -> None:
+    """Over the limit: the whole letter goes to the overflow file, never truncated, and the
+    queue gets a small message naming where it is."""
+    url = sqs.create_queue(QueueName=f"dlq-{unique}")["QueueUrl"]
+    overflow = tmp_path / "overflow.jsonl"
+    sink = SqsDeadLetterSink(sqs, url, overflow=JsonlDeadLetterSink(overflow), max_bytes=64 * 1024)
+    big = entry(size=100 * 1024)
+    sink.send([big])
+    assert [e.record for e in read_dead_letters(overflow)] == [big.record]
+    (pointer,) = drain(sqs, url)
+    assert pointer["overflow"] == str(overflow)
+    assert pointer["event_id"] == big.record["eventID"]
+    assert pointer["route"] == "mirror"
+
+
+def test_only_the_entries_sqs_failed_are_sent_again() -> None:
+    """A batch that partly fails: the accepted entries are not sent twice; entries SQS
+    refuses for good (sender fault) go to the overflow file with the reason."""
+    client = boto3.client(
+        "sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    url = "https://sqs.us-east-1.amazonaws.com/1/dlq"
+    letters = [entry() for _ in range(3)]
+    bodies = [json.dumps(e.to_document(), separators=(",", ":")) for e in letters]
+    stubber = Stubber(client)
+    stubber.add_response(
+        "send_message_batch",
+        {
+            "Successful": [{"Id": "0", "MessageId": "m0", "MD5OfMessageBody": "x"}],
+            "Failed": [
+                {"Id": "1", "SenderFault": False, "Code": "InternalError"},
+                {"Id": "2", "SenderFault": True, "Code": "InvalidParameterValue"},
+            ],
+        },
+        {
+            "QueueUrl": url,
+            "Entries": [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)],
+        },
+    )
+    stubber.add_response(
+        "send_message_batch",
+        {"Successful": [{"Id": "1", "MessageId": "m1", "MD5OfMessageBody": "x"}], "Failed": []},
+        {"QueueUrl": url, "Entries": [{"Id": "1", "MessageBody": bodies[1]}]},
+    )
+    kept: list[DeadLetter] = []
+
+    class Overflow:
+        path = Path("/overflow")
+
+        def send(self, entries: Any) -> None:
+            kept.extend(entries)
+
+    with stubber:
+        SqsDeadLetterSink(client, url, overflow=Overflow(), sleep=lambda s: None).send(letters)
+        stubber.assert_no_pending_responses()
+    assert [e.record for e in kept] == [letters[2].record]
+    assert "InvalidParameterValue" in kept[0].error_message
