@@ -116,11 +116,29 @@ class JsonlDeadLetterSink:
 @contextlib.contextmanager
 def locked_append(path: Path) -> Iterator[int]:
     """An append-only descriptor on ``path`` under an exclusive ``flock`` (writers and redrive
-    take turns, across processes)."""
+    take turns, across processes; ADR 0014).
+
+    A redrive claims the file by renaming it while it holds the lock. A writer that opened
+    the file before that and waited for the lock would append to the claimed copy, which
+    the redrive has already read. So, once it holds the lock, a writer checks that ``path``
+    still names the file it opened, and opens it again if not.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        opened = os.fstat(fd)
+        if current is not None and (current.st_ino, current.st_dev) == (
+            opened.st_ino,
+            opened.st_dev,
+        ):
+            break
+        os.close(fd)  # renamed away while we waited: follow the path to its new file
+    try:
         yield fd
     finally:
         os.close(fd)  # closing releases the lock
