@@ -25,10 +25,10 @@ Delivery:
 * a per-host circuit breaker opens after ``breaker_threshold`` consecutive failures and lets
   one probe through after ``breaker_cool_down_s``. Meanwhile ``on_unavailable = "wait"``
   holds that host's records: they are reported failed (with the later records of their key)
-  with ``retry_after`` = the next probe, and the engine retries them under ``[batch]``
-  (``max_retries = -1`` waits out any outage, bounded by ``max_record_age_s``), so order is
-  kept and nothing is lost; ``"dead_letter"`` dead-letters them with the reason at once, so
-  the shard moves on.
+  with ``retry_after`` = the next probe and marked ``held``: the engine tries them again
+  then, spending no retry (ADR 0015), until the outage ends or ``max_record_age_s`` (the
+  stream's retention) is reached, so order is kept and nothing is lost; ``"dead_letter"``
+  dead-letters them with the reason at once, so the shard moves on.
 
 A record whose retries are exhausted is reported failed together with the later records of
 its key; the engine retries them per ``[batch]``.
@@ -229,7 +229,11 @@ class _Rejected(Exception):
     pass
 
 
-_Outcome = tuple[str, Literal["ok", "rejected", "failed"], str, float | None]
+_Outcome = tuple[str, Literal["ok", "rejected", "failed", "held"], str, float | None]
+
+
+class _Held(TransientError):
+    """Not attempted: the destination's breaker is open (``on_unavailable = "wait"``)."""
 
 
 _Scheduler = FairScheduler[str, tuple[StreamRecord, list[Subscription]]]
@@ -241,6 +245,7 @@ class _BatchOutcome:
     rejected: dict[str, str] = field(default_factory=dict)
     retry_after: float | None = None
     reasons: dict[str, str] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
 
 
 class WebhookConsumer:
@@ -300,6 +305,7 @@ class WebhookConsumer:
                 host,
                 threshold=self._options.breaker_threshold,
                 cool_down_s=self._options.breaker_cool_down_s,
+                clock=self._context.clock,
                 on_change=self._breaker_changed,
             )
             if len(self._breakers) > MAX_BREAKERS:  # forget the least recently used closed one
@@ -458,9 +464,7 @@ class WebhookConsumer:
                 raise _Rejected(f"receiver unavailable: {exc}") from exc
             # "wait": held, with the rest of its key, until the breaker's next probe
             self._stats.add("unavailable_held")
-            raise TransientError(
-                str(exc), retry_after=exc.retry_in_s, consumer=self._context.route
-            ) from exc
+            raise _Held(str(exc), retry_after=exc.retry_in_s, consumer=self._context.route) from exc
 
     # -- a batch ---------------------------------------------------------------------------------
 
@@ -505,6 +509,8 @@ class WebhookConsumer:
         except (_Rejected, RecordError) as exc:  # never retried: dead-lettered with the reason
             self._forget_partial(record, subscriptions)  # dead-lettered: a redrive sends anew
             done.put((key, "rejected", str(exc), None))
+        except _Held as exc:
+            done.put((key, "held", str(exc), exc.retry_after))
         except TransientError as exc:
             done.put((key, "failed", str(exc), exc.retry_after))
         except BaseException as exc:  # noqa: BLE001 - reported to the batch loop, never lost
@@ -561,7 +567,11 @@ class WebhookConsumer:
         if not batch.failed and not batch.rejected:
             return None
         return BatchResult(
-            frozenset(batch.failed), batch.rejected, batch.retry_after, batch.reasons
+            frozenset(batch.failed),
+            batch.rejected,
+            batch.retry_after,
+            batch.reasons,
+            held=frozenset(batch.held),
         )
 
     def _deliver_inline(self, planned: int) -> bool:
@@ -600,6 +610,8 @@ class WebhookConsumer:
             batch.retry_after = max(batch.retry_after or 0.0, hint)
         rest = [r for r, _ in scheduler.drop(key)]
         batch.failed.update(r.event_id for r in rest)
+        if result == "held":
+            batch.held.update(r.event_id for r in rest)
         batch.reasons[record.event_id] = detail
         for later in rest:
             if later.event_id != record.event_id:

@@ -13,7 +13,10 @@ For each route, the records of a batch it accepts are handed to its consumer in 
   records are split in halves, each with its own retries, down to a single record; that record
   (or, without bisection, the whole remainder) goes to the dead-letter destination with its
   error and attempt count, and delivery continues;
-* records older than ``max_record_age_s`` go to the dead-letter destination without a call.
+* records older than ``max_record_age_s`` go to the dead-letter destination without a call;
+* a hold (``BatchResult.held`` names every record left to retry: the consumer did not try them
+  because their destination is down) waits the whole ``retry_after`` and spends no retry;
+  only ``max_record_age_s``, or the 24 h retention, ends it (ADR 0015).
 
 With ``parallelism`` > 1 the records are split into that many key groups delivered at once:
 never two records of one item key at the same time, and always in key order.
@@ -40,7 +43,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_attempt,
     stop_never,
     stop_when_event_set,
     wait_random_exponential,
@@ -99,9 +101,17 @@ class _PartialFailure(Exception):
         total: int,
         retry_after: float | None = None,
         reasons: Mapping[str, str] | None = None,
+        *,
+        held: bool = False,
     ) -> None:
-        super().__init__(f"consumer reported {failed} of {total} records failed")
+        super().__init__(
+            f"consumer held {total} records: destination unavailable"
+            if held
+            else f"consumer reported {failed} of {total} records failed"
+        )
         self.retry_after = retry_after
+        #: nothing was attempted: every record to retry waits for its destination
+        self.held = held
         #: the consumer's reason per failed event id (the last attempt's)
         self.reasons = dict(reasons or {})
 
@@ -124,11 +134,31 @@ class _WaitWithRetryAfter:
         self._max = policy.max_delay_s
 
     def __call__(self, state: RetryCallState) -> float:
-        delay = float(self._jitter(state))
         exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _PartialFailure) and exc.held and exc.retry_after:
+            # a hold waits for the destination's next probe, however long its cool-down
+            return min(exc.retry_after, float(STREAM_RETENTION_S))
+        delay = float(self._jitter(state))
         if isinstance(exc, TransientError | _PartialFailure) and exc.retry_after:
             delay = max(delay, min(exc.retry_after, self._max))
         return delay
+
+
+class _Charged:
+    """Counts the calls that spent a retry: every call but a hold (see RetryPolicy)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.holding = False
+
+
+class _StopAfterCharged(stop_base):
+    def __init__(self, charged: _Charged, max_retries: int) -> None:
+        self._charged = charged
+        self._max = max_retries
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._charged.calls > self._max
 
 
 class _StopWhenTooOld(stop_base):
@@ -144,6 +174,23 @@ class _StopWhenTooOld(stop_base):
     def __call__(self, retry_state: RetryCallState) -> bool:
         created = self._oldest()
         return created is not None and self._clock() - created > self._limit
+
+
+class _StopHoldingWhenTooOld(_StopWhenTooOld):
+    """A hold is bounded by age alone: max_record_age_s, or the stream's retention."""
+
+    def __init__(
+        self,
+        charged: _Charged,
+        oldest: Callable[[], float | None],
+        limit_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(oldest, limit_s, clock)
+        self._charged = charged
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._charged.holding and super().__call__(retry_state)
 
 
 def _created(record: StreamRecord) -> float | None:
@@ -353,20 +400,26 @@ class Dispatcher:
                 stats.add("delivered", delivered)
         return dead_lettered
 
-    def _stop_condition(self, remaining: Callable[[], list[StreamRecord]]) -> stop_base:
+    def _stop_condition(
+        self, remaining: Callable[[], list[StreamRecord]], charged: _Charged
+    ) -> stop_base:
         stop: stop_base = stop_when_event_set(self._stop)
         if self._policy.max_retries >= 0:
-            stop = stop | stop_after_attempt(self._policy.max_retries + 1)
+            stop = stop | _StopAfterCharged(charged, self._policy.max_retries)
         else:
             stop = stop | stop_never
+
+        def oldest() -> float | None:
+            times = [t for t in map(_created, remaining()) if t is not None]
+            return min(times) if times else None
+
         limit = self._policy.age_limit_s
         if limit is not None:
-
-            def oldest() -> float | None:
-                times = [t for t in map(_created, remaining()) if t is not None]
-                return min(times) if times else None
-
             stop = stop | _StopWhenTooOld(oldest, limit, self._clock)
+        else:
+            stop = stop | _StopHoldingWhenTooOld(
+                charged, oldest, float(STREAM_RETENTION_S), self._clock
+            )
         return stop
 
     def _attempt(self, route: Route, chunk: list[StreamRecord], stats: RouteStats) -> int:
@@ -377,10 +430,13 @@ class Dispatcher:
         remaining = list(chunk)
         rejected: list[tuple[StreamRecord, str, int]] = []
         attempts = 0
+        charged = _Charged()
 
         def call() -> None:
             nonlocal remaining, attempts
             attempts += 1
+            charged.calls += 1
+            charged.holding = False
             stats.add("calls")
             started = time.perf_counter()
             try:
@@ -398,15 +454,21 @@ class Dispatcher:
                     rejected.append((record, result.rejected[record.event_id], attempts))
             remaining = retry
             if remaining:
+                held = bool(result.held) and all(r.event_id in result.held for r in remaining)
+                if held:  # nothing was attempted: no retry spent
+                    charged.calls -= 1
+                    charged.holding = True
+                    stats.add("held")
                 raise _PartialFailure(
                     len(result.failed_event_ids),
                     len(remaining),
                     result.retry_after,
                     result.reasons,
+                    held=held,
                 )
 
         retrying = Retrying(
-            stop=self._stop_condition(lambda: remaining),
+            stop=self._stop_condition(lambda: remaining, charged),
             wait=self._wait,
             retry=retry_if_exception(_retryable),
             sleep=self._sleep,

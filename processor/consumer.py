@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ class BatchResult:
     #: breaker reopens then); the engine waits at least this long, capped by its max delay
     retry_after: float | None = None
     reasons: Mapping[str, str] = field(default_factory=dict)
+    #: optional: failed records that were *held*, not attempted, because their destination is
+    #: known to be unavailable (a circuit breaker is open). When every record to retry is
+    #: held, the engine waits the full ``retry_after`` (not capped by its max delay) and the
+    #: hold does not spend a retry: only ``max_record_age_s`` (or the stream's retention)
+    #: bounds it. See docs/adr/0015-holds-are-not-attempts.md.
+    held: frozenset[str] = frozenset()
 
     @classmethod
     def failed(
@@ -127,6 +134,8 @@ class ConsumerContext:
     stats: RouteStats = field(default_factory=RouteStats)
     #: where untrusted (tenant-supplied) URLs may go: a processor.egress.EgressPolicy
     egress: Any = None
+    #: monotonic clock for cool-downs and deadlines (injectable, as ``sleep`` is)
+    clock: Callable[[], float] = time.monotonic
 
 
 class ConsumerFactory(Protocol):

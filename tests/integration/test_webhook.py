@@ -29,13 +29,16 @@ from ..unit.test_batching import ListSink
 from .helpers import context
 
 
-def rec(i: int, tenant: str | None = "a", *, key: str | None = None) -> StreamRecord:
+def rec(
+    i: int, tenant: str | None = "a", *, key: str | None = None, created: float | None = None
+) -> StreamRecord:
     pk = f"TENANT#{tenant}" if tenant else "NOTENANT"
     sk = key if key is not None else str(i)
     record = make_record(
         {"pk": {"S": pk}, "sk": {"S": sk}},
         new_image={"pk": {"S": pk}, "sk": {"S": sk}, "n": {"N": "1.50"}, "i": {"N": str(i)}},
         event_id=f"evt-{tenant}-{i}",
+        created=1_700_000_000.0 if created is None else created,
     )
     record.tenant = tenant  # what the dispatcher does from [tenancy]
     return record
@@ -363,7 +366,8 @@ def test_receiver_down_for_a_while_with_on_unavailable_wait(receiver: WebhookRec
         stats={"hooks": ctx.stats},
         stop=threading.Event(),
     )
-    records = [rec(i * 3 + k, key=f"k{k}") for i in range(4) for k in range(3)]
+    now = time.time()
+    records = [rec(i * 3 + k, key=f"k{k}", created=now) for i in range(4) for k in range(3)]
     receiver.down_status = 503
     engine = threading.Thread(target=dispatcher.dispatch, args=(records,))
     engine.start()
@@ -491,3 +495,50 @@ def test_a_dead_letter_carries_the_last_status_body_host_and_attempts(
     assert host in first
     assert "2 attempts" in first
     assert "evt-a-1" in letters["evt-a-2"].error_message  # held back behind the first
+
+
+def test_an_outage_of_several_cool_downs_with_default_settings_loses_nothing(
+    receiver: WebhookReceiver,
+) -> None:
+    """Issue 15, item 3. Default [batch] retry policy and default webhook breaker, on a clock
+    the test drives: the receiver answers 503 for 20 cool-downs (10 minutes). Every record is held
+    while the breaker is open, probes once per cool-down, and is delivered once the receiver
+    is back: nothing dead-lettered (before: dead-lettered within about a minute, because
+    each hold spent a retry and each wait was capped at retry_max_delay_s = 20 s)."""
+    start = time.time()
+    now = [start]
+    outage_s = 600.0
+
+    def clock() -> float:
+        return now[0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] - start >= outage_s:
+            receiver.down_status = None
+
+    ctx = dataclasses.replace(context(), sleep=sleep, clock=clock)
+    consumer = build({"url": f"{receiver.url}/h"}, ctx)  # on_unavailable = "wait", 30 s
+    sink = ListSink()
+    dispatcher = Dispatcher(
+        [Route("hooks", consumer)],
+        sink,
+        RetryPolicy(),  # max_retries = 3, retry_max_delay_s = 20: the defaults
+        stats={"hooks": ctx.stats},
+        stop=threading.Event(),
+        sleep=sleep,
+        clock=clock,
+    )
+    # written just now (make_record's default stamp is from 2023, past the 24 h retention)
+    records = [rec(i * 3 + k, key=f"k{k}", created=start) for i in range(3) for k in range(3)]
+    receiver.down_status = 503
+    dispatcher.dispatch(records)
+    assert [e.error_message for e in sink.entries] == []
+    received = [r.json()["event_id"] for r in receiver.received("/h")]
+    assert sorted(received) == sorted(r.event_id for r in records)
+    assert now[0] - start >= outage_s
+    stats = ctx.stats.snapshot()
+    assert stats["circuit_opened"] >= 1
+    # one probe per cool-down while down, not a retry storm
+    probes = len(receiver.attempts) - len(records)
+    assert probes <= 5 + outage_s / 30 + 2

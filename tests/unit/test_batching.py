@@ -57,6 +57,12 @@ def records(n: int) -> list[StreamRecord]:
     return [make_record({"pk": {"S": f"k{i}"}}, event_id=f"e{i}") for i in range(n)]
 
 
+def records_at(created: float, n: int) -> list[StreamRecord]:
+    return [
+        make_record({"pk": {"S": f"k{i}"}}, event_id=f"e{i}", created=created) for i in range(n)
+    ]
+
+
 def dispatcher(
     *routes: Route,
     sink: ListSink | None = None,
@@ -302,3 +308,99 @@ def test_a_dead_letter_carries_the_consumers_last_reason_for_that_record() -> No
     messages = {entry.record["eventID"]: entry.error_message for entry in sink.entries}
     assert messages["e0"] == "HTTP 503 on attempt 3"
     assert messages["e1"] == "consumer reported 2 of 2 records failed"
+
+
+# -- holds: a destination known to be down (issue 15, item 3) ----------------------------------
+
+
+class Holder:
+    """A consumer whose destination is down for ``holds`` calls: it holds every record (the
+    webhook's on_unavailable = "wait"), then delivers."""
+
+    def __init__(self, holds: int, retry_after: float = 30.0, *, really_fail: int = 0) -> None:
+        self.holds = holds
+        self.really_fail = really_fail
+        self.retry_after = retry_after
+        self.calls = 0
+
+    def __call__(self, batch: Sequence[StreamRecord]) -> BatchResult | None:
+        self.calls += 1
+        ids = frozenset(r.event_id for r in batch)
+        if self.really_fail:
+            self.really_fail -= 1
+            return BatchResult(ids)
+        if self.holds:
+            self.holds -= 1
+            return BatchResult(ids, retry_after=self.retry_after, held=ids)
+        return None
+
+
+def test_holds_do_not_spend_retries_and_wait_the_whole_cool_down() -> None:
+    holder = Holder(holds=10, retry_after=30.0)
+    sleeps: list[float] = []
+    d, sink, stats = dispatcher(
+        Route("r", holder),
+        policy=RetryPolicy(max_retries=1, max_delay_s=20.0),
+        sleeps=sleeps,
+    )
+    d.dispatch(records_at(1_700_000_000.0, 3))
+    assert sink.entries == []
+    assert holder.calls == 11
+    assert sleeps == [30.0] * 10  # not capped at max_delay_s = 20
+    assert stats["r"].snapshot()["held"] == 10
+    assert stats["r"].snapshot()["delivered"] == 3
+
+
+def test_real_failures_still_spend_retries_between_holds() -> None:
+    holder = Holder(holds=5, really_fail=2)
+    d, sink, _ = dispatcher(
+        Route("r", holder), policy=RetryPolicy(max_retries=1, bisect_on_error=False)
+    )
+    d.dispatch(records_at(1_700_000_000.0, 2))
+    assert len(sink.entries) == 2  # two real failures exhaust max_retries = 1
+    assert holder.calls == 2
+
+
+def test_a_hold_ends_at_max_record_age() -> None:
+    now = [1_700_000_000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    holder = Holder(holds=1000, retry_after=30.0)
+    sink = ListSink()
+    d = Dispatcher(
+        [Route("r", holder)],
+        sink,
+        RetryPolicy(max_retries=3, max_record_age_s=120),
+        stats={"r": RouteStats()},
+        stop=threading.Event(),
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
+    d.dispatch(records_at(now[0], 2))
+    assert len(sink.entries) == 2
+    assert "held" in sink.entries[0].error_message
+    assert 120 < now[0] - 1_700_000_000.0 <= 150 + 30
+
+
+def test_without_an_age_limit_a_hold_ends_at_the_streams_retention() -> None:
+    now = [1_700_000_000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    holder = Holder(holds=10_000, retry_after=3600.0)
+    sink = ListSink()
+    d = Dispatcher(
+        [Route("r", holder)],
+        sink,
+        RetryPolicy(),
+        stats={"r": RouteStats()},
+        stop=threading.Event(),
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
+    d.dispatch(records_at(now[0] - 3600, 1))  # an hour old when read
+    assert len(sink.entries) == 1
+    assert holder.calls == 25  # read at 1 h old, held hourly until older than 24 h
