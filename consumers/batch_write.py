@@ -221,7 +221,7 @@ class BatchWriteConsumer:
     ) -> None:
         self._options = options
         self._context = context
-        self._client = context.clients.dynamodb
+        self._client: Any = None if context.offline else context.clients.dynamodb
         self._keys = key_attributes
         self._transform = transform
         self._stats = context.stats
@@ -496,7 +496,7 @@ class BatchWriteConsumer:
 
 def build(options: Mapping[str, Any], context: ConsumerContext) -> BatchWriteConsumer:
     opts = BatchWriteOptions.model_validate(options)
-    if not context.stream.has_new_images:
+    if not context.stream.has_new_images and not context.offline:
         raise ConfigError(
             f"{context.config_key}.consumer",
             "batch_write",
@@ -511,6 +511,8 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> BatchWriteCon
             raise ConfigError(
                 f"{context.config_key}.options.transform", opts.transform, str(exc)
             ) from None
+    if context.offline:  # the target table is looked up online only
+        return BatchWriteConsumer(opts, context, context.stream.key_attributes, transform)
     try:
         table = context.clients.dynamodb.describe_table(TableName=opts.table)["Table"]
     except ClientError as exc:

@@ -284,6 +284,8 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> CacheInvalida
         except ValueError as exc:
             raise ConfigError(key, text, str(exc)) from None
         unknown = [f for f in template.keys if f not in valid]
+        if context.offline:  # the key schema and view type are known only online
+            continue
         if unknown:
             raise ConfigError(
                 key,

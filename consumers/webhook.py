@@ -657,7 +657,9 @@ def _guard(url: str, context: ConsumerContext) -> bool:
 def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsumer:
     opts = WebhookOptions.model_validate(options)
     source: SubscriptionSource
-    if opts.subscriptions_table is not None:
+    if opts.subscriptions_table is not None and context.offline:
+        source = StaticSubscriptions([])  # the table is read online only
+    elif opts.subscriptions_table is not None:
         client = getattr(context.clients, "dynamodb", None)
         if client is None:
             raise ConfigError(

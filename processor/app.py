@@ -112,7 +112,10 @@ def build_routes(
     memory_caches: dict[str, Any],
     stop: threading.Event,
     sleep: Callable[[float], None] | None = None,
+    offline: bool = False,
 ) -> tuple[list[Route], dict[str, RouteStats]]:
+    """Build every route's consumer and filter: the one validation path of `dsp run` and
+    `dsp check-config` (``offline``: without AWS; see ConsumerContext.offline)."""
     routes, stats = [], {}
     for index, route in enumerate(settings.routes):
         context = ConsumerContext(
@@ -125,6 +128,7 @@ def build_routes(
             sleep=sleep if sleep is not None else interruptible_sleep(stop),
             stop=stop,
             egress=egress_policy(settings),
+            offline=offline,
         )
         consumer = _build_consumer(index, route, context)
         watch = getattr(consumer, "watch", None)
@@ -204,6 +208,65 @@ def _consumer_connections(settings: Settings) -> int:
     return per_call * settings.batch.parallelism
 
 
+def _clients(settings: Settings) -> AwsClients:
+    pool = settings.checkpoints.max_leases + _EXTRA_CONNECTIONS + _consumer_connections(settings)
+    return make_clients(
+        region=settings.aws.region,
+        endpoint_url=settings.aws.endpoint_url,
+        streams_endpoint_url=settings.aws.streams_endpoint_url,
+        retry_mode=settings.aws.retry_mode,
+        max_attempts=settings.aws.max_attempts,
+        pool_size=min(pool, 200),
+        connect_timeout_s=settings.aws.connect_timeout_s,
+        read_timeout_s=settings.aws.read_timeout_s,
+    )
+
+
+#: what `dsp check-config --offline` cannot know without AWS
+OFFLINE_UNCHECKED = (
+    "the stream (stream.table / stream.arn), its view type and key schema (cache key "
+    "fields, batch_write's images), batch_write target tables, subscriptions tables"
+)
+
+
+def check_config(settings: Settings, *, offline: bool = False) -> str:
+    """Validate ``settings`` the way `dsp run` does before it reads anything: resolve the
+    stream, then build every route (consumers, options, filters) through
+    :func:`build_routes`, and close them. Raises ConfigError (or the AWS error) as a run
+    would. Returns a one-line summary."""
+    stop = threading.Event()
+    http = make_http_pool(settings)
+    clients: AwsClients | None = None
+    if offline:
+        arn = settings.stream.arn or f"arn:aws:dynamodb:::table/{settings.stream.table}/stream/-"
+        stream = StreamInfo(arn, settings.stream.table or "?", "NEW_AND_OLD_IMAGES", ())
+    else:
+        clients = _clients(settings)
+        stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
+        stream = StreamsAdapter(clients.streams).describe(stream_arn).info
+    routes, _ = build_routes(
+        settings,
+        stream=stream,
+        clients=clients,
+        http=http,
+        memory_caches={},
+        stop=stop,
+        offline=offline,
+    )
+    stop.set()
+    for route in routes:
+        close = getattr(route.consumer, "close", None)
+        if callable(close):
+            close()
+    http.clear()
+    if offline:
+        return f"ok ({len(routes)} routes; not checked offline: {OFFLINE_UNCHECKED})"
+    return (
+        f"ok ({len(routes)} routes; stream of table {stream.table_name} resolved: "
+        f"{stream.view_type}, key {', '.join(stream.key_attributes)})"
+    )
+
+
 def build_app(
     settings: Settings,
     *,
@@ -217,17 +280,7 @@ def build_app(
     only_shards: frozenset[str] | None = None,
 ) -> App:
     """Resolve the stream, build clients, routes and the worker. Raises ConfigError."""
-    pool = settings.checkpoints.max_leases + _EXTRA_CONNECTIONS + _consumer_connections(settings)
-    clients = make_clients(
-        region=settings.aws.region,
-        endpoint_url=settings.aws.endpoint_url,
-        streams_endpoint_url=settings.aws.streams_endpoint_url,
-        retry_mode=settings.aws.retry_mode,
-        max_attempts=settings.aws.max_attempts,
-        pool_size=min(pool, 200),
-        connect_timeout_s=settings.aws.connect_timeout_s,
-        read_timeout_s=settings.aws.read_timeout_s,
-    )
+    clients = _clients(settings)
     stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
     adapter = StreamsAdapter(
         clients.streams, describe_rate_per_s=settings.stream.describe_rate_per_s

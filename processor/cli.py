@@ -19,7 +19,7 @@ import structlog
 
 from processor import __version__
 from processor._runtime import tune_gc
-from processor.app import build_app, retry_policy, stats_table, tenancy_for
+from processor.app import build_app, check_config, retry_policy, stats_table, tenancy_for
 from processor.aws import make_clients
 from processor.checkpoints import DynamoDBLeaseStore
 from processor.errors import ConfigError, ProcessorError
@@ -64,8 +64,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="exit 0 once every owned shard has had no new records for SECONDS",
     )
-    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    check = sub.add_parser(
+        "check-config",
+        help="validate the configuration as `dsp run` does (stream, routes, consumers) and exit",
+    )
     common(check)
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="without AWS: skip the checks that need it (the stream, key schema, tables)",
+    )
     replay = sub.add_parser(
         "replay",
         help="deliver a chosen range of the stream (or of archives) again through the routes",
@@ -253,10 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dsp: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.logging.level, settings.logging.format)
-    if args.command == "check-config":
-        print(f"{args.config or 'environment'}: ok ({len(settings.routes)} routes)")
-        return EXIT_OK
     try:
+        if args.command == "check-config":
+            summary = check_config(settings, offline=args.offline)
+            print(f"{args.config or 'environment'}: {summary}")
+            return EXIT_OK
         if args.command == "dead-letter":
             return _redrive(args, settings)
         if args.command == "status":

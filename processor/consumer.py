@@ -136,6 +136,10 @@ class ConsumerContext:
     egress: Any = None
     #: monotonic clock for cool-downs and deadlines (injectable, as ``sleep`` is)
     clock: Callable[[], float] = time.monotonic
+    #: ``dsp check-config --offline``: ``stream`` is a stand-in (its key schema and view type
+    #: unknown) and ``clients`` is None; a factory validates everything else exactly as for a
+    #: run and skips only the checks that need AWS
+    offline: bool = False
 
 
 class ConsumerFactory(Protocol):

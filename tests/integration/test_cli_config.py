@@ -146,18 +146,91 @@ def test_wrong_types_in_the_file_and_environment_exit_2(
     assert "batch.max_records = 'lots'" in result.stderr
 
 
-def test_check_config_validates_without_touching_aws(tmp_path: Path) -> None:
-    """`dsp check-config` validates the file offline."""
-    config_file = tmp_path / "ok.toml"
-    config_file.write_text(config("orders", "x"))
-    ok = subprocess.run(
-        [sys.executable, "-m", "processor.cli", "check-config", "--config", str(config_file)],
+def check_config(
+    tmp_path: Path, endpoint: str | None, text: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    config_file = tmp_path / "check.toml"
+    config_file.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    if endpoint is not None:
+        env.update(os.environ)
+        env["DSP_AWS__ENDPOINT_URL"] = endpoint
+    else:  # no endpoint and no credentials: any AWS call would fail
+        env["DSP_AWS__ENDPOINT_URL"] = "http://127.0.0.1:9"
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "processor.cli",
+            "check-config",
+            "--config",
+            str(config_file),
+            *args,
+        ],
+        env=env,
         capture_output=True,
         text=True,
+        timeout=60,
         check=False,
     )
-    assert ok.returncode == 0
-    assert "ok (1 routes)" in ok.stdout
+
+
+def test_check_config_offline_validates_without_touching_aws(tmp_path: Path) -> None:
+    """`dsp check-config --offline` validates without AWS and says what it could not check."""
+    ok = check_config(tmp_path, None, config("orders", "x"), "--offline")
+    assert ok.returncode == 0, ok.stderr
+    assert "ok (1 routes; not checked offline: the stream" in ok.stdout
+
+
+def _error_line(stderr: str) -> str:
+    (line,) = [x for x in stderr.splitlines() if "configuration error:" in x]
+    return line[line.index("configuration error") :]
+
+
+#: Bad configurations that `dsp run` rejects (issue 15, item 7): check-config used to accept
+#: all but the filter; offline=True marks those it can catch without AWS.
+RUN_REJECTS = [
+    ({"consumer": "webhook", "options": 'url = "ftp://example"'}, True),
+    ({"consumer": "webhook", "options": 'urll = "https://example.com/h"'}, True),
+    ({"consumer": "webhook", "options": 'url = "https://{tenat}.example.com/h"'}, True),
+    ({"consumer": "no_such_module:handler"}, True),
+    ({"consumer": "processor.records:no_such_attribute"}, True),
+    ({"options": 'table = "dst"\nmax_attempts = "many"'}, True),
+    ({"options": 'table = "dst"\ntransform = "no_such_module:fn"'}, True),
+    ({"options": 'table = "does-not-exist"'}, False),
+    ({"consumer": "cache", "options": 'keys = ["order:{customer}"]'}, False),
+    ({"consumer": "cache", "options": 'keys = ["order:{pk"]'}, True),
+    ({"consumer": "webhook", "options": 'subscriptions_table = "no-such-subs"'}, False),
+]
+
+
+@pytest.mark.parametrize(("change", "offline"), RUN_REJECTS)
+def test_check_config_rejects_what_run_rejects_with_the_same_message(
+    tmp_path: Path,
+    endpoint: str,
+    source: str,
+    unique: str,
+    change: dict[str, str],
+    offline: bool,
+) -> None:
+    text = config(source, unique, **change)
+    run = run_dsp(tmp_path, endpoint, text)
+    assert run.returncode == 2, run.stderr
+    check = check_config(tmp_path, endpoint, text)
+    assert check.returncode == 2, check.stdout
+    assert _error_line(check.stderr) == _error_line(run.stderr)
+    if offline:
+        quick = check_config(tmp_path, None, text, "--offline")
+        assert quick.returncode == 2, quick.stdout
+        assert _error_line(quick.stderr) == _error_line(run.stderr)
+
+
+def test_check_config_accepts_a_good_configuration_online(
+    tmp_path: Path, endpoint: str, source: str, unique: str
+) -> None:
+    ok = check_config(tmp_path, endpoint, config(source, unique))
+    assert ok.returncode == 0, ok.stderr
+    assert f"ok (1 routes; stream of table {source} resolved" in ok.stdout
 
 
 @pytest.mark.parametrize(
@@ -180,19 +253,7 @@ def test_bad_filter_stops_run_and_check_config_with_one_message(
     """An invalid filter stops `dsp run` and fails `dsp check-config` with the same message."""
     text = config(source, unique, filter=filter_line)
     run = run_dsp(tmp_path, endpoint, text)
-    check = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "processor.cli",
-            "check-config",
-            "--config",
-            str(tmp_path / "dsp.toml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    check = check_config(tmp_path, None, text, "--offline")
     assert run.returncode == check.returncode == 2, (run.stderr, check.stderr)
 
     def message(stderr: str) -> str:
@@ -210,10 +271,5 @@ def test_filter_extensions_admit_numeric_on_n_values(tmp_path: Path) -> None:
     pattern = '{"dynamodb": {"NewImage": {"n": {"N": [{"numeric": [">", 1]}]}}}}'
     line = f"filter_extensions = true\nfilter = '{pattern}'"
     config_file.write_text(config("orders", "x", filter=line))
-    ok = subprocess.run(
-        [sys.executable, "-m", "processor.cli", "check-config", "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    ok = check_config(tmp_path, None, config_file.read_text(), "--offline")
     assert ok.returncode == 0, ok.stderr

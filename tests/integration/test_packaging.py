@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -11,9 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*args: str, cwd: Path | None = None) -> str:
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        list(args), capture_output=True, text=True, timeout=600, check=False, cwd=cwd
+        list(args), capture_output=True, text=True, timeout=600, check=False, cwd=cwd, env=env
     )
     assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
     return done.stdout
@@ -31,8 +32,22 @@ def test_the_wheel_installs_and_runs_in_a_fresh_virtualenv(tmp_path: Path) -> No
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert run(str(env / "bin" / "dsp"), "--version").strip() == f"dsp {version}"
     example = ROOT / "config" / "production.example.toml"
-    out = run(str(env / "bin" / "dsp"), "check-config", "--config", str(example), cwd=tmp_path)
-    assert "ok (3 routes)" in out
+    # the example's batch_write transform is the user's own module: check-config imports it,
+    # as a run would
+    user_code = tmp_path / "user-code" / "myservice"
+    user_code.mkdir(parents=True)
+    (user_code / "__init__.py").write_text("")
+    (user_code / "projections.py").write_text("def order_by_customer(record):\n    return None\n")
+    out = run(
+        str(env / "bin" / "dsp"),
+        "check-config",
+        "--offline",
+        "--config",
+        str(example),
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(user_code.parent)},
+    )
+    assert "ok (3 routes;" in out
     imported = run(
         str(python),
         "-c",
