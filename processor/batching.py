@@ -87,11 +87,20 @@ class RetryPolicy:
 
 
 class _Exhausted(Exception):
-    def __init__(self, remaining: list[StreamRecord], error: BaseException, attempts: int) -> None:
+    def __init__(
+        self,
+        remaining: list[StreamRecord],
+        error: BaseException,
+        attempts: int,
+        *,
+        rejected: int = 0,
+    ) -> None:
         super().__init__(str(error))
         self.remaining = remaining
         self.error = error
         self.attempts = attempts
+        #: records of the chunk the consumer rejected meanwhile (already dead-lettered)
+        self.rejected = rejected
 
 
 class _PartialFailure(Exception):
@@ -380,7 +389,7 @@ class Dispatcher:
                 delivered = self._attempt(route, chunk, stats)
             except _Exhausted as exhausted:
                 rest = exhausted.remaining
-                stats.add("delivered", len(chunk) - len(rest))
+                stats.add("delivered", len(chunk) - len(rest) - exhausted.rejected)
                 permanent = isinstance(exhausted.error, RecordError)
                 if len(rest) > 1 and self._policy.bisect_on_error:
                     middle = len(rest) // 2
@@ -483,7 +492,7 @@ class Dispatcher:
             if self._stop.is_set() and not isinstance(exc, RecordError):
                 raise ShutdownRequested("stop requested while retrying") from exc
             self._reject(route, rejected, stats)
-            raise _Exhausted(remaining, exc, attempts) from exc
+            raise _Exhausted(remaining, exc, attempts, rejected=len(rejected)) from exc
         self._reject(route, rejected, stats)
         return len(chunk) - len(rejected)
 

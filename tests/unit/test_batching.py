@@ -404,3 +404,46 @@ def test_without_an_age_limit_a_hold_ends_at_the_streams_retention() -> None:
     d.dispatch(records_at(now[0] - 3600, 1))  # an hour old when read
     assert len(sink.entries) == 1
     assert holder.calls == 25  # read at 1 h old, held hourly until older than 24 h
+
+
+# -- counting: every record counted once per route (issue 15, item 9a) --------------------------
+
+
+class RejectOneFailOne:
+    """Rejects e0 at once, fails e1 every time, handles the rest."""
+
+    def __call__(self, batch: Sequence[StreamRecord]) -> BatchResult | None:
+        ids = {r.event_id for r in batch}
+        failed = frozenset(ids & {"e1"})
+        rejected = {"e0": "HTTP 400"} if "e0" in ids else {}
+        if not failed and not rejected:
+            return None
+        return BatchResult(failed, rejected)
+
+
+@pytest.mark.parametrize("bisect", [False, True])
+def test_a_record_rejected_beside_an_exhausted_one_is_counted_once(bisect: bool) -> None:
+    d, sink, stats = dispatcher(
+        Route("r", RejectOneFailOne()),
+        policy=RetryPolicy(max_retries=1, bisect_on_error=bisect),
+    )
+    d.dispatch(records(4))
+    snap = stats["r"].snapshot()
+    assert sorted(e.record["eventID"] for e in sink.entries) == ["e0", "e1"]
+    assert snap["dead_lettered"] == 2
+    assert snap["delivered"] == 2  # e2 and e3: e0 was dead-lettered, not delivered
+    assert snap["delivered"] + snap["dead_lettered"] == 4
+
+
+def test_delivered_by_one_route_and_dead_lettered_by_another_counts_once_in_each() -> None:
+    d, _, stats = dispatcher(
+        Route("ok", Recorder()),
+        Route("bad", RejectOneFailOne()),
+        policy=RetryPolicy(max_retries=0, bisect_on_error=False),
+    )
+    d.dispatch(records(2))
+    ok, bad = stats["ok"].snapshot(), stats["bad"].snapshot()
+    assert (ok["delivered"], ok.get("dead_lettered", 0)) == (2, 0)
+    assert bad.get("delivered", 0) + bad["dead_lettered"] == 2
+    tenants = d.tenant_stats.snapshot()
+    assert sum(v for (route, _, outcome), v in tenants.items() if outcome == "dead_lettered") == 2
