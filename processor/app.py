@@ -342,6 +342,8 @@ def build_app(
             discovery_interval_s=settings.stream.discovery_interval_s,
             max_leases=settings.checkpoints.max_leases,
             shutdown_deadline_s=settings.shutdown.deadline_s,
+            reader_restart_base_s=settings.stream.reader_restart_base_s,
+            reader_restart_max_s=settings.stream.reader_restart_max_s,
             reader=ReaderSettings(
                 get_records_limit=settings.stream.get_records_limit,
                 max_records=settings.batch.max_records,

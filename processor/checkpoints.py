@@ -49,6 +49,9 @@ class Lease:
     parent_shard_id: str | None = None
     handoff_to: str | None = None  # another replica asked for this lease (balancing)
     lag_s: float | None = None  # the owner's last reported lag (for `dsp status`)
+    #: the owner's reader keeps failing: its last error and how many runs in a row failed
+    last_error: str | None = None
+    failures: int = 0
 
     def expired(self, now: float, timeout_s: float) -> bool:
         return self.owner is not None and now - self.heartbeat > timeout_s
@@ -69,8 +72,11 @@ class LeaseStore(Protocol):
     def request_handoff(self, observed: Lease, requester: str) -> bool:
         """Ask the owner of a live lease to hand it over (it releases after its batch)."""
 
-    def renew(self, lease: Lease, *, lag_s: float | None = None) -> Lease:
-        """Extend the lease (recording the reader's lag); the answer carries ``handoff_to``."""
+    def renew(
+        self, lease: Lease, *, lag_s: float | None = None, failure: tuple[str, int] | None = None
+    ) -> Lease:
+        """Extend the lease, recording the reader's lag and its failure (last error, runs in a
+        row that failed; None clears it); the answer carries ``handoff_to``."""
 
     def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease: ...
 
@@ -332,13 +338,21 @@ class DynamoDBLeaseStore:
     def _held_values(self, lease: Lease) -> dict[str, Any]:
         return {":me": {"S": lease.owner or ""}, ":c": {"N": str(lease.counter)}}
 
-    def renew(self, lease: Lease, *, lag_s: float | None = None) -> Lease:
+    def renew(
+        self, lease: Lease, *, lag_s: float | None = None, failure: tuple[str, int] | None = None
+    ) -> Lease:
         now = self._clock()
         values = {**self._held_values(lease), ":now": {"N": repr(now)}}
         expression = "SET heartbeat = :now"
         if lag_s is not None:
             expression += ", lag_s = :lag"
             values[":lag"] = {"N": f"{lag_s:.3f}"}
+        if failure is not None:
+            expression += ", last_error = :error, failures = :failures"
+            values[":error"] = {"S": failure[0]}
+            values[":failures"] = {"N": str(failure[1])}
+        elif lease.last_error is not None:
+            expression += " REMOVE last_error, failures"
         try:
             answer = self._client.update_item(
                 TableName=self.table,
@@ -355,7 +369,13 @@ class DynamoDBLeaseStore:
         except BotoCoreError as exc:
             raise translate_client_error(exc, "UpdateItem", shard_id=lease.shard_id) from exc
         handoff = answer.get("Attributes", {}).get("handoff_to")
-        return replace(lease, heartbeat=now, handoff_to=handoff["S"] if handoff else None)
+        return replace(
+            lease,
+            heartbeat=now,
+            handoff_to=handoff["S"] if handoff else None,
+            last_error=failure[0] if failure else None,
+            failures=failure[1] if failure else 0,
+        )
 
     def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease:
         now = self._clock()
@@ -419,6 +439,8 @@ def _lease_from_item(item: dict[str, Any]) -> Lease:
         parent_shard_id=s("parent_shard_id"),
         handoff_to=s("handoff_to"),
         lag_s=float(item["lag_s"]["N"]) if "lag_s" in item else None,
+        last_error=s("last_error"),
+        failures=int(item["failures"]["N"]) if "failures" in item else 0,
     )
 
 
@@ -482,9 +504,17 @@ class MemoryLeaseStore:
             raise LeaseLostError("lease was taken over", shard_id=lease.shard_id)
         return current
 
-    def renew(self, lease: Lease, *, lag_s: float | None = None) -> Lease:
+    def renew(
+        self, lease: Lease, *, lag_s: float | None = None, failure: tuple[str, int] | None = None
+    ) -> Lease:
         with self._lock:
-            current = replace(self._check(lease), heartbeat=self._clock())
+            current = replace(
+                self._check(lease),
+                heartbeat=self._clock(),
+                lag_s=lag_s,
+                last_error=failure[0] if failure else None,
+                failures=failure[1] if failure else 0,
+            )
             self.leases[lease.shard_id] = current
             return current
 

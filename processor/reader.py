@@ -113,8 +113,19 @@ class ShardReader:
         self.handled_time: float | None = None  # creation time of the last record handled
         self.trimmed_skips: list[tuple[str | None, str | None]] = []
         self.stream_retries: Counter[str] = Counter()  # stream-call retries by cause
-        self.failure: str | None = None
+        self.failure: str | None = None  # fatal: the shard is not read again (trimmed, "fail")
+        #: the last unexpected error and how many runs in a row ended with one (reset by a
+        #: successful GetRecords); shown by `dsp status` through the lease
+        self.last_error: str | None = None
+        self.failures = 0
+        self.failures_total = 0
         self._lock = threading.Lock()
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            self.failures += 1
+            self.failures_total += 1
 
     # -- positions ----------------------------------------------------------------------------
 
@@ -159,7 +170,11 @@ class ShardReader:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> ReaderOutcome:
+        """Read until stopped, finished or failed. May be called again after FAILED (the
+        worker's restart policy): it resumes after the last handled record."""
         structlog.contextvars.bind_contextvars(shard_id=self.shard_id)
+        self.last_read = self.last_handled
+        self.caught_up = False
         try:
             return self._run()
         except ShutdownRequested:
@@ -169,10 +184,14 @@ class ShardReader:
             return ReaderOutcome.LEASE_LOST
         except TrimmedDataError as exc:
             self.failure = str(exc)
+            self._failed(exc)
             log.error("shard_stopped_trimmed", error=str(exc), policy="fail")  # noqa: TRY400
             return ReaderOutcome.FAILED
-        except Exception:
-            log.exception("shard_reader_failed", last_handled=self.last_handled)
+        except Exception as exc:  # reported; the worker restarts the reader
+            self._failed(exc)
+            log.exception(
+                "shard_reader_failed", last_handled=self.last_handled, failures=self.failures
+            )
             return ReaderOutcome.FAILED
         finally:
             self._dispatcher.close()
@@ -249,6 +268,9 @@ class ShardReader:
                 iterator = self._trimmed(exc)
                 continue
             self.last_poll_at = self._monotonic()
+            if self.last_error is not None:
+                with self._lock:
+                    self.last_error, self.failures = None, 0
             if page.records:
                 created = page.records[-1].approximate_creation_time
                 self.lag_s = max(0.0, self._clock() - created.timestamp()) if created else 0.0

@@ -81,6 +81,9 @@ class StreamSettings(_Section):
     discovery_interval_s: float = Field(default=30.0, ge=1)
     describe_rate_per_s: float = Field(default=5.0, gt=0, le=10)  # DescribeStream limit: 10/s
     on_trimmed: Literal["fail", "skip"] = "fail"
+    #: a reader that fails (AccessDenied, say) restarts after full-jitter exponential backoff
+    reader_restart_base_s: float = Field(default=1.0, gt=0, le=60)
+    reader_restart_max_s: float = Field(default=60.0, gt=0, le=3600)
     #: how coarse the source's ApproximateCreationDateTime is: 1 (AWS rounds down to the
     #: second), 60 for DynamoDB Local (to the minute); replays from a time allow for it
     timestamp_granularity_s: float = Field(default=1.0, gt=0, le=3600)
@@ -91,6 +94,8 @@ class StreamSettings(_Section):
             raise ValueError("set stream.table (the table whose stream to read) or stream.arn")
         if self.poll_interval_max_s < self.poll_interval_min_s:
             raise ValueError("poll_interval_max_s must be >= poll_interval_min_s")
+        if self.reader_restart_max_s < self.reader_restart_base_s:
+            raise ValueError("reader_restart_max_s must be >= reader_restart_base_s")
         return self
 
 

@@ -28,6 +28,9 @@ def status_rows(leases: Sequence[Lease], *, now: float) -> list[dict[str, Any]]:
                 else None,
                 "heartbeat_age_s": round(now - lease.heartbeat, 1) if lease.heartbeat else None,
                 "approximate_lag_s": None if lease.finished or lease.owner is None else lease.lag_s,
+                # the owner's reader keeps failing: runs in a row and the last error
+                "failures": lease.failures,
+                "last_error": lease.last_error,
             }
         )
     return rows
@@ -42,6 +45,7 @@ def _totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "finished": sum(1 for r in rows if r["finished"]),
         "owners": len({r["owner"] for r in rows if r["owner"]}),
         "max_lag_s": max(lags) if lags else None,
+        "failing": sum(1 for r in rows if r["last_error"]),
     }
 
 
@@ -50,7 +54,16 @@ def render_json(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def render_table(rows: Sequence[dict[str, Any]]) -> str:
-    header = ["shard", "parent", "owner", "checkpoint", "finished", "heartbeat age", "lag"]
+    header = [
+        "shard",
+        "parent",
+        "owner",
+        "checkpoint",
+        "finished",
+        "heartbeat age",
+        "lag",
+        "failing",
+    ]
     lines = [header]
     for r in rows:
         lines.append(
@@ -62,6 +75,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 "yes" if r["finished"] else "no",
                 f"{r['heartbeat_age_s']:.1f} s" if r["heartbeat_age_s"] is not None else "-",
                 f"{r['approximate_lag_s']:.1f} s" if r["approximate_lag_s"] is not None else "-",
+                f"{r['failures']}x" if r["last_error"] else "-",
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -75,4 +89,10 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
         f"\n{t['shards']} shards: {t['owned']} owned by {t['owners']} worker(s), "
         f"{t['unowned']} unowned, {t['finished']} finished; max lag {lag}"
     )
+    for r in rows:  # the whole error, one line per failing shard
+        if r["last_error"]:
+            out.append(
+                f"failing: {r['shard_id']} ({r['failures']} runs in a row, owner {r['owner']}): "
+                f"{r['last_error']}"
+            )
     return "\n".join(out)

@@ -58,6 +58,7 @@ class Scenario:
     expire_after_s: float | None = None
     throttle_every: int | None = None  # every k-th GetRecords answers LimitExceededException
     fail_every: int | None = None  # every k-th GetRecords answers InternalServerError
+    deny_get_records: bool = False  # GetRecords answers AccessDeniedException (a missing grant)
     trim_horizon: dict[str, int] = field(default_factory=dict)  # shard -> first index kept
     created: float = 1_795_000_000.0
 
@@ -309,6 +310,12 @@ class StreamDouble:
             raise _AwsError("LimitExceededException", "Rate exceeded for shard")
         if scenario.fail_every and n % scenario.fail_every == 0:
             raise _AwsError("InternalServerError", "Internal server error", status=500)
+        if scenario.deny_get_records:
+            raise _AwsError(
+                "AccessDeniedException",
+                "User: arn:aws:sts::123456789012:assumed-role/dsp/worker is not authorized to "
+                "perform: dynamodb:GetRecords on resource: " + STREAM_ARN,
+            )
         token = body.get("ShardIterator", "")
         iterator = self._iterators.get(token)
         if iterator is None:

@@ -10,6 +10,7 @@ leases it still holds so another replica can take over at once.
 
 from __future__ import annotations
 
+import functools
 import resource
 import threading
 import time
@@ -19,6 +20,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_random_exponential,
+)
 
 from processor._rate import RateLimiter
 from processor.aws import StreamsAdapter
@@ -47,6 +55,10 @@ class WorkerSettings:
     max_leases: int = 100
     shutdown_deadline_s: float = 30.0
     tick_s: float = 0.2
+    #: a reader that fails (AccessDenied, an unexpected error) is restarted, keeping its lease,
+    #: after a full-jitter exponential backoff from this base up to the cap
+    reader_restart_base_s: float = 1.0
+    reader_restart_max_s: float = 60.0
     reader: ReaderSettings = field(default_factory=ReaderSettings)
 
 
@@ -62,6 +74,14 @@ class RunSummary:
     trimmed_skips: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     stream_retries: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)
+
+
+def _wait_on(stop: threading.Event, seconds: float) -> None:
+    stop.wait(seconds)
+
+
+class _ReaderFailed(Exception):
+    """A reader run ended with an unexpected error: restarted after a backoff."""
 
 
 @dataclass(slots=True)
@@ -108,6 +128,9 @@ class Worker:
         self._renewals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dsp-renew")
         self.last_tick = monotonic()
         self.summary = RunSummary()
+        self._scanned = False  # a lease scan happened (readiness of a replica with no lease)
+        #: how a reader waits before a restart (injectable: tests record the backoff)
+        self._restart_sleep: Callable[[threading.Event, float], None] = _wait_on
 
     # -- discovery and leases -----------------------------------------------------------------
 
@@ -144,6 +167,7 @@ class Worker:
             ready &= self._only_shards
         room = self.settings.max_leases - len(self._running)
         now = self._clock()
+        self._scanned = True
         self._takeable = len(
             leases_to_take(
                 leases,
@@ -240,9 +264,43 @@ class Worker:
         self._running[lease.shard_id] = running
         running.thread.start()
 
-    @staticmethod
-    def _run_reader(running: _Running) -> None:
-        running.outcome = running.reader.run()
+    def _run_reader(self, running: _Running) -> None:
+        """Run the reader; after an unexpected failure, run it again (it resumes after its
+        checkpoint) with capped exponential backoff and full jitter, keeping the lease, until
+        it reads, stops or loses the lease. A fatal failure (trimmed data under
+        ``on_trimmed = "fail"``) is not retried."""
+        reader = running.reader
+
+        def attempt() -> ReaderOutcome:
+            outcome = reader.run()
+            if outcome is ReaderOutcome.FAILED and reader.failure is None:
+                raise _ReaderFailed(reader.last_error or "reader failed")
+            return outcome
+
+        def before_sleep(state: RetryCallState) -> None:
+            log.warning(
+                "shard_reader_restarting",
+                shard_id=reader.shard_id,
+                failures=reader.failures,
+                wait_s=round(state.upcoming_sleep, 3),
+                error=reader.last_error,
+            )
+
+        retrying = Retrying(
+            stop=stop_when_event_set(reader.stop),
+            wait=wait_random_exponential(
+                multiplier=self.settings.reader_restart_base_s,
+                max=self.settings.reader_restart_max_s,
+            ),
+            retry=retry_if_exception_type(_ReaderFailed),
+            sleep=functools.partial(self._restart_sleep, reader.stop),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            running.outcome = retrying(attempt)
+        except _ReaderFailed:
+            running.outcome = ReaderOutcome.FAILED
 
     def _reap(self) -> bool:
         """Forget readers that ended; True when a shard finished (children may be ready)."""
@@ -253,6 +311,7 @@ class Worker:
             del self._running[shard_id]
             outcome = running.outcome or ReaderOutcome.FAILED
             self.summary.records_read += running.reader.records_read
+            self.summary.reader_failures += running.reader.failures_total
             self.summary.outcomes[shard_id] = outcome.value
             self.summary.trimmed_skips.extend(
                 (shard_id, a, b) for a, b in running.reader.trimmed_skips
@@ -274,7 +333,6 @@ class Worker:
                 self.summary.leases_handed_off += 1
                 self._release(running.reader.lease, handoff=True)
             elif outcome is ReaderOutcome.FAILED:
-                self.summary.reader_failures += 1
                 if running.reader.failure:  # trimmed data under on_trimmed = "fail"
                     self._stopped.add(shard_id)
                 self._release(running.reader.lease)
@@ -291,7 +349,9 @@ class Worker:
 
     def _renew_one(self, running: _Running) -> None:
         try:
-            lease = self._store.renew(running.reader.lease, lag_s=running.reader.lag_s)
+            reader = running.reader
+            failure = (reader.last_error, reader.failures) if reader.last_error else None
+            lease = self._store.renew(reader.lease, lag_s=reader.lag_s, failure=failure)
             running.reader.lease = lease
             handoff = lease.handoff_to and lease.handoff_to != self.settings.owner
             if handoff and not running.handoff:
@@ -323,7 +383,8 @@ class Worker:
             "leases_handed_off": self.summary.leases_handed_off,
             "leases_stolen": self.summary.leases_stolen,
             "stream_retries": self._stream_retries(running),
-            "reader_failures": self.summary.reader_failures,
+            "reader_failures": self.summary.reader_failures
+            + sum(r.reader.failures_total for r in running),
             # ready shards no live worker owns (free or timed out), at the last lease scan
             "shards_unowned": self._takeable,
             "trimmed_skips": len(self.summary.trimmed_skips)
@@ -335,6 +396,7 @@ class Worker:
                     "last_poll_age_s": now - r.reader.last_poll_at,
                     "checkpoint": r.reader.last_handled,
                     "position_time": r.reader.handled_time,
+                    "last_error": r.reader.last_error,
                 }
                 for r in running
             ],
@@ -355,13 +417,16 @@ class Worker:
         """Leases held, and every owned shard polled successfully within ``max_stall_s``."""
         state = self.state()
         if not state["shards"]:
+            if self._scanned and self._takeable == 0:  # more replicas than shards
+                return True, "ready: no lease to take (other replicas own every shard)"
             return False, "no leases held"
         stalled = [s for s in state["shards"] if s["last_poll_age_s"] > max_stall_s]
         if stalled:
             worst = max(stalled, key=lambda s: s["last_poll_age_s"])
+            error = f"; last error: {worst['last_error']}" if worst["last_error"] else ""
             return False, (
                 f"{len(stalled)} shard(s) not polled within {max_stall_s:g} s "
-                f"(e.g. {worst['shard_id']}: {worst['last_poll_age_s']:.0f} s)"
+                f"(e.g. {worst['shard_id']}: {worst['last_poll_age_s']:.0f} s{error})"
             )
         return True, f"ready: {len(state['shards'])} shard(s)"
 

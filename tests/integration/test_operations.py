@@ -185,3 +185,87 @@ url = "{receiver.url}/ops"
 
 
 _ = Any
+
+
+def test_a_reader_denied_access_backs_off_stays_unready_and_shows_in_status(
+    tmp_path: Path, endpoint: str, unique: str
+) -> None:
+    """Issue 15, item 5. GetRecords answers AccessDenied for every shard: the reader restarts
+    with backoff (not every 2 s), /readyz answers 503 for the whole outage (no flicker),
+    `dsp status` names the failing shard and the error, and SIGTERM ends the run with exit
+    status 1 (a shard reader failed), as the README's exit-status table says."""
+    scenario = Scenario.flat(1, records_per_shard=3, closed=False)
+    scenario.deny_get_records = True
+    port = free_port()
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+arn = "arn:aws:dynamodb:us-east-1:123456789012:table/double/stream/2026-01-01T00:00:00.000"
+poll_interval_min_s = 0.05
+poll_interval_max_s = 0.2
+reader_restart_base_s = 0.2
+reader_restart_max_s = 1.0
+[checkpoints]
+table = "deny-{unique}"
+application = "deny-{unique}"
+owner = "w1"
+lease_timeout_s = 6
+renew_interval_s = 0.5
+[observability]
+metrics_port = {port}
+host = "127.0.0.1"
+ready_max_stall_s = 1.0
+[dead_letter]
+path = "{tmp_path / "dl.jsonl"}"
+[[routes]]
+name = "cache"
+consumer = "cache"
+[routes.options]
+redis_url = "memory"
+keys = ["k:{{pk}}"]
+"""
+    )
+    with StreamDouble(scenario) as double:
+        env = {
+            **os.environ,
+            "DSP_AWS__ENDPOINT_URL": endpoint,
+            "DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint,
+            "DSP_AWS__MAX_ATTEMPTS": "1",
+            "DSP_LOGGING__LEVEL": "WARNING",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "processor.cli", "run", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: double.calls["GetRecords"] >= 1, 30)
+            time.sleep(1.5)  # past ready_max_stall_s
+            answers = []
+            started = time.monotonic()
+            while time.monotonic() - started < 4:
+                answers.append(get(f"{base}/readyz")[0])
+                time.sleep(0.05)
+            assert set(answers) == {503}, answers
+            assert "AccessDeniedException" in get(f"{base}/readyz")[1]
+            calls = double.calls["GetRecords"]
+            # restarts back off to 1 s: a handful in ~7 s, not one per poll interval
+            assert 3 <= calls <= 15, calls
+            assert metric(get(f"{base}/metrics")[1], "dsp_reader_failures_total") >= 3
+            table = subprocess.run(
+                [sys.executable, "-m", "processor.cli", "status", "--config", str(config)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+            assert "failing: shardId-00000" in table
+            assert "AccessDeniedException" in table
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    assert process.returncode == 1

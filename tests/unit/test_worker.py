@@ -13,11 +13,12 @@ from processor.batching import Dispatcher, RetryPolicy
 from processor.checkpoints import Lease
 from processor.consumer import RouteStats, StreamInfo
 from processor.dead_letter import DeadLetter
-from processor.errors import IteratorExpiredError
+from processor.errors import IteratorExpiredError, StreamError
 from processor.reader import ReaderSettings, ShardReader
 from processor.records import StreamRecord
 from processor.routing import Route
 from processor.shards import Shard
+from processor.status import render_table, status_rows
 from processor.testing import MemoryLeaseStore, make_record
 from processor.worker import Worker, WorkerSettings
 
@@ -422,3 +423,150 @@ def test_leases_stay_renewed_while_a_slow_batch_drains_on_shutdown() -> None:
     (lease,) = store.list_leases()
     assert lease.checkpoint == "1"
     assert lease.owner is None
+
+
+# -- a shard that keeps failing (issue 15, item 5) ----------------------------------------------
+
+
+class DeniedStreams(FakeStreams):
+    """GetRecords on ``denied`` fails the way AccessDenied does once translated: a
+    non-transient StreamError, every time, until ``allow`` is set."""
+
+    def __init__(self, *args: Any, denied: str, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.denied = denied
+        self.allow = threading.Event()
+        self.denials = 0
+
+    def get_records(self, iterator: str, *, limit: int, shard_id: str) -> Page:
+        if shard_id == self.denied and not self.allow.is_set():
+            with self._lock:
+                self.denials += 1
+            raise StreamError(
+                "GetRecords: AccessDeniedException: not authorized to perform dynamodb:GetRecords",
+                shard_id=shard_id,
+            )
+        return super().get_records(iterator, limit=limit, shard_id=shard_id)
+
+
+def _failing_worker(
+    streams: FakeStreams, store: MemoryLeaseStore, sleeps: list[float], **kw: Any
+) -> Worker:
+    worker = make_worker(streams, store, Collector(), **kw)
+    worker.settings = dc_replace(
+        worker.settings, reader_restart_base_s=0.02, reader_restart_max_s=0.16
+    )
+
+    def sleep(stop: threading.Event, seconds: float) -> None:
+        sleeps.append(seconds)
+        stop.wait(seconds)
+
+    worker._restart_sleep = sleep
+    return worker
+
+
+def test_a_failing_reader_restarts_with_capped_exponential_backoff() -> None:
+    streams = DeniedStreams({"s": (Shard("s", None, "1", None), [raw("a", 1)])}, denied="s")
+    store = MemoryLeaseStore()
+    sleeps: list[float] = []
+    worker = _failing_worker(streams, store, sleeps)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(sleeps) < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    streams.allow.set()  # permission granted: the next restart reads
+    deadline = time.monotonic() + 10
+    while not store.list_leases()[0].checkpoint and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(10)
+    assert len(sleeps) >= 8
+    # jittered, each at most base * 2^(n-1) and the cap; it grows to the cap, never past
+    for n, waited in enumerate(sleeps[:8], start=1):
+        assert waited <= min(0.16, 0.02 * 2 ** (n - 1)) + 1e-9
+    assert max(sleeps[:8]) > 0.02
+    assert streams.denials == len(sleeps)  # one attempt per restart, no hot loop
+    (lease,) = store.list_leases()
+    assert lease.checkpoint == "1"  # recovered and read
+
+
+def test_readiness_stays_false_through_restarts_of_a_failing_reader() -> None:
+    streams = DeniedStreams({"s": (Shard("s", None, "1", None), [raw("a", 1)])}, denied="s")
+    store = MemoryLeaseStore()
+    worker = _failing_worker(streams, store, [])
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+    thread.start()
+    try:
+        time.sleep(0.5)  # past max_stall_s: every answer from now on must be "not ready"
+        answers = []
+        for _ in range(100):
+            answers.append(worker.ready(max_stall_s=0.3))
+            time.sleep(0.01)
+        assert not any(ok for ok, _ in answers), [why for ok, why in answers if ok][:3]
+        assert "s" in answers[-1][1]
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_status_carries_the_failing_shard_and_its_last_error() -> None:
+    streams = DeniedStreams({"s": (Shard("s", None, "1", None), [raw("a", 1)])}, denied="s")
+    store = MemoryLeaseStore()
+    worker = _failing_worker(streams, store, [])
+    worker.settings = dc_replace(worker.settings, renew_interval_s=0.05)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            leases = store.list_leases()
+            if leases and leases[0].last_error is not None:
+                break
+            time.sleep(0.01)
+        (lease,) = store.list_leases()
+        assert lease.last_error is not None
+        assert "AccessDeniedException" in lease.last_error
+        assert lease.failures >= 1
+        rows = status_rows([lease], now=time.time())
+        assert "AccessDeniedException" in render_table(rows)
+        assert rows[0]["failures"] == lease.failures
+        streams.allow.set()
+        deadline = time.monotonic() + 10
+        while store.list_leases()[0].last_error is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.list_leases()[0].last_error is None  # read again: cleared
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_a_replica_without_leases_is_ready_when_others_own_every_shard() -> None:
+    """More replicas than shards: the one left without a lease must not block a rollout."""
+    streams = FakeStreams({"s": (Shard("s", None, "1", None), [raw("a", 1)])})
+    store = MemoryLeaseStore()
+    stop = threading.Event()
+    first = make_worker(streams, store, Collector(), owner="w1")
+    second = make_worker(streams, store, Collector(), owner="w2")
+    threads = [threading.Thread(target=w.run, kwargs={"stop": stop}) for w in (first, second)]
+    threads[0].start()
+    try:
+        deadline = time.monotonic() + 10
+        while not store.list_leases() or store.list_leases()[0].owner != "w1":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not second.ready(max_stall_s=5)[0]  # it has not looked yet
+        threads[1].start()
+        deadline = time.monotonic() + 10
+        while not second.ready(max_stall_s=5)[0]:
+            assert time.monotonic() < deadline, second.ready(max_stall_s=5)
+            time.sleep(0.01)
+        assert "no lease" in second.ready(max_stall_s=5)[1]
+    finally:
+        stop.set()
+        for t in threads:
+            if t.is_alive() or t.ident:
+                t.join(10)
