@@ -23,6 +23,7 @@ from processor.app import build_app, check_config, retry_policy, stats_table, te
 from processor.aws import make_clients
 from processor.checkpoints import DynamoDBLeaseStore
 from processor.errors import ConfigError, ProcessorError
+from processor.iam import COMMANDS, policy_for
 from processor.metrics import HealthServer
 from processor.observability import configure_logging
 from processor.redrive import redrive_file
@@ -148,7 +149,43 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument(
         "--route", action="append", metavar="NAME", help="only this route (repeatable)"
     )
+    iam = sub.add_parser(
+        "iam-policy",
+        help="print the least-privilege IAM policy for what this configuration uses",
+        description="Actions and resource ARNs for exactly the features the configuration "
+        "turns on (stream, leases, batch_write targets, subscriptions tables, SQS dead "
+        "letters). Your own consumers' and transforms' AWS calls are listed as notes.",
+    )
+    common(iam)
+    iam.add_argument(
+        "--account",
+        metavar="ID",
+        help="the 12-digit account id (default: from stream.arn or the SQS queue URL)",
+    )
+    iam.add_argument(
+        "--commands",
+        default=",".join(COMMANDS),
+        help=f"the dsp commands the role runs (default: all of {','.join(COMMANDS)})",
+    )
+    iam.add_argument(
+        "--no-create-table",
+        action="store_true",
+        help="the lease table exists: leave dynamodb:CreateTable out",
+    )
     return parser
+
+
+def _iam_policy(args: argparse.Namespace, settings: Settings) -> int:
+    policy = policy_for(
+        settings,
+        account=args.account,
+        commands=tuple(c.strip() for c in args.commands.split(",") if c.strip()),
+        create_lease_table=not args.no_create_table,
+    )
+    print(policy.to_json())
+    for note in policy.notes:
+        print(f"dsp: note: {note}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -266,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = check_config(settings, offline=args.offline)
             print(f"{args.config or 'environment'}: {summary}")
             return EXIT_OK
+        if args.command == "iam-policy":
+            return _iam_policy(args, settings)
         if args.command == "dead-letter":
             return _redrive(args, settings)
         if args.command == "status":
