@@ -10,7 +10,7 @@ DDB_LOCAL_VERSION := 11.1.0
 DDB_LOCAL_DIR := .cache/dynamodb-local
 DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.unpacked-$(DDB_LOCAL_VERSION)
 
-.PHONY: tools install demo test test-unit test-integration test-dynamodb-local dynamodb-local check lint types bench fmt clean
+.PHONY: tools install demo test test-unit test-integration test-dynamodb-local dynamodb-local soak check lint types bench fmt clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(STAMP) tools
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
+
+# the soak test alone (it is part of `make test` too): 3 workers, flapping receiver, poison
+# records, concurrent redrives, a SIGKILL; under 3 minutes
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m soak tests/integration
 
 test-integration: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests/integration

@@ -286,6 +286,7 @@ def _redrive(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"redrive: {delivered} delivered ({per_route}), {report.failed_again} failed again, "
         f"{report.filtered} no longer match their route, {report.kept} left in {path}"
+        + (f"; {report.duplicates} duplicate letters dropped" if report.duplicates else "")
     )
     return EXIT_OK if report.failed_again == 0 else EXIT_FAILURE
 

@@ -6,6 +6,10 @@ exists goes through that route with the normal retries; what succeeds is removed
 again is appended back with its new error, entries of other routes are kept untouched. If the
 redrive itself dies, its snapshot file stays beside the original and the next redrive picks
 it up first: nothing is lost, at worst a record is delivered twice.
+
+A record dead-lettered twice on one route (a worker killed after dead-lettering and before
+its checkpoint; its successor handles the same records again) is redriven once, and kept once
+if it fails again: the file after a redrive holds each record at most once per route.
 """
 
 from __future__ import annotations
@@ -37,6 +41,18 @@ class RedriveReport:
     failed_again: int = 0
     filtered: int = 0
     kept: int = 0
+    #: letters of a record already seen for the same route (a worker that died after
+    #: dead-lettering and before its checkpoint: its successor dead-lettered the records again)
+    duplicates: int = 0
+
+
+def _identity(entry: DeadLetter) -> tuple[str, str, str]:
+    """One record on one route: its event id and sequence number (as Lambda's
+    itemIdentifier), whatever its error or attempt count."""
+    record = entry.record
+    stream = record.get("dynamodb") if isinstance(record, dict) else None
+    sequence = stream.get("SequenceNumber") if isinstance(stream, dict) else None
+    return entry.route, str(record.get("eventID")), str(sequence)
 
 
 class _Collect:
@@ -71,9 +87,17 @@ def redrive_file(
     path = Path(path)
     by_name = {r.name: r for r in routes}
     report = RedriveReport()
+    seen: set[tuple[str, str, str]] = set()
     for snapshot in _snapshot(path):
         keep: list[DeadLetter] = []
-        entries = list(read_dead_letters(snapshot))
+        entries = []
+        for entry in read_dead_letters(snapshot):  # the dead-letter view: each record once
+            identity = _identity(entry)
+            if identity in seen:
+                report.duplicates += 1
+                continue
+            seen.add(identity)
+            entries.append(entry)
         for name in dict.fromkeys(e.route for e in entries):
             group = [e for e in entries if e.route == name]
             route = by_name.get(name)
@@ -113,5 +137,6 @@ def redrive_file(
         delivered=report.delivered,
         failed_again=report.failed_again,
         kept=report.kept,
+        duplicates=report.duplicates,
     )
     return report

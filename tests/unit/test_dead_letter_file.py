@@ -6,18 +6,23 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from processor.batching import RetryPolicy
+from processor.consumer import BatchResult
 from processor.dead_letter import DeadLetter, JsonlDeadLetterSink, read_dead_letters
-from processor.redrive import _snapshot
+from processor.records import StreamRecord
+from processor.redrive import _snapshot, redrive_file
+from processor.routing import Route
 from processor.testing import make_record
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
 
 def letter(n: int) -> DeadLetter:
-    record = make_record({"pk": {"S": f"k{n}"}}, event_id=f"e{n}")
+    record = make_record({"pk": {"S": f"k{n}"}}, event_id=f"e{n}", sequence_number=str(100 + n))
     return DeadLetter(record.raw, "r", "ValueError", "boom", 1, "s", NOW, NOW)
 
 
@@ -76,3 +81,28 @@ def test_concurrent_writers_and_repeated_claims_lose_and_repeat_nothing(tmp_path
     claimer.join(60)
     claim_once()
     assert sorted(seen) == sorted(f"e{n}" for n in range(writers * per_writer))
+
+
+# -- one record, one letter (issue 15, soak) ---------------------------------------------------
+
+
+def test_a_record_dead_lettered_twice_is_redriven_once_and_kept_once(tmp_path: Path) -> None:
+    """A worker killed after dead-lettering but before its checkpoint: its successor reads the
+    same records again and dead-letters them again. The dead-letter view (what a redrive
+    sends and keeps) holds each record once."""
+    path = tmp_path / "dl.jsonl"
+    sink = JsonlDeadLetterSink(str(path))
+    sink.send([letter(1), letter(2), letter(3)])
+    sink.send([letter(2), letter(3)])  # the successor's copies
+    calls: list[list[str]] = []
+
+    def refuse_three(records: Sequence[StreamRecord]) -> BatchResult | None:
+        calls.append([r.event_id for r in records])
+        bad = {r.event_id: "HTTP 400" for r in records if r.event_id == "e3"}
+        return BatchResult(rejected=bad) if bad else None
+
+    report = redrive_file(path, [Route("r", refuse_three)], RetryPolicy(max_retries=0))
+    assert calls == [["e1", "e2", "e3"]]
+    assert report.delivered == {"r": 2}
+    assert report.duplicates == 2
+    assert [e.record["eventID"] for e in read_dead_letters(path)] == ["e3"]
