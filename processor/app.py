@@ -190,11 +190,16 @@ class App:
     memory_caches: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
-        for route in self.routes:
-            close = getattr(route.consumer, "close", None)
-            if callable(close):
-                close()
-        self.http.clear()
+        close_routes(self.routes, self.http)
+
+
+def close_routes(routes: list[Route], http: urllib3.PoolManager) -> None:
+    """Close every consumer that has a ``close``, then the shared HTTP pool."""
+    for route in routes:
+        close = getattr(route.consumer, "close", None)
+        if callable(close):
+            close()
+    http.clear()
 
 
 def _consumer_connections(settings: Settings) -> int:
@@ -254,11 +259,7 @@ def check_config(settings: Settings, *, offline: bool = False) -> str:
         offline=offline,
     )
     stop.set()
-    for route in routes:
-        close = getattr(route.consumer, "close", None)
-        if callable(close):
-            close()
-    http.clear()
+    close_routes(routes, http)
     if offline:
         return f"ok ({len(routes)} routes; not checked offline: {OFFLINE_UNCHECKED})"
     return (

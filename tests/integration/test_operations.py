@@ -43,6 +43,26 @@ def wait_until(check: Callable[[], bool], timeout_s: float) -> None:
     raise AssertionError("condition not met in time")
 
 
+def start_worker(
+    config: Path, endpoint: str, double: StreamDouble, **extra: str
+) -> tuple[dict[str, str], subprocess.Popen[bytes]]:
+    """`dsp run` with the lease table on ``endpoint`` and the stream on ``double``."""
+    env = {
+        **os.environ,
+        "DSP_AWS__ENDPOINT_URL": endpoint,
+        "DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint,
+        "DSP_LOGGING__LEVEL": "WARNING",
+        **extra,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "processor.cli", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return env, process
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -96,18 +116,7 @@ url = "{receiver.url}/ops"
 """
     )
     with StreamDouble(scenario) as double:
-        env = {
-            **os.environ,
-            "DSP_AWS__ENDPOINT_URL": endpoint,
-            "DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint,
-            "DSP_LOGGING__LEVEL": "WARNING",
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "run", "--config", str(config)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        env, process = start_worker(config, endpoint, double)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until(lambda: len(receiver.received("/ops")) == 24, 30)
@@ -227,19 +236,7 @@ keys = ["k:{{pk}}"]
 """
     )
     with StreamDouble(scenario) as double:
-        env = {
-            **os.environ,
-            "DSP_AWS__ENDPOINT_URL": endpoint,
-            "DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint,
-            "DSP_AWS__MAX_ATTEMPTS": "1",
-            "DSP_LOGGING__LEVEL": "WARNING",
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "run", "--config", str(config)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        env, process = start_worker(config, endpoint, double, DSP_AWS__MAX_ATTEMPTS="1")
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until(lambda: double.calls["GetRecords"] >= 1, 30)

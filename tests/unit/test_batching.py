@@ -361,23 +361,31 @@ def test_real_failures_still_spend_retries_between_holds() -> None:
     assert holder.calls == 2
 
 
-def test_a_hold_ends_at_max_record_age() -> None:
+def on_a_driven_clock(
+    holder: Holder, policy: RetryPolicy
+) -> tuple[Dispatcher, ListSink, list[float]]:
+    """A dispatcher whose sleeps move its clock (no real waiting)."""
     now = [1_700_000_000.0]
 
     def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    holder = Holder(holds=1000, retry_after=30.0)
     sink = ListSink()
     d = Dispatcher(
         [Route("r", holder)],
         sink,
-        RetryPolicy(max_retries=3, max_record_age_s=120),
+        policy,
         stats={"r": RouteStats()},
         stop=threading.Event(),
         sleep=sleep,
         clock=lambda: now[0],
     )
+    return d, sink, now
+
+
+def test_a_hold_ends_at_max_record_age() -> None:
+    holder = Holder(holds=1000, retry_after=30.0)
+    d, sink, now = on_a_driven_clock(holder, RetryPolicy(max_retries=3, max_record_age_s=120))
     d.dispatch(records_at(now[0], 2))
     assert len(sink.entries) == 2
     assert "held" in sink.entries[0].error_message
@@ -385,22 +393,8 @@ def test_a_hold_ends_at_max_record_age() -> None:
 
 
 def test_without_an_age_limit_a_hold_ends_at_the_streams_retention() -> None:
-    now = [1_700_000_000.0]
-
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
     holder = Holder(holds=10_000, retry_after=3600.0)
-    sink = ListSink()
-    d = Dispatcher(
-        [Route("r", holder)],
-        sink,
-        RetryPolicy(),
-        stats={"r": RouteStats()},
-        stop=threading.Event(),
-        sleep=sleep,
-        clock=lambda: now[0],
-    )
+    d, sink, now = on_a_driven_clock(holder, RetryPolicy())
     d.dispatch(records_at(now[0] - 3600, 1))  # an hour old when read
     assert len(sink.entries) == 1
     assert holder.calls == 25  # read at 1 h old, held hourly until older than 24 h
