@@ -20,7 +20,7 @@ from processor._rate import RateLimiter
 from processor._waiting import interruptible_sleep
 from processor.aws import AwsClients, StreamsAdapter, make_clients, resolve_stream
 from processor.batching import Dispatcher, RetryPolicy
-from processor.checkpoints import DynamoDBLeaseStore, LeaseStore
+from processor.checkpoints import DynamoDBLeaseStore, Lease, LeaseStore
 from processor.consumer import (
     ConsumerContext,
     RouteStats,
@@ -32,6 +32,7 @@ from processor.dead_letter import DeadLetterSink, JsonlDeadLetterSink, SqsDeadLe
 from processor.egress import EgressPolicy
 from processor.errors import ConfigError
 from processor.metrics import Metrics
+from processor.multilang.shard import MultiLangProcessor
 from processor.reader import ReaderSettings, RecordWindow
 from processor.routing import Route, compile_filters
 from processor.settings import RouteSettings, Settings
@@ -326,7 +327,15 @@ def build_app(
             tenant_stats=tenant_stats,
         )
 
+    processor_for = None
+    if settings.multilang is not None:  # each lease drives a KCL MultiLang child
+        options = settings.multilang
+
+        def processor_for(lease: Lease, stop: threading.Event) -> MultiLangProcessor:
+            return MultiLangProcessor(options, malformed=dispatcher_for(stop))
+
     worker = Worker(
+        processor_for=processor_for,
         adapter=adapter,
         stream_arn=stream_arn,
         store=store,

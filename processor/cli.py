@@ -25,6 +25,7 @@ from processor.checkpoints import DynamoDBLeaseStore
 from processor.errors import ConfigError, ProcessorError
 from processor.iam import COMMANDS, policy_for
 from processor.metrics import HealthServer
+from processor.multilang.properties import IGNORED, read_properties, to_settings
 from processor.observability import configure_logging
 from processor.redrive import redrive_file
 from processor.replay_run import run_capture, run_replay
@@ -149,6 +150,24 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument(
         "--route", action="append", metavar="NAME", help="only this route (repeatable)"
     )
+    multilang = sub.add_parser(
+        "multilang",
+        help="run unchanged amazon_kclpy record processors (KCL MultiLang), one child per shard",
+        description="Reads a KCL MultiLang properties file (executableName, applicationName, "
+        "streamArn or tableName, ...) and drives one child process per owned shard with the "
+        "MultiLang protocol, instead of routes. --config adds our TOML (metrics port, "
+        "[multilang] options...); DSP_ variables override both.",
+    )
+    common(multilang)
+    multilang.add_argument(
+        "--properties", metavar="FILE", help="the KCL .properties file (optional with --config)"
+    )
+    multilang.add_argument(
+        "--stop-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="exit 0 once every owned shard has had no new records for SECONDS",
+    )
     iam = sub.add_parser(
         "iam-policy",
         help="print the least-privilege IAM policy for what this configuration uses",
@@ -198,7 +217,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> Settings:
-    settings = load_settings(args.config)
+    if getattr(args, "properties", None):
+        properties = read_properties(args.properties)
+        sections, unused = to_settings(properties)
+        for key in unused:
+            note = "ignored (Java daemon only)" if key in IGNORED else "unknown, ignored"
+            print(f"dsp: {args.properties}: {key}: {note}", file=sys.stderr)
+        settings = load_settings(args.config, defaults=sections)
+    else:
+        settings = load_settings(args.config)
     if overrides := _overrides(args):
         merged = settings.model_dump()
         merged["logging"].update(overrides["logging"])
@@ -304,6 +331,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = check_config(settings, offline=args.offline)
             print(f"{args.config or 'environment'}: {summary}")
             return EXIT_OK
+        if args.command == "multilang":
+            if settings.multilang is None:
+                raise ConfigError(  # noqa: TRY301 - reported like every configuration error
+                    "--properties", None, "give a KCL properties file or a [multilang] section"
+                )
+            return _run(args, settings)
         if args.command == "iam-policy":
             return _iam_policy(args, settings)
         if args.command == "dead-letter":

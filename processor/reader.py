@@ -16,8 +16,9 @@ import enum
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from tenacity import (
@@ -71,6 +72,65 @@ class ReaderSettings:
     poll_interval_max_s: float = 2.0
 
 
+class ShardProcessor(Protocol):
+    """What a shard's records go to: our dispatch pipeline (:class:`DispatchProcessor`), or a
+    KCL MultiLang child process (:mod:`processor.multilang`). The reader reads, batches and
+    keeps the lease; the processor handles batches and decides what is checkpointed, through
+    :meth:`ShardReader.commit`."""
+
+    #: also hand over empty batches (KCL's callProcessRecordsEvenForEmptyRecordList)
+    wants_empty_batches: bool
+
+    def start(self, reader: ShardReader) -> None:
+        """Before the first batch of a run (a restarted reader starts again)."""
+
+    def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+        """Handle one batch, in stream order; commit what is safely done."""
+
+    def shard_ended(self, reader: ShardReader) -> bool:
+        """The shard has no more records: True once its end is checkpointed (finished)."""
+
+    def reject_malformed(self, items: Sequence[tuple[object, Exception]], shard_id: str) -> None:
+        """Records that could not be parsed: to the dead-letter destination."""
+
+    def finish(self, reader: ShardReader, outcome: ReaderOutcome) -> None:
+        """The run ended with ``outcome`` (see :attr:`ShardReader.lease_lost`)."""
+
+
+class DispatchProcessor:
+    """Our own pipeline: every batch goes through the routes (delivered or dead-lettered),
+    then its last record is checkpointed."""
+
+    wants_empty_batches = False
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def start(self, reader: ShardReader) -> None:
+        return
+
+    def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+        self.dispatcher.dispatch(batch)
+        created = batch[-1].approximate_creation_time
+        reader.commit(
+            batch[-1].sequence_number, handled_time=created.timestamp() if created else None
+        )
+
+    def shard_ended(self, reader: ShardReader) -> bool:
+        reader.commit(reader.last_handled, finished=True)
+        return True
+
+    def reject_malformed(self, items: Sequence[tuple[object, Exception]], shard_id: str) -> None:
+        self.dispatcher.reject_malformed(items, shard_id)
+
+    def finish(self, reader: ShardReader, outcome: ReaderOutcome) -> None:
+        self.dispatcher.close()
+
+
+class ShardEndNotCheckpointed(Exception):
+    """The processor did not checkpoint the end of a finished shard: its children wait."""
+
+
 class ShardReader:
     def __init__(
         self,
@@ -80,8 +140,9 @@ class ShardReader:
         lease: Lease,
         initial_position: str | tuple[str, str | None],
         store: LeaseStore,
-        dispatcher: Dispatcher,
+        dispatcher: Dispatcher | None = None,
         settings: ReaderSettings,
+        processor: ShardProcessor | None = None,
         stop: threading.Event,
         monotonic: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
@@ -99,7 +160,12 @@ class ShardReader:
             initial_position = (initial_position, None)
         self._initial_position: tuple[str, str | None] = initial_position
         self._store = store
-        self._dispatcher = dispatcher
+        if processor is None:
+            assert dispatcher is not None, "a ShardReader needs a dispatcher or a processor"
+            processor = DispatchProcessor(dispatcher)
+        self.processor = processor
+        #: set (with ``stop``) by the worker when a renewal found the lease taken over
+        self.lease_lost = False
         self._settings = settings
         self.stop = stop
         self._monotonic = monotonic
@@ -175,13 +241,15 @@ class ShardReader:
         structlog.contextvars.bind_contextvars(shard_id=self.shard_id)
         self.last_read = self.last_handled
         self.caught_up = False
+        outcome = ReaderOutcome.FAILED
         try:
-            return self._run()
+            outcome = self._run()
         except ShutdownRequested:
-            return ReaderOutcome.STOPPED
+            outcome = ReaderOutcome.STOPPED
         except LeaseLostError:
             log.warning("lease_lost", last_handled=self.last_handled)
-            return ReaderOutcome.LEASE_LOST
+            self.lease_lost = True
+            outcome = ReaderOutcome.LEASE_LOST
         except TrimmedDataError as exc:
             self.failure = str(exc)
             self._failed(exc)
@@ -192,10 +260,36 @@ class ShardReader:
             log.exception(
                 "shard_reader_failed", last_handled=self.last_handled, failures=self.failures
             )
-            return ReaderOutcome.FAILED
+            outcome = ReaderOutcome.FAILED
         finally:
-            self._dispatcher.close()
+            try:
+                self.processor.finish(self, outcome)
+            except Exception:  # the outcome stands; the failure is logged
+                log.exception("shard_processor_finish_failed", outcome=outcome.value)
             structlog.contextvars.unbind_contextvars("shard_id", "sequence_number")
+        return outcome
+
+    @property
+    def initial_position(self) -> str:
+        """Where this shard starts without a checkpoint: TRIM_HORIZON, LATEST, or a
+        sequence number (a replay's start)."""
+        kind, sequence = self._initial_position
+        return sequence if sequence is not None else kind
+
+    def commit(
+        self,
+        sequence_number: str | None,
+        *,
+        finished: bool = False,
+        handled_time: float | None = None,
+    ) -> None:
+        """Checkpoint: every record up to ``sequence_number`` is handled (``finished``: the
+        whole shard). Raises LeaseLostError when another owner holds the lease."""
+        self.lease = self._store.checkpoint(self.lease, sequence_number, finished=finished)
+        with self._lock:
+            if sequence_number is not None:
+                self.last_handled = sequence_number
+                self.handled_time = handled_time
 
     def _first_available(self) -> str | None:
         """The first sequence number still in the shard (peeks from TRIM_HORIZON)."""
@@ -249,6 +343,7 @@ class ShardReader:
             "shard_reader_started", checkpoint=self.last_handled, position=self._initial_position
         )
         settings = self._settings
+        self.processor.start(self)
         iterator: str = self._acquire()
         delay = settings.poll_interval_min_s
         buffer: list[StreamRecord] = []
@@ -277,7 +372,7 @@ class ShardReader:
             elif not buffer:
                 self.lag_s = 0.0
             if page.malformed:
-                self._dispatcher.reject_malformed(page.malformed, self.shard_id)
+                self.processor.reject_malformed(page.malformed, self.shard_id)
             records = page.records
             window_ended = False
             if records and self._window is not None:
@@ -296,7 +391,10 @@ class ShardReader:
                 buffer = self._handle(buffer, flush=ended or window_over)
                 window_started = self._monotonic()
             if ended:
-                self.lease = self._store.checkpoint(self.lease, self.last_handled, finished=True)
+                if not self.processor.shard_ended(self):
+                    raise ShardEndNotCheckpointed(
+                        f"shard {self.shard_id} ended but its end was not checkpointed"
+                    )
                 self._store.release(self.lease)
                 log.info(
                     "shard_finished", last_handled=self.last_handled, records=self.records_read
@@ -305,6 +403,9 @@ class ShardReader:
             iterator = page.next_iterator  # type: ignore[assignment]
             if not page.records:
                 self.caught_up = not buffer
+                if not buffer and self.processor.wants_empty_batches:
+                    self._await_confirmed_lease()
+                    self.processor.process(self, [])
                 wait = delay
                 if buffer:  # do not sleep past the end of the batching window
                     wait = min(
@@ -344,12 +445,8 @@ class ShardReader:
             self._await_confirmed_lease()
             if self._rate is not None:
                 self._rate.acquire(len(batch), self.stop)
-            self._dispatcher.dispatch(batch)
-            self.lease = self._store.checkpoint(self.lease, last, finished=False)
-            created = batch[-1].approximate_creation_time
+            self.processor.process(self, batch)
             with self._lock:
-                self.last_handled = last
-                self.handled_time = created.timestamp() if created else None
                 self.records_read += len(batch)
                 self.last_records_at = self._monotonic()
             if self.stop.is_set():

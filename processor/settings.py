@@ -231,6 +231,24 @@ class ShutdownSettings(_Section):
     deadline_s: float = Field(default=30.0, gt=0)
 
 
+class MultiLangSettings(_Section):
+    """KCL MultiLang mode (`dsp multilang`): each owned shard drives one child process that
+    runs an unchanged amazon_kclpy record processor, instead of the routes."""
+
+    #: the child's command line, split on spaces (no shell), as KCL's ``executableName``
+    executable: str = Field(min_length=1)
+    #: ``shutdownGraceMillis``: how long a child may take to answer ``shutdownRequested``
+    #: (and checkpoint) on SIGTERM or a hand-off; KCL's default 0 skips the request
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
+    #: ``timeoutInSeconds``: a child that does not answer a message in time is killed and
+    #: restarted (KCL halts the whole JVM); none: wait as long as it takes
+    timeout_s: float | None = Field(default=None, gt=0)
+    #: ``callProcessRecordsEvenForEmptyRecordList``
+    call_process_records_even_for_empty: bool = False
+    #: the child's working directory (default: dsp's)
+    cwd: str | None = None
+
+
 def _refuse_numeric_on_n(source: str) -> None:
     """A ``numeric`` matcher on an N value can never match under AWS's rules: say so."""
 
@@ -320,10 +338,21 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = ShutdownSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     tenancy: TenancySettings = TenancySettings()
-    routes: list[RouteSettings] = Field(min_length=1)
+    routes: list[RouteSettings] = Field(default_factory=list)
+    multilang: MultiLangSettings | None = None
 
     @model_validator(mode="after")
     def _unique_routes(self) -> Settings:
+        if self.multilang is None and not self.routes:
+            raise ValueError(
+                "routes: add at least one [[routes]] entry (or a [multilang] section, whose "
+                "child processes take the records instead)"
+            )
+        if self.multilang is not None and self.routes:
+            raise ValueError(
+                "routes: [multilang] hands every record to its child processes; remove the "
+                "[[routes]] entries or the [multilang] section"
+            )
         seen: set[str] = set()
         for route in self.routes:
             if route.name in seen:

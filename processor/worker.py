@@ -33,7 +33,14 @@ from processor.aws import StreamsAdapter
 from processor.batching import Dispatcher
 from processor.checkpoints import Lease, LeaseStore, lease_to_steal, leases_to_take
 from processor.errors import LeaseLostError, ProcessorError, StreamNotFoundError
-from processor.reader import ReaderOutcome, ReaderSettings, RecordWindow, ShardReader
+from processor.reader import (
+    DispatchProcessor,
+    ReaderOutcome,
+    ReaderSettings,
+    RecordWindow,
+    ShardProcessor,
+    ShardReader,
+)
 from processor.shards import Shard, ready_shards
 
 __all__ = ["PositionFor", "RunSummary", "Worker", "WorkerSettings"]
@@ -105,6 +112,7 @@ class Worker:
         window: RecordWindow | None = None,
         rate: RateLimiter | None = None,
         only_shards: frozenset[str] | None = None,
+        processor_for: Callable[[Lease, threading.Event], ShardProcessor] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -112,6 +120,10 @@ class Worker:
         self._stream_arn = stream_arn
         self._store = store
         self._dispatcher_for = dispatcher_for
+        #: what a lease's records go to: our pipeline (default) or, say, a MultiLang child
+        self._processor_for = processor_for or (
+            lambda lease, stop: DispatchProcessor(dispatcher_for(stop))
+        )
         self.settings = settings
         self._position_for = position_for
         self._window = window
@@ -249,7 +261,7 @@ class Worker:
             lease=lease,
             initial_position=position,
             store=self._store,
-            dispatcher=self._dispatcher_for(stop),
+            processor=self._processor_for(lease, stop),
             settings=replace(self.settings.reader, lease_fence_s=self.settings.lease_timeout_s / 2),
             stop=stop,
             monotonic=self._monotonic,
@@ -360,6 +372,7 @@ class Worker:
                 running.reader.stop.set()  # finish the batch, checkpoint, then release
         except LeaseLostError:
             log.warning("lease_lost", shard_id=running.reader.shard_id)
+            running.reader.lease_lost = True
             running.reader.stop.set()
         except ProcessorError as exc:
             log.warning("lease_renew_failed", shard_id=running.reader.shard_id, error=str(exc))

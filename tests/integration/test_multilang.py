@@ -1,0 +1,306 @@
+"""`dsp multilang`: the real amazon_kclpy package's processors as children (issue 17).
+
+The children are `tests/integration/kcl_processors/recorder.py` (v1, v2 and v3 processor
+classes of amazon_kclpy, run by its own `kcl.KCLProcess`) and AWS's sample processor
+(`samples/sample_kclpy_app.py`, shipped with the package). The stream is the moto server's
+(one shard) or the wire-level stream double (a split).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from processor.stream_double import Scenario, StreamDouble
+from processor.testing import create_table
+
+RECORDER = Path(__file__).parent / "kcl_processors" / "recorder.py"
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def properties(tmp_path: Path, command: str, unique: str, **extra: str) -> Path:
+    lines = {
+        "executableName": command,
+        "applicationName": f"kcl-{unique}",
+        "regionName": "us-east-1",
+        "initialPositionInStream": "TRIM_HORIZON",
+        "maxRecords": "4",
+        "idleTimeBetweenReadsInMillis": "100",
+        "failoverTimeMillis": "6000",
+        "shutdownGraceMillis": "3000",
+        "processingLanguage": "python/3.11",
+        "someTypoKey": "x",
+        **extra,
+    }
+    path = tmp_path / "app.properties"
+    path.write_text(
+        "# a KCL MultiLang file, as users have them\n"
+        + "\n".join(f"{key} = {value}" for key, value in lines.items())
+    )
+    return path
+
+
+def multilang(
+    tmp_path: Path, props: Path, env: dict[str, str], *args: str, idle: str = "1.5"
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "processor.cli",
+            "multilang",
+            "--properties",
+            str(props),
+            "--stop-when-idle",
+            idle,
+            *args,
+        ],
+        env={
+            **os.environ,
+            "DSP_DEAD_LETTER__PATH": str(tmp_path / "dl.jsonl"),
+            "DSP_LOGGING__FORMAT": "json",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+
+
+def write_items(dynamodb: Any, table: str, start: int, count: int) -> None:
+    for i in range(start, start + count):
+        dynamodb.put_item(
+            TableName=table,
+            Item={
+                "pk": {"S": f"TENANT#{i % 3}"},
+                "sk": {"S": f"{i:04d}"},
+                "n": {"N": str(i)},
+                "b": {"B": bytes([i % 256, 1])},
+            },
+        )
+
+
+def stream_records(endpoint: str, table: str) -> list[dict[str, Any]]:
+    """The stream as GetRecords answers it on the wire (boto3, no parsing of the body)."""
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+    streams = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name="us-east-1")
+    arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    raw: list[dict[str, Any]] = []
+
+    def keep(response_dict: dict[str, Any], **_: Any) -> None:
+        raw.extend(json.loads(response_dict["body"])["Records"])
+
+    streams.meta.events.register("before-parse.dynamodbstreams.GetRecords", keep)
+    while iterator:
+        page = streams.get_records(ShardIterator=iterator, Limit=1000)
+        if not page["Records"]:
+            break
+        iterator = page.get("NextShardIterator")
+    return raw
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_kclpy_processors_get_every_record_in_order_in_the_adapter_shape_and_checkpoint(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str, version: int
+) -> None:
+    table = f"kcl-{unique}"
+    create_table(dynamodb, table)
+    write_items(dynamodb, table, 0, 10)
+    out = tmp_path / "seen.jsonl"
+    props = properties(
+        tmp_path, f"{sys.executable} {RECORDER} {version} {out}", unique, tableName=table
+    )
+    env = {"AWS_ENDPOINT_URL": endpoint}  # boto3's standard variable, as KCL users set it
+    first = multilang(tmp_path, props, env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "processingLanguage: ignored (Java daemon only)" in first.stderr
+    assert "someTypoKey: unknown, ignored" in first.stderr
+    seen = events(out)
+    assert seen[0]["event"] == "initialize"
+    if version > 1:
+        assert seen[0]["position"] == "TRIM_HORIZON"
+    records = [e for e in seen if e["event"] == "record"]
+    wire = stream_records(endpoint, table)
+    assert [r["sequenceNumber"] for r in records] == [
+        w["dynamodb"]["SequenceNumber"] for w in wire
+    ], first.stderr[-4000:]
+    for got, expected in zip(records, wire, strict=True):
+        document = got["document"]
+        stream = expected["dynamodb"]
+        created_ms = round(float(stream["ApproximateCreationDateTime"]) * 1000)
+        assert document == {
+            "eventID": expected["eventID"],
+            "eventName": expected["eventName"],
+            "eventVersion": expected["eventVersion"],
+            "eventSource": expected["eventSource"],
+            "awsRegion": expected["awsRegion"],
+            "dynamodb": {
+                "ApproximateCreationDateTime": created_ms,
+                "Keys": stream["Keys"],
+                "NewImage": stream["NewImage"],
+                "SequenceNumber": stream["SequenceNumber"],
+                "SizeBytes": stream["SizeBytes"],
+                "StreamViewType": stream["StreamViewType"],
+            },
+        }
+        assert base64.b64decode(document["dynamodb"]["NewImage"]["b"]["B"])[1] == 1
+        assert got["approximateArrivalTimestamp"] == created_ms
+        assert got["partitionKey"] == got["sequenceNumber"]
+        assert got["subSequenceNumber"] == 0
+    checkpoints = [e for e in seen if e["event"] == "checkpoint"]
+    assert all(c["error"] is None for c in checkpoints), checkpoints
+    assert checkpoints[-1]["asked"] in (None, records[-1]["sequenceNumber"])
+    # the end of the run: v3 hears shutdown_requested, then lease_lost; v1/v2 a ZOMBIE shutdown
+    ending = [e["event"] for e in seen if e["event"] not in ("record", "checkpoint")]
+    if version == 3:
+        assert ending == ["initialize", "shutdown_requested", "lease_lost"]
+    else:
+        assert ending[-1] == "shutdown"
+        assert seen[-1]["reason"] == "ZOMBIE"
+
+    # a restart resumes after the last checkpoint: only the new records, once
+    write_items(dynamodb, table, 10, 5)
+    out.unlink()
+    second = multilang(tmp_path, props, env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = events(out)
+    if version > 1:
+        assert again[0]["position"] == records[-1]["sequenceNumber"]
+    later = [e["sequenceNumber"] for e in again if e["event"] == "record"]
+    assert later == [w["dynamodb"]["SequenceNumber"] for w in stream_records(endpoint, table)][10:]
+
+
+def test_a_child_killed_mid_batch_is_restarted_and_nothing_is_lost(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    table = f"kcl-crash-{unique}"
+    create_table(dynamodb, table)
+    write_items(dynamodb, table, 0, 12)
+    out = tmp_path / "seen.jsonl"
+    props = properties(tmp_path, f"{sys.executable} {RECORDER} 3 {out}", unique, tableName=table)
+    done = multilang(
+        tmp_path,
+        props,
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "RECORDER_CRASH_AFTER": "2",
+            "DSP_STREAM__READER_RESTART_BASE_S": "0.1",
+        },
+    )
+    assert done.returncode == 1, done.stderr[-3000:]  # a shard reader failed during the run
+    assert "shard_reader_restarting" in done.stderr
+    seen = events(out)
+    assert [e["event"] for e in seen].count("initialize") == 2  # a fresh child after the crash
+    delivered = [e["sequenceNumber"] for e in seen if e["event"] == "record"]
+    expected = [w["dynamodb"]["SequenceNumber"] for w in stream_records(endpoint, table)]
+    assert set(delivered) == set(expected)  # nothing lost
+    assert delivered[:2] == expected[:2]  # the two before the crash, redelivered after it
+    assert delivered[2:] == expected
+
+
+def test_a_checkpoint_outside_the_delivered_range_gets_illegal_argument(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    table = f"kcl-bad-{unique}"
+    create_table(dynamodb, table)
+    write_items(dynamodb, table, 0, 3)
+    out = tmp_path / "seen.jsonl"
+    props = properties(tmp_path, f"{sys.executable} {RECORDER} 3 {out}", unique, tableName=table)
+    done = multilang(
+        tmp_path, props, {"AWS_ENDPOINT_URL": endpoint, "RECORDER_BAD_CHECKPOINT": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoints = [e for e in events(out) if e["event"] == "checkpoint"]
+    assert checkpoints[0]["error"] == "IllegalArgumentException"
+    assert checkpoints[1]["error"] is None
+
+
+def test_aws_sample_processor_runs_unchanged(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """samples/sample_kclpy_app.py as shipped: it logs each record to stderr (which reaches
+    our log with the shard) and checkpoints the largest sequence number it saw."""
+    table = f"kcl-sample-{unique}"
+    create_table(dynamodb, table)
+    write_items(dynamodb, table, 0, 6)
+    props = properties(
+        tmp_path, f"{sys.executable} -m samples.sample_kclpy_app", unique, tableName=table
+    )
+    done = multilang(tmp_path, props, {"AWS_ENDPOINT_URL": endpoint})
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    lines = [e["line"] for e in logged if e.get("event") == "multilang_child_stderr"]
+    wire = stream_records(endpoint, table)
+    for record in wire:
+        assert any(f"Sequence Number: {record['dynamodb']['SequenceNumber']}," in x for x in lines)
+    status = subprocess.run(
+        [sys.executable, "-m", "processor.cli", "status", "--json"],
+        env={
+            **os.environ,
+            "AWS_ENDPOINT_URL": endpoint,
+            "DSP_STREAM__TABLE": table,
+            "DSP_CHECKPOINTS__APPLICATION": f"kcl-{unique}",
+            "DSP_MULTILANG__EXECUTABLE": "unused",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (shard,) = json.loads(status.stdout)["shards"]
+    assert shard["checkpoint"] == wire[-1]["dynamodb"]["SequenceNumber"]
+
+
+def test_a_split_processes_the_parent_first_and_its_end_is_checkpointed(
+    tmp_path: Path, endpoint: str, unique: str
+) -> None:
+    scenario = Scenario.tree(generations=2, fanout=2, records_per_shard=4, keys=4, last_open=False)
+    out = tmp_path / "seen.jsonl"
+    with StreamDouble(scenario) as double:
+        props = properties(
+            tmp_path,
+            f"{sys.executable} {RECORDER} 3 {out}",
+            unique,
+            streamArn=double.stream_arn,
+        )
+        done = multilang(
+            tmp_path,
+            props,
+            {
+                "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
+                "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": double.endpoint,
+            },
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = events(out)
+    parent, *children = [s.shard_id for s in scenario.shards]
+    order = [(e["event"], e["shard"]) for e in seen if e["event"] in ("initialize", "shard_ended")]
+    assert order[:2] == [("initialize", parent), ("shard_ended", parent)]
+    assert sorted(shard for event, shard in order[2:] if event == "initialize") == children
+    ends = [e for e in seen if e["event"] == "checkpoint" and e["asked"] is None]
+    assert len(ends) == 3  # SHARD_END, each shard
+    assert all(e["error"] is None for e in ends)
+    for shard in scenario.shards:
+        got = [
+            e["sequenceNumber"]
+            for e in seen
+            if e["event"] == "record" and e["shard"] == shard.shard_id
+        ]
+        assert got == [str(shard.sequence(i)) for i in range(len(shard.keys))]
