@@ -73,13 +73,13 @@ def kcl_record(record: StreamRecord) -> dict[str, Any]:
     raw = record.raw
     created = (raw.get("dynamodb") or {}).get("ApproximateCreationDateTime")
     data = json.dumps(adapter_document(raw), separators=(",", ":")).encode()
-    return {
-        "action": "record",
+    return {  # the Java daemon's field order (JsonFriendlyRecord)
         "data": base64.b64encode(data).decode(),
         "partitionKey": record.sequence_number,
         "sequenceNumber": record.sequence_number,
-        "subSequenceNumber": 0,
         "approximateArrivalTimestamp": _millis(created),
+        "subSequenceNumber": 0,
+        "action": "record",
     }
 
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,18 @@ import pytest
 from processor.stream_double import Scenario, StreamDouble
 from processor.testing import create_table
 
+from .test_operations import metric
+
 RECORDER = Path(__file__).parent / "kcl_processors" / "recorder.py"
+TEE = Path(__file__).parent / "kcl_processors" / "tee.py"
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def events(path: Path) -> list[dict[str, Any]]:
@@ -304,3 +320,185 @@ def test_a_split_processes_the_parent_first_and_its_end_is_checkpointed(
             if e["event"] == "record" and e["shard"] == shard.shard_id
         ]
         assert got == [str(shard.sequence(i)) for i in range(len(shard.keys))]
+
+
+#: The Java MultiLangDaemon's messages (KCL 3.1.3, traced against moto Kinesis with a
+#: recording child; ../shared/research/kcl-and-kinesis.md §2): each action's fields, in order.
+JAVA_FIELDS = {
+    "initialize": ["action", "shardId", "sequenceNumber", "subSequenceNumber"],
+    "processRecords": ["action", "records", "millisBehindLatest"],
+    "record": [
+        "data",
+        "partitionKey",
+        "sequenceNumber",
+        "approximateArrivalTimestamp",
+        "subSequenceNumber",
+        "action",
+    ],
+    "checkpoint": ["action", "sequenceNumber", "subSequenceNumber", "error"],
+    "shutdownRequested": ["action"],
+    "leaseLost": ["action"],
+    "shardEnded": ["action"],
+}
+
+
+def test_the_wire_conversation_of_one_lease_life(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """Every line both ways, for one lease from initialize to leaseLost (SIGTERM-like stop):
+    the exact sequence of actions, each daemon message with the Java daemon's fields in its
+    order, compact JSON, and each checkpoint answered before the child goes on."""
+    table = f"kcl-wire-{unique}"
+    create_table(dynamodb, table)
+    write_items(dynamodb, table, 0, 6)
+    wire_log, out = tmp_path / "wire.log", tmp_path / "seen.jsonl"
+    command = f"{sys.executable} {TEE} {wire_log} -- {sys.executable} {RECORDER} 3 {out}"
+    props = properties(tmp_path, command, unique, tableName=table)
+    done = multilang(tmp_path, props, {"AWS_ENDPOINT_URL": endpoint})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = wire_log.read_text().splitlines()
+    # a user's print() on stdout reaches the daemon, which skips it (as the Java daemon does)
+    assert "< a user's print on stdout: the daemon skips it" in lines
+    lines = [x for x in lines if x[2:].startswith("{")]
+    conversation = []
+    for line in lines:
+        direction, text = line[0], line[2:]
+        message = json.loads(text)
+        if direction == ">":
+            assert text == json.dumps(message, separators=(",", ":"))  # compact, as Jackson
+            assert list(message) == JAVA_FIELDS[message["action"]], message
+            for record in message.get("records", []):
+                assert list(record) == JAVA_FIELDS["record"]
+        step = message["action"]
+        if step == "status":
+            step = f"status:{message['responseFor']}"
+        conversation.append(f"{direction}{step}")
+    batch = [">processRecords", "<checkpoint", ">checkpoint", "<status:processRecords"]
+    assert conversation == [
+        ">initialize",
+        "<status:initialize",
+        *batch,  # records 1-4
+        *batch,  # records 5-6
+        ">shutdownRequested",
+        "<checkpoint",  # the processor checkpoints "largest permitted"
+        ">checkpoint",
+        "<status:shutdownRequested",
+        ">leaseLost",
+        "<status:leaseLost",
+    ]
+    first = json.loads(lines[0][2:])
+    assert first["sequenceNumber"] == "TRIM_HORIZON"
+    assert first["subSequenceNumber"] == 0
+    replies = [json.loads(x[2:]) for x in lines if x.startswith('> {"action":"checkpoint"')]
+    assert [r["error"] for r in replies] == [None, None, None]
+
+
+def test_a_hung_child_is_killed_after_timeout_and_restarted(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    table = f"kcl-hang-{unique}"
+    create_table(dynamodb, table)
+    write_items(dynamodb, table, 0, 5)
+    out = tmp_path / "seen.jsonl"
+    props = properties(
+        tmp_path,
+        f"{sys.executable} {RECORDER} 3 {out}",
+        unique,
+        tableName=table,
+        timeoutInSeconds="2",
+    )
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "RECORDER_HANG_ONCE": "1",
+        "DSP_STREAM__READER_RESTART_BASE_S": "0.1",
+    }
+    done = multilang(tmp_path, props, env, idle="2")
+    assert done.returncode == 1, done.stderr[-3000:]  # a reader failed (and was restarted)
+    assert "multilang_child_timed_out" in done.stderr
+    seen = events(out)
+    assert [e["event"] for e in seen].count("initialize") == 2
+    delivered = [e["sequenceNumber"] for e in seen if e["event"] == "record"]
+    assert delivered == [w["dynamodb"]["SequenceNumber"] for w in stream_records(endpoint, table)]
+
+
+def test_a_lost_lease_tells_the_child_and_health_status_and_metrics_cover_the_mode(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    table = f"kcl-lost-{unique}"
+    create_table(dynamodb, table)
+    write_items(dynamodb, table, 0, 4)
+    out = tmp_path / "seen.jsonl"
+    props = properties(
+        tmp_path,
+        f"{sys.executable} {RECORDER} 3 {out}",
+        unique,
+        tableName=table,
+        failoverTimeMillis="3000",
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": endpoint,
+        "DSP_DEAD_LETTER__PATH": str(tmp_path / "dl.jsonl"),
+        "DSP_OBSERVABILITY__METRICS_PORT": str(port),
+        "DSP_OBSERVABILITY__HOST": "127.0.0.1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "processor.cli", "multilang", "--properties", str(props)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while len([e for e in events(out) if e["event"] == "record"]) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        while http_get(f"{base}/readyz")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # the child wrote its records before it answered: the count follows its answer
+        while metric(http_get(f"{base}/metrics")[1], "dsp_records_read_total") < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert metric(http_get(f"{base}/metrics")[1], "dsp_leases_owned") == 1
+        status = subprocess.run(
+            [sys.executable, "-m", "processor.cli", "status", "--json"],
+            env={
+                **env,
+                "DSP_STREAM__TABLE": table,
+                "DSP_CHECKPOINTS__APPLICATION": f"kcl-{unique}",
+                "DSP_MULTILANG__EXECUTABLE": "unused",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        (row,) = json.loads(status.stdout)["shards"]
+        assert row["owner"]
+        # another worker takes the lease over (as a KCL worker whose failover time passed)
+        leases = dynamodb.query(
+            TableName="dsp-leases",
+            KeyConditionExpression="application = :a",
+            ExpressionAttributeValues={":a": {"S": f"kcl-{unique}"}},
+        )["Items"]
+        (lease,) = leases
+        dynamodb.update_item(
+            TableName="dsp-leases",
+            Key={"application": lease["application"], "shard_id": lease["shard_id"]},
+            UpdateExpression="SET #o = :thief, lease_counter = lease_counter + :one",
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues={":thief": {"S": "thief"}, ":one": {"N": "1"}},
+        )
+        while "lease_lost" not in [e["event"] for e in events(out)]:
+            assert time.monotonic() < deadline, events(out)
+            time.sleep(0.1)
+        assert "shutdown_requested" not in [e["event"] for e in events(out)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)

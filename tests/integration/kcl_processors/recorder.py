@@ -7,7 +7,7 @@ checkpoint (what it asked, and the error the daemon answered), lease_lost, shard
 shutdown_requested. It checkpoints the last record of every batch. Behaviour switches, by
 environment: ``RECORDER_CRASH_AFTER=N`` exits abruptly (once per OUT file) after N records
 of a batch, before checkpointing; ``RECORDER_BAD_CHECKPOINT=1`` also asks, once, for a
-checkpoint past every record delivered.
+checkpoint past every record delivered; ``RECORDER_HANG_ONCE=1`` hangs in its first batch.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ CRASH_AFTER = int(os.environ.get("RECORDER_CRASH_AFTER", "0"))
 CRASHED = OUT.with_suffix(".crashed")
 BAD = os.environ.get("RECORDER_BAD_CHECKPOINT") == "1"
 BAD_DONE = OUT.with_suffix(".bad-done")
+HANG = os.environ.get("RECORDER_HANG_ONCE") == "1"
+HUNG = OUT.with_suffix(".hung")
 
 
 def write(event: dict[str, Any]) -> None:
@@ -42,6 +45,9 @@ class Recorder:
         write({"event": "initialize", "shard": shard_id, "position": sequence_number})
 
     def on_records(self, records: list[Any], checkpointer: kcl.Checkpointer) -> None:
+        if HANG and records and not HUNG.exists():
+            HUNG.write_text("hung")
+            time.sleep(60)  # the daemon's timeoutInSeconds kills us first
         for index, record in enumerate(records):
             if CRASH_AFTER and index == CRASH_AFTER and not CRASHED.exists():
                 CRASHED.write_text("crashed")
