@@ -119,8 +119,8 @@ url = "{receiver.url}/ops"
         env, process = start_worker(config, endpoint, double)
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_until(lambda: len(receiver.received("/ops")) == 24, 30)
-            wait_until(lambda: get(f"{base}/readyz")[0] == 200, 10)
+            wait_until(lambda: len(receiver.received("/ops")) == 24, 90)
+            wait_until(lambda: get(f"{base}/readyz")[0] == 200, 60)
             assert get(f"{base}/healthz") == (200, "ok\n")
 
             # dsp status, while the worker runs
