@@ -9,6 +9,7 @@ full pipe.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import subprocess
 import threading
@@ -25,6 +26,8 @@ __all__ = ["Child", "ChildDied", "ChildTimedOut"]
 log = structlog.get_logger()
 
 _EOF = object()
+#: the longest piece of newline-less stderr output logged as one event
+STDERR_PIECE = 4000
 
 
 class ChildDied(Exception):
@@ -86,12 +89,25 @@ class Child:
         self._lines.put(_EOF)
 
     def _drain_stderr(self) -> None:
+        """Log the child's stderr line by line; output without newlines (AWS's sample writes
+        none) goes out in pieces of at most STDERR_PIECE characters, never dropped."""
         stderr: IO[bytes] | None = self._process.stderr
         assert stderr is not None
-        for line in stderr:
-            text = line.decode(errors="replace").rstrip()
-            if text:
-                log.warning("multilang_child_stderr", shard_id=self.shard_id, line=text[:2000])
+        pending = b""
+        while chunk := os.read(stderr.fileno(), 65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            while len(pending) >= STDERR_PIECE:
+                lines.append(pending[:STDERR_PIECE])
+                pending = pending[STDERR_PIECE:]
+            for line in lines:
+                self._log_stderr(line)
+        self._log_stderr(pending)
+
+    def _log_stderr(self, line: bytes) -> None:
+        text = line.decode(errors="replace").rstrip()
+        if text:
+            log.warning("multilang_child_stderr", shard_id=self.shard_id, line=text)
 
     def send(self, message: dict[str, Any]) -> None:
         stdin = self._process.stdin
