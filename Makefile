@@ -29,10 +29,13 @@ demo: $(STAMP) $(DEMO_DEPS)
 
 # promtool (Debian's prometheus package) unit-tests the alert rules in deploy/prometheus
 PROMTOOL := $(shell command -v promtool 2>/dev/null)
+# a JRE runs DynamoDB Local and the Java KCL MultiLangDaemon that `dsp multilang` is
+# cross-checked against (tests/integration/test_multilang_java.py)
 tools:
 ifeq ($(PROMTOOL),)
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 endif
+	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null)
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q

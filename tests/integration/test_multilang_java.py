@@ -1,0 +1,186 @@
+"""Cross-check `dsp multilang` against the real Java KCL MultiLangDaemon (issue 17).
+
+The daemon comes from the kclpy-ext wheel's jars (KCL 3.1.3). It reads a moto Kinesis stream,
+served over h2c by hypercorn because the Java SDK's Kinesis client speaks HTTP/2 only. It
+drives the same child that the dsp test drives: `tee.py` around the amazon_kclpy v3 recorder.
+Both conversations are compared message by message, from `initialize` through two batches
+with their checkpoints: the same actions in the same order, each daemon message with the
+same fields in the same order and of the same JSON types. The data differs, of course: a
+Kinesis record against a DynamoDB stream record.
+
+Without a Java runtime the test is skipped with the reason, which `-ra` prints. Debian's
+`default-jre-headless` provides one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import amazon_kclpy
+import boto3
+import pytest
+
+from processor.testing import create_table
+
+from .test_multilang import RECORDER, TEE, events, multilang, properties, write_items
+
+JARS = Path(amazon_kclpy.__file__).parent / "jars"
+MOTO_APP = """
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+app = DomainDispatcherApplication(create_backend_app)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def conversation(log: Path, until_batches: int) -> list[tuple[str, dict[str, Any]]]:
+    """(direction, message) from the wire log, up to the status of the N-th batch."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    done = 0
+    for line in log.read_text().splitlines():
+        if not line[2:].startswith("{"):
+            continue
+        message = json.loads(line[2:])
+        out.append((line[0], message))
+        if message.get("action") == "status" and message.get("responseFor") == "processRecords":
+            done += 1
+            if done == until_batches:
+                break
+    return out
+
+
+def batches_answered(log: Path) -> int:
+    return sum(
+        1
+        for direction, message in conversation(log, 99)
+        if direction == "<" and message.get("responseFor") == "processRecords"
+    )
+
+
+def shape(value: Any) -> Any:
+    """The JSON structure without the data: field names in order, and types."""
+    if isinstance(value, dict):
+        return [(k, shape(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value).__name__
+
+
+@pytest.mark.moto_only(reason="the Java daemon reads moto's Kinesis")
+def test_our_conversation_matches_the_java_multilang_daemon(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("no Java runtime (apt-get install default-jre-headless): cross-check not run")
+    (tmp_path / "motoapp.py").write_text(MOTO_APP)
+    port = free_port()
+    h2c = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "motoapp:app"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    daemon: subprocess.Popen[bytes] | None = None
+    java_output = (tmp_path / "java.log").open("wb")
+    java_log, java_seen = tmp_path / "java-wire.log", tmp_path / "java-seen.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        kinesis = boto3.client("kinesis", endpoint_url=h2c, region_name="us-east-1")
+        while True:
+            try:
+                kinesis.list_streams()
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "hypercorn did not start"
+                time.sleep(0.2)
+        kinesis.create_stream(StreamName="cross", ShardCount=1)
+        for i in range(6):
+            kinesis.put_record(
+                StreamName="cross", Data=f'{{"n":{i}}}'.encode(), PartitionKey=f"k{i}"
+            )
+        child = f"{sys.executable} {TEE} {java_log} -- {sys.executable} {RECORDER} 3 {java_seen}"
+        java_properties = tmp_path / "java.properties"
+        java_properties.write_text(
+            "\n".join(
+                [
+                    f"executableName = {child}",
+                    "streamName = cross",
+                    f"applicationName = java-{unique}",
+                    "regionName = us-east-1",
+                    "initialPositionInStream = TRIM_HORIZON",
+                    f"kinesisEndpoint = {h2c}",
+                    f"dynamoDBEndpoint = {h2c}",
+                    "retrievalMode = POLLING",
+                    "metricsLevel = NONE",
+                    "maxRecords = 4",
+                    "idleTimeBetweenReadsInMillis = 500",
+                    "AWSCredentialsProvider = DefaultCredentialsProvider",
+                ]
+            )
+        )
+        daemon = subprocess.Popen(
+            [
+                java,
+                "-Daws.cborEnabled=false",
+                "-cp",
+                f"{JARS}/*",
+                "software.amazon.kinesis.multilang.MultiLangDaemon",
+                "--properties-file",
+                str(java_properties),
+            ],
+            env={**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"},
+            stdout=subprocess.DEVNULL,
+            stderr=java_output,
+        )
+        deadline = time.monotonic() + 240  # KCL 3 takes a minute to assign its first lease
+        while not java_log.exists() or batches_answered(java_log) < 2:
+            assert daemon.poll() is None, (tmp_path / "java.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the Java daemon did not get through two batches"
+            time.sleep(0.5)
+    finally:
+        if daemon is not None:
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait()
+        java_output.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+    # the same child under dsp multilang, on a DynamoDB stream with 6 changes
+    table = f"cross-{unique}"
+    create_table(dynamodb, table)
+    write_items(dynamodb, table, 0, 6)
+    ours_log, ours_seen = tmp_path / "ours-wire.log", tmp_path / "ours-seen.jsonl"
+    props = properties(
+        tmp_path,
+        f"{sys.executable} {TEE} {ours_log} -- {sys.executable} {RECORDER} 3 {ours_seen}",
+        unique,
+        tableName=table,
+    )
+    done = multilang(tmp_path, props, {"AWS_ENDPOINT_URL": endpoint})
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    theirs, ours = conversation(java_log, 2), conversation(ours_log, 2)
+    assert [(d, m["action"]) for d, m in ours] == [(d, m["action"]) for d, m in theirs]
+    for (direction, mine), (_, java_message) in zip(ours, theirs, strict=True):
+        if direction == ">":  # what the daemon says: identical structure
+            assert shape(mine) == shape(java_message), (mine, java_message)
+    assert ours[0][1]["sequenceNumber"] == theirs[0][1]["sequenceNumber"] == "TRIM_HORIZON"
+    replies = [m for d, m in ours + theirs if d == ">" and m["action"] == "checkpoint"]
+    assert all(r["error"] is None for r in replies)
+    assert len([e for e in events(java_seen) if e["event"] == "record"]) >= 6
