@@ -338,7 +338,7 @@ class WebhookReceiver:
         with self._lock:
             return [r for r in self.requests if path is None or r.path == path]
 
-    def wait_for(self, count: int, timeout_s: float = 10.0, path: str | None = None) -> bool:
+    def wait_for(self, count: int, timeout_s: float = 60.0, path: str | None = None) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if len(self.received(path)) >= count:

@@ -86,7 +86,7 @@ def test_image_entry_point_with_environment_only_config_stops_cleanly_on_sigterm
         entrypoint, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        assert receiver.wait_for(7, timeout_s=30, path="/img"), (
+        assert receiver.wait_for(7, timeout_s=90, path="/img"), (
             "the image's worker delivered nothing"
         )
         time.sleep(0.3)

@@ -175,7 +175,7 @@ url = "{receiver.url}/ops"
 
             # the stream endpoint stops answering: not ready; it comes back: ready
             double.scenario.fail_every = 1
-            wait_until(lambda: get(f"{base}/readyz")[0] == 503, 20)
+            wait_until(lambda: get(f"{base}/readyz")[0] == 503, 90)
             assert "not polled" in get(f"{base}/readyz")[1]
             assert get(f"{base}/healthz")[0] == 200  # alive, just not ready
             wait_until(
@@ -186,7 +186,7 @@ url = "{receiver.url}/ops"
                 20,
             )
             double.scenario.fail_every = None
-            wait_until(lambda: get(f"{base}/readyz")[0] == 200, 30)
+            wait_until(lambda: get(f"{base}/readyz")[0] == 200, 90)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
@@ -239,7 +239,7 @@ keys = ["k:{{pk}}"]
         env, process = start_worker(config, endpoint, double, DSP_AWS__MAX_ATTEMPTS="1")
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_until(lambda: double.calls["GetRecords"] >= 1, 30)
+            wait_until(lambda: double.calls["GetRecords"] >= 1, 90)
             time.sleep(1.5)  # past ready_max_stall_s
             answers = []
             started = time.monotonic()

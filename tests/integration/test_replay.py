@@ -289,7 +289,7 @@ url = "{receiver.url}/replay"
     first = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
-    assert receiver.wait_for(15, timeout_s=30, path="/replay")
+    assert receiver.wait_for(15, timeout_s=90, path="/replay")
     first.send_signal(signal.SIGTERM)
     out, _ = first.communicate(timeout=30)
     assert first.returncode == 0

@@ -145,8 +145,8 @@ def test_no_output_channel_carries_a_secret(
         text=True,
     )
     try:
-        wait_until(lambda: len(receiver.received(ops_path)) == 4, 30)
-        wait_until(lambda: dead_letters.exists() and dead_letters.read_text().count("\n") >= 4, 30)
+        wait_until(lambda: len(receiver.received(ops_path)) == 4, 90)
+        wait_until(lambda: dead_letters.exists() and dead_letters.read_text().count("\n") >= 4, 90)
         outputs["/metrics"] = get(f"http://127.0.0.1:{port}/metrics")[1]
         outputs["dsp status"] = dsp("status")
         outputs["dsp status --json"] = dsp("status", "--json")

@@ -57,7 +57,7 @@ url = "{receiver.url}/slow"
         text=True,
     )
     try:
-        assert receiver.wait_for(1, timeout_s=30, path="/slow"), "the worker never delivered"
+        assert receiver.wait_for(1, timeout_s=90, path="/slow"), "the worker never delivered"
         sent_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=20)
