@@ -55,7 +55,7 @@ def test_invalidated_names_are_published_on_the_channel(
     )
     consumer([rec("a", "1"), rec("a", "1"), rec("b", "2")])
     got: list[str] = []
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 30
     while len(got) < 2 and time.monotonic() < deadline:
         message = pubsub.get_message(timeout=0.5)
         if message and message["type"] == "message":
@@ -177,7 +177,7 @@ def test_redis_cluster_invalidation_spans_slots_and_nodes(tmp_path: Path, unique
         assert not any(client.exists(n) for n in names)
         assert ctx.stats["entries_removed"] == 30
         got: list[str] = []
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while len(got) < 30 and time.monotonic() < deadline:
             message = pubsub.get_message(timeout=0.5)
             if message and message["type"] == "message":

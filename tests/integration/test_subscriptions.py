@@ -115,7 +115,7 @@ subscriptions_table = "{table}"
     worker = threading.Thread(target=app.worker.run, kwargs={"stop": stop})
     worker.start()
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not app.worker.state()["shards"] and time.monotonic() < deadline:
             time.sleep(0.05)
         order = {"pk": {"S": "TENANT#acme"}, "sk": {"S": "ORDER#1"}, "total": {"N": "1"}}
