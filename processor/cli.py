@@ -139,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = sub.add_parser("status", help="the lease table: shards, owners, checkpoints, lag")
     common(status)
+    status.add_argument(
+        "--properties", metavar="FILE", help="a KCL properties file (dsp multilang's)"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     dead = sub.add_parser("dead-letter", help="work with the dead-letter file")
     dead_sub = dead.add_subparsers(dest="dead_letter_command", required=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 
+import boto3
 import urllib3
 
 from processor.aws import AwsClients, make_clients
@@ -52,3 +54,26 @@ def context(
         sleep=sleep,
         stop=threading.Event(),
     )
+
+
+def stream_records(endpoint: str, table: str) -> list[dict[str, Any]]:
+    """The stream as GetRecords answers it on the wire (boto3, no parsing of the body)."""
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+    streams = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name="us-east-1")
+    arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    raw: list[dict[str, Any]] = []
+
+    def keep(response_dict: dict[str, Any], **_: Any) -> None:
+        raw.extend(json.loads(response_dict["body"])["Records"])
+
+    streams.meta.events.register("before-parse.dynamodbstreams.GetRecords", keep)
+    while iterator:
+        page = streams.get_records(ShardIterator=iterator, Limit=1000)
+        if not page["Records"]:
+            break
+        iterator = page.get("NextShardIterator")
+    return raw

@@ -17,25 +17,14 @@ import boto3
 
 from processor.testing import WebhookReceiver, create_table, scan_all
 
+from .helpers import stream_records
+
 ROUNDS = 8
 
 
 def stream_event_ids(endpoint: str, table: str) -> list[str]:
     """Every eventID in the table's stream (moto: one shard), read directly with boto3."""
-    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-    streams = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name="us-east-1")
-    arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
-    )["ShardIterator"]
-    ids: list[str] = []
-    while True:
-        page = streams.get_records(ShardIterator=iterator, Limit=1000)
-        ids.extend(r["eventID"] for r in page["Records"])
-        if not page["Records"]:
-            return ids
-        iterator = page["NextShardIterator"]
+    return [record["eventID"] for record in stream_records(endpoint, table)]
 
 
 def test_sigkill_at_random_moments_loses_no_change(

@@ -21,12 +21,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from processor.stream_double import Scenario, StreamDouble
 from processor.testing import create_table
 
+from .helpers import stream_records
 from .test_operations import metric
 
 RECORDER = Path(__file__).parent / "kcl_processors" / "recorder.py"
@@ -96,6 +96,32 @@ def multilang(
     )
 
 
+def recorded_app(
+    tmp_path: Path, dynamodb: Any, unique: str, name: str, items: int, **extra: str
+) -> tuple[str, Path, Path]:
+    """A source table with ``items`` changes, and a properties file whose child is the v3
+    recorder writing to the returned path: (table, out, properties)."""
+    table = f"kcl-{name}-{unique}"
+    create_table(dynamodb, table)
+    write_items(dynamodb, table, 0, items)
+    out = tmp_path / "seen.jsonl"
+    command = f"{sys.executable} {RECORDER} 3 {out}"
+    return table, out, properties(tmp_path, command, unique, tableName=table, **extra)
+
+
+def status(props: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    """`dsp status --properties FILE --json`: the shards of that application."""
+    done = subprocess.run(
+        [sys.executable, "-m", "processor.cli", "status", "--properties", str(props), "--json"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)["shards"]  # type: ignore[no-any-return]
+
+
 def write_items(dynamodb: Any, table: str, start: int, count: int) -> None:
     for i in range(start, start + count):
         dynamodb.put_item(
@@ -107,29 +133,6 @@ def write_items(dynamodb: Any, table: str, start: int, count: int) -> None:
                 "b": {"B": bytes([i % 256, 1])},
             },
         )
-
-
-def stream_records(endpoint: str, table: str) -> list[dict[str, Any]]:
-    """The stream as GetRecords answers it on the wire (boto3, no parsing of the body)."""
-    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-    streams = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name="us-east-1")
-    arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    iterator = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
-    )["ShardIterator"]
-    raw: list[dict[str, Any]] = []
-
-    def keep(response_dict: dict[str, Any], **_: Any) -> None:
-        raw.extend(json.loads(response_dict["body"])["Records"])
-
-    streams.meta.events.register("before-parse.dynamodbstreams.GetRecords", keep)
-    while iterator:
-        page = streams.get_records(ShardIterator=iterator, Limit=1000)
-        if not page["Records"]:
-            break
-        iterator = page.get("NextShardIterator")
-    return raw
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
@@ -206,11 +209,7 @@ def test_kclpy_processors_get_every_record_in_order_in_the_adapter_shape_and_che
 def test_a_child_killed_mid_batch_is_restarted_and_nothing_is_lost(
     tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
 ) -> None:
-    table = f"kcl-crash-{unique}"
-    create_table(dynamodb, table)
-    write_items(dynamodb, table, 0, 12)
-    out = tmp_path / "seen.jsonl"
-    props = properties(tmp_path, f"{sys.executable} {RECORDER} 3 {out}", unique, tableName=table)
+    table, out, props = recorded_app(tmp_path, dynamodb, unique, "crash", 12)
     done = multilang(
         tmp_path,
         props,
@@ -234,11 +233,7 @@ def test_a_child_killed_mid_batch_is_restarted_and_nothing_is_lost(
 def test_a_checkpoint_outside_the_delivered_range_gets_illegal_argument(
     tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
 ) -> None:
-    table = f"kcl-bad-{unique}"
-    create_table(dynamodb, table)
-    write_items(dynamodb, table, 0, 3)
-    out = tmp_path / "seen.jsonl"
-    props = properties(tmp_path, f"{sys.executable} {RECORDER} 3 {out}", unique, tableName=table)
+    _, out, props = recorded_app(tmp_path, dynamodb, unique, "bad", 3)
     done = multilang(
         tmp_path, props, {"AWS_ENDPOINT_URL": endpoint, "RECORDER_BAD_CHECKPOINT": "1"}
     )
@@ -267,21 +262,7 @@ def test_aws_sample_processor_runs_unchanged(
     said = "".join(lines)  # the sample writes no newlines: pieces of one long line
     for record in wire:
         assert f"Sequence Number: {record['dynamodb']['SequenceNumber']}," in said
-    status = subprocess.run(
-        [sys.executable, "-m", "processor.cli", "status", "--json"],
-        env={
-            **os.environ,
-            "AWS_ENDPOINT_URL": endpoint,
-            "DSP_STREAM__TABLE": table,
-            "DSP_CHECKPOINTS__APPLICATION": f"kcl-{unique}",
-            "DSP_MULTILANG__EXECUTABLE": "unused",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    (shard,) = json.loads(status.stdout)["shards"]
+    (shard,) = status(props, {"AWS_ENDPOINT_URL": endpoint})
     assert shard["checkpoint"] == wire[-1]["dynamodb"]["SequenceNumber"]
 
 
@@ -397,17 +378,7 @@ def test_the_wire_conversation_of_one_lease_life(
 def test_a_hung_child_is_killed_after_timeout_and_restarted(
     tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
 ) -> None:
-    table = f"kcl-hang-{unique}"
-    create_table(dynamodb, table)
-    write_items(dynamodb, table, 0, 5)
-    out = tmp_path / "seen.jsonl"
-    props = properties(
-        tmp_path,
-        f"{sys.executable} {RECORDER} 3 {out}",
-        unique,
-        tableName=table,
-        timeoutInSeconds="2",
-    )
+    table, out, props = recorded_app(tmp_path, dynamodb, unique, "hang", 5, timeoutInSeconds="2")
     env = {
         "AWS_ENDPOINT_URL": endpoint,
         "RECORDER_HANG_ONCE": "1",
@@ -425,17 +396,7 @@ def test_a_hung_child_is_killed_after_timeout_and_restarted(
 def test_a_lost_lease_tells_the_child_and_health_status_and_metrics_cover_the_mode(
     tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
 ) -> None:
-    table = f"kcl-lost-{unique}"
-    create_table(dynamodb, table)
-    write_items(dynamodb, table, 0, 4)
-    out = tmp_path / "seen.jsonl"
-    props = properties(
-        tmp_path,
-        f"{sys.executable} {RECORDER} 3 {out}",
-        unique,
-        tableName=table,
-        failoverTimeMillis="3000",
-    )
+    _, out, props = recorded_app(tmp_path, dynamodb, unique, "lost", 4, failoverTimeMillis="3000")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -467,20 +428,7 @@ def test_a_lost_lease_tells_the_child_and_health_status_and_metrics_cover_the_mo
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert metric(http_get(f"{base}/metrics")[1], "dsp_leases_owned") == 1
-        status = subprocess.run(
-            [sys.executable, "-m", "processor.cli", "status", "--json"],
-            env={
-                **env,
-                "DSP_STREAM__TABLE": table,
-                "DSP_CHECKPOINTS__APPLICATION": f"kcl-{unique}",
-                "DSP_MULTILANG__EXECUTABLE": "unused",
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        (row,) = json.loads(status.stdout)["shards"]
+        (row,) = status(props, env)
         assert row["owner"]
         # another worker takes the lease over (as a KCL worker whose failover time passed)
         leases = dynamodb.query(
