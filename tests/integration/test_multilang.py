@@ -451,3 +451,37 @@ def test_a_lost_lease_tells_the_child_and_health_status_and_metrics_cover_the_mo
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def test_a_multilang_section_in_our_toml_runs_with_dsp_run(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """No properties file: `[multilang]` in the TOML file, and `dsp run`."""
+    table, out, _ = recorded_app(tmp_path, dynamodb, unique, "toml", 3)
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+table = "{table}"
+poll_interval_max_s = 0.5
+[checkpoints]
+application = "toml-{unique}"
+[dead_letter]
+path = "{tmp_path / "dl.jsonl"}"
+[multilang]
+executable = "{sys.executable} {RECORDER} 3 {out}"
+shutdown_grace_s = 3
+"""
+    )
+    run = [sys.executable, "-m", "processor.cli", "run", "--config", str(config)]
+    done = subprocess.run(
+        [*run, "--stop-when-idle", "1.5"],
+        env={**os.environ, "AWS_ENDPOINT_URL": endpoint},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    delivered = [e["sequenceNumber"] for e in events(out) if e["event"] == "record"]
+    assert delivered == [w["dynamodb"]["SequenceNumber"] for w in stream_records(endpoint, table)]
