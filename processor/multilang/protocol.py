@@ -149,14 +149,24 @@ class CheckpointRange:
     """The Java checkpointer's rule: a checkpoint must lie in [last checkpoint, largest
     sequence number delivered]; after ``shardEnded`` the largest permitted is SHARD_END."""
 
+    #: delivered sequence numbers remembered for their spelling (bounded)
+    MAX_SPELLINGS = 100_000
+
     def __init__(self, last: str | None) -> None:
         self.last = last
         self.largest: str | None = last
         self.ended = False
+        #: number -> the sequence number as the stream spelled it. Processors often parse it
+        #: (AWS's sample checkpoints ``str(int(seq))``); DynamoDB Local pads with zeros, so
+        #: "1" must be written back as "000000000000000000001".
+        self._spelling: dict[int, str] = {}
 
     def delivered(self, sequence_number: str) -> None:
         if self.largest is None or int(sequence_number) > int(self.largest):
             self.largest = sequence_number
+        self._spelling[int(sequence_number)] = sequence_number
+        if len(self._spelling) > self.MAX_SPELLINGS:
+            del self._spelling[min(self._spelling)]
 
     def resolve(self, request: CheckpointRequest) -> str | None:
         """The sequence number to write (SHARD_END for the end), or raise ValueError with
@@ -182,7 +192,13 @@ class CheckpointRange:
                 f"sequence number {wanted} did not fall into acceptable range "
                 f"[{self.last}, {self.largest}]"
             )
-        return wanted
+        number = int(wanted)
+        if number == low and self.last is not None:
+            return self.last
+        return self._spelling.get(number, wanted)
 
     def checkpointed(self, sequence_number: str) -> None:
         self.last = sequence_number
+        number = int(sequence_number)
+        for known in [k for k in self._spelling if k < number]:
+            del self._spelling[known]

@@ -260,8 +260,8 @@ def test_aws_sample_processor_runs_unchanged(
     lines = [e["line"] for e in logged if e.get("event") == "multilang_child_stderr"]
     wire = stream_records(endpoint, table)
     said = "".join(lines)  # the sample writes no newlines: pieces of one long line
-    for record in wire:
-        assert f"Sequence Number: {record['dynamodb']['SequenceNumber']}," in said
+    for record in wire:  # the sample prints int(sequenceNumber)
+        assert f"Sequence Number: {int(record['dynamodb']['SequenceNumber'])}," in said
     (shard,) = status(props, {"AWS_ENDPOINT_URL": endpoint})
     assert shard["checkpoint"] == wire[-1]["dynamodb"]["SequenceNumber"]
 

@@ -132,6 +132,19 @@ def test_the_checkpoint_rule_of_kcls_checkpointer() -> None:
     assert rule.resolve(CheckpointRequest(None, None)) == SHARD_END
 
 
+def test_a_checkpoint_parsed_as_a_number_is_written_as_the_stream_spelled_it() -> None:
+    """AWS's sample checkpoints str(int(seq)): DynamoDB Local's zero-padded numbers must go
+    back to the lease as delivered, or the next iterator would start elsewhere."""
+    rule = CheckpointRange(None)
+    for sequence in ("000000000000000000001", "000000000000000000002"):
+        rule.delivered(sequence)
+    assert rule.resolve(CheckpointRequest("2", None)) == "000000000000000000002"
+    rule.checkpointed("000000000000000000002")
+    assert rule.resolve(CheckpointRequest("2", None)) == "000000000000000000002"
+    with pytest.raises(ValueError, match="acceptable range"):
+        rule.resolve(CheckpointRequest("1", None))
+
+
 def test_child_lines_blank_and_foreign_are_skipped() -> None:
     assert parse_line(b"\n") is None
     assert parse_line(b"Record (Partition Key: 1, ...)\n") is None
