@@ -102,7 +102,8 @@ def test_bad_route_configuration_exits_2_naming_the_key(
     assert result.returncode == 2, result.stderr
     assert f"configuration error: {key} = " in result.stderr
     assert words in result.stderr
-    assert f"leases-{unique}" not in dynamodb.list_tables()["TableNames"]
+    with pytest.raises(dynamodb.exceptions.ResourceNotFoundException):  # no lease table made
+        dynamodb.describe_table(TableName=f"leases-{unique}")
 
 
 def test_missing_source_table_exits_2_naming_stream_table(

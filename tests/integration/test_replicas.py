@@ -23,14 +23,16 @@ POLL_MAX_S = 0.2
 
 
 def owners(dynamodb: Any, unique: str) -> Counter[str]:
-    if f"leases-{unique}" not in dynamodb.list_tables()["TableNames"]:
+    # not list_tables: its first page holds 100 names, and a full run creates more tables
+    try:
+        items = dynamodb.query(
+            TableName=f"leases-{unique}",
+            KeyConditionExpression="application = :a",
+            ExpressionAttributeValues={":a": {"S": f"replicas-{unique}"}},
+            ConsistentRead=True,
+        )["Items"]
+    except dynamodb.exceptions.ResourceNotFoundException:  # the first replica creates it
         return Counter()
-    items = dynamodb.query(
-        TableName=f"leases-{unique}",
-        KeyConditionExpression="application = :a",
-        ExpressionAttributeValues={":a": {"S": f"replicas-{unique}"}},
-        ConsistentRead=True,
-    )["Items"]
     return Counter(item["owner"]["S"] for item in items if "owner" in item)
 
 
