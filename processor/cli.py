@@ -58,14 +58,17 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
         p.add_argument("--log-format", choices=["auto", "json", "console"])
 
+    def stop_when_idle(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--stop-when-idle",
+            type=float,
+            metavar="SECONDS",
+            help="exit 0 once every owned shard has had no new records for SECONDS",
+        )
+
     run = sub.add_parser("run", help="run the worker until stopped (SIGINT/SIGTERM)")
     common(run)
-    run.add_argument(
-        "--stop-when-idle",
-        type=float,
-        metavar="SECONDS",
-        help="exit 0 once every owned shard has had no new records for SECONDS",
-    )
+    stop_when_idle(run)
     check = sub.add_parser(
         "check-config",
         help="validate the configuration as `dsp run` does (stream, routes, consumers) and exit",
@@ -165,12 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     multilang.add_argument(
         "--properties", metavar="FILE", help="the KCL .properties file (optional with --config)"
     )
-    multilang.add_argument(
-        "--stop-when-idle",
-        type=float,
-        metavar="SECONDS",
-        help="exit 0 once every owned shard has had no new records for SECONDS",
-    )
+    stop_when_idle(multilang)
     iam = sub.add_parser(
         "iam-policy",
         help="print the least-privilege IAM policy for what this configuration uses",

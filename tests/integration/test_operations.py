@@ -236,7 +236,6 @@ keys = ["k:{{pk}}"]
 """
     )
     with StreamDouble(scenario) as double:
-        launched = time.monotonic()
         env, process = start_worker(config, endpoint, double, DSP_AWS__MAX_ATTEMPTS="1")
         base = f"http://127.0.0.1:{port}"
         try:
@@ -249,12 +248,9 @@ keys = ["k:{{pk}}"]
                 time.sleep(0.05)
             assert set(answers) == {503}, answers
             assert "AccessDeniedException" in get(f"{base}/readyz")[1]
-            calls = double.calls["GetRecords"]
-            elapsed = time.monotonic() - launched
-            # one GetRecords per restart, restarts backing off (jittered, up to 1 s): a
-            # handful, never a hot loop at the 0.05 s poll interval (the schedule itself is
-            # checked exactly in tests/unit/test_worker.py)
-            assert 3 <= calls <= elapsed / 0.2, (calls, elapsed)
+            # the reader was restarted (the backoff schedule itself is checked with an
+            # injected sleep in tests/unit/test_worker.py, not against the wall clock here)
+            assert double.calls["GetRecords"] >= 3
             assert metric(get(f"{base}/metrics")[1], "dsp_reader_failures_total") >= 3
             table = subprocess.run(
                 [sys.executable, "-m", "processor.cli", "status", "--config", str(config)],
