@@ -410,6 +410,9 @@ class Worker:
                     "checkpoint": r.reader.last_handled,
                     "position_time": r.reader.handled_time,
                     "last_error": r.reader.last_error,
+                    # a GetRecords came back empty since the last record: the reader holds
+                    # its iterator and is at the tip (LATEST now means "after this moment")
+                    "caught_up": r.reader.caught_up,
                 }
                 for r in running
             ],

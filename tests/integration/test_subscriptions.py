@@ -115,8 +115,13 @@ subscriptions_table = "{table}"
     worker = threading.Thread(target=app.worker.run, kwargs={"stop": stop})
     worker.start()
     try:
+        # LATEST is the tip when the reader asks for its iterator, not when the lease is
+        # taken: write only once a GetRecords came back empty (DynamoDB Local is slow here)
         deadline = time.monotonic() + 60
-        while not app.worker.state()["shards"] and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            shards = app.worker.state()["shards"]
+            if shards and all(s["caught_up"] for s in shards):
+                break
             time.sleep(0.05)
         order = {"pk": {"S": "TENANT#acme"}, "sk": {"S": "ORDER#1"}, "total": {"N": "1"}}
         dynamodb.put_item(TableName=table, Item=order)
