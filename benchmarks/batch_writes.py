@@ -9,7 +9,7 @@ import uuid
 
 from consumers.batch_write import build
 from processor.aws import make_clients
-from processor.consumer import ConsumerContext, StreamInfo
+from processor.core.consumer import ConsumerContext, StreamInfo
 from processor.testing import ThrottlingProxy, create_table, make_record, scan_all
 
 ITEMS = 2000

@@ -9,10 +9,10 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.parsers import create_parser
 
-from processor._wire import decode_page
 from processor.aws import _capture_get_records_body
-from processor.records import StreamRecord
-from processor.routing import Route, compile_filters
+from processor.core.records import StreamRecord
+from processor.core.routing import Route, compile_filters
+from processor.sources.dynamodb.wire import decode_page
 
 _client = boto3.client(
     "dynamodbstreams", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
@@ -104,9 +104,9 @@ def dispatched(*, tenancy: bool) -> Callable[[bytes], int]:
     the cost of giving every record its tenant and counting records per tenant."""
     import threading  # noqa: PLC0415
 
-    from processor.batching import Dispatcher, RetryPolicy  # noqa: PLC0415
-    from processor.consumer import RouteStats  # noqa: PLC0415
-    from processor.tenancy import Tenancy, TenantResolver  # noqa: PLC0415
+    from processor.core.consumer import RouteStats  # noqa: PLC0415
+    from processor.core.dispatch import Dispatcher, RetryPolicy  # noqa: PLC0415
+    from processor.core.tenancy import Tenancy, TenantResolver  # noqa: PLC0415
 
     seen = [0]
 

@@ -15,8 +15,8 @@ from typing import Any
 import urllib3
 
 from consumers.webhook import build
-from processor.consumer import ConsumerContext, StreamInfo
-from processor.records import StreamRecord
+from processor.core.consumer import ConsumerContext, StreamInfo
+from processor.core.records import StreamRecord
 from processor.testing import WebhookReceiver, make_record
 
 BATCHES = 50

@@ -7,11 +7,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from processor.batching import Dispatcher, RetryPolicy
-from processor.consumer import RouteStats
-from processor.dead_letter import DeadLetter
-from processor.records import StreamRecord
-from processor.routing import Route
+from processor.core.consumer import RouteStats
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
+from processor.sinks.dead_letter import DeadLetter
 from processor.testing import make_record
 
 RECORDS = [make_record({"pk": {"S": f"k{i % 50}"}}) for i in range(400)]

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from processor.stream_double import Scenario, StreamDouble
+from processor.testing.stream_double import Scenario, StreamDouble
 
 RECORDS_PER_SHARD = 300
 

@@ -34,11 +34,11 @@ def _measure(url: str) -> list[dict[str, Any]]:
     """Runs in the child: the engine's own figures after each step."""
     from consumers.cache import build as build_cache  # noqa: PLC0415 - the child's imports
     from consumers.webhook import build  # noqa: PLC0415
-    from processor.batching import Dispatcher, RetryPolicy  # noqa: PLC0415
-    from processor.consumer import ConsumerContext, StreamInfo  # noqa: PLC0415
-    from processor.metrics import Metrics  # noqa: PLC0415
-    from processor.routing import Route  # noqa: PLC0415
-    from processor.tenancy import TenantStats  # noqa: PLC0415
+    from processor.core.consumer import ConsumerContext, StreamInfo  # noqa: PLC0415
+    from processor.core.dispatch import Dispatcher, RetryPolicy  # noqa: PLC0415
+    from processor.core.routing import Route  # noqa: PLC0415
+    from processor.core.tenancy import TenantStats  # noqa: PLC0415
+    from processor.ops.metrics import Metrics  # noqa: PLC0415
     from processor.testing import make_record  # noqa: PLC0415
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))

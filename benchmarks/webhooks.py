@@ -15,8 +15,8 @@ from collections.abc import Callable
 import urllib3
 
 from consumers.webhook import WebhookConsumer, build, encode_body
-from processor.consumer import ConsumerContext, StreamInfo
-from processor.records import StreamRecord
+from processor.core.consumer import ConsumerContext, StreamInfo
+from processor.core.records import StreamRecord
 from processor.testing import WebhookReceiver, make_record, self_signed_certificate
 
 CONCURRENCY = 8

@@ -4,7 +4,7 @@ Body: ``event_id``, ``event_name``, ``table_name``, ``tenant``, ``keys``, ``new_
 ``old_image``, ``sequence_number``, ``approximate_creation_time`` (ISO 8601 UTC), with plain
 JSON values (numbers exact, sets as sorted lists, binary as base64). Headers:
 ``Idempotency-Key`` (the record's ``event_id``, the same on every attempt) and, with a secret,
-``X-DSP-Timestamp`` and ``X-DSP-Signature`` (see :mod:`processor.signatures`).
+``X-DSP-Timestamp`` and ``X-DSP-Signature`` (see :mod:`processor.core.signatures`).
 
 Who receives what: ``options.url`` (every record; ``{tenant}`` is filled in), or
 ``options.subscriptions`` (a list in the configuration), or ``options.subscriptions_table``

@@ -27,10 +27,10 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from consumers.cache import MemoryCache
 from processor.app import build_app, stats_table
-from processor.observability import configure_logging
-from processor.records import decode_image
+from processor.core.records import decode_image
+from processor.core.signatures import new_secret
+from processor.ops.logs import configure_logging
 from processor.settings import load_settings
-from processor.signatures import new_secret
 from processor.testing import (
     WebhookReceiver,
     create_table,

@@ -6,8 +6,7 @@ The names below are the public API; consumers (built-in and users') import only 
 from importlib import metadata as _metadata
 
 from processor.aws import THROTTLING_CODES, translate_client_error
-from processor.batching import Dispatcher, RetryPolicy
-from processor.consumer import (
+from processor.core.consumer import (
     BatchResult,
     Consumer,
     ConsumerContext,
@@ -16,13 +15,32 @@ from processor.consumer import (
     StreamInfo,
     load_callable,
 )
-from processor.dead_letter import DeadLetter, DeadLetterSink, JsonlDeadLetterSink
-from processor.egress import (
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.egress import (
     DestinationNotAllowed,
     EgressPolicy,
     check_url_template,
     host_is_templated,
     pinned_request,
+)
+from processor.core.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
+from processor.core.records import (
+    EventName,
+    StreamRecord,
+    decode_image,
+    decode_value,
+    plain_image,
+    to_client_image,
+)
+from processor.core.redaction import redact_text, redact_url
+from processor.core.routing import FilterPattern, Route
+from processor.core.signatures import (
+    InvalidSignature,
+    new_secret,
+    secret_key,
+    signature_headers,
+    standard_headers,
+    verify,
 )
 from processor.errors import (
     ConfigError,
@@ -36,25 +54,7 @@ from processor.errors import (
     TransientError,
     TrimmedDataError,
 )
-from processor.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
-from processor.records import (
-    EventName,
-    StreamRecord,
-    decode_image,
-    decode_value,
-    plain_image,
-    to_client_image,
-)
-from processor.redaction import redact_text, redact_url
-from processor.routing import FilterPattern, Route
-from processor.signatures import (
-    InvalidSignature,
-    new_secret,
-    secret_key,
-    signature_headers,
-    standard_headers,
-    verify,
-)
+from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, JsonlDeadLetterSink
 
 __all__ = [
     "THROTTLING_CODES",

@@ -16,28 +16,28 @@ import structlog
 import urllib3
 from pydantic import ValidationError
 
-from processor._rate import RateLimiter
-from processor._waiting import interruptible_sleep
 from processor.aws import AwsClients, StreamsAdapter, make_clients, resolve_stream
-from processor.batching import Dispatcher, RetryPolicy
-from processor.checkpoints import DynamoDBLeaseStore, Lease, LeaseStore
-from processor.consumer import (
+from processor.core._rate import RateLimiter
+from processor.core._waiting import interruptible_sleep
+from processor.core.consumer import (
     ConsumerContext,
     RouteStats,
     StreamInfo,
     builtin_consumers,
     load_callable,
 )
-from processor.dead_letter import DeadLetterSink, JsonlDeadLetterSink, SqsDeadLetterSink
-from processor.egress import EgressPolicy
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.egress import EgressPolicy
+from processor.core.routing import Route, compile_filters
+from processor.core.tenancy import Tenancy, TenantResolver, TenantStats
 from processor.errors import ConfigError
-from processor.metrics import Metrics
+from processor.leases.store import DynamoDBLeaseStore, Lease, LeaseStore
+from processor.leases.worker import PositionFor, Worker, WorkerSettings
 from processor.multilang.shard import MultiLangProcessor
-from processor.reader import ReaderSettings, RecordWindow
-from processor.routing import Route, compile_filters
+from processor.ops.metrics import Metrics
 from processor.settings import RouteSettings, Settings
-from processor.tenancy import Tenancy, TenantResolver, TenantStats
-from processor.worker import PositionFor, Worker, WorkerSettings
+from processor.sinks.dead_letter import DeadLetterSink, JsonlDeadLetterSink, SqsDeadLetterSink
+from processor.sources.reader import ReaderSettings, RecordWindow
 
 __all__ = ["App", "build_app", "build_routes", "make_http_pool", "tenancy_for"]
 

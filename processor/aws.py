@@ -25,8 +25,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from processor._wire import decode_page
-from processor.consumer import StreamInfo
+from processor.core.consumer import StreamInfo
+from processor.core.records import StreamRecord
 from processor.errors import (
     ConfigError,
     IteratorExpiredError,
@@ -36,8 +36,8 @@ from processor.errors import (
     TransientError,
     TrimmedDataError,
 )
-from processor.records import StreamRecord
-from processor.shards import Shard
+from processor.sources.dynamodb.wire import decode_page
+from processor.sources.lineage import Shard
 
 __all__ = [
     "THROTTLING_CODES",

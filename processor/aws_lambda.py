@@ -33,11 +33,11 @@ from processor.app import (
     tenancy_for,
 )
 from processor.aws import AwsClients, make_clients
-from processor.batching import Dispatcher
-from processor.consumer import RouteStats, StreamInfo
+from processor.core.consumer import RouteStats, StreamInfo
+from processor.core.dispatch import Dispatcher
+from processor.core.records import StreamRecord
 from processor.errors import RecordError
-from processor.observability import configure_logging
-from processor.records import StreamRecord
+from processor.ops.logs import configure_logging
 from processor.settings import Settings, load_settings
 
 __all__ = ["handler", "reset"]

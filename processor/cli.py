@@ -21,16 +21,16 @@ from processor import __version__
 from processor._runtime import tune_gc
 from processor.app import build_app, check_config, retry_policy, stats_table, tenancy_for
 from processor.aws import make_clients
-from processor.checkpoints import DynamoDBLeaseStore
 from processor.errors import ConfigError, ProcessorError
-from processor.iam import COMMANDS, policy_for
-from processor.metrics import HealthServer
+from processor.leases.store import DynamoDBLeaseStore
 from processor.multilang.properties import IGNORED, read_properties, to_settings
-from processor.observability import configure_logging
-from processor.redrive import redrive_file
-from processor.replay_run import run_capture, run_replay
+from processor.ops.iam import COMMANDS, policy_for
+from processor.ops.logs import configure_logging
+from processor.ops.metrics import HealthServer
+from processor.ops.status import render_json, render_table, status_rows
+from processor.replay.run import run_capture, run_replay
 from processor.settings import Settings, load_settings
-from processor.status import render_json, render_table, status_rows
+from processor.sinks.redrive import redrive_file
 
 __all__ = ["main"]
 

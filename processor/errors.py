@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 
-from processor.redaction import redact_text, shown_value
+from processor.core.redaction import redact_text, shown_value
 
 __all__ = [
     "ConfigError",

@@ -38,9 +38,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from processor.consumer import builtin_consumers
+from processor.core.consumer import builtin_consumers
+from processor.core.routing import PatternError, compile_filters
 from processor.errors import MISSING, ConfigError
-from processor.routing import PatternError, compile_filters
 
 __all__ = ["Settings", "load_settings"]
 

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from processor.records import StreamRecord
+from processor.core.records import StreamRecord
 
 __all__ = [
     "SHARD_END",

@@ -17,7 +17,8 @@ from typing import Any
 
 import structlog
 
-from processor.batching import Dispatcher
+from processor.core.dispatch import Dispatcher
+from processor.core.records import StreamRecord
 from processor.errors import LeaseLostError, ProcessorError, TransientError
 from processor.multilang.child import Child, ChildDied, ChildFactory, ChildTimedOut
 from processor.multilang.protocol import (
@@ -31,9 +32,8 @@ from processor.multilang.protocol import (
     shard_ended,
     shutdown_requested,
 )
-from processor.reader import ReaderOutcome, ShardReader
-from processor.records import StreamRecord
 from processor.settings import MultiLangSettings
+from processor.sources.reader import ReaderOutcome, ShardReader
 
 __all__ = ["MultiLangProcessor", "ProtocolError"]
 
@@ -49,7 +49,7 @@ def _spawn(command: Sequence[str], shard_id: str, cwd: str | None) -> Child:
 
 
 class MultiLangProcessor:
-    """A :class:`processor.reader.ShardProcessor` whose records go to a child process."""
+    """A :class:`processor.sources.reader.ShardProcessor` whose records go to a child process."""
 
     def __init__(
         self,

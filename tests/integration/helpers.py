@@ -11,7 +11,7 @@ import boto3
 import urllib3
 
 from processor.aws import AwsClients, make_clients
-from processor.consumer import ConsumerContext, StreamInfo
+from processor.core.consumer import ConsumerContext, StreamInfo
 
 
 def clients(endpoint: str) -> AwsClients:

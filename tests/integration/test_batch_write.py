@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from consumers.batch_write import BatchWriteConsumer, _Write, build, item_size
-from processor.consumer import BatchResult
+from processor.core.consumer import BatchResult
+from processor.core.records import StreamRecord
 from processor.errors import ConfigError
-from processor.records import StreamRecord
 from processor.testing import create_table, make_record, scan_all
 
 from .helpers import context

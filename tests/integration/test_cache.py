@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from consumers.cache import MemoryCache, build
+from processor.core.records import StreamRecord
 from processor.errors import ConfigError, TransientError
-from processor.records import StreamRecord
 from processor.testing import make_record
 
 from .helpers import context

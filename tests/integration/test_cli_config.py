@@ -195,7 +195,7 @@ RUN_REJECTS = [
     ({"consumer": "webhook", "options": 'urll = "https://example.com/h"'}, True),
     ({"consumer": "webhook", "options": 'url = "https://{tenat}.example.com/h"'}, True),
     ({"consumer": "no_such_module:handler"}, True),
-    ({"consumer": "processor.records:no_such_attribute"}, True),
+    ({"consumer": "processor.core.records:no_such_attribute"}, True),
     ({"options": 'table = "dst"\nmax_attempts = "many"'}, True),
     ({"options": 'table = "dst"\ntransform = "no_such_module:fn"'}, True),
     ({"options": 'table = "does-not-exist"'}, False),

@@ -11,15 +11,15 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from processor.checkpoints import DynamoDBLeaseStore
-from processor.dead_letter import (
+from processor.errors import LeaseLostError
+from processor.leases.store import DynamoDBLeaseStore
+from processor.sinks.dead_letter import (
     DeadLetter,
     JsonlDeadLetterSink,
     SqsDeadLetterSink,
     read_dead_letters,
 )
-from processor.errors import LeaseLostError
-from processor.shards import Shard
+from processor.sources.lineage import Shard
 from processor.testing import make_record
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

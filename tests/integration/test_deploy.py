@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from standardwebhooks import Webhook
 
-from processor.signatures import new_secret
+from processor.core.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table
 
 from .test_operations import free_port

@@ -18,10 +18,10 @@ import pytest
 import urllib3
 
 from consumers.webhook import build
-from processor.batching import Dispatcher, RetryPolicy
-from processor.egress import EgressPolicy, system_resolver
-from processor.records import StreamRecord
-from processor.routing import Route
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.egress import EgressPolicy, system_resolver
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
 from processor.testing import WebhookReceiver, create_table, make_record, self_signed_certificate
 
 from ..unit.test_batching import ListSink

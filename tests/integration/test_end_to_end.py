@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from standardwebhooks import Webhook
 
-from processor.signatures import new_secret
+from processor.core.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table, scan_all
 
 TENANTS = ("acme", "globex", "initech", "umbrella")

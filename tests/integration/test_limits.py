@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from processor.dead_letter import DeadLetter, read_dead_letters
+from processor.sinks.dead_letter import DeadLetter, read_dead_letters
 from processor.testing import WebhookReceiver, create_table, scan_all
 
 from .conftest import BACKEND

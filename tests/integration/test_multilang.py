@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from processor.stream_double import Scenario, StreamDouble
 from processor.testing import create_table
+from processor.testing.stream_double import Scenario, StreamDouble
 
 from .helpers import stream_records
 from .test_operations import metric

@@ -16,8 +16,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from processor.stream_double import Scenario, StreamDouble
 from processor.testing import WebhookReceiver
+from processor.testing.stream_double import Scenario, StreamDouble
 
 
 def free_port() -> int:

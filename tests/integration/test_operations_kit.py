@@ -14,9 +14,9 @@ import urllib3
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from processor.consumer import RouteStats
-from processor.metrics import Metrics
-from processor.tenancy import TenantStats
+from processor.core.consumer import RouteStats
+from processor.core.tenancy import TenantStats
+from processor.ops.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\b(dsp_[a-z_]+)\b")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from processor.app import build_app
-from processor.dead_letter import read_dead_letters
 from processor.settings import load_settings
+from processor.sinks.dead_letter import read_dead_letters
 from processor.testing import create_table
 
 from . import transforms

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from processor.dead_letter import read_dead_letters
+from processor.sinks.dead_letter import read_dead_letters
 from processor.testing import WebhookReceiver, create_table
 
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from processor.app import build_app
-from processor.checkpoints import DynamoDBLeaseStore
 from processor.cli import main
+from processor.leases.store import DynamoDBLeaseStore
 from processor.settings import load_settings
-from processor.stream_double import Scenario, StreamDouble
 from processor.testing import WebhookReceiver
+from processor.testing.stream_double import Scenario, StreamDouble
 
 from . import transforms
 

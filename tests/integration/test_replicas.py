@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from processor.stream_double import Scenario, StreamDouble
 from processor.testing import WebhookReceiver
+from processor.testing.stream_double import Scenario, StreamDouble
 
 LEASE_TIMEOUT_S = 3.0
 POLL_MAX_S = 0.2

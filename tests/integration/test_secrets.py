@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from processor.signatures import new_secret
+from processor.core.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table
 
 from .test_operations import free_port, get, wait_until

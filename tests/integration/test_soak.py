@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from processor.stream_double import Scenario, StreamDouble
 from processor.testing import WebhookReceiver
+from processor.testing.stream_double import Scenario, StreamDouble
 
 pytestmark = pytest.mark.soak
 

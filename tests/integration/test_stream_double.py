@@ -14,9 +14,9 @@ import structlog
 from structlog.testing import capture_logs
 
 from processor.app import build_app
+from processor.leases.worker import RunSummary
 from processor.settings import load_settings
-from processor.stream_double import Scenario, StreamDouble
-from processor.worker import RunSummary
+from processor.testing.stream_double import Scenario, StreamDouble
 
 from . import transforms
 

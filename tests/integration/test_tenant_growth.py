@@ -9,12 +9,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.cache import build as build_cache
 from consumers.webhook import MAX_BREAKERS, build
-from processor.batching import Dispatcher, RetryPolicy
-from processor.flow import MAX_TENANT_BUCKETS, TokenBuckets
-from processor.metrics import Metrics
-from processor.records import StreamRecord
-from processor.routing import Route
-from processor.tenancy import OTHER_TENANTS, TenantStats
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.flow import MAX_TENANT_BUCKETS, TokenBuckets
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
+from processor.core.tenancy import OTHER_TENANTS, TenantStats
+from processor.ops.metrics import Metrics
 from processor.testing import WebhookReceiver, make_record
 
 from ..unit.test_batching import ListSink

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from consumers.batch_write import build
-from processor.records import StreamRecord
+from processor.core.records import StreamRecord
 from processor.testing import ThrottlingProxy, create_table, make_record, scan_all
 
 from .helpers import context

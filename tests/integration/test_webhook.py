@@ -16,13 +16,13 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from consumers.webhook import build
-from processor.batching import Dispatcher, RetryPolicy
-from processor.consumer import BatchResult
-from processor.egress import EgressPolicy
+from processor.core.consumer import BatchResult
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.egress import EgressPolicy
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
+from processor.core.signatures import verify
 from processor.errors import ConfigError
-from processor.records import StreamRecord
-from processor.routing import Route
-from processor.signatures import verify
 from processor.testing import ReceivedRequest, WebhookReceiver, create_table, make_record
 
 from ..unit.test_batching import ListSink

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from consumers.batch_write import Delete, Put
-from processor.records import EventName, StreamRecord
+from processor.core.records import EventName, StreamRecord
 
 
 def project(record: StreamRecord) -> Any:

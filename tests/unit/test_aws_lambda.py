@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from processor import aws_lambda
-from processor.dead_letter import read_dead_letters
+from processor.sinks.dead_letter import read_dead_letters
 
 from . import lambda_consumer
 

@@ -7,12 +7,12 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from processor.batching import Dispatcher, RetryPolicy
-from processor.consumer import BatchResult, RouteStats
-from processor.dead_letter import DeadLetter
+from processor.core.consumer import BatchResult, RouteStats
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.records import StreamRecord
+from processor.core.routing import Route, compile_filters
 from processor.errors import RecordError, ShutdownRequested, TransientError
-from processor.records import StreamRecord
-from processor.routing import Route, compile_filters
+from processor.sinks.dead_letter import DeadLetter
 from processor.testing import make_record
 
 

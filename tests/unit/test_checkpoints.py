@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from processor.checkpoints import Lease, lease_to_steal, leases_to_take
 from processor.errors import LeaseLostError
-from processor.shards import Shard
+from processor.leases.store import Lease, lease_to_steal, leases_to_take
+from processor.sources.lineage import Shard
 from processor.testing import MemoryLeaseStore
 
 

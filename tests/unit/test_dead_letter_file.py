@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from processor.batching import RetryPolicy
-from processor.consumer import BatchResult
-from processor.dead_letter import DeadLetter, JsonlDeadLetterSink, read_dead_letters
-from processor.records import StreamRecord
-from processor.redrive import _snapshot, redrive_file
-from processor.routing import Route
+from processor.core.consumer import BatchResult
+from processor.core.dispatch import RetryPolicy
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
+from processor.sinks.dead_letter import DeadLetter, JsonlDeadLetterSink, read_dead_letters
+from processor.sinks.redrive import _snapshot, redrive_file
 from processor.testing import make_record
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)

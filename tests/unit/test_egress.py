@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from processor.egress import (
+from processor.core.egress import (
     DestinationNotAllowed,
     EgressPolicy,
     check_url_template,

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.subscriptions import parse_item
-from processor._wire import decode_page
+from processor.core.records import decode_image, decode_value
 from processor.errors import ConfigError, RecordError, TransientError
-from processor.records import decode_image, decode_value
 from processor.settings import load_settings
+from processor.sources.dynamodb.wire import decode_page
 
 JSON = st.recursive(
     st.one_of(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from processor.errors import ConfigError
-from processor.iam import policy_for
+from processor.ops.iam import policy_for
 from processor.settings import Settings, load_settings
 
 STREAM = "arn:aws-cn:dynamodb:cn-north-1:210987654321:table/orders/stream/2026-01-01T00:00:00.000"

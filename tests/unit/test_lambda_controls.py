@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.batching import Dispatcher, RetryPolicy, key_groups
-from processor.consumer import BatchResult, RouteStats
-from processor.dead_letter import DeadLetter
+from processor.core.consumer import BatchResult, RouteStats
+from processor.core.dispatch import Dispatcher, RetryPolicy, key_groups
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
 from processor.errors import TransientError
-from processor.records import StreamRecord
-from processor.routing import Route
+from processor.sinks.dead_letter import DeadLetter
 from processor.testing import make_record
 
 NOW = 1_700_000_000.0

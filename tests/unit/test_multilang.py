@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from processor.core.records import StreamRecord
 from processor.errors import ConfigError
 from processor.multilang.properties import parse_properties, to_settings
 from processor.multilang.protocol import (
@@ -19,7 +20,6 @@ from processor.multilang.protocol import (
     kcl_record,
     parse_line,
 )
-from processor.records import StreamRecord
 from processor.settings import load_settings
 
 #: a StreamsMultiLangDaemon file as users have them (AWS's sample.properties, adapted)

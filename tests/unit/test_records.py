@@ -13,10 +13,8 @@ from boto3.dynamodb.types import Binary, TypeDeserializer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor import records as records_module
-from processor._wire import decode_page
-from processor.errors import RecordError
-from processor.records import (
+from processor.core import records as records_module
+from processor.core.records import (
     EventName,
     StreamRecord,
     decode_image,
@@ -24,6 +22,8 @@ from processor.records import (
     plain_image,
     to_client_image,
 )
+from processor.errors import RecordError
+from processor.sources.dynamodb.wire import decode_page
 from processor.testing import make_record
 
 # -- strategies: AttributeValues in boto3's client form (binary as bytes) ----------------------

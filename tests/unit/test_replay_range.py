@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from processor.replay import ReplayRange, parse_bound
+from processor.replay.range import ReplayRange, parse_bound
 from processor.testing import make_record
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from processor.routing import FilterPattern, PatternError, Route, compile_filters
+from processor.core.routing import FilterPattern, PatternError, Route, compile_filters
 from processor.testing import make_record
 
 RECORD: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processor.shards import Shard, ready_shards
+from processor.sources.lineage import Shard, ready_shards
 
 
 def shard(shard_id: str, parent: str | None = None, closed: bool = False) -> Shard:

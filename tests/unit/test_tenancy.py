@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from processor.batching import Dispatcher, RetryPolicy
-from processor.consumer import BatchResult, RouteStats
-from processor.records import StreamRecord
-from processor.routing import Route
-from processor.tenancy import Tenancy, TenantResolver
+from processor.core.consumer import BatchResult, RouteStats
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
+from processor.core.tenancy import Tenancy, TenantResolver
 from processor.testing import make_record
 
 from .test_batching import ListSink

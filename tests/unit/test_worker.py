@@ -9,18 +9,18 @@ from dataclasses import replace as dc_replace
 from typing import Any
 
 from processor.aws import Page, StreamDescription
-from processor.batching import Dispatcher, RetryPolicy
-from processor.checkpoints import Lease
-from processor.consumer import RouteStats, StreamInfo
-from processor.dead_letter import DeadLetter
+from processor.core.consumer import RouteStats, StreamInfo
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
 from processor.errors import IteratorExpiredError, StreamError
-from processor.reader import ReaderSettings, ShardReader
-from processor.records import StreamRecord
-from processor.routing import Route
-from processor.shards import Shard
-from processor.status import render_table, status_rows
+from processor.leases.store import Lease
+from processor.leases.worker import Worker, WorkerSettings
+from processor.ops.status import render_table, status_rows
+from processor.sinks.dead_letter import DeadLetter
+from processor.sources.lineage import Shard
+from processor.sources.reader import ReaderSettings, ShardReader
 from processor.testing import MemoryLeaseStore, make_record
-from processor.worker import Worker, WorkerSettings
 
 ARN = "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"
 

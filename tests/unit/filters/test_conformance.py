@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from processor.filters import FilterPattern, PatternError
+from processor.core.filters import FilterPattern, PatternError
 
 CORPUS = json.loads((Path(__file__).parent / "conformance.json").read_text(encoding="utf-8"))
 EVENTS: dict[str, Any] = CORPUS["events"]

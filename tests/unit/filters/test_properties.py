@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.filters import FilterPattern, PatternError
+from processor.core.filters import FilterPattern, PatternError
 
 KEYS = st.sampled_from(["a", "b", "c"])
 LEAVES = st.one_of(

@@ -2,7 +2,7 @@
 
 The main loop (one thread) discovers shards, creates missing lease items, takes leases of
 ready shards (lineage: children only after their parents finished), starts a
-:class:`~processor.reader.ShardReader` thread per owned shard, renews leases, and notices
+:class:`~processor.sources.reader.ShardReader` thread per owned shard, renews leases, and notices
 when every owned shard has been idle long enough (``--stop-when-idle``). On stop it tells
 readers to finish their in-flight batch, waits up to the shutdown deadline, and releases the
 leases it still holds so another replica can take over at once.
@@ -28,12 +28,13 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from processor._rate import RateLimiter
 from processor.aws import StreamsAdapter
-from processor.batching import Dispatcher
-from processor.checkpoints import Lease, LeaseStore, lease_to_steal, leases_to_take
+from processor.core._rate import RateLimiter
+from processor.core.dispatch import Dispatcher
 from processor.errors import LeaseLostError, ProcessorError, StreamNotFoundError
-from processor.reader import (
+from processor.leases.store import Lease, LeaseStore, lease_to_steal, leases_to_take
+from processor.sources.lineage import Shard, ready_shards
+from processor.sources.reader import (
     DispatchProcessor,
     ReaderOutcome,
     ReaderSettings,
@@ -41,7 +42,6 @@ from processor.reader import (
     ShardProcessor,
     ShardReader,
 )
-from processor.shards import Shard, ready_shards
 
 __all__ = ["PositionFor", "RunSummary", "Worker", "WorkerSettings"]
 

@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from processor.aws import error_code, translate_client_error
 from processor.errors import LeaseLostError
-from processor.shards import Shard
+from processor.sources.lineage import Shard
 
 __all__ = [
     "DynamoDBLeaseStore",

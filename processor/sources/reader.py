@@ -29,11 +29,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from processor._rate import RateLimiter
-from processor._waiting import interruptible_sleep
 from processor.aws import Page, StreamsAdapter
-from processor.batching import Dispatcher
-from processor.checkpoints import Lease, LeaseStore
+from processor.core._rate import RateLimiter
+from processor.core._waiting import interruptible_sleep
+from processor.core.dispatch import Dispatcher
+from processor.core.records import StreamRecord
 from processor.errors import (
     IteratorExpiredError,
     LeaseLostError,
@@ -41,7 +41,7 @@ from processor.errors import (
     TransientError,
     TrimmedDataError,
 )
-from processor.records import StreamRecord
+from processor.leases.store import Lease, LeaseStore
 
 __all__ = ["ReaderOutcome", "ReaderSettings", "RecordWindow", "ShardReader"]
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from processor.records import StreamRecord
+from processor.core.records import StreamRecord
 
 __all__ = ["NO_TENANT", "MissingTenant", "Tenancy", "TenantResolver", "TenantStats"]
 

@@ -1,4 +1,4 @@
-"""`dsp replay` and `dsp capture`: the I/O around processor.replay."""
+"""`dsp replay` and `dsp capture`: the I/O around processor.replay.range."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import structlog
 
-from processor._rate import RateLimiter
 from processor.app import (
     build_app,
     make_dead_letter_sink,
@@ -20,16 +19,23 @@ from processor.app import (
     stats_table,
     tenancy_for,
 )
-from processor.batching import Dispatcher
-from processor.checkpoints import DynamoDBLeaseStore, MemoryLeaseStore
-from processor.consumer import RouteStats
+from processor.core._rate import RateLimiter
+from processor.core.consumer import RouteStats
+from processor.core.dispatch import Dispatcher
+from processor.core.records import StreamRecord
+from processor.core.routing import Route, compile_filters
+from processor.core.tenancy import TenantResolver
 from processor.errors import ConfigError
-from processor.progress import Progress
-from processor.records import StreamRecord
-from processor.replay import ArchiveWriter, ReplayRange, parse_bound, read_archive, replay_namespace
-from processor.routing import Route, compile_filters
+from processor.leases.store import DynamoDBLeaseStore, MemoryLeaseStore
+from processor.replay.progress import Progress
+from processor.replay.range import (
+    ArchiveWriter,
+    ReplayRange,
+    parse_bound,
+    read_archive,
+    replay_namespace,
+)
 from processor.settings import Settings
-from processor.tenancy import TenantResolver
 
 __all__ = ["run_capture", "run_replay"]
 

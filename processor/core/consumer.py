@@ -22,7 +22,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from processor.records import StreamRecord
+    from processor.core.records import StreamRecord
 
 __all__ = [
     "BatchResult",
@@ -132,7 +132,7 @@ class ConsumerContext:
     sleep: Callable[[float], None]
     stop: threading.Event
     stats: RouteStats = field(default_factory=RouteStats)
-    #: where untrusted (tenant-supplied) URLs may go: a processor.egress.EgressPolicy
+    #: where untrusted (tenant-supplied) URLs may go: a processor.core.egress.EgressPolicy
     egress: Any = None
     #: monotonic clock for cool-downs and deadlines (injectable, as ``sleep`` is)
     clock: Callable[[], float] = time.monotonic

@@ -1,7 +1,7 @@
 """Routes: a named path from the stream to one consumer, behind optional filters (pure).
 
 The filter language (AWS Lambda event filtering / EventBridge patterns) lives in
-:mod:`processor.filters`; its names are re-exported here for existing imports.
+:mod:`processor.core.filters`; its names are re-exported here for existing imports.
 """
 
 from __future__ import annotations
@@ -10,7 +10,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processor.filters import MAX_FILTERS_PER_ROUTE, FilterPattern, PatternError, compile_filters
+from processor.core.filters import (
+    MAX_FILTERS_PER_ROUTE,
+    FilterPattern,
+    PatternError,
+    compile_filters,
+)
 
 __all__ = ["MAX_FILTERS_PER_ROUTE", "FilterPattern", "PatternError", "Route", "compile_filters"]
 

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from processor.consumer import RouteStats
-from processor.tenancy import TenantStats
+from processor.core.consumer import RouteStats
+from processor.core.tenancy import TenantStats
 
 __all__ = ["HealthServer", "Metrics"]
 

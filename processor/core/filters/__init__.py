@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from processor.core.filters._compile import compile_pattern
+from processor.core.filters._match import compile_rule
 from processor.errors import PatternError
-from processor.filters._compile import compile_pattern
-from processor.filters._match import compile_rule
 
 __all__ = ["MAX_FILTERS_PER_ROUTE", "FilterPattern", "PatternError", "compile_filters"]
 

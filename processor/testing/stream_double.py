@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from processor._local_server import LocalJsonServer
+from processor.testing._local_server import LocalJsonServer
 
 __all__ = ["Scenario", "ShardSpec", "StreamDouble"]
 

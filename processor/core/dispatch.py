@@ -49,13 +49,13 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from processor._waiting import interruptible_sleep
-from processor.consumer import BatchResult, RouteStats
-from processor.dead_letter import DeadLetter, DeadLetterSink, now_utc
+from processor.core._waiting import interruptible_sleep
+from processor.core.consumer import BatchResult, RouteStats
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
+from processor.core.tenancy import NO_TENANT, Tenancy, TenantStats
 from processor.errors import RecordError, ShutdownRequested, TransientError
-from processor.records import StreamRecord
-from processor.routing import Route
-from processor.tenancy import NO_TENANT, Tenancy, TenantStats
+from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, now_utc
 
 __all__ = ["Dispatcher", "RetryPolicy", "key_groups"]
 

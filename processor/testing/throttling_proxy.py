@@ -15,7 +15,7 @@ from typing import Any
 
 import urllib3
 
-from processor._local_server import LocalJsonServer
+from processor.testing._local_server import LocalJsonServer
 
 __all__ = ["ThrottlingProxy"]
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NoReturn
 
+from processor.core.filters import _leaf
+from processor.core.filters._leaf import JsonNumber, LeafTest
 from processor.errors import PatternError
-from processor.filters import _leaf
-from processor.filters._leaf import JsonNumber, LeafTest
 
 __all__ = ["MAX_PATTERN_CHARS", "MAX_RULES", "Condition", "PatternError", "compile_pattern"]
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from processor.filters._compile import Condition
+from processor.core.filters._compile import Condition
 
 __all__ = ["compile_rule", "match_rule"]
 

@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from processor.checkpoints import Lease
+from processor.core.records import StreamRecord
+from processor.core.tenancy import TenantResolver
 from processor.errors import ConfigError, RecordError
-from processor.records import StreamRecord
-from processor.shards import Shard
-from processor.tenancy import TenantResolver
+from processor.leases.store import Lease
+from processor.sources.lineage import Shard
 
 __all__ = [
     "ArchiveWriter",

@@ -30,10 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from processor.checkpoints import MemoryLeaseStore
-from processor.records import StreamRecord
-from processor.stream_double import Scenario, ShardSpec, StreamDouble
-from processor.throttling_proxy import ThrottlingProxy
+from processor.core.records import StreamRecord
+from processor.leases.store import MemoryLeaseStore
+from processor.testing.stream_double import Scenario, ShardSpec, StreamDouble
+from processor.testing.throttling_proxy import ThrottlingProxy
 
 __all__ = [
     "MemoryLeaseStore",

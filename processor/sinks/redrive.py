@@ -22,13 +22,13 @@ from pathlib import Path
 
 import structlog
 
-from processor.batching import Dispatcher, RetryPolicy
-from processor.consumer import RouteStats
-from processor.dead_letter import DeadLetter, _dumps, locked_append, read_dead_letters
+from processor.core.consumer import RouteStats
+from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.records import StreamRecord
+from processor.core.routing import Route
+from processor.core.tenancy import Tenancy
 from processor.errors import RecordError
-from processor.records import StreamRecord
-from processor.routing import Route
-from processor.tenancy import Tenancy
+from processor.sinks.dead_letter import DeadLetter, _dumps, locked_append, read_dead_letters
 
 __all__ = ["RedriveReport", "redrive_file"]
 

@@ -19,8 +19,8 @@ from typing import Any, Required, TypedDict
 
 import msgspec
 
+from processor.core.records import StreamRecord
 from processor.errors import RecordError, TransientError
-from processor.records import StreamRecord
 
 __all__ = ["decode_page"]
 
