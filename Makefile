@@ -10,7 +10,7 @@ DDB_LOCAL_VERSION := 11.1.0
 DDB_LOCAL_DIR := .cache/dynamodb-local
 DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.unpacked-$(DDB_LOCAL_VERSION)
 
-.PHONY: tools install demo test test-unit test-integration test-dynamodb-local dynamodb-local soak check lint types bench fmt clean
+.PHONY: tools install demo test test-system test-unit test-integration test-dynamodb-local dynamodb-local soak check lint types bench fmt clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,23 +30,28 @@ demo: $(STAMP) $(DEMO_DEPS)
 # promtool (Debian's prometheus package) unit-tests the alert rules in deploy/prometheus
 PROMTOOL := $(shell command -v promtool 2>/dev/null)
 # a JRE runs DynamoDB Local and the Java KCL MultiLangDaemon that `dsp multilang` is
-# cross-checked against (tests/integration/test_multilang_java.py)
+# cross-checked against (tests/system/test_multilang_java.py)
 tools:
 ifeq ($(PROMTOOL),)
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 endif
 	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null)
 
+# unit + integration (in-process, against real local servers); the tests that spawn dsp, a
+# replica fleet or a JVM are the system tier: make test-system (.ci/run runs both)
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/unit tests/integration
+
+test-system: $(STAMP) tools
+	$(BIN)/python -m pytest -q tests/system
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-# the soak test alone (it is part of `make test` too): 3 workers, flapping receiver, poison
+# the soak test alone (it is part of `make test-system` too): 3 workers, flapping receiver, poison
 # records, concurrent redrives, a SIGKILL; under 3 minutes
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m soak tests/integration
+	$(BIN)/python -m pytest -q -m soak tests/system
 
 test-integration: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests/integration
@@ -64,7 +69,7 @@ dynamodb-local: $(DDB_LOCAL_STAMP)
 
 test-dynamodb-local: $(STAMP) $(DDB_LOCAL_STAMP) tools
 	DSP_TEST_BACKEND=dynamodb-local DSP_TEST_DYNAMODB_LOCAL_DIR=$(DDB_LOCAL_DIR) \
-		$(BIN)/python -m pytest -q tests/integration
+		$(BIN)/python -m pytest -q tests/integration tests/system
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -74,7 +79,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-check: lint types test
+check: lint types test test-system
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -1,7 +1,7 @@
 """`dsp iam-policy`: the least-privilege IAM policy for exactly what one configuration uses.
 
 Pure: it reads the settings and never calls AWS. Every action the code calls is listed here,
-per feature, with its resource ARN; `tests/integration/test_iam_policy.py` runs each feature
+per feature, with its resource ARN; `tests/system/test_iam_policy.py` runs each feature
 against the moto server through a recording proxy and checks that every call it saw is allowed
 by the policy generated for that configuration.
 """

@@ -1,5 +1,5 @@
 """`dsp iam-policy` from configurations alone (the recording-proxy test checks it against
-what the code really calls: tests/integration/test_iam_policy.py)."""
+what the code really calls: tests/system/test_iam_policy.py)."""
 
 from __future__ import annotations
 

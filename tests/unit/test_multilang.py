@@ -1,5 +1,5 @@
 """KCL MultiLang pieces that need no process: properties, settings, the checkpoint rule, the
-record shape (the processes are in tests/integration/test_multilang.py)."""
+record shape (the processes are in tests/system/test_multilang.py)."""
 
 from __future__ import annotations
 

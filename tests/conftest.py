@@ -1,5 +1,9 @@
 """Real servers on 127.0.0.1, started once per session: moto server, Redis, HTTP receivers.
 
+The fixtures serve ``tests/integration`` (in-process, real local servers) and ``tests/system``
+(tests that spawn ``dsp`` or a JVM); ``tests/unit`` uses none of them. Tests are marked by
+their folder: ``integration`` or ``system``.
+
 ``DSP_TEST_BACKEND`` chooses the DynamoDB endpoint: ``moto`` (default) or ``dynamodb-local``
 (Amazon's DynamoDB Local, unpacked under ``DSP_TEST_DYNAMODB_LOCAL_DIR`` by ``make
 test-dynamodb-local``). Tests that need what only moto offers carry
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,14 +32,16 @@ REDIS_URL = os.environ.get("DSP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKEND = os.environ.get("DSP_TEST_BACKEND", "moto")
 DYNAMODB_LOCAL_DIR = os.environ.get("DSP_TEST_DYNAMODB_LOCAL_DIR", ".cache/dynamodb-local")
 BACKENDS = ("moto", "dynamodb-local")
+TESTS = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if BACKEND not in BACKENDS:
         raise pytest.UsageError(f"DSP_TEST_BACKEND={BACKEND!r}: use one of {BACKENDS}")
     for item in items:
-        if "integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
+        tier = item.path.relative_to(TESTS).parts[0]
+        if tier in ("integration", "system"):
+            item.add_marker(getattr(pytest.mark, tier))
         only = item.get_closest_marker("moto_only")
         if only is not None and BACKEND != "moto":
             reason = only.kwargs.get("reason") or (only.args[0] if only.args else "")

@@ -17,7 +17,7 @@ import boto3
 
 from processor.testing import WebhookReceiver, create_table, scan_all
 
-from .helpers import stream_records
+from tests.integration.helpers import stream_records
 
 ROUNDS = 8
 

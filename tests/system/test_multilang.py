@@ -1,6 +1,6 @@
 """`dsp multilang`: the real amazon_kclpy package's processors as children (issue 17).
 
-The children are `tests/integration/kcl_processors/recorder.py` (v1, v2 and v3 processor
+The children are `tests/system/kcl_processors/recorder.py` (v1, v2 and v3 processor
 classes of amazon_kclpy, run by its own `kcl.KCLProcess`) and AWS's sample processor
 (`samples/sample_kclpy_app.py`, shipped with the package). The stream is the moto server's
 (one shard) or the wire-level stream double (a split).
@@ -26,7 +26,7 @@ import pytest
 from processor.testing import create_table
 from processor.testing.stream_double import Scenario, StreamDouble
 
-from .helpers import stream_records
+from tests.integration.helpers import stream_records
 from .test_operations import metric
 
 RECORDER = Path(__file__).parent / "kcl_processors" / "recorder.py"
