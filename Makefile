@@ -37,10 +37,13 @@ ifeq ($(PROMTOOL),)
 endif
 	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null)
 
-# unit + integration (in-process, against real local servers); the tests that spawn dsp, a
-# replica fleet or a JVM are the system tier: make test-system (.ci/run runs both)
+# the whole suite: unit, integration (in-process, real local servers) and system (spawns dsp,
+# a replica fleet or a JVM). Most of its time is waiting on servers and subprocesses, so it
+# runs on 4 pytest-xdist workers; `make test-unit` / `test-integration` / `test-system` run
+# one tier alone, serially
+PYTEST_WORKERS ?= 4
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q tests/unit tests/integration
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 test-system: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests/system
@@ -69,7 +72,7 @@ dynamodb-local: $(DDB_LOCAL_STAMP)
 
 test-dynamodb-local: $(STAMP) $(DDB_LOCAL_STAMP) tools
 	DSP_TEST_BACKEND=dynamodb-local DSP_TEST_DYNAMODB_LOCAL_DIR=$(DDB_LOCAL_DIR) \
-		$(BIN)/python -m pytest -q tests/integration tests/system
+		$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal tests/integration tests/system
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -79,7 +82,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-check: lint types test test-system
+check: lint types test
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

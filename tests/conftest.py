@@ -46,6 +46,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if only is not None and BACKEND != "moto":
             reason = only.kwargs.get("reason") or (only.args[0] if only.args else "")
             item.add_marker(pytest.mark.skip(reason=f"moto only: {reason}"))
+    # the longest tests first: under `pytest -n` (make test) they start at once instead of
+    # being the tail that every other worker waits for; the order within a tier is kept
+    items.sort(key=lambda item: 0 if item.get_closest_marker("system") else 1)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from processor.errors import ConfigError
 from processor.settings import load_settings
 from processor.testing import create_table
 
-from .conftest import BACKEND
+from tests.conftest import BACKEND
 
 
 def first_record(endpoint: str, dynamodb: Any, table: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from consumers.cache import build
 from consumers.cache_client import SubscribedCache
 from processor.testing import make_record
 
-from .conftest import REDIS_URL
+from tests.conftest import REDIS_URL
 from .helpers import context
 
 

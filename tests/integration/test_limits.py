@@ -12,7 +12,7 @@ from typing import Any
 from processor.sinks.dead_letter import DeadLetter, read_dead_letters
 from processor.testing import WebhookReceiver, create_table, scan_all
 
-from .conftest import BACKEND
+from tests.conftest import BACKEND
 
 #: just under 400,000 bytes: DynamoDB's documented 400 KB (moto refuses items over 405,000)
 BIG = 400_000 - 100
