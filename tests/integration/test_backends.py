@@ -12,7 +12,6 @@ from botocore.exceptions import ClientError
 from processor.errors import ConfigError
 from processor.settings import load_settings
 from processor.testing import create_table
-
 from tests.conftest import BACKEND
 
 

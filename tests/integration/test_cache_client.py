@@ -15,8 +15,8 @@ import redis
 from consumers.cache import build
 from consumers.cache_client import SubscribedCache
 from processor.testing import make_record
-
 from tests.conftest import REDIS_URL
+
 from .helpers import context
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from processor.sinks.dead_letter import DeadLetter, read_dead_letters
 from processor.testing import WebhookReceiver, create_table, scan_all
-
 from tests.conftest import BACKEND
 
 #: just under 400,000 bytes: DynamoDB's documented 400 KB (moto refuses items over 405,000)

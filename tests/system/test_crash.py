@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 
 from processor.testing import WebhookReceiver, create_table, scan_all
-
 from tests.integration.helpers import stream_records
 
 ROUNDS = 8

@@ -25,8 +25,8 @@ import pytest
 
 from processor.testing import create_table
 from processor.testing.stream_double import Scenario, StreamDouble
-
 from tests.integration.helpers import stream_records
+
 from .test_operations import metric
 
 RECORDER = Path(__file__).parent / "kcl_processors" / "recorder.py"
