@@ -9,9 +9,9 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.parsers import create_parser
 
-from processor.aws import _capture_get_records_body
 from processor.core.records import StreamRecord
 from processor.core.routing import Route, compile_filters
+from processor.sources.dynamodb.adapter import _capture_get_records_body
 from processor.sources.dynamodb.wire import decode_page
 
 _client = boto3.client(

@@ -16,7 +16,7 @@ import structlog
 import urllib3
 from pydantic import ValidationError
 
-from processor.aws import AwsClients, StreamsAdapter, make_clients, resolve_stream
+from processor.aws import AwsClients, make_clients
 from processor.core._rate import RateLimiter
 from processor.core._waiting import interruptible_sleep
 from processor.core.consumer import (
@@ -37,6 +37,7 @@ from processor.multilang.shard import MultiLangProcessor
 from processor.ops.metrics import Metrics
 from processor.settings import RouteSettings, Settings
 from processor.sinks.dead_letter import DeadLetterSink, JsonlDeadLetterSink, SqsDeadLetterSink
+from processor.sources.dynamodb import RETENTION_S, StreamsAdapter, resolve_stream
 from processor.sources.reader import ReaderSettings, RecordWindow
 
 __all__ = ["App", "build_app", "build_routes", "make_http_pool", "tenancy_for"]
@@ -152,7 +153,10 @@ def tenancy_for(settings: Settings) -> Tenancy:
     )
 
 
-def retry_policy(settings: Settings, *, report_exhausted: bool = False) -> RetryPolicy:
+def retry_policy(
+    settings: Settings, *, report_exhausted: bool = False, retention_s: float = RETENTION_S
+) -> RetryPolicy:
+    """The routes' retry budget; ``retention_s`` is the source's (DynamoDB Streams: 24 h)."""
     return RetryPolicy(
         max_retries=settings.batch.max_retries,
         bisect_on_error=settings.batch.bisect_on_error,
@@ -161,6 +165,7 @@ def retry_policy(settings: Settings, *, report_exhausted: bool = False) -> Retry
         max_record_age_s=settings.batch.max_record_age_s,
         parallelism=settings.batch.parallelism,
         report_exhausted=report_exhausted,
+        retention_s=retention_s,
     )
 
 
@@ -302,7 +307,7 @@ def build_app(
         )
     built_routes, stats = routes
     sink = make_dead_letter_sink(settings, clients)
-    policy = retry_policy(settings)
+    policy = retry_policy(settings, retention_s=adapter.retention_s)
     if store is None:
         store = DynamoDBLeaseStore(
             clients.dynamodb,

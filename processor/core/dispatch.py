@@ -61,9 +61,6 @@ __all__ = ["Dispatcher", "RetryPolicy", "key_groups"]
 
 log = structlog.get_logger()
 
-#: DynamoDB Streams keeps records 24 hours: "retry forever" ends there.
-STREAM_RETENTION_S = 24 * 3600
-
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -78,12 +75,15 @@ class RetryPolicy:
     #: Lambda mode: records that exhaust retries for a transient reason are returned to the
     #: caller (reported as batchItemFailures) instead of being dead-lettered.
     report_exhausted: bool = False
+    #: how long the source keeps a record (DynamoDB Streams: 24 h): "retry forever" and a
+    #: hold end there, since the stream itself drops the record then
+    retention_s: float = 24 * 3600.0
 
     @property
     def age_limit_s(self) -> float | None:
         if self.max_record_age_s != -1:
             return float(self.max_record_age_s)
-        return float(STREAM_RETENTION_S) if self.max_retries == -1 else None
+        return self.retention_s if self.max_retries == -1 else None
 
 
 class _Exhausted(Exception):
@@ -141,12 +141,13 @@ class _WaitWithRetryAfter:
             multiplier=policy.base_delay_s, max=policy.max_delay_s
         )
         self._max = policy.max_delay_s
+        self._retention = policy.retention_s
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _PartialFailure) and exc.held and exc.retry_after:
             # a hold waits for the destination's next probe, however long its cool-down
-            return min(exc.retry_after, float(STREAM_RETENTION_S))
+            return min(exc.retry_after, self._retention)
         delay = float(self._jitter(state))
         if isinstance(exc, TransientError | _PartialFailure) and exc.retry_after:
             delay = max(delay, min(exc.retry_after, self._max))
@@ -427,7 +428,7 @@ class Dispatcher:
             stop = stop | _StopWhenTooOld(oldest, limit, self._clock)
         else:
             stop = stop | _StopHoldingWhenTooOld(
-                charged, oldest, float(STREAM_RETENTION_S), self._clock
+                charged, oldest, self._policy.retention_s, self._clock
             )
         return stop
 

@@ -52,6 +52,12 @@ class Lease:
     #: the owner's reader keeps failing: its last error and how many runs in a row failed
     last_error: str | None = None
     failures: int = 0
+    #: the second parent of a merged shard (Kinesis)
+    adjacent_parent_shard_id: str | None = None
+
+    @property
+    def parent_shard_ids(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.parent_shard_id, self.adjacent_parent_shard_id) if p)
 
     def expired(self, now: float, timeout_s: float) -> bool:
         return self.owner is not None and now - self.heartbeat > timeout_s
@@ -259,6 +265,8 @@ class DynamoDBLeaseStore:
             }
             if shard.parent_shard_id:
                 item["parent_shard_id"] = {"S": shard.parent_shard_id}
+            if shard.adjacent_parent_shard_id:
+                item["adjacent_parent_shard_id"] = {"S": shard.adjacent_parent_shard_id}
             try:
                 self._client.put_item(
                     TableName=self.table,
@@ -441,6 +449,7 @@ def _lease_from_item(item: dict[str, Any]) -> Lease:
         lag_s=float(item["lag_s"]["N"]) if "lag_s" in item else None,
         last_error=s("last_error"),
         failures=int(item["failures"]["N"]) if "failures" in item else 0,
+        adjacent_parent_shard_id=s("adjacent_parent_shard_id"),
     )
 
 
@@ -468,7 +477,14 @@ class MemoryLeaseStore:
             for shard in shards:
                 self.leases.setdefault(
                     shard.shard_id,
-                    Lease(shard.shard_id, None, 0, 0.0, parent_shard_id=shard.parent_shard_id),
+                    Lease(
+                        shard.shard_id,
+                        None,
+                        0,
+                        0.0,
+                        parent_shard_id=shard.parent_shard_id,
+                        adjacent_parent_shard_id=shard.adjacent_parent_shard_id,
+                    ),
                 )
 
     def take(self, observed: Lease, owner: str) -> Lease | None:

@@ -28,11 +28,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from processor.aws import StreamsAdapter
 from processor.core._rate import RateLimiter
 from processor.core.dispatch import Dispatcher
 from processor.errors import LeaseLostError, ProcessorError, StreamNotFoundError
 from processor.leases.store import Lease, LeaseStore, lease_to_steal, leases_to_take
+from processor.sources.base import StreamSource
 from processor.sources.lineage import Shard, ready_shards
 from processor.sources.reader import (
     DispatchProcessor,
@@ -103,7 +103,7 @@ class Worker:
     def __init__(
         self,
         *,
-        adapter: StreamsAdapter,
+        adapter: StreamSource,
         stream_arn: str,
         store: LeaseStore,
         dispatcher_for: Callable[[threading.Event], Dispatcher],
@@ -237,12 +237,12 @@ class Worker:
 
     def _start_reader(self, lease: Lease, finished: set[str]) -> None:
         shard = self._shards.get(lease.shard_id)
-        parent = shard.parent_shard_id if shard else lease.parent_shard_id
+        parents = shard.parent_shard_ids if shard else lease.parent_shard_ids
         # A child whose parent we read must start at its beginning, whatever the configured
         # starting position: otherwise the records between the split and now would be lost.
         position: tuple[str, str | None] = (
             ("TRIM_HORIZON", None)
-            if parent and parent in finished
+            if any(p in finished for p in parents)
             else (self.settings.starting_position, None)
         )
         if self._position_for is not None:

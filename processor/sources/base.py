@@ -8,7 +8,7 @@ loop, leases, dispatch and consumers never see which stream carries the change.
 
 Implementations: :class:`processor.sources.dynamodb.StreamsAdapter` (DynamoDB Streams) and
 :class:`processor.testing.MemorySource` (in memory, for tests). Both pass the contract suite in
-``tests/unit/sources/test_source_contract.py``.
+``tests/integration/test_source_contract.py``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from processor.aws import Page, StreamsAdapter
 from processor.core._rate import RateLimiter
 from processor.core._waiting import interruptible_sleep
 from processor.core.dispatch import Dispatcher
@@ -42,6 +41,7 @@ from processor.errors import (
     TrimmedDataError,
 )
 from processor.leases.store import Lease, LeaseStore
+from processor.sources.base import Page, StreamSource
 
 __all__ = ["ReaderOutcome", "ReaderSettings", "RecordWindow", "ShardReader"]
 
@@ -135,7 +135,7 @@ class ShardReader:
     def __init__(
         self,
         *,
-        adapter: StreamsAdapter,
+        adapter: StreamSource,
         stream_arn: str,
         lease: Lease,
         initial_position: str | tuple[str, str | None],

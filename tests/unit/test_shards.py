@@ -65,3 +65,37 @@ def test_shard_from_api_reads_the_sequence_range() -> None:
     assert s == Shard("s1", "s0", "10", "20")
     assert s.is_closed
     assert not Shard.from_api({"ShardId": "s2", "SequenceNumberRange": {}}).is_closed
+
+
+def test_a_merged_shard_waits_for_both_parents() -> None:
+    """A shard made by merging two (Kinesis) starts only when both parents are finished."""
+    merged = Shard("m", "p1", "50", None, adjacent_parent_shard_id="p2")
+    stream = [shard("p1", closed=True), shard("p2", closed=True), merged]
+    assert ids(ready_shards(stream, set())) == ["p1", "p2"]
+    assert ids(ready_shards(stream, {"p1"})) == ["p2"]
+    assert ids(ready_shards(stream, {"p2"})) == ["p1"]
+    assert ids(ready_shards(stream, {"p1", "p2"})) == ["m"]
+
+
+def test_a_merged_shard_whose_parents_aged_out_starts_at_once() -> None:
+    """Parents gone from the stream and unknown to the lease table do not block; a known,
+    unfinished one still does."""
+    merged = Shard("m", "gone1", "50", None, adjacent_parent_shard_id="gone2")
+    assert ids(ready_shards([merged], set())) == ["m"]
+    assert ids(ready_shards([merged], set(), known={"gone2"})) == []
+
+
+def test_a_kinesis_list_shards_entry_keeps_both_parents() -> None:
+    """Kinesis ListShards (botocore's Shard shape) names a merge's second parent
+    AdjacentParentShardId."""
+    s = Shard.from_api(
+        {
+            "ShardId": "shardId-000000000002",
+            "ParentShardId": "shardId-000000000000",
+            "AdjacentParentShardId": "shardId-000000000001",
+            "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "3402823669209384"},
+            "SequenceNumberRange": {"StartingSequenceNumber": "4959"},
+        }
+    )
+    assert s.parent_shard_ids == ("shardId-000000000000", "shardId-000000000001")
+    assert not s.is_closed

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import replace as dc_replace
 from typing import Any
 
-from processor.aws import Page, StreamDescription
 from processor.core.consumer import RouteStats, StreamInfo
 from processor.core.dispatch import Dispatcher, RetryPolicy
 from processor.core.records import StreamRecord
@@ -18,62 +17,31 @@ from processor.leases.store import Lease
 from processor.leases.worker import Worker, WorkerSettings
 from processor.ops.status import render_table, status_rows
 from processor.sinks.dead_letter import DeadLetter
+from processor.sources.base import Page
 from processor.sources.lineage import Shard
 from processor.sources.reader import ReaderSettings, ShardReader
-from processor.testing import MemoryLeaseStore, make_record
+from processor.testing import MemoryLeaseStore, MemorySource, make_record
 
 ARN = "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"
 
 
-class FakeStreams:
-    """Shards with fixed records; closed shards end when drained. Iterators are positions."""
+class FakeStreams(MemorySource):
+    """The in-memory source, whose iterators can also expire every N-th GetRecords."""
 
     def __init__(
         self, shards: dict[str, tuple[Shard, list[dict[str, Any]]]], *, expire_every: int = 0
     ) -> None:
-        self.shards = shards
+        super().__init__(shards, info=StreamInfo(ARN, "t", "NEW_AND_OLD_IMAGES", ("pk",)))
         self.expire_every = expire_every
-        self.calls = 0
-        self.iterator_requests: list[tuple[str, str, str | None]] = []
-        self._lock = threading.Lock()
-
-    def describe(self, stream_arn: str) -> StreamDescription:
-        info = StreamInfo(stream_arn, "t", "NEW_AND_OLD_IMAGES", ("pk",))
-        return StreamDescription(info, tuple(s for s, _ in self.shards.values()), "ENABLED")
-
-    def child_shards(self, stream_arn: str, shard_id: str) -> list[Shard]:
-        return [s for s, _ in self.shards.values() if s.parent_shard_id == shard_id]
-
-    def get_iterator(
-        self, stream_arn: str, shard_id: str, kind: str, seq: str | None = None
-    ) -> str:
-        self.iterator_requests.append((shard_id, kind, seq))
-        records = self.shards[shard_id][1]
-        if kind == "TRIM_HORIZON":
-            pos = 0
-        elif kind == "LATEST":
-            pos = len(records)
-        else:
-            assert seq is not None
-            pos = next(i for i, r in enumerate(records) if r["dynamodb"]["SequenceNumber"] == seq)
-            pos += 1 if kind == "AFTER_SEQUENCE_NUMBER" else 0
-        return f"{shard_id}|{pos}"
+        self._gets = 0
+        self._gets_lock = threading.Lock()
 
     def get_records(self, iterator: str, *, limit: int, shard_id: str) -> Page:
-        with self._lock:
-            self.calls += 1
-            if self.expire_every and self.calls % self.expire_every == 0:
+        with self._gets_lock:
+            self._gets += 1
+            if self.expire_every and self._gets % self.expire_every == 0:
                 raise IteratorExpiredError("expired", shard_id=shard_id)
-        sid, pos_text = iterator.split("|")
-        shard, records = self.shards[sid]
-        pos = int(pos_text)
-        page = records[pos : pos + limit]
-        end = pos + len(page)
-        done = shard.is_closed and end >= len(records)
-        return Page(
-            [StreamRecord.from_wire(r, shard_id=sid) for r in page],
-            None if done else f"{sid}|{end}",
-        )
+        return super().get_records(iterator, limit=limit, shard_id=shard_id)
 
 
 class Collector:
@@ -115,7 +83,7 @@ def make_worker(
         )
 
     return Worker(
-        adapter=streams,  # type: ignore[arg-type]
+        adapter=streams,
         stream_arn=ARN,
         store=store,
         dispatcher_for=dispatcher_for,
@@ -258,7 +226,7 @@ def test_batching_window_fills_batches_across_pages() -> None:
         sizes.clear()
         stats = {"r": RouteStats()}
         worker = Worker(
-            adapter=streams,  # type: ignore[arg-type]
+            adapter=streams,
             stream_arn=ARN,
             store=MemoryLeaseStore(),
             dispatcher_for=lambda stop: Dispatcher(
@@ -342,7 +310,7 @@ def test_a_reader_delivers_nothing_while_its_lease_is_unconfirmed() -> None:
     collector = Collector()
     stop = threading.Event()
     reader = ShardReader(
-        adapter=streams,  # type: ignore[arg-type]
+        adapter=streams,
         stream_arn=ARN,
         lease=stale,
         initial_position="TRIM_HORIZON",
@@ -389,7 +357,7 @@ def test_leases_stay_renewed_while_a_slow_batch_drains_on_shutdown() -> None:
         release.wait(10)
 
     worker = Worker(
-        adapter=streams,  # type: ignore[arg-type]
+        adapter=streams,
         stream_arn=ARN,
         store=store,
         dispatcher_for=lambda stop: Dispatcher(
@@ -440,7 +408,7 @@ class DeniedStreams(FakeStreams):
 
     def get_records(self, iterator: str, *, limit: int, shard_id: str) -> Page:
         if shard_id == self.denied and not self.allow.is_set():
-            with self._lock:
+            with self._gets_lock:
                 self.denials += 1
             raise StreamError(
                 "GetRecords: AccessDeniedException: not authorized to perform dynamodb:GetRecords",
@@ -570,3 +538,33 @@ def test_a_replica_without_leases_is_ready_when_others_own_every_shard() -> None
         for t in threads:
             if t.is_alive() or t.ident:
                 t.join(10)
+
+
+def test_a_merged_shard_is_read_after_both_parents_from_its_beginning() -> None:
+    """A merge (Kinesis resharding): the child waits for both parents, then starts at
+    TRIM_HORIZON, so each key's changes arrive in order across the merge."""
+    streams = FakeStreams(
+        {
+            "p1": (Shard("p1", None, "1", "3"), [raw("a", 1), raw("b", 2), raw("a", 3)]),
+            "p2": (Shard("p2", None, "4", "5"), [raw("c", 4), raw("c", 5)]),
+            "m": (
+                Shard("m", "p1", "10", None, adjacent_parent_shard_id="p2"),
+                [raw("a", 10), raw("c", 11), raw("b", 12)],
+            ),
+        }
+    )
+    store, collector = MemoryLeaseStore(), Collector()
+    worker = make_worker(streams, store, collector)
+    object.__setattr__(worker.settings, "starting_position", "TRIM_HORIZON")
+    worker.run(stop=threading.Event(), stop_when_idle=0.2)
+    order = [int(s) for _, s, _ in collector.seen]
+    assert sorted(order) == [1, 2, 3, 4, 5, 10, 11, 12]
+    first_child = order.index(10)
+    assert set(order[:first_child]) == {1, 2, 3, 4, 5}
+    kinds = {shard: kind for shard, kind, _ in streams.iterator_requests}
+    assert kinds["m"] == "TRIM_HORIZON"
+    assert by_shard(store)["m"].parent_shard_ids == ("p1", "p2")
+
+
+def by_shard(store: MemoryLeaseStore) -> dict[str, Lease]:
+    return {lease.shard_id: lease for lease in store.list_leases()}
