@@ -23,8 +23,8 @@ from processor.core.egress import EgressPolicy, system_resolver
 from processor.core.records import StreamRecord
 from processor.core.routing import Route
 from processor.testing import WebhookReceiver, create_table, make_record, self_signed_certificate
+from tests.unit.core.test_dispatch import ListSink
 
-from ..unit.test_batching import ListSink
 from .helpers import context
 
 #: ten spellings of "this machine" that reached a loopback receiver before the guard

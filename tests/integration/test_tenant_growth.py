@@ -16,8 +16,8 @@ from processor.core.routing import Route
 from processor.core.tenancy import OTHER_TENANTS, TenantStats
 from processor.ops.metrics import Metrics
 from processor.testing import WebhookReceiver, make_record
+from tests.unit.core.test_dispatch import ListSink
 
-from ..unit.test_batching import ListSink
 from .helpers import context
 
 

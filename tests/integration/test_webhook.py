@@ -24,8 +24,8 @@ from processor.core.routing import Route
 from processor.core.signatures import verify
 from processor.errors import ConfigError
 from processor.testing import ReceivedRequest, WebhookReceiver, create_table, make_record
+from tests.unit.core.test_dispatch import ListSink
 
-from ..unit.test_batching import ListSink
 from .helpers import context
 
 

@@ -249,7 +249,7 @@ keys = ["k:{{pk}}"]
             assert set(answers) == {503}, answers
             assert "AccessDeniedException" in get(f"{base}/readyz")[1]
             # the reader was restarted (the backoff schedule itself is checked with an
-            # injected sleep in tests/unit/test_worker.py, not against the wall clock here)
+            # injected sleep in tests/unit/leases/test_worker.py, not against the wall clock here)
             assert double.calls["GetRecords"] >= 3
             assert metric(get(f"{base}/metrics")[1], "dsp_reader_failures_total") >= 3
             table = subprocess.run(

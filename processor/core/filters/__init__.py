@@ -1,7 +1,7 @@
 """Event filter patterns with the semantics of AWS Lambda event filtering and EventBridge.
 
 Both run AWS's open-source event-ruler; this package follows it operator for operator and is
-checked against it by the conformance corpus in ``tests/unit/filters/``. A pattern is
+checked against it by the conformance corpus in ``tests/unit/core/filters/``. A pattern is
 matched against the record in DynamoDB JSON, exactly as an event source mapping sees it::
 
     {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"status": {"S": ["active"]}}}}

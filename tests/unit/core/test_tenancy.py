@@ -14,7 +14,7 @@ from processor.core.routing import Route
 from processor.core.tenancy import Tenancy, TenantResolver
 from processor.testing import make_record
 
-from .test_batching import ListSink
+from .test_dispatch import ListSink
 
 RESOLVER = TenantResolver.from_settings("pk", r"^TENANT#(?P<tenant>[^#]+)")
 
