@@ -354,6 +354,7 @@ def build_app(
             starting_position=settings.stream.starting_position,
             lease_timeout_s=settings.checkpoints.lease_timeout_s,
             renew_interval_s=settings.checkpoints.renew_interval_s,
+            lease_scan_interval_s=settings.checkpoints.lease_scan_interval_s,
             discovery_interval_s=settings.stream.discovery_interval_s,
             max_leases=settings.checkpoints.max_leases,
             shutdown_deadline_s=settings.shutdown.deadline_s,

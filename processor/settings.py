@@ -105,6 +105,8 @@ class CheckpointSettings(_Section):
     owner: str | None = None  # default: hostname:pid
     lease_timeout_s: float = Field(default=30.0, ge=2)
     renew_interval_s: float = Field(default=10.0, gt=0)
+    #: how often the lease table is scanned for free, expired or handed-off leases
+    lease_scan_interval_s: float = Field(default=2.0, gt=0)
     max_leases: int = Field(default=100, ge=1)
 
     @model_validator(mode="after")

@@ -58,6 +58,8 @@ class WorkerSettings:
     starting_position: str = "TRIM_HORIZON"
     lease_timeout_s: float = 30.0
     renew_interval_s: float = 10.0
+    #: the lease table is scanned this often (or every renewal, if that is more often)
+    lease_scan_interval_s: float = 2.0
     discovery_interval_s: float = 30.0
     max_leases: int = 100
     shutdown_deadline_s: float = 30.0
@@ -484,7 +486,9 @@ class Worker:
                         self._take_leases()
                     except ProcessorError as exc:
                         log.warning("lease_scan_failed", error=str(exc))
-                    next_take = now + min(self.settings.renew_interval_s, 2.0)
+                    next_take = now + min(
+                        self.settings.renew_interval_s, self.settings.lease_scan_interval_s
+                    )
                 if now >= next_renewal:
                     self._renew()
                     next_renewal = now + self.settings.renew_interval_s

@@ -208,7 +208,7 @@ class HealthServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, name="dsp-health"
+            target=self._server.serve_forever, args=(0.1,), daemon=True, name="dsp-health"
         )
 
     @property

@@ -118,7 +118,7 @@ class RecordingProxy:
 @contextmanager
 def recording_proxy(upstream: str, *, account: str) -> Iterator[RecordingProxy]:
     proxy = RecordingProxy(upstream, account=account)
-    thread = threading.Thread(target=proxy._server.serve_forever, daemon=True)
+    thread = threading.Thread(target=proxy._server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield proxy

@@ -84,7 +84,11 @@ url = "{receiver.url}/c"
 
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
-    rng = random.Random(unique)
+    # the kill moments come from this seed; a failure prints it (`-ra` shows the output), and
+    # DSP_CRASH_SEED=<seed> replays the same moments
+    seed = os.environ.get("DSP_CRASH_SEED") or unique
+    print(f"crash test: kill moments seeded with DSP_CRASH_SEED={seed}")
+    rng = random.Random(seed)
     try:
         for _ in range(ROUNDS):
             process = subprocess.Popen(

@@ -90,6 +90,7 @@ def make_worker(
         settings=WorkerSettings(
             owner=owner,
             tick_s=0.01,
+            lease_scan_interval_s=0.02,  # children are taken as soon as their parents finish
             reader=ReaderSettings(
                 get_records_limit=3,
                 max_records=max_records,
