@@ -37,7 +37,6 @@ its key; the engine retries them per ``[batch]``.
 from __future__ import annotations
 
 import contextvars
-import email.utils
 import queue
 import threading
 import time
@@ -59,7 +58,6 @@ from tenacity import (
     stop_after_attempt,
     stop_after_delay,
     stop_when_event_set,
-    wait_random_exponential,
 )
 
 from consumers._options import Options
@@ -84,8 +82,10 @@ from processor import (
     StreamRecord,
     TokenBuckets,
     TransientError,
+    WaitRetryAfter,
     check_url_template,
     host_is_templated,
+    parse_retry_after,
     pinned_request,
     plain_image,
     redact_text,
@@ -212,19 +212,6 @@ def encode_body(record: StreamRecord, *, table_name: str) -> bytes:
     )
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 class _Rejected(Exception):
     pass
 
@@ -257,6 +244,7 @@ class WebhookConsumer:
     ) -> None:
         self._options = options
         self._context = context
+        self._wait_retry_after = WaitRetryAfter(options.base_delay_s, options.max_delay_s)
         self._http: urllib3.PoolManager = context.http
         self._stats = context.stats
         self._table = context.stream.table_name
@@ -369,22 +357,12 @@ class WebhookConsumer:
             breaker.failure()
             raise TransientError(
                 f"POST {redact_url(url)}: HTTP {status}: {response.data[:200]!r}",
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 consumer=self._context.route,
             )
         breaker.success()
         if not 200 <= status < 300:
             raise _Rejected(f"POST {redact_url(url)}: HTTP {status}: {response.data[:200]!r}")
-
-    def _wait(self, state: RetryCallState) -> float:
-        jitter = wait_random_exponential(
-            multiplier=self._options.base_delay_s, max=self._options.max_delay_s
-        )
-        delay = float(jitter(state))
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
-            delay = max(delay, min(exc.retry_after, self._options.max_delay_s))
-        return delay
 
     def _log_retry(self, record: StreamRecord, url: str, state: RetryCallState) -> None:
         self._stats.add("retries")
@@ -425,7 +403,7 @@ class WebhookConsumer:
                 stop=stop_after_attempt(options.max_attempts)
                 | stop_after_delay(options.deadline_s)
                 | stop_when_event_set(self._context.stop),
-                wait=self._wait,
+                wait=self._wait_retry_after,
                 retry=retry_if_exception_type(TransientError),
                 sleep=self._context.sleep,
                 before_sleep=lambda state: self._log_retry(record, url, state),

@@ -42,6 +42,7 @@ from processor.core.signatures import (
     standard_headers,
     verify,
 )
+from processor.core.waits import WaitRetryAfter, parse_retry_after
 from processor.errors import (
     ConfigError,
     IteratorExpiredError,
@@ -90,12 +91,14 @@ __all__ = [
     "TokenBuckets",
     "TransientError",
     "TrimmedDataError",
+    "WaitRetryAfter",
     "check_url_template",
     "decode_image",
     "decode_value",
     "host_is_templated",
     "load_callable",
     "new_secret",
+    "parse_retry_after",
     "pinned_request",
     "plain_image",
     "redact_text",

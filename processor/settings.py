@@ -39,6 +39,7 @@ from pydantic_settings import (
 )
 
 from processor.core.consumer import builtin_consumers
+from processor.core.egress import check_http_url
 from processor.core.routing import PatternError, compile_filters
 from processor.errors import MISSING, ConfigError
 
@@ -66,9 +67,12 @@ class AwsSettings(_Section):
     @field_validator("endpoint_url", "streams_endpoint_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:5000")
-        return value
+        if value is None:
+            return None
+        try:
+            return check_http_url(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, e.g. http://127.0.0.1:5000") from None
 
 
 class StreamSettings(_Section):

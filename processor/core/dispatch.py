@@ -54,6 +54,7 @@ from processor.core.consumer import BatchResult, RouteStats
 from processor.core.records import StreamRecord
 from processor.core.routing import Route
 from processor.core.tenancy import NO_TENANT, Tenancy, TenantStats
+from processor.core.waits import WaitRetryAfter
 from processor.errors import RecordError, ShutdownRequested, TransientError
 from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, now_utc
 
@@ -133,25 +134,19 @@ def _retryable(exc: BaseException) -> bool:
     return not isinstance(exc, RecordError | ShutdownRequested)
 
 
-class _WaitWithRetryAfter:
-    """Full-jitter exponential backoff that never waits less than a server's Retry-After."""
+class _WaitWithRetryAfter(WaitRetryAfter):
+    """The one Retry-After wait, except that a hold waits for the destination's next probe,
+    however long its cool-down (bounded by the source's retention)."""
 
     def __init__(self, policy: RetryPolicy) -> None:
-        self._jitter = wait_random_exponential(
-            multiplier=policy.base_delay_s, max=policy.max_delay_s
-        )
-        self._max = policy.max_delay_s
+        super().__init__(policy.base_delay_s, policy.max_delay_s)
         self._retention = policy.retention_s
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _PartialFailure) and exc.held and exc.retry_after:
-            # a hold waits for the destination's next probe, however long its cool-down
             return min(exc.retry_after, self._retention)
-        delay = float(self._jitter(state))
-        if isinstance(exc, TransientError | _PartialFailure) and exc.retry_after:
-            delay = max(delay, min(exc.retry_after, self._max))
-        return delay
+        return super().__call__(state)
 
 
 class _Charged:

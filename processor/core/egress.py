@@ -33,6 +33,7 @@ __all__ = [
     "IPAddress",
     "Network",
     "PinnedDestination",
+    "check_http_url",
     "check_url_template",
     "host_is_templated",
     "pinned_request",
@@ -64,6 +65,14 @@ def check_url_template(value: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError("must be an http:// or https:// URL")
     return value
+
+
+def check_http_url(value: str) -> str:
+    """An ``http(s)://`` URL with a host and no placeholder (an AWS endpoint, a health URL);
+    ValueError otherwise. The same parser and rules as :func:`check_url_template`."""
+    if "{" in value or "}" in value:
+        raise ValueError("must be an http:// or https:// URL (no placeholders)")
+    return check_url_template(value)
 
 
 def host_is_templated(template: str) -> bool:

@@ -11,6 +11,7 @@ from processor.core.consumer import BatchResult, RouteStats
 from processor.core.dispatch import Dispatcher, RetryPolicy
 from processor.core.records import StreamRecord
 from processor.core.routing import Route, compile_filters
+from processor.core.waits import parse_retry_after
 from processor.errors import RecordError, ShutdownRequested, TransientError
 from processor.sinks.dead_letter import DeadLetter
 from processor.testing import make_record
@@ -441,3 +442,14 @@ def test_delivered_by_one_route_and_dead_lettered_by_another_counts_once_in_each
     assert bad.get("delivered", 0) + bad["dead_lettered"] == 2
     tenants = d.tenant_stats.snapshot()
     assert sum(v for (route, _, outcome), v in tenants.items() if outcome == "dead_lettered") == 2
+
+
+def test_retry_after_is_read_from_seconds_or_an_http_date() -> None:
+    """RFC 9110's two forms of Retry-After (delay-seconds and an HTTP-date, the example from
+    the RFC), and nonsense as no hint at all."""
+    assert parse_retry_after("120") == 120.0
+    now = 784_111_757.0  # Sun, 06 Nov 1994 08:49:17 GMT minus 20 s
+    assert parse_retry_after("Fri, 31 Dec 1999 23:59:59 GMT", clock=lambda: 946_684_799.0) == 0.0
+    assert parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", clock=lambda: now) == 20.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
