@@ -25,7 +25,7 @@ from urllib.parse import quote
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processor import StreamRecord, check_url_template, translate_client_error
+from processor import RecordError, StreamRecord, check_url_template, translate_client_error
 
 __all__ = [
     "ANY_TENANT",
@@ -46,8 +46,8 @@ def template_fields(template: str) -> list[str]:
     return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
 
 
-class MissingTenant(ValueError):
-    pass
+class MissingTenant(RecordError, ValueError):
+    """A subscription's URL needs ``{tenant}`` and the record has none: it never will."""
 
 
 @dataclass(frozen=True, slots=True)

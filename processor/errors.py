@@ -6,13 +6,19 @@ Branches are chosen by what the caller must do, never by where an error came fro
     ├── ConfigError            stop at start; exit status 2; names the key, the value, the fix
     ├── PatternError           a filter pattern is malformed (a ValueError too); names the path
     ├── RecordError            this record can never succeed: dead-letter it, never retry
+    │   └── MissingTenant      (consumers.subscriptions) a URL needs {tenant}; the record has none
     ├── TransientError         retry with backoff: throttling, 5xx/429, timeouts, Redis down
     ├── StreamError            the stream position is unusable; the reader must act
     │   ├── IteratorExpiredError    re-acquire after the last handled sequence number
     │   ├── TrimmedDataError        the position is older than the 24 h retention
     │   └── StreamNotFoundError     the stream or shard is gone
     ├── LeaseLostError         another owner took the shard: stop reading it, checkpoint nothing
-    └── ShutdownRequested      a stop was asked for while waiting: abandon, do not checkpoint
+    ├── ShutdownRequested      a stop was asked for while waiting: abandon, do not checkpoint
+    ├── CircuitOpen            (core.flow) a destination's breaker is open: wait for its probe
+    ├── ShardEndNotCheckpointed (sources.reader) a finished shard's end was not checkpointed
+    ├── ChildDied, ChildTimedOut (multilang.child) a KCL MultiLang child failed its lease
+    ├── ProtocolError          (multilang.shard) a MultiLang child broke the protocol
+    └── InvalidSignature       (core.signatures) a webhook request's signature does not verify
 
 Adapters translate vendor errors exactly once (``raise ... from exc``); the context
 (``shard_id``, ``sequence_number``, ``consumer``) lives in attributes, not only in text.

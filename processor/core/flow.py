@@ -16,6 +16,8 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from processor.errors import ProcessorError
+
 __all__ = ["CircuitBreaker", "CircuitOpen", "FairScheduler", "TokenBuckets"]
 
 T = TypeVar("T")
@@ -24,7 +26,7 @@ PROBE_POLL_S = 0.05
 BreakerState = Literal["closed", "open", "half_open"]
 
 
-class CircuitOpen(Exception):
+class CircuitOpen(ProcessorError):
     """Calls to ``host`` are suspended; the next probe is allowed in ``retry_in_s``."""
 
     def __init__(

@@ -47,6 +47,8 @@ import secrets as _random
 import time
 from collections.abc import Callable, Sequence
 
+from processor.errors import ProcessorError
+
 __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
@@ -110,7 +112,7 @@ TIMESTAMP_HEADER = "X-DSP-Timestamp"
 DEFAULT_TOLERANCE_S = 300.0
 
 
-class InvalidSignature(ValueError):
+class InvalidSignature(ProcessorError, ValueError):
     """The request was not signed with a known secret, or is too old (or too new)."""
 
 

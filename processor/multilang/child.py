@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import structlog
 
+from processor.errors import ProcessorError
 from processor.multilang.protocol import encode, parse_line
 
 __all__ = ["Child", "ChildDied", "ChildTimedOut"]
@@ -30,11 +31,11 @@ _EOF = object()
 STDERR_PIECE = 4000
 
 
-class ChildDied(Exception):
+class ChildDied(ProcessorError):
     """The child exited, or closed its stdout, while the daemon waited for it."""
 
 
-class ChildTimedOut(Exception):
+class ChildTimedOut(ProcessorError):
     """The child did not answer within ``timeoutInSeconds``."""
 
 

@@ -36,6 +36,7 @@ from processor.core.records import StreamRecord
 from processor.errors import (
     IteratorExpiredError,
     LeaseLostError,
+    ProcessorError,
     ShutdownRequested,
     TransientError,
     TrimmedDataError,
@@ -127,7 +128,7 @@ class DispatchProcessor:
         self.dispatcher.close()
 
 
-class ShardEndNotCheckpointed(Exception):
+class ShardEndNotCheckpointed(ProcessorError):
     """The processor did not checkpoint the end of a finished shard: its children wait."""
 
 

@@ -85,3 +85,29 @@ def test_the_cli_commands_are_still_there(capsys: pytest.CaptureFixture[str]) ->
             _parser().parse_args([command, "--help"])
         assert exited.value.code == (2 if command == "no-such-command" else 0), command
     capsys.readouterr()
+
+
+def test_every_public_exception_is_in_the_error_tree() -> None:
+    """One error tree: every exception class a module of ours exports by name (not the
+    private control-flow signals) derives from ProcessorError."""
+    import importlib  # noqa: PLC0415
+    import pkgutil  # noqa: PLC0415
+
+    import consumers  # noqa: PLC0415
+
+    outside = []
+    for package in (processor, consumers):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if ".testing" in info.name:
+                continue  # test doubles answer with AWS's wire errors on purpose
+            module = importlib.import_module(info.name)
+            for name, value in vars(module).items():
+                if (
+                    isinstance(value, type)
+                    and issubclass(value, BaseException)
+                    and value.__module__ == module.__name__
+                    and not name.startswith("_")
+                    and not issubclass(value, processor.ProcessorError)
+                ):
+                    outside.append(f"{module.__name__}.{name}")
+    assert outside == []
