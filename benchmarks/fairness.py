@@ -12,11 +12,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import urllib3
-
 from consumers.webhook import build
 from processor.core.consumer import ConsumerContext, StreamInfo
 from processor.core.records import StreamRecord
+from processor.http import HttpPool
 from processor.testing import WebhookReceiver, make_record
 
 BATCHES = 50
@@ -32,7 +31,7 @@ def _context(pool_size: int) -> ConsumerContext:
         config_key="routes.0",
         stream=StreamInfo("arn:x", "bench", "NEW_AND_OLD_IMAGES", ("pk", "sk")),
         clients=None,
-        http=urllib3.PoolManager(maxsize=pool_size, block=True, retries=False),
+        http=HttpPool(maxsize=pool_size, block=True, retries=False),
         memory_caches={},
         sleep=lambda _s: None,
         stop=threading.Event(),

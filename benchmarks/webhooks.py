@@ -17,6 +17,7 @@ import urllib3
 from consumers.webhook import WebhookConsumer, build, encode_body
 from processor.core.consumer import ConsumerContext, StreamInfo
 from processor.core.records import StreamRecord
+from processor.http import HttpPool
 from processor.testing import WebhookReceiver, make_record, self_signed_certificate
 
 CONCURRENCY = 8
@@ -44,9 +45,9 @@ def _context(http: urllib3.PoolManager) -> ConsumerContext:
     )
 
 
-def _pool(ca: str | None, size: int) -> urllib3.PoolManager:
+def _pool(ca: str | None, size: int) -> HttpPool:
     kwargs = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca} if ca else {}
-    return urllib3.PoolManager(maxsize=size, block=True, retries=False, **kwargs)  # type: ignore[arg-type]
+    return HttpPool(maxsize=size, block=True, retries=False, **kwargs)
 
 
 def _run(deliver: Callable[[StreamRecord], None]) -> tuple[float, list[float]]:

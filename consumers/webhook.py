@@ -250,7 +250,8 @@ class WebhookConsumer:
         self._table = context.stream.table_name
         self.subscriptions = subscriptions
         self._egress: EgressPolicy = context.egress or EgressPolicy()
-        pool_size = int(getattr(self._http, "connection_pool_kw", {}).get("maxsize", 10))
+        # processor.http.HttpPool says its size; a plain PoolManager (users' tests) has 10
+        pool_size = int(getattr(self._http, "maxsize", 10))
         self.concurrency = min(options.concurrency or pool_size, pool_size)
         self._buckets = (
             TokenBuckets(
@@ -599,10 +600,8 @@ class WebhookConsumer:
         log.warning("webhook_failed", **context, error=detail, held_back=len(rest) - 1)
 
     def connections_opened(self) -> int:
-        return sum(
-            int(getattr(pool, "num_connections", 0))
-            for pool in list(getattr(self._http.pools, "_container", {}).values())
-        )
+        """Connections the shared pool opened (a processor.http.HttpPool counts them)."""
+        return int(getattr(self._http, "connections_opened", 0))
 
     def close(self) -> None:
         with self._executor_lock:

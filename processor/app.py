@@ -16,7 +16,7 @@ import structlog
 import urllib3
 from pydantic import ValidationError
 
-from processor.aws import AwsClients, make_clients
+from processor.aws import AwsClients, clients_for
 from processor.core._rate import RateLimiter
 from processor.core._waiting import interruptible_sleep
 from processor.core.consumer import (
@@ -31,6 +31,7 @@ from processor.core.egress import EgressPolicy
 from processor.core.routing import Route, compile_filters
 from processor.core.tenancy import Tenancy, TenantResolver, TenantStats
 from processor.errors import ConfigError
+from processor.http import make_http_pool
 from processor.leases.store import DynamoDBLeaseStore, Lease, LeaseStore
 from processor.leases.worker import PositionFor, Worker, WorkerSettings
 from processor.multilang.shard import MultiLangProcessor
@@ -47,26 +48,6 @@ log = structlog.get_logger()
 #: Reader threads per process share one boto3 client; botocore's pool must cover them all
 #: plus the main loop and the consumers' own calls.
 _EXTRA_CONNECTIONS = 8
-
-
-def make_http_pool(settings: Settings) -> urllib3.PoolManager:
-    """One pooled, keep-alive HTTP client shared by every webhook route of the process.
-
-    TLS certificates are always verified (against ``http.ca_bundle`` when set).
-    """
-    tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
-    if settings.http.ca_bundle:
-        tls["ca_certs"] = settings.http.ca_bundle
-    return urllib3.PoolManager(
-        num_pools=32,
-        maxsize=settings.http.pool_size,
-        **tls,
-        block=True,
-        timeout=urllib3.Timeout(
-            connect=settings.http.connect_timeout_s, read=settings.http.read_timeout_s
-        ),
-        retries=False,  # retries are the consumer's tenacity policy, not urllib3's
-    )
 
 
 def _build_consumer(
@@ -221,16 +202,7 @@ def _consumer_connections(settings: Settings) -> int:
 
 def _clients(settings: Settings) -> AwsClients:
     pool = settings.checkpoints.max_leases + _EXTRA_CONNECTIONS + _consumer_connections(settings)
-    return make_clients(
-        region=settings.aws.region,
-        endpoint_url=settings.aws.endpoint_url,
-        streams_endpoint_url=settings.aws.streams_endpoint_url,
-        retry_mode=settings.aws.retry_mode,
-        max_attempts=settings.aws.max_attempts,
-        pool_size=min(pool, 200),
-        connect_timeout_s=settings.aws.connect_timeout_s,
-        read_timeout_s=settings.aws.read_timeout_s,
-    )
+    return clients_for(settings.aws, pool_size=min(pool, 200))
 
 
 #: what `dsp check-config --offline` cannot know without AWS

@@ -8,7 +8,7 @@ adapters sees only ``processor.errors``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -29,9 +29,13 @@ from processor.errors import (
     TrimmedDataError,
 )
 
+if TYPE_CHECKING:
+    from processor.settings import AwsSettings
+
 __all__ = [
     "THROTTLING_CODES",
     "AwsClients",
+    "clients_for",
     "error_code",
     "make_clients",
     "translate_client_error",
@@ -138,4 +142,19 @@ def make_clients(
         sqs=session.client("sqs", **kwargs),
         region=region,
         endpoint_url=endpoint_url,
+    )
+
+
+def clients_for(settings: AwsSettings, *, pool_size: int, region: str | None = None) -> AwsClients:
+    """The clients for the ``[aws]`` settings: every path (worker, CLI, Lambda) builds
+    its clients here, so endpoints, retries and timeouts are honoured everywhere."""
+    return make_clients(
+        region=region or settings.region,
+        endpoint_url=settings.endpoint_url,
+        streams_endpoint_url=settings.streams_endpoint_url,
+        retry_mode=settings.retry_mode,
+        max_attempts=settings.max_attempts,
+        pool_size=pool_size,
+        connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
     )

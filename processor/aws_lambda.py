@@ -28,15 +28,15 @@ from processor._runtime import tune_gc
 from processor.app import (
     build_routes,
     make_dead_letter_sink,
-    make_http_pool,
     retry_policy,
     tenancy_for,
 )
-from processor.aws import AwsClients, make_clients
+from processor.aws import AwsClients, clients_for
 from processor.core.consumer import RouteStats, StreamInfo
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.errors import RecordError
+from processor.http import make_http_pool
 from processor.ops.logs import configure_logging
 from processor.settings import Settings, load_settings
 
@@ -53,6 +53,7 @@ class _Runtime:
     settings: Settings
     dispatcher: Dispatcher
     stats: dict[str, RouteStats]
+    clients: AwsClients
 
 
 class _Cache:
@@ -78,11 +79,9 @@ def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime
     settings = load_settings(os.environ.get("DSP_CONFIG"), defaults=LAMBDA_DEFAULTS)
     tune_gc()
     configure_logging(settings.logging.level, "json")
-    clients = clients or make_clients(
+    clients = clients or clients_for(
+        settings.aws,
         region=os.environ.get("AWS_REGION", settings.aws.region),
-        endpoint_url=settings.aws.endpoint_url,
-        retry_mode=settings.aws.retry_mode,
-        max_attempts=settings.aws.max_attempts,
         pool_size=10 + settings.batch.parallelism,
     )
     stop = threading.Event()
@@ -102,7 +101,7 @@ def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime
     dispatcher = Dispatcher(
         routes, sink, policy, stats=stats, stop=stop, tenancy=tenancy_for(settings)
     )
-    return _Runtime(settings, dispatcher, stats)
+    return _Runtime(settings, dispatcher, stats, clients)
 
 
 def reset() -> None:

@@ -20,7 +20,7 @@ import structlog
 from processor import __version__
 from processor._runtime import tune_gc
 from processor.app import build_app, check_config, retry_policy, stats_table, tenancy_for
-from processor.aws import make_clients
+from processor.aws import clients_for
 from processor.errors import ConfigError, ProcessorError
 from processor.leases.store import DynamoDBLeaseStore
 from processor.multilang.properties import IGNORED, read_properties, to_settings
@@ -274,13 +274,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    clients = make_clients(
-        region=settings.aws.region,
-        endpoint_url=settings.aws.endpoint_url,
-        retry_mode=settings.aws.retry_mode,
-        max_attempts=settings.aws.max_attempts,
-        pool_size=2,
-    )
+    clients = clients_for(settings.aws, pool_size=2)
     store = DynamoDBLeaseStore(
         clients.dynamodb,
         table=settings.checkpoints.table,

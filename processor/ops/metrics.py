@@ -120,14 +120,8 @@ class _EngineCollector(Collector):
         if worker is not None:
             yield from _worker_families(worker.state())
         if self._m.http is not None:
-            new = reused = 0
-            for pool in list(getattr(self._m.http.pools, "_container", {}).values()):
-                new += int(getattr(pool, "num_connections", 0))
-                reused += max(
-                    0,
-                    int(getattr(pool, "num_requests", 0))
-                    - int(getattr(pool, "num_connections", 0)),
-                )
+            new = int(getattr(self._m.http, "connections_opened", 0))
+            reused = max(0, int(getattr(self._m.http, "requests_sent", 0)) - new)
             connections = CounterMetricFamily(
                 "dsp_webhook_connections", "Webhook pool connections", labels=["kind"]
             )

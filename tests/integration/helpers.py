@@ -12,6 +12,7 @@ import urllib3
 
 from processor.aws import AwsClients, make_clients
 from processor.core.consumer import ConsumerContext, StreamInfo
+from processor.http import HttpPool
 
 
 def clients(endpoint: str) -> AwsClients:
@@ -49,7 +50,7 @@ def context(
             "arn:aws:dynamodb:us-east-1:1:table/orders/stream/x", table, view, ("pk", "sk")
         ),
         clients=clients(endpoint) if endpoint else None,
-        http=http or urllib3.PoolManager(maxsize=4, retries=False),
+        http=http or HttpPool(maxsize=4, retries=False),
         memory_caches=memory if memory is not None else {},
         sleep=sleep,
         stop=threading.Event(),

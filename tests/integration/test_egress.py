@@ -22,6 +22,7 @@ from processor.core.dispatch import Dispatcher, RetryPolicy
 from processor.core.egress import EgressPolicy, system_resolver
 from processor.core.records import StreamRecord
 from processor.core.routing import Route
+from processor.http import HttpPool
 from processor.testing import WebhookReceiver, create_table, make_record, self_signed_certificate
 from tests.unit.core.test_dispatch import ListSink
 
@@ -42,7 +43,7 @@ LOOPBACK_SPELLINGS = [
 ]
 
 
-class LoopbackOnlyPool(urllib3.PoolManager):
+class LoopbackOnlyPool(HttpPool):
     """The safety net: a connection anywhere but loopback fails the test before it is made."""
 
     def connection_from_host(self, host: str | None, *args: Any, **kwargs: Any) -> Any:

@@ -94,3 +94,18 @@ def test_malformed_records_are_dead_lettered_whole_not_reported(dead_letters: Pa
 def test_empty_event_is_a_no_op(dead_letters: Path) -> None:
     """An event without records answers no failures and builds nothing."""
     assert aws_lambda.handler({"Records": []}, None) == {"batchItemFailures": []}
+
+
+def test_the_lambda_clients_honour_the_configured_timeouts_and_endpoints(
+    dead_letters: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[aws] connect/read timeouts and endpoints reach the Lambda path's boto3 clients, as they
+    do the worker's (no call is made: botocore's client config is read back)."""
+    monkeypatch.setenv("DSP_AWS__CONNECT_TIMEOUT_S", "1.5")
+    monkeypatch.setenv("DSP_AWS__READ_TIMEOUT_S", "7")
+    monkeypatch.setenv("DSP_AWS__STREAMS_ENDPOINT_URL", "http://127.0.0.1:9")
+    runtime = aws_lambda._build(event("esm_success")["Records"][0])
+    for client in (runtime.clients.dynamodb, runtime.clients.streams, runtime.clients.sqs):
+        assert client.meta.config.connect_timeout == 1.5
+        assert client.meta.config.read_timeout == 7
+    assert runtime.clients.streams.meta.endpoint_url == "http://127.0.0.1:9"
