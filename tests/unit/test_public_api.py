@@ -111,3 +111,13 @@ def test_every_public_exception_is_in_the_error_tree() -> None:
                 ):
                     outside.append(f"{module.__name__}.{name}")
     assert outside == []
+
+
+def test_processor_testing_imports_without_the_test_extra() -> None:
+    """The test servers ship in the wheel (ADR 0017) without pulling moto in at import."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = "import sys, processor.testing; print(sorted(m for m in sys.modules if m == 'moto'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
