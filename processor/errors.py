@@ -6,7 +6,7 @@ Branches are chosen by what the caller must do, never by where an error came fro
     ├── ConfigError            stop at start; exit status 2; names the key, the value, the fix
     ├── PatternError           a filter pattern is malformed (a ValueError too); names the path
     ├── RecordError            this record can never succeed: dead-letter it, never retry
-    │   └── MissingTenant      (consumers.subscriptions) a URL needs {tenant}; the record has none
+    │   └── MissingTenant      (consumers.webhook) a URL needs {tenant}; the record has none
     ├── TransientError         retry with backoff: throttling, 5xx/429, timeouts, Redis down
     ├── StreamError            the stream position is unusable; the reader must act
     │   ├── IteratorExpiredError    re-acquire after the last handled sequence number

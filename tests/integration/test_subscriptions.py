@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from consumers.subscriptions import TableSubscriptions
+from consumers.webhook.subscriptions import TableSubscriptions
 from processor.app import build_app
 from processor.settings import load_settings
 from processor.testing import WebhookReceiver, create_table, make_record

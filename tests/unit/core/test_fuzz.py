@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.subscriptions import parse_item
+from consumers.webhook.subscriptions import parse_item
 from processor.core.records import decode_image, decode_value
 from processor.errors import ConfigError, RecordError, TransientError
 from processor.settings import load_settings
