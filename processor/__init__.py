@@ -56,12 +56,14 @@ from processor.errors import (
     TrimmedDataError,
 )
 from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, JsonlDeadLetterSink
+from processor.tables import ConditionFailed, DynamoDBTable, WriteAnswer
 
 __all__ = [
     "THROTTLING_CODES",
     "BatchResult",
     "CircuitBreaker",
     "CircuitOpen",
+    "ConditionFailed",
     "ConfigError",
     "Consumer",
     "ConsumerContext",
@@ -70,6 +72,7 @@ __all__ = [
     "DeadLetterSink",
     "DestinationNotAllowed",
     "Dispatcher",
+    "DynamoDBTable",
     "EgressPolicy",
     "EventName",
     "FairScheduler",
@@ -92,6 +95,7 @@ __all__ = [
     "TransientError",
     "TrimmedDataError",
     "WaitRetryAfter",
+    "WriteAnswer",
     "check_url_template",
     "decode_image",
     "decode_value",

@@ -85,7 +85,9 @@ def translate_client_error(
             return TrimmedDataError(message, shard_id=shard_id, consumer=consumer)
         if code == "ResourceNotFoundException":
             return StreamNotFoundError(message, shard_id=shard_id, consumer=consumer)
-        if code in THROTTLING_CODES or code in _SERVER_CODES or status >= 500 or status == 429:
+        if code in THROTTLING_CODES:
+            return TransientError(message, throttled=True, shard_id=shard_id, consumer=consumer)
+        if code in _SERVER_CODES or status >= 500 or status == 429:
             return TransientError(message, shard_id=shard_id, consumer=consumer)
         return ProcessorError(message, shard_id=shard_id, consumer=consumer)
     if isinstance(exc, _CONNECTION_ERRORS):

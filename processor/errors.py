@@ -126,7 +126,8 @@ class RecordError(ProcessorError):
 class TransientError(ProcessorError):
     """Worth retrying later: throttling, server errors, timeouts, connection failures.
 
-    ``retry_after`` is the delay the server asked for, in seconds, when it named one.
+    ``retry_after`` is the delay the server asked for, in seconds, when it named one;
+    ``throttled`` says the server asked us to slow down (not a fault: pace, do not just retry).
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class TransientError(ProcessorError):
         message: str,
         *,
         retry_after: float | None = None,
+        throttled: bool = False,
         shard_id: str | None = None,
         sequence_number: str | None = None,
         consumer: str | None = None,
@@ -142,6 +144,7 @@ class TransientError(ProcessorError):
             message, shard_id=shard_id, sequence_number=sequence_number, consumer=consumer
         )
         self.retry_after = retry_after
+        self.throttled = throttled
 
 
 class StreamError(ProcessorError):

@@ -23,9 +23,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
-from processor import RecordError, StreamRecord, check_url_template, translate_client_error
+from processor import DynamoDBTable, RecordError, StreamRecord, check_url_template
 
 __all__ = [
     "ANY_TENANT",
@@ -202,25 +201,17 @@ class TableSubscriptions:
 
     def _scan(self) -> list[Subscription]:
         found: list[Subscription] = []
-        kwargs: dict[str, Any] = {"TableName": self.table}
-        try:
-            while True:
-                page = self._client.scan(**kwargs)
-                for item in page.get("Items", []):
-                    try:
-                        found.append(parse_item(item))
-                    except ValueError as exc:
-                        log.warning("subscription_item_invalid", table=self.table, error=str(exc))
-                if len(found) > self._max:  # tenants write this table: memory stays bounded
-                    raise ValueError(
-                        f"more than max_subscriptions ({self._max}) items; raise the option "
-                        "if the table really holds that many"
-                    )
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except (ClientError, BotoCoreError) as exc:
-            raise translate_client_error(exc, "Scan") from exc
+        for items in DynamoDBTable(self._client, self.table).scan_pages():
+            for item in items:
+                try:
+                    found.append(parse_item(item))
+                except ValueError as exc:
+                    log.warning("subscription_item_invalid", table=self.table, error=str(exc))
+            if len(found) > self._max:  # tenants write this table: memory stays bounded
+                raise ValueError(
+                    f"more than max_subscriptions ({self._max}) items; raise the option "
+                    "if the table really holds that many"
+                )
         log.info("subscriptions_loaded", table=self.table, subscriptions=len(found))
         return found
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from consumers.batch_write import BatchWriteConsumer, _Write, build, item_size
+from consumers.batch_write import BatchWriteConsumer, build, item_size
+from consumers.batch_write.consumer import _Write
 from processor.core.consumer import BatchResult
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError

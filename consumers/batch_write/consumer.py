@@ -1,0 +1,334 @@
+"""The batch_write consumer: de-duplicated, chunked, paced BatchWriteItem calls, or
+conditional versioned writes (replay-safe projections)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_random_exponential,
+)
+
+from consumers.batch_write.limits import (
+    DELETED_ATTRIBUTE,
+    EXPIRES_ATTRIBUTE,
+    MAX_BYTES_PER_CALL,
+    MAX_ITEM_BYTES,
+    MAX_PARTITION_KEY_BYTES,
+    MAX_REQUESTS_PER_CALL,
+    MAX_SORT_KEY_BYTES,
+    VERSION_WIDTH,
+    Delete,
+    Put,
+    _serialize_item,
+    _value_size,
+    item_size,
+)
+from consumers.batch_write.options import BatchWriteOptions
+from consumers.batch_write.pacing import AimdRate
+from processor import (
+    BatchResult,
+    ConditionFailed,
+    ConsumerContext,
+    DynamoDBTable,
+    EventName,
+    RecordError,
+    StreamRecord,
+    TransientError,
+    WriteAnswer,
+    to_client_image,
+)
+
+__all__ = ["BatchWriteConsumer"]
+
+log = structlog.get_logger()
+
+
+class _Unprocessed(Exception):
+    pass
+
+
+# -- sizes (DynamoDB's rules: attribute names count, numbers about 1 byte per 2 digits) -------
+
+
+@dataclass(slots=True)
+class _Write:
+    record: StreamRecord
+    request: dict[str, Any]  # {"PutRequest": {...}} or {"DeleteRequest": {...}}
+    size: int
+
+
+class BatchWriteConsumer:
+    def __init__(
+        self,
+        options: BatchWriteOptions,
+        context: ConsumerContext,
+        key_attributes: tuple[str, ...],
+        transform: Callable[[StreamRecord], Any] | None,
+    ) -> None:
+        self._options = options
+        self._context = context
+        client = None if context.offline else context.clients.dynamodb
+        self._table = DynamoDBTable(client, options.table)
+        self._keys = key_attributes
+        self._transform = transform
+        self._stats = context.stats
+        self.rate = AimdRate(
+            minimum=options.min_rate_per_s,
+            maximum=options.max_rate_per_s,
+            increase=options.rate_increase_per_s,
+        )
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _request(self, record: StreamRecord) -> tuple[str, dict[str, Any]] | None:
+        """(dedupe key, write request) for one record, or None to skip it."""
+        if self._transform is None:
+            if record.event_name is EventName.REMOVE:
+                key = to_client_image(record.wire_keys)
+                return self._dedupe_key(key), {"DeleteRequest": {"Key": key}}
+            image = record.wire_new_image
+            if image is None:
+                raise RecordError("record has no NewImage; the stream view must include new images")
+            item = to_client_image(image)
+            return self._dedupe_key(item), {"PutRequest": {"Item": item}}
+        result = self._transform(record)
+        if result is None:
+            self._stats.add("skipped")
+            return None
+        if isinstance(result, Delete):
+            key = _serialize_item(result.key)
+            return self._dedupe_key(key), {"DeleteRequest": {"Key": key}}
+        item = _serialize_item(result.item if isinstance(result, Put) else result)
+        return self._dedupe_key(item), {"PutRequest": {"Item": item}}
+
+    def _dedupe_key(self, item: Mapping[str, Any]) -> str:
+        parts = []
+        for name in self._keys:
+            if name not in item:
+                raise RecordError(
+                    f"item has no key attribute {name!r} of table {self._options.table}"
+                )
+            parts.append(repr(sorted(item[name].items())))
+        return "\x1f".join(parts)
+
+    def _check_limits(self, write: dict[str, Any]) -> int:
+        """The request's size; raises RecordError naming the DynamoDB limit it breaks."""
+        item = (
+            write["PutRequest"]["Item"] if "PutRequest" in write else write["DeleteRequest"]["Key"]
+        )
+        for index, name in enumerate(self._keys):
+            value = item[name]
+            ((tag, _),) = value.items()
+            if tag not in ("S", "N", "B"):
+                raise RecordError(f"key attribute {name!r} is of type {tag}; keys are S, N or B")
+            size = _value_size(value)
+            limit = MAX_PARTITION_KEY_BYTES if index == 0 else MAX_SORT_KEY_BYTES
+            if size > limit:
+                raise RecordError(
+                    f"key attribute {name!r} is {size} bytes; DynamoDB allows {limit}"
+                )
+            if size == 0 and tag in ("S", "B"):
+                raise RecordError(f"key attribute {name!r} is empty; DynamoDB keys cannot be")
+        size = item_size(item)
+        if size > MAX_ITEM_BYTES:
+            raise RecordError(
+                f"item is {size:,} bytes; DynamoDB's limit is {MAX_ITEM_BYTES:,} (400 KB)"
+            )
+        return size
+
+    # -- a batch ------------------------------------------------------------------------------
+
+    def __call__(self, records: Sequence[StreamRecord]) -> BatchResult | None:
+        latest: dict[str, _Write] = {}
+        rejected: dict[str, str] = {}
+        for record in records:
+            try:
+                request = self._request(record)
+                if request is None:
+                    continue
+                key, write = request
+                size = self._check_limits(write)
+            except RecordError as exc:
+                rejected[record.event_id] = str(exc)
+                self._stats.add("rejected")
+                log.warning(
+                    "batch_write_rejected",
+                    route=self._context.route,
+                    tenant=record.tenant,
+                    sequence_number=record.sequence_number,
+                    reason=str(exc),
+                )
+                continue
+            latest.pop(key, None)  # last change wins, and moves to the end
+            latest[key] = _Write(record, write, size)
+        writes = list(latest.values())
+        if self._options.versioned:
+            self._in_parallel(self._conditional, writes)
+        else:
+            self._in_parallel(self._write, list(self._chunks(writes)))
+        for done in writes:
+            self._stats.add("puts" if "PutRequest" in done.request else "deletes")
+        return BatchResult(rejected=rejected) if rejected else None
+
+    def _chunks(self, writes: list[_Write]) -> list[list[dict[str, Any]]]:
+        chunks: list[list[dict[str, Any]]] = []
+        current: list[dict[str, Any]] = []
+        size = 0
+        for write in writes:
+            if current and (
+                len(current) == MAX_REQUESTS_PER_CALL or size + write.size > MAX_BYTES_PER_CALL
+            ):
+                chunks.append(current)
+                current, size = [], 0
+            current.append(write.request)
+            size += write.size
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _in_parallel(self, function: Callable[[Any], None], items: Sequence[Any]) -> None:
+        if len(items) <= 1 or self._options.concurrency == 1:
+            for item in items:
+                function(item)
+            return
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._options.concurrency, thread_name_prefix="dsp-batch-write"
+                )
+            executor = self._executor
+        futures = [executor.submit(function, item) for item in items]
+        errors = []
+        for future in futures:  # wait for all, then surface the first error
+            error = future.exception()
+            if error is not None:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def _pace(self, items: int) -> None:
+        wait = self.rate.acquire(items)
+        if wait > 0:
+            self._context.sleep(wait)
+
+    def _throttled(self) -> None:
+        self._stats.add("throttled")
+        rate = self.rate.throttled()
+        log.info("batch_write_rate_lowered", table=self._options.table, items_per_s=round(rate))
+
+    def _retrying(self, retry_on: tuple[type[BaseException], ...]) -> Retrying:
+        return Retrying(
+            stop=stop_after_attempt(self._options.max_attempts)
+            | stop_when_event_set(self._context.stop),
+            wait=wait_random_exponential(
+                multiplier=self._options.base_delay_s, max=self._options.max_delay_s
+            ),
+            retry=retry_if_exception_type(retry_on),
+            sleep=self._context.sleep,
+            before_sleep=lambda s: log.warning(
+                "batch_write_throttled",
+                route=self._context.route,
+                table=self._options.table,
+                attempt=s.attempt_number,
+                wait_s=round(s.upcoming_sleep, 3),
+            ),
+            reraise=True,
+        )
+
+    def _call(self, write: Callable[[], WriteAnswer]) -> WriteAnswer:
+        try:
+            answer = write()
+        except TransientError as exc:
+            if exc.throttled:
+                self._throttled()
+            raise
+        self._stats.add("consumed_capacity_units", answer.consumed)
+        if answer.retried:
+            self._throttled()  # botocore retried (throttling or 5xx) before this answer
+        return answer
+
+    def _write(self, chunk: list[dict[str, Any]]) -> None:
+        pending = chunk
+
+        def call() -> None:
+            nonlocal pending
+            self._pace(len(pending))
+            self._stats.add("batch_write_calls")
+            answer = self._call(lambda: self._table.batch_write(pending))
+            if answer.unprocessed:
+                pending = answer.unprocessed
+                self._stats.add("unprocessed_retries", len(pending))
+                self._throttled()
+                raise _Unprocessed(f"{len(pending)} unprocessed items")
+            if not answer.retried:
+                self.rate.succeeded()
+
+        try:
+            self._retrying((_Unprocessed, TransientError))(call)
+        except _Unprocessed as exc:
+            raise TransientError(
+                f"BatchWriteItem left {exc} after {self._options.max_attempts} attempts",
+                consumer=self._context.route,
+            ) from exc
+
+    # -- versioned (replay-safe) writes ---------------------------------------------------------
+
+    def _conditional(self, write: _Write) -> None:
+        options = self._options
+        version = {"S": write.record.sequence_number.zfill(VERSION_WIDTH)}
+        condition = {
+            "ConditionExpression": "attribute_not_exists(#v) OR #v < :v",
+            "ExpressionAttributeNames": {"#v": options.version_attribute},
+            "ExpressionAttributeValues": {":v": version},
+        }
+        if "PutRequest" in write.request:
+            item = {**write.request["PutRequest"]["Item"], options.version_attribute: version}
+            operation, kwargs = "PutItem", {"Item": item}
+        elif options.tombstone_ttl_s is not None:
+            item = {
+                **write.request["DeleteRequest"]["Key"],
+                options.version_attribute: version,
+                DELETED_ATTRIBUTE: {"BOOL": True},
+                EXPIRES_ATTRIBUTE: {"N": str(int(time.time()) + options.tombstone_ttl_s)},
+            }
+            operation, kwargs = "PutItem", {"Item": item}
+        else:
+            operation, kwargs = "DeleteItem", {"Key": write.request["DeleteRequest"]["Key"]}
+
+        def call() -> None:
+            self._pace(1)
+            self._stats.add("conditional_calls")
+            try:
+                answer = self._call(lambda: self._table.write_if(operation, condition, **kwargs))
+            except ConditionFailed:
+                self._stats.add("stale_skipped")  # the projection is already newer
+                log.info(
+                    "batch_write_stale_skipped",
+                    route=self._context.route,
+                    tenant=write.record.tenant,
+                    sequence_number=write.record.sequence_number,
+                )
+                return
+            if not answer.retried:
+                self.rate.succeeded()
+
+        self._retrying((TransientError,))(call)
+
+    def close(self) -> None:
+        with self._executor_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
