@@ -14,7 +14,7 @@ import boto3
 import redis
 
 from benchmarks._dsp import dsp_run
-from consumers.cache_client import SubscribedCache
+from consumers.cache import SubscribedCache
 from processor.testing import create_table
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

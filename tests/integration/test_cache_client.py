@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from consumers.cache import build
-from consumers.cache_client import SubscribedCache
+from consumers.cache import SubscribedCache, build
 from processor.testing import make_record
 from tests.conftest import REDIS_URL
 
