@@ -125,3 +125,11 @@ def test_processor_testing_imports_without_the_test_extra() -> None:
     code = "import sys, processor.testing; print(sorted(m for m in sys.modules if m == 'moto'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_old_cache_client_path_still_imports() -> None:
+    """README of earlier releases told services `from consumers.cache_client import ...`."""
+    from consumers.cache import SubscribedCache  # noqa: PLC0415
+    from consumers.cache_client import SubscribedCache as Old  # noqa: PLC0415
+
+    assert Old is SubscribedCache
