@@ -105,7 +105,8 @@ def dispatched(*, tenancy: bool) -> Callable[[bytes], int]:
     import threading  # noqa: PLC0415
 
     from processor.core.consumer import RouteStats  # noqa: PLC0415
-    from processor.core.dispatch import Dispatcher, RetryPolicy  # noqa: PLC0415
+    from processor.core.dispatch import Dispatcher  # noqa: PLC0415
+    from processor.core.retry import RetryPolicy  # noqa: PLC0415
     from processor.core.tenancy import Tenancy, TenantResolver  # noqa: PLC0415
 
     seen = [0]

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from processor.core.consumer import RouteStats
-from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
+from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.sinks.dead_letter import DeadLetter
 from processor.testing import make_record

@@ -35,7 +35,8 @@ def _measure(url: str) -> list[dict[str, Any]]:
     from consumers.cache import build as build_cache  # noqa: PLC0415 - the child's imports
     from consumers.webhook import build  # noqa: PLC0415
     from processor.core.consumer import ConsumerContext, StreamInfo  # noqa: PLC0415
-    from processor.core.dispatch import Dispatcher, RetryPolicy  # noqa: PLC0415
+    from processor.core.dispatch import Dispatcher  # noqa: PLC0415
+    from processor.core.retry import RetryPolicy  # noqa: PLC0415
     from processor.core.routing import Route  # noqa: PLC0415
     from processor.core.tenancy import TenantStats  # noqa: PLC0415
     from processor.ops.metrics import Metrics  # noqa: PLC0415

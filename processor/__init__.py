@@ -15,7 +15,7 @@ from processor.core.consumer import (
     StreamInfo,
     load_callable,
 )
-from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.dispatch import Dispatcher
 from processor.core.egress import (
     DestinationNotAllowed,
     EgressPolicy,
@@ -33,6 +33,7 @@ from processor.core.records import (
     to_client_image,
 )
 from processor.core.redaction import redact_text, redact_url
+from processor.core.retry import RetryPolicy
 from processor.core.routing import FilterPattern, Route
 from processor.core.signatures import (
     InvalidSignature,

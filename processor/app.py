@@ -26,8 +26,9 @@ from processor.core.consumer import (
     builtin_consumers,
     load_callable,
 )
-from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.dispatch import Dispatcher
 from processor.core.egress import EgressPolicy
+from processor.core.retry import RetryPolicy
 from processor.core.routing import Route, compile_filters
 from processor.core.tenancy import Tenancy, TenantResolver, TenantStats
 from processor.errors import ConfigError

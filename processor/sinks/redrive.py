@@ -23,8 +23,9 @@ from pathlib import Path
 import structlog
 
 from processor.core.consumer import RouteStats
-from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
+from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import Tenancy
 from processor.errors import RecordError

@@ -17,9 +17,10 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from consumers.webhook import build
 from processor.core.consumer import BatchResult
-from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.dispatch import Dispatcher
 from processor.core.egress import EgressPolicy
 from processor.core.records import StreamRecord
+from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.signatures import verify
 from processor.errors import ConfigError

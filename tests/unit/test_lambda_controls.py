@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor.core.consumer import BatchResult, RouteStats
-from processor.core.dispatch import Dispatcher, RetryPolicy, key_groups
+from processor.core.dispatch import Dispatcher, key_groups
 from processor.core.records import StreamRecord
+from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.errors import TransientError
 from processor.sinks.dead_letter import DeadLetter

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import pytest
 
 from processor.core.consumer import BatchResult, RouteStats
-from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
+from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import Tenancy, TenantResolver
 from processor.testing import make_record

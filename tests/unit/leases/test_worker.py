@@ -9,8 +9,9 @@ from dataclasses import replace as dc_replace
 from typing import Any
 
 from processor.core.consumer import RouteStats, StreamInfo
-from processor.core.dispatch import Dispatcher, RetryPolicy
+from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
+from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.errors import IteratorExpiredError, StreamError
 from processor.leases.store import Lease

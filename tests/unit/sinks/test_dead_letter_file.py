@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from processor.core.consumer import BatchResult
-from processor.core.dispatch import RetryPolicy
 from processor.core.records import StreamRecord
+from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.sinks.dead_letter import DeadLetter, JsonlDeadLetterSink, read_dead_letters
 from processor.sinks.redrive import _snapshot, redrive_file
