@@ -33,7 +33,8 @@ from processor.core.routing import Route, compile_filters
 from processor.core.tenancy import Tenancy, TenantResolver, TenantStats
 from processor.errors import ConfigError
 from processor.http import make_http_pool
-from processor.leases.store import DynamoDBLeaseStore, Lease, LeaseStore
+from processor.leases.dynamodb import DynamoDBLeaseStore
+from processor.leases.model import Lease, LeaseStore
 from processor.leases.worker import PositionFor, Worker, WorkerSettings
 from processor.multilang.shard import MultiLangProcessor
 from processor.ops.metrics import Metrics

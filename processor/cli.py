@@ -22,7 +22,7 @@ from processor._runtime import tune_gc
 from processor.app import build_app, check_config, retry_policy, stats_table, tenancy_for
 from processor.aws import clients_for
 from processor.errors import ConfigError, ProcessorError
-from processor.leases.store import DynamoDBLeaseStore
+from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.multilang.properties import IGNORED, read_properties, to_settings
 from processor.ops.iam import COMMANDS, policy_for
 from processor.ops.logs import configure_logging

@@ -31,7 +31,8 @@ from tenacity import (
 from processor.core._rate import RateLimiter
 from processor.core.dispatch import Dispatcher
 from processor.errors import LeaseLostError, ProcessorError, StreamNotFoundError
-from processor.leases.store import Lease, LeaseStore, lease_to_steal, leases_to_take
+from processor.leases.model import Lease, LeaseStore
+from processor.leases.policy import lease_to_steal, leases_to_take
 from processor.sources.base import StreamSource
 from processor.sources.lineage import Shard, ready_shards
 from processor.sources.reader import (

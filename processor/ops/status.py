@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from processor.leases.store import Lease
+from processor.leases.model import Lease
 
 __all__ = ["render_json", "render_table", "status_rows"]
 

@@ -25,7 +25,7 @@ from typing import IO, Any
 from processor.core.records import StreamRecord
 from processor.core.tenancy import TenantResolver
 from processor.errors import ConfigError, RecordError
-from processor.leases.store import Lease
+from processor.leases.model import Lease
 from processor.sources.lineage import Shard
 
 __all__ = [

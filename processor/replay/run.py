@@ -26,7 +26,8 @@ from processor.core.records import StreamRecord
 from processor.core.routing import Route, compile_filters
 from processor.core.tenancy import TenantResolver
 from processor.errors import ConfigError
-from processor.leases.store import DynamoDBLeaseStore, MemoryLeaseStore
+from processor.leases.dynamodb import DynamoDBLeaseStore
+from processor.leases.memory import MemoryLeaseStore
 from processor.replay.progress import Progress
 from processor.replay.range import (
     ArchiveWriter,

@@ -41,7 +41,7 @@ from processor.errors import (
     TransientError,
     TrimmedDataError,
 )
-from processor.leases.store import Lease, LeaseStore
+from processor.leases.model import Lease, LeaseStore
 from processor.sources.base import Page, StreamSource
 
 __all__ = ["ReaderOutcome", "ReaderSettings", "RecordWindow", "ShardReader"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.core.records import StreamRecord
-from processor.leases.store import MemoryLeaseStore
+from processor.leases.memory import MemoryLeaseStore
 from processor.testing.memory_source import MemorySource
 from processor.testing.stream_double import Scenario, ShardSpec, StreamDouble
 from processor.testing.throttling_proxy import ThrottlingProxy

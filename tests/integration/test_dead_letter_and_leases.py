@@ -12,7 +12,7 @@ import pytest
 from botocore.stub import Stubber
 
 from processor.errors import LeaseLostError
-from processor.leases.store import DynamoDBLeaseStore
+from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.sinks.dead_letter import (
     DeadLetter,
     JsonlDeadLetterSink,

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from processor.errors import LeaseLostError
-from processor.leases.store import DynamoDBLeaseStore, Lease, LeaseStore
+from processor.leases.dynamodb import DynamoDBLeaseStore
+from processor.leases.model import Lease, LeaseStore
 from processor.sources.lineage import Shard
 from processor.testing import MemoryLeaseStore
 

@@ -18,7 +18,7 @@ import pytest
 
 from processor.app import build_app
 from processor.cli import main
-from processor.leases.store import DynamoDBLeaseStore
+from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.settings import load_settings
 from processor.testing import WebhookReceiver
 from processor.testing.stream_double import Scenario, StreamDouble

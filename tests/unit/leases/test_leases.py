@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from processor.errors import LeaseLostError
-from processor.leases.store import Lease, lease_to_steal, leases_to_take
+from processor.leases.model import Lease
+from processor.leases.policy import lease_to_steal, leases_to_take
 from processor.sources.lineage import Shard
 from processor.testing import MemoryLeaseStore
 

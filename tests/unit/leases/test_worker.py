@@ -14,7 +14,7 @@ from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.errors import IteratorExpiredError, StreamError
-from processor.leases.store import Lease
+from processor.leases.model import Lease
 from processor.leases.worker import Worker, WorkerSettings
 from processor.ops.status import render_table, status_rows
 from processor.sinks.dead_letter import DeadLetter
