@@ -1,4 +1,4 @@
-"""Leases and checkpoints: who reads which shard, and how far it got (the model and the store protocol).
+"""Leases and checkpoints: who reads which shard, and how far it got (model and protocol).
 
 One item per (application, shard) in the lease table::
 
