@@ -10,35 +10,35 @@ leases it still holds so another replica can take over at once.
 
 from __future__ import annotations
 
-import functools
 import resource
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 import structlog
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_when_event_set,
-    wait_random_exponential,
-)
 
 from processor.core._rate import RateLimiter
 from processor.core.dispatch import Dispatcher
-from processor.errors import LeaseLostError, ProcessorError, StreamNotFoundError
+from processor.errors import ProcessorError, StreamNotFoundError
+from processor.leases.balancing import plan
 from processor.leases.model import Lease, LeaseStore
-from processor.leases.policy import lease_to_steal, leases_to_take
+from processor.leases.readers import (
+    Running,
+    RunSummary,
+    WorkerSettings,
+    _wait_on,
+    renew_one,
+    run_with_restarts,
+    snapshot,
+)
+from processor.leases.snapshot import WorkerSnapshot, readiness
 from processor.sources.base import StreamSource
-from processor.sources.lineage import Shard, ready_shards
+from processor.sources.lineage import Shard
 from processor.sources.reader import (
     DispatchProcessor,
     ReaderOutcome,
-    ReaderSettings,
     RecordWindow,
     ShardProcessor,
     ShardReader,
@@ -51,55 +51,6 @@ __all__ = ["PositionFor", "RunSummary", "Worker", "WorkerSettings"]
 PositionFor = Callable[[Shard | None, Lease], tuple[str, str | None] | None]
 
 log = structlog.get_logger()
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    owner: str
-    starting_position: str = "TRIM_HORIZON"
-    lease_timeout_s: float = 30.0
-    renew_interval_s: float = 10.0
-    #: the lease table is scanned this often (or every renewal, if that is more often)
-    lease_scan_interval_s: float = 2.0
-    discovery_interval_s: float = 30.0
-    max_leases: int = 100
-    shutdown_deadline_s: float = 30.0
-    tick_s: float = 0.2
-    #: a reader that fails (AccessDenied, an unexpected error) is restarted, keeping its lease,
-    #: after a full-jitter exponential backoff from this base up to the cap
-    reader_restart_base_s: float = 1.0
-    reader_restart_max_s: float = 60.0
-    reader: ReaderSettings = field(default_factory=ReaderSettings)
-
-
-@dataclass(slots=True)
-class RunSummary:
-    records_read: int = 0
-    shards_finished: int = 0
-    leases_taken: int = 0
-    leases_lost: int = 0
-    reader_failures: int = 0
-    leases_stolen: int = 0
-    leases_handed_off: int = 0
-    trimmed_skips: list[tuple[str, str | None, str | None]] = field(default_factory=list)
-    stream_retries: dict[str, int] = field(default_factory=dict)
-    outcomes: dict[str, str] = field(default_factory=dict)
-
-
-def _wait_on(stop: threading.Event, seconds: float) -> None:
-    stop.wait(seconds)
-
-
-class _ReaderFailed(Exception):
-    """A reader run ended with an unexpected error: restarted after a backoff."""
-
-
-@dataclass(slots=True)
-class _Running:
-    reader: ShardReader
-    thread: threading.Thread
-    outcome: ReaderOutcome | None = None
-    handoff: bool = False
 
 
 class Worker:
@@ -134,7 +85,7 @@ class Worker:
         self._only_shards = only_shards
         self._clock = clock
         self._monotonic = monotonic
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._shards: dict[str, Shard] = {}
         self._stopped: set[str] = set()  # shards this process will not take again (trimmed)
         self._takeable = 0  # ready leases nobody holds, at the last scan (idle detection)
@@ -173,56 +124,25 @@ class Worker:
         log.info("child_shards_found", parent=shard_id, children=[c.shard_id for c in children])
 
     def _take_leases(self) -> None:
-        leases = self._store.list_leases()
-        finished = {lease.shard_id for lease in leases if lease.finished}
-        known = {lease.shard_id for lease in leases}
-        ready = {s.shard_id for s in ready_shards(self._shards.values(), finished, known)}
-        ready -= self._stopped
-        if self._only_shards is not None:
-            ready &= self._only_shards
-        room = self.settings.max_leases - len(self._running)
-        now = self._clock()
-        self._scanned = True
-        self._takeable = len(
-            leases_to_take(
-                leases,
-                ready,
-                owner=self.settings.owner,
-                now=now,
-                timeout_s=self.settings.lease_timeout_s,
-                limit=len(leases),
-            )
-        )
-        # ready leases whose owner stopped renewing but that have not timed out yet: takeable
-        # soon, so a worker told to stop when idle must wait for them (a crashed run's leases)
-        self._expiring = sum(
-            1
-            for lease in leases
-            if not lease.finished
-            and lease.shard_id in ready
-            and lease.owner not in (None, self.settings.owner)
-            and now - lease.heartbeat > 2 * self.settings.renew_interval_s
-        )
-        chosen = leases_to_take(
-            leases,
-            ready,
+        scan = plan(
+            self._store.list_leases(),
+            self._shards.values(),
             owner=self.settings.owner,
-            now=now,
+            now=self._clock(),
             timeout_s=self.settings.lease_timeout_s,
-            limit=room,
+            renew_interval_s=self.settings.renew_interval_s,
+            room=self.settings.max_leases - len(self._running),
+            excluded=self._stopped,
+            only=self._only_shards,
         )
-        if not chosen and room > 0:
-            steal = lease_to_steal(
-                leases,
-                ready,
-                owner=self.settings.owner,
-                now=now,
-                timeout_s=self.settings.lease_timeout_s,
-            )
-            if steal is not None and self._store.request_handoff(steal, self.settings.owner):
-                self.summary.leases_stolen += 1
-                log.info("lease_handoff_requested", shard_id=steal.shard_id, from_owner=steal.owner)
-        for observed in chosen:
+        self._scanned = True
+        self._takeable, self._expiring = scan.takeable, scan.expiring
+        steal = scan.steal
+        if steal is not None and self._store.request_handoff(steal, self.settings.owner):
+            self.summary.leases_stolen += 1
+            log.info("lease_handoff_requested", shard_id=steal.shard_id, from_owner=steal.owner)
+        finished = set(scan.finished)
+        for observed in scan.take:
             if observed.shard_id in self._running:
                 continue
             lease = self._store.take(observed, self.settings.owner)
@@ -272,50 +192,15 @@ class Worker:
             window=self._window,
             rate=self._rate,
         )
-        running = _Running(reader=reader, thread=threading.Thread(target=lambda: None))
+        running = Running(reader=reader, thread=threading.Thread(target=lambda: None))
         running.thread = threading.Thread(
-            target=self._run_reader, args=(running,), name=f"reader-{lease.shard_id}", daemon=True
+            target=run_with_restarts,
+            args=(running, self.settings, self._restart_sleep),
+            name=f"reader-{lease.shard_id}",
+            daemon=True,
         )
         self._running[lease.shard_id] = running
         running.thread.start()
-
-    def _run_reader(self, running: _Running) -> None:
-        """Run the reader; after an unexpected failure, run it again (it resumes after its
-        checkpoint) with capped exponential backoff and full jitter, keeping the lease, until
-        it reads, stops or loses the lease. A fatal failure (trimmed data under
-        ``on_trimmed = "fail"``) is not retried."""
-        reader = running.reader
-
-        def attempt() -> ReaderOutcome:
-            outcome = reader.run()
-            if outcome is ReaderOutcome.FAILED and reader.failure is None:
-                raise _ReaderFailed(reader.last_error or "reader failed")
-            return outcome
-
-        def before_sleep(state: RetryCallState) -> None:
-            log.warning(
-                "shard_reader_restarting",
-                shard_id=reader.shard_id,
-                failures=reader.failures,
-                wait_s=round(state.upcoming_sleep, 3),
-                error=reader.last_error,
-            )
-
-        retrying = Retrying(
-            stop=stop_when_event_set(reader.stop),
-            wait=wait_random_exponential(
-                multiplier=self.settings.reader_restart_base_s,
-                max=self.settings.reader_restart_max_s,
-            ),
-            retry=retry_if_exception_type(_ReaderFailed),
-            sleep=functools.partial(self._restart_sleep, reader.stop),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            running.outcome = retrying(attempt)
-        except _ReaderFailed:
-            running.outcome = ReaderOutcome.FAILED
 
     def _reap(self) -> bool:
         """Forget readers that ended; True when a shard finished (children may be ready)."""
@@ -358,27 +243,10 @@ class Worker:
         running = list(self._running.values())
         if len(running) <= 1:
             for item in running:
-                self._renew_one(item)
+                renew_one(self._store, item, self.settings.owner)
             return
-        list(self._renewals.map(self._renew_one, running))
-
-    def _renew_one(self, running: _Running) -> None:
-        try:
-            reader = running.reader
-            failure = (reader.last_error, reader.failures) if reader.last_error else None
-            lease = self._store.renew(reader.lease, lag_s=reader.lag_s, failure=failure)
-            running.reader.lease = lease
-            handoff = lease.handoff_to and lease.handoff_to != self.settings.owner
-            if handoff and not running.handoff:
-                log.info("lease_handing_off", shard_id=lease.shard_id, to_owner=lease.handoff_to)
-                running.handoff = True
-                running.reader.stop.set()  # finish the batch, checkpoint, then release
-        except LeaseLostError:
-            log.warning("lease_lost", shard_id=running.reader.shard_id)
-            running.reader.lease_lost = True
-            running.reader.stop.set()
-        except ProcessorError as exc:
-            log.warning("lease_renew_failed", shard_id=running.reader.shard_id, error=str(exc))
+        owner = self.settings.owner
+        list(self._renewals.map(lambda item: renew_one(self._store, item, owner), running))
 
     def _release(self, lease: Lease, *, handoff: bool = False) -> None:
         try:
@@ -388,45 +256,10 @@ class Worker:
 
     # -- health -------------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> WorkerSnapshot:
         """A snapshot for metrics: counters, and per owned shard its lag and last poll."""
         running = list(self._running.values())
-        now = self._monotonic()
-        return {
-            "records_read": self.summary.records_read + sum(r.reader.records_read for r in running),
-            "leases_taken": self.summary.leases_taken,
-            "leases_lost": self.summary.leases_lost,
-            "leases_handed_off": self.summary.leases_handed_off,
-            "leases_stolen": self.summary.leases_stolen,
-            "stream_retries": self._stream_retries(running),
-            "reader_failures": self.summary.reader_failures
-            + sum(r.reader.failures_total for r in running),
-            # ready shards no live worker owns (free or timed out), at the last lease scan
-            "shards_unowned": self._takeable,
-            "trimmed_skips": len(self.summary.trimmed_skips)
-            + sum(len(r.reader.trimmed_skips) for r in running),
-            "shards": [
-                {
-                    "shard_id": r.reader.shard_id,
-                    "lag_s": r.reader.lag_s,
-                    "last_poll_age_s": now - r.reader.last_poll_at,
-                    "checkpoint": r.reader.last_handled,
-                    "position_time": r.reader.handled_time,
-                    "last_error": r.reader.last_error,
-                    # a GetRecords came back empty since the last record: the reader holds
-                    # its iterator and is at the tip (LATEST now means "after this moment")
-                    "caught_up": r.reader.caught_up,
-                }
-                for r in running
-            ],
-        }
-
-    def _stream_retries(self, running: list[_Running]) -> dict[str, int]:
-        totals = dict(self.summary.stream_retries)
-        for item in running:
-            for cause, count in item.reader.stream_retries.items():
-                totals[cause] = totals.get(cause, 0) + count
-        return totals
+        return snapshot(self.summary, running, takeable=self._takeable, now=self._monotonic())
 
     def alive(self) -> bool:
         """The main loop ticked recently (it ticks every ``tick_s``)."""
@@ -434,20 +267,7 @@ class Worker:
 
     def ready(self, max_stall_s: float) -> tuple[bool, str]:
         """Leases held, and every owned shard polled successfully within ``max_stall_s``."""
-        state = self.state()
-        if not state["shards"]:
-            if self._scanned and self._takeable == 0:  # more replicas than shards
-                return True, "ready: no lease to take (other replicas own every shard)"
-            return False, "no leases held"
-        stalled = [s for s in state["shards"] if s["last_poll_age_s"] > max_stall_s]
-        if stalled:
-            worst = max(stalled, key=lambda s: s["last_poll_age_s"])
-            error = f"; last error: {worst['last_error']}" if worst["last_error"] else ""
-            return False, (
-                f"{len(stalled)} shard(s) not polled within {max_stall_s:g} s "
-                f"(e.g. {worst['shard_id']}: {worst['last_poll_age_s']:.0f} s{error})"
-            )
-        return True, f"ready: {len(state['shards'])} shard(s)"
+        return readiness(self.state(), scanned=self._scanned, max_stall_s=max_stall_s)
 
     # -- idle ---------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from processor.core.consumer import RouteStats
 from processor.core.tenancy import TenantStats
+from processor.leases.snapshot import WorkerSnapshot
 
 __all__ = ["HealthServer", "Metrics"]
 
@@ -30,7 +31,7 @@ __all__ = ["HealthServer", "Metrics"]
 _OUTCOMES = ("delivered", "filtered", "dead_lettered", "too_old", "unhandled")
 
 
-def _worker_families(state: dict[str, Any]) -> Iterable[Metric]:
+def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
     """The worker's own figures: reading, leases, lag, retries, failures."""
     read = CounterMetricFamily("dsp_records_read", "Records read from the stream")
     read.add_metric([], state["records_read"])
@@ -38,8 +39,10 @@ def _worker_families(state: dict[str, Any]) -> Iterable[Metric]:
     leases = CounterMetricFamily(
         "dsp_lease_events", "Lease changes of this process", labels=["event"]
     )
-    for event in ("taken", "lost", "handed_off", "stolen"):
-        leases.add_metric([event], state[f"leases_{event}"])
+    leases.add_metric(["taken"], state["leases_taken"])
+    leases.add_metric(["lost"], state["leases_lost"])
+    leases.add_metric(["handed_off"], state["leases_handed_off"])
+    leases.add_metric(["stolen"], state["leases_stolen"])
     yield leases
     owned = GaugeMetricFamily("dsp_leases_owned", "Shards this process reads now")
     owned.add_metric([], len(state["shards"]))

@@ -1,0 +1,180 @@
+"""One owned shard's reader, as the worker runs it: restarted with backoff after a failure,
+its lease renewed (a handoff request or a lost lease stops it), and its figures in the
+worker's snapshot."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_random_exponential,
+)
+
+from processor.errors import LeaseLostError, ProcessorError
+from processor.leases.model import LeaseStore
+from processor.leases.snapshot import WorkerSnapshot
+from processor.sources.reader import ReaderOutcome, ReaderSettings, ShardReader
+
+__all__ = ["RunSummary", "Running", "WorkerSettings", "renew_one", "run_with_restarts", "snapshot"]
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    owner: str
+    starting_position: str = "TRIM_HORIZON"
+    lease_timeout_s: float = 30.0
+    renew_interval_s: float = 10.0
+    #: the lease table is scanned this often (or every renewal, if that is more often)
+    lease_scan_interval_s: float = 2.0
+    discovery_interval_s: float = 30.0
+    max_leases: int = 100
+    shutdown_deadline_s: float = 30.0
+    tick_s: float = 0.2
+    #: a reader that fails (AccessDenied, an unexpected error) is restarted, keeping its lease,
+    #: after a full-jitter exponential backoff from this base up to the cap
+    reader_restart_base_s: float = 1.0
+    reader_restart_max_s: float = 60.0
+    reader: ReaderSettings = field(default_factory=ReaderSettings)
+
+
+@dataclass(slots=True)
+class RunSummary:
+    records_read: int = 0
+    shards_finished: int = 0
+    leases_taken: int = 0
+    leases_lost: int = 0
+    reader_failures: int = 0
+    leases_stolen: int = 0
+    leases_handed_off: int = 0
+    trimmed_skips: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    stream_retries: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+
+def _wait_on(stop: threading.Event, seconds: float) -> None:
+    stop.wait(seconds)
+
+
+class _ReaderFailed(Exception):
+    """A reader run ended with an unexpected error: restarted after a backoff."""
+
+
+@dataclass(slots=True)
+class Running:
+    reader: ShardReader
+    thread: threading.Thread
+    outcome: ReaderOutcome | None = None
+    handoff: bool = False
+
+
+def run_with_restarts(
+    running: Running,
+    settings: WorkerSettings,
+    restart_sleep: Callable[[threading.Event, float], None],
+) -> None:
+    """Run the reader; after an unexpected failure, run it again (it resumes after its
+    checkpoint) with capped exponential backoff and full jitter, keeping the lease, until
+    it reads, stops or loses the lease. A fatal failure (trimmed data under
+    ``on_trimmed = "fail"``) is not retried."""
+    reader = running.reader
+
+    def attempt() -> ReaderOutcome:
+        outcome = reader.run()
+        if outcome is ReaderOutcome.FAILED and reader.failure is None:
+            raise _ReaderFailed(reader.last_error or "reader failed")
+        return outcome
+
+    def before_sleep(state: RetryCallState) -> None:
+        log.warning(
+            "shard_reader_restarting",
+            shard_id=reader.shard_id,
+            failures=reader.failures,
+            wait_s=round(state.upcoming_sleep, 3),
+            error=reader.last_error,
+        )
+
+    retrying = Retrying(
+        stop=stop_when_event_set(reader.stop),
+        wait=wait_random_exponential(
+            multiplier=settings.reader_restart_base_s,
+            max=settings.reader_restart_max_s,
+        ),
+        retry=retry_if_exception_type(_ReaderFailed),
+        sleep=functools.partial(restart_sleep, reader.stop),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        running.outcome = retrying(attempt)
+    except _ReaderFailed:
+        running.outcome = ReaderOutcome.FAILED
+
+
+def renew_one(store: LeaseStore, running: Running, owner: str) -> None:
+    """Renew one reader's lease; a handoff request or a lost lease stops its reader."""
+    try:
+        reader = running.reader
+        failure = (reader.last_error, reader.failures) if reader.last_error else None
+        lease = store.renew(reader.lease, lag_s=reader.lag_s, failure=failure)
+        running.reader.lease = lease
+        handoff = lease.handoff_to and lease.handoff_to != owner
+        if handoff and not running.handoff:
+            log.info("lease_handing_off", shard_id=lease.shard_id, to_owner=lease.handoff_to)
+            running.handoff = True
+            running.reader.stop.set()  # finish the batch, checkpoint, then release
+    except LeaseLostError:
+        log.warning("lease_lost", shard_id=running.reader.shard_id)
+        running.reader.lease_lost = True
+        running.reader.stop.set()
+    except ProcessorError as exc:
+        log.warning("lease_renew_failed", shard_id=running.reader.shard_id, error=str(exc))
+
+
+def snapshot(
+    summary: RunSummary, running: list[Running], *, takeable: int, now: float
+) -> WorkerSnapshot:
+    """Counters (ended readers' in ``summary`` plus the running ones'), and per owned shard
+    its lag and last poll."""
+    return {
+        "records_read": summary.records_read + sum(r.reader.records_read for r in running),
+        "leases_taken": summary.leases_taken,
+        "leases_lost": summary.leases_lost,
+        "leases_handed_off": summary.leases_handed_off,
+        "leases_stolen": summary.leases_stolen,
+        "stream_retries": _stream_retries(summary, running),
+        "reader_failures": summary.reader_failures + sum(r.reader.failures_total for r in running),
+        # ready shards no live worker owns (free or timed out), at the last lease scan
+        "shards_unowned": takeable,
+        "trimmed_skips": len(summary.trimmed_skips)
+        + sum(len(r.reader.trimmed_skips) for r in running),
+        "shards": [
+            {
+                "shard_id": r.reader.shard_id,
+                "lag_s": r.reader.lag_s,
+                "last_poll_age_s": now - r.reader.last_poll_at,
+                "checkpoint": r.reader.last_handled,
+                "position_time": r.reader.handled_time,
+                "last_error": r.reader.last_error,
+                "caught_up": r.reader.caught_up,
+            }
+            for r in running
+        ],
+    }
+
+
+def _stream_retries(summary: RunSummary, running: list[Running]) -> dict[str, int]:
+    totals = dict(summary.stream_retries)
+    for item in running:
+        for cause, count in item.reader.stream_retries.items():
+            totals[cause] = totals.get(cause, 0) + count
+    return totals

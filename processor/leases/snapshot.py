@@ -1,0 +1,57 @@
+"""What a running worker reports: a typed snapshot for metrics, status, readiness and the
+replay progress bar (dict access is kept: these are TypedDicts)."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+__all__ = ["ShardSnapshot", "WorkerSnapshot", "readiness"]
+
+
+class ShardSnapshot(TypedDict):
+    shard_id: str
+    #: now minus the creation time of the last record read; 0 when caught up
+    lag_s: float
+    #: seconds since the last successful GetRecords
+    last_poll_age_s: float
+    #: the last sequence number handled (checkpointed or about to be)
+    checkpoint: str | None
+    #: the creation time of the last record handled
+    position_time: float | None
+    last_error: str | None
+    #: a GetRecords came back empty since the last record: the reader holds its iterator and
+    #: is at the tip (LATEST now means "after this moment")
+    caught_up: bool
+
+
+class WorkerSnapshot(TypedDict):
+    records_read: int
+    leases_taken: int
+    leases_lost: int
+    leases_handed_off: int
+    leases_stolen: int
+    #: stream-call retries (after botocore's own) by cause
+    stream_retries: dict[str, int]
+    reader_failures: int
+    #: ready shards no live worker owns (free or timed out), at the last lease scan
+    shards_unowned: int
+    trimmed_skips: int
+    shards: list[ShardSnapshot]
+
+
+def readiness(state: WorkerSnapshot, *, scanned: bool, max_stall_s: float) -> tuple[bool, str]:
+    """Leases held, and every owned shard polled successfully within ``max_stall_s``; a
+    replica with nothing to take (more replicas than shards) is ready too."""
+    if not state["shards"]:
+        if scanned and state["shards_unowned"] == 0:
+            return True, "ready: no lease to take (other replicas own every shard)"
+        return False, "no leases held"
+    stalled = [s for s in state["shards"] if s["last_poll_age_s"] > max_stall_s]
+    if stalled:
+        worst = max(stalled, key=lambda s: s["last_poll_age_s"])
+        error = f"; last error: {worst['last_error']}" if worst["last_error"] else ""
+        return False, (
+            f"{len(stalled)} shard(s) not polled within {max_stall_s:g} s "
+            f"(e.g. {worst['shard_id']}: {worst['last_poll_age_s']:.0f} s{error})"
+        )
+    return True, f"ready: {len(state['shards'])} shard(s)"
