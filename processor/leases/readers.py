@@ -60,6 +60,18 @@ class RunSummary:
     stream_retries: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)
 
+    def absorb(self, running: Running) -> ReaderOutcome:
+        """Add an ended reader's figures; its outcome (FAILED if it had none)."""
+        reader = running.reader
+        outcome = running.outcome or ReaderOutcome.FAILED
+        self.records_read += reader.records_read
+        self.reader_failures += reader.failures_total
+        self.outcomes[reader.shard_id] = outcome.value
+        self.trimmed_skips.extend((reader.shard_id, a, b) for a, b in reader.trimmed_skips)
+        for cause, count in reader.stream_retries.items():
+            self.stream_retries[cause] = self.stream_retries.get(cause, 0) + count
+        return outcome
+
 
 def _wait_on(stop: threading.Event, seconds: float) -> None:
     stop.wait(seconds)

@@ -95,6 +95,8 @@ class Worker:
         self.last_tick = monotonic()
         self.summary = RunSummary()
         self._scanned = False  # a lease scan happened (readiness of a replica with no lease)
+        self._next_discovery = self._next_take = self._next_renewal = 0.0
+        self._idle_started: float | None = None
         #: how a reader waits before a restart (injectable: tests record the backoff)
         self._restart_sleep: Callable[[threading.Event, float], None] = _wait_on
 
@@ -209,17 +211,7 @@ class Worker:
             if running.thread.is_alive():
                 continue
             del self._running[shard_id]
-            outcome = running.outcome or ReaderOutcome.FAILED
-            self.summary.records_read += running.reader.records_read
-            self.summary.reader_failures += running.reader.failures_total
-            self.summary.outcomes[shard_id] = outcome.value
-            self.summary.trimmed_skips.extend(
-                (shard_id, a, b) for a, b in running.reader.trimmed_skips
-            )
-            for cause, count in running.reader.stream_retries.items():
-                self.summary.stream_retries[cause] = (
-                    self.summary.stream_retries.get(cause, 0) + count
-                )
+            outcome = self.summary.absorb(running)
             if outcome is ReaderOutcome.FINISHED:
                 self.summary.shards_finished += 1
                 any_finished = True
@@ -283,46 +275,13 @@ class Worker:
     def run(self, *, stop: threading.Event, stop_when_idle: float | None = None) -> RunSummary:
         self._store.ensure_table()
         log.info("worker_started", owner=self.settings.owner, stream_arn=self._stream_arn)
-        next_discovery = next_renewal = next_take = 0.0
-        idle_started: float | None = None
         try:
             while not stop.is_set():
                 now = self._monotonic()
                 self.last_tick = now
-                if self._reap():
-                    next_take = now  # children of a finished shard may be ready
-                if now >= next_discovery:
-                    try:
-                        self._discover()
-                    except StreamNotFoundError:
-                        raise
-                    except ProcessorError as exc:
-                        log.warning("shard_discovery_failed", error=str(exc))
-                    next_discovery = now + self.settings.discovery_interval_s
-                if self._take_soon:
-                    self._take_soon = False
-                    next_take = now
-                if now >= next_take:
-                    try:
-                        self._take_leases()
-                    except ProcessorError as exc:
-                        log.warning("lease_scan_failed", error=str(exc))
-                    next_take = now + min(
-                        self.settings.renew_interval_s, self.settings.lease_scan_interval_s
-                    )
-                if now >= next_renewal:
-                    self._renew()
-                    next_renewal = now + self.settings.renew_interval_s
+                self._tick(now)
                 if stop_when_idle is not None:
-                    if self._takeable or self._take_soon or self._expiring:
-                        idle_started = None
-                        idle = None
-                    elif self._running:
-                        idle_started = None
-                        idle = self._idle_for()
-                    else:  # nothing to read (yet): idle since we first saw that
-                        idle_started = idle_started or now
-                        idle = now - idle_started
+                    idle = self._idle(now)
                     if idle is not None and idle >= stop_when_idle:
                         log.info("worker_idle", idle_s=round(idle, 2))
                         break
@@ -337,6 +296,45 @@ class Worker:
             peak_rss_mb=_peak_rss_mb(),
         )
         return self.summary
+
+    def _tick(self, now: float) -> None:
+        """One turn of the main loop: reap ended readers, then whatever is due of discovery,
+        a lease scan and renewals."""
+        if self._reap():
+            self._next_take = now  # children of a finished shard may be ready
+        if now >= self._next_discovery:
+            try:
+                self._discover()
+            except StreamNotFoundError:
+                raise
+            except ProcessorError as exc:
+                log.warning("shard_discovery_failed", error=str(exc))
+            self._next_discovery = now + self.settings.discovery_interval_s
+        if self._take_soon:
+            self._take_soon = False
+            self._next_take = now
+        if now >= self._next_take:
+            try:
+                self._take_leases()
+            except ProcessorError as exc:
+                log.warning("lease_scan_failed", error=str(exc))
+            scan_every = min(self.settings.renew_interval_s, self.settings.lease_scan_interval_s)
+            self._next_take = now + scan_every
+        if now >= self._next_renewal:
+            self._renew()
+            self._next_renewal = now + self.settings.renew_interval_s
+
+    def _idle(self, now: float) -> float | None:
+        """How long nothing was there to read, or None while something is (or soon is)."""
+        if self._takeable or self._take_soon or self._expiring:
+            self._idle_started = None
+            return None
+        if self._running:
+            self._idle_started = None
+            return self._idle_for()
+        # nothing to read (yet): idle since we first saw that
+        self._idle_started = self._idle_started or now
+        return now - self._idle_started
 
     def _shutdown(self) -> None:
         """Drain, checkpoint, then release: readers finish their batch and checkpoint while
