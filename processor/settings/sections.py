@@ -1,0 +1,247 @@
+"""The configuration's sections: [aws], [stream], [checkpoints], [dead_letter], [batch], [http],
+[logging], [observability], [tenancy], [shutdown], [multilang]; each key validated with its fix."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from processor.core.egress import check_http_url
+
+__all__ = [
+    "ENV_PREFIX",
+    "AwsSettings",
+    "BatchSettings",
+    "CheckpointSettings",
+    "DeadLetterSettings",
+    "HttpSettings",
+    "LoggingSettings",
+    "MultiLangSettings",
+    "ObservabilitySettings",
+    "ShutdownSettings",
+    "StreamSettings",
+    "TableName",
+    "TenancySettings",
+]
+
+
+ENV_PREFIX = "DSP_"
+
+
+#: DynamoDB's rule for table names (moto accepts more; DynamoDB and DynamoDB Local do not)
+TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[a-zA-Z0-9_.\-]+$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AwsSettings(_Section):
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    streams_endpoint_url: str | None = None  # default: endpoint_url
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("endpoint_url", "streams_endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_http_url(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, e.g. http://127.0.0.1:5000") from None
+
+
+class StreamSettings(_Section):
+    table: TableName | None = None
+    arn: str | None = None
+    starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
+    get_records_limit: int = Field(default=1000, ge=1, le=1000)
+    poll_interval_min_s: float = Field(default=0.25, gt=0, le=60)
+    poll_interval_max_s: float = Field(default=2.0, gt=0, le=300)
+    discovery_interval_s: float = Field(default=30.0, ge=1)
+    describe_rate_per_s: float = Field(default=5.0, gt=0, le=10)  # DescribeStream limit: 10/s
+    on_trimmed: Literal["fail", "skip"] = "fail"
+    #: a reader that fails (AccessDenied, say) restarts after full-jitter exponential backoff
+    reader_restart_base_s: float = Field(default=1.0, gt=0, le=60)
+    reader_restart_max_s: float = Field(default=60.0, gt=0, le=3600)
+    #: how coarse the source's ApproximateCreationDateTime is: 1 (AWS rounds down to the
+    #: second), 60 for DynamoDB Local (to the minute); replays from a time allow for it
+    timestamp_granularity_s: float = Field(default=1.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StreamSettings:
+        if not self.table and not self.arn:
+            raise ValueError("set stream.table (the table whose stream to read) or stream.arn")
+        if self.poll_interval_max_s < self.poll_interval_min_s:
+            raise ValueError("poll_interval_max_s must be >= poll_interval_min_s")
+        if self.reader_restart_max_s < self.reader_restart_base_s:
+            raise ValueError("reader_restart_max_s must be >= reader_restart_base_s")
+        return self
+
+
+class CheckpointSettings(_Section):
+    table: TableName = "dsp-leases"
+    application: str = Field(min_length=1, pattern=r"^[\w.\-:]+$")
+    owner: str | None = None  # default: hostname:pid
+    lease_timeout_s: float = Field(default=30.0, ge=2)
+    renew_interval_s: float = Field(default=10.0, gt=0)
+    #: how often the lease table is scanned for free, expired or handed-off leases
+    lease_scan_interval_s: float = Field(default=2.0, gt=0)
+    max_leases: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _renew_faster_than_timeout(self) -> CheckpointSettings:
+        if self.renew_interval_s * 2 > self.lease_timeout_s:
+            raise ValueError("renew_interval_s must be at most half of lease_timeout_s")
+        return self
+
+    @property
+    def owner_id(self) -> str:
+        return self.owner or f"{socket.gethostname()}:{os.getpid()}"
+
+
+class DeadLetterSettings(_Section):
+    path: str | None = "dead-letter.jsonl"
+    sqs_queue_url: str | None = None
+    #: SQS's limit for one message and for one SendMessageBatch request (1 MiB); a letter
+    #: larger than this goes whole to the file at ``path`` and the queue gets its location
+    sqs_max_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024)
+
+
+def _in_range(value: int, low: int, high: int, *, extra: str = "") -> int:
+    if not low <= value <= high:
+        raise ValueError(f"must be {extra}between {low} and {high}")
+    return value
+
+
+class BatchSettings(_Section):
+    """Lambda event source mapping controls, with Lambda's names' meaning and ranges."""
+
+    max_records: int = 100  # BatchSize
+    max_window_ms: int = 0  # MaximumBatchingWindowInSeconds (in ms)
+    max_retries: int = 3  # MaximumRetryAttempts; -1: until the record is too old
+    max_record_age_s: int = -1  # MaximumRecordAgeInSeconds; -1: no limit
+    bisect_on_error: bool = True  # BisectBatchOnFunctionError
+    parallelism: int = 1  # ParallelizationFactor (concurrent key groups per batch)
+    retry_base_delay_s: float = Field(default=0.2, gt=0)
+    retry_max_delay_s: float = Field(default=20.0, gt=0)
+
+    @field_validator("max_records")
+    @classmethod
+    def _records(cls, value: int) -> int:
+        return _in_range(value, 1, 10000)
+
+    @field_validator("max_window_ms")
+    @classmethod
+    def _window(cls, value: int) -> int:
+        return _in_range(value, 0, 300000)
+
+    @field_validator("max_retries")
+    @classmethod
+    def _retries(cls, value: int) -> int:
+        return value if value == -1 else _in_range(value, 0, 10000, extra="-1 or ")
+
+    @field_validator("max_record_age_s")
+    @classmethod
+    def _age(cls, value: int) -> int:
+        return value if value == -1 else _in_range(value, 60, 604800, extra="-1 or ")
+
+    @field_validator("parallelism")
+    @classmethod
+    def _parallelism(cls, value: int) -> int:
+        return _in_range(value, 1, 10)
+
+
+class HttpSettings(_Section):
+    pool_size: int = Field(default=10, ge=1, le=1000)
+    ca_bundle: str | None = None  # PEM file of CAs to trust (default: the system's)
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+    #: networks that tenant-supplied webhook URLs may reach although not public, e.g.
+    #: ["10.1.0.0/16"]; each admits exactly its own addresses (no IPv4-mapped forms)
+    allowed_networks: list[str] = Field(default_factory=list)
+    #: check operator-written URLs (the TOML file) against the destination policy too
+    guard_operator_urls: bool = False
+    #: refuse plain-http tenant URLs
+    tenant_https_only: bool = False
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text)
+            except ValueError as exc:
+                raise ValueError(
+                    f'{text!r} is not a network such as "10.1.0.0/16" or "fd00:1::/64" ({exc})'
+                ) from None
+        return value
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class ObservabilitySettings(_Section):
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # off unless set
+    host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod from outside
+    ready_max_stall_s: float = Field(default=60.0, gt=0)
+    #: tenants with a label of their own in dsp_tenant_records_total (the rest: "other")
+    max_tenant_labels: int = Field(default=100, ge=0, le=10_000)
+
+
+class TenancySettings(_Section):
+    attribute: str = "pk"
+    pattern: str = r"^TENANT#(?P<tenant>[^#]+)"
+    #: records whose key does not match: deliver them (tenant None), drop them, or dead-letter
+    missing: Literal["process", "skip", "dead_letter"] = "process"
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if "tenant" not in compiled.groupindex:
+            raise ValueError("must have a named group (?P<tenant>...)")
+        return value
+
+
+class ShutdownSettings(_Section):
+    deadline_s: float = Field(default=30.0, gt=0)
+
+
+class MultiLangSettings(_Section):
+    """KCL MultiLang mode (`dsp multilang`): each owned shard drives one child process that
+    runs an unchanged amazon_kclpy record processor, instead of the routes."""
+
+    #: the child's command line, split on spaces (no shell), as KCL's ``executableName``
+    executable: str = Field(min_length=1)
+    #: ``shutdownGraceMillis``: how long a child may take to answer ``shutdownRequested``
+    #: (and checkpoint) on SIGTERM or a hand-off; KCL's default 0 skips the request
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
+    #: ``timeoutInSeconds``: a child that does not answer a message in time is killed and
+    #: restarted (KCL halts the whole JVM); none: wait as long as it takes
+    timeout_s: float | None = Field(default=None, gt=0)
+    #: ``callProcessRecordsEvenForEmptyRecordList``
+    call_process_records_even_for_empty: bool = False
+    #: the child's working directory (default: dsp's)
+    cwd: str | None = None
