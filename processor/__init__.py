@@ -24,14 +24,7 @@ from processor.core.egress import (
     pinned_request,
 )
 from processor.core.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
-from processor.core.records import (
-    EventName,
-    StreamRecord,
-    decode_image,
-    decode_value,
-    plain_image,
-    to_client_image,
-)
+from processor.core.records import EventName, StreamRecord
 from processor.core.redaction import redact_text, redact_url
 from processor.core.retry import RetryPolicy
 from processor.core.routing import FilterPattern, Route
@@ -43,6 +36,7 @@ from processor.core.signatures import (
     standard_headers,
     verify,
 )
+from processor.core.values import decode_image, decode_value, plain_image, to_client_image
 from processor.core.waits import WaitRetryAfter, parse_retry_after
 from processor.errors import (
     ConfigError,

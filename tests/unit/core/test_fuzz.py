@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.webhook.subscriptions import parse_item
-from processor.core.records import decode_image, decode_value
+from processor.core.values import decode_image, decode_value
 from processor.errors import ConfigError, RecordError, TransientError
 from processor.settings import load_settings
 from processor.sources.dynamodb.wire import decode_page

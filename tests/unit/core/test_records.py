@@ -14,14 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor.core import records as records_module
-from processor.core.records import (
-    EventName,
-    StreamRecord,
-    decode_image,
-    decode_value,
-    plain_image,
-    to_client_image,
-)
+from processor.core.records import EventName, StreamRecord
+from processor.core.values import decode_image, decode_value, plain_image, to_client_image
 from processor.errors import RecordError
 from processor.sources.dynamodb.wire import decode_page
 from processor.testing import make_record

@@ -1,0 +1,254 @@
+"""DynamoDB AttributeValues decoded: exactly TypeDeserializer's values (Decimal, Binary, sets),
+the boto3 client form, and plain JSON (numbers exact, sets sorted, binary base64)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary
+
+from processor.errors import RecordError
+
+_create_decimal: Callable[[str], Decimal] = DYNAMODB_CONTEXT.create_decimal
+
+__all__ = [
+    "AttributeValue",
+    "Image",
+    "decode_image",
+    "decode_value",
+    "plain_image",
+    "to_client_image",
+]
+
+
+#: One attribute in DynamoDB JSON, e.g. ``{"S": "abc"}`` or ``{"N": "1.5"}``.
+AttributeValue = Mapping[str, Any]
+
+
+#: An item in DynamoDB JSON: attribute name to AttributeValue.
+Image = Mapping[str, AttributeValue]
+
+
+def _b64(value: str | bytes) -> bytes:
+    if isinstance(value, bytes):  # already decoded (botocore's parsed form)
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RecordError(f"binary attribute is not valid base64: {value[:40]!r}") from exc
+
+
+def _decode_s(v: Any) -> Any:
+    return v
+
+
+def _decode_n(v: Any) -> Any:
+    try:
+        number = _create_decimal(v)
+    except ArithmeticError:  # boto3's context refuses some numbers DynamoDB stores
+        return _exact_number(v)
+    if not number.is_finite():  # DynamoDB stores no NaN/Infinity: the value is malformed
+        raise ValueError("not a number DynamoDB can store")
+    return number
+
+
+def _exact_number(text: str) -> Decimal:
+    """``Decimal(text)`` for a number DynamoDB can store that boto3's context refuses.
+
+    boto3's ``DYNAMODB_CONTEXT`` traps ``Rounded`` and ``Underflow``, so it fails on legal
+    values such as ``"1" + "0" * 44`` (one significant digit, 45 digits of text) or
+    ``"9.9999999999999999999999999999999999999E-130"``. DynamoDB's own rules are: at most
+    38 significant digits, magnitude from 1E-130 to below 1E+126, or zero.
+    """
+    number = Decimal(text)
+    if not number.is_finite():
+        raise ValueError("not a number DynamoDB can store")
+    _sign, digits, exponent = number.as_tuple()
+    significant = "".join(map(str, digits)).strip("0")
+    if not significant:
+        return number  # zero, however written
+    if len(significant) > 38:
+        raise ValueError("more than 38 significant digits")
+    assert isinstance(exponent, int)
+    magnitude = len(digits) + exponent - 1  # the exponent of the leading digit
+    if not -130 <= magnitude <= 125:
+        raise ValueError("outside DynamoDB's range (1E-130 to 9.99...E+125)")
+    return number
+
+
+def _decode_b(v: Any) -> Any:
+    return Binary(_b64(v))
+
+
+def _decode_ss(v: Any) -> Any:
+    return set(v)
+
+
+def _decode_ns(v: Any) -> Any:
+    return {_decode_n(n) for n in v}
+
+
+def _decode_bs(v: Any) -> Any:
+    return {Binary(_b64(b)) for b in v}
+
+
+def _decode_bool(v: Any) -> Any:
+    return v
+
+
+def _decode_null(v: Any) -> Any:
+    return None
+
+
+def _decode_l(v: Any) -> Any:
+    return [_fast(item) for item in v]
+
+
+def _decode_m(v: Any) -> Any:
+    return {name: _fast(item) for name, item in v.items()}
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "S": _decode_s,
+    "N": _decode_n,
+    "B": _decode_b,
+    "SS": _decode_ss,
+    "NS": _decode_ns,
+    "BS": _decode_bs,
+    "BOOL": _decode_bool,
+    "NULL": _decode_null,
+    "L": _decode_l,
+    "M": _decode_m,
+}
+
+
+def _fast(value: Any) -> Any:
+    """decode_value for well-formed input: the common tags inline, the rest dispatched."""
+    ((tag, raw),) = value.items()
+    if tag == "S":
+        return raw
+    if tag == "N":
+        try:
+            number = _create_decimal(raw)
+        except ArithmeticError:  # boto3's context refuses some numbers DynamoDB stores
+            return _exact_number(raw)
+        if not number.is_finite():
+            raise ValueError("not a number DynamoDB can store")
+        return number
+    if tag == "M":
+        return {name: _fast(item) for name, item in raw.items()}
+    if tag == "L":
+        return [_fast(item) for item in raw]
+    if tag == "BOOL":
+        return raw
+    if tag == "NULL":
+        return None
+    return _DECODERS[tag](raw)
+
+
+def decode_value(value: AttributeValue) -> Any:
+    """Decode one AttributeValue in DynamoDB JSON to the value TypeDeserializer returns."""
+    if not isinstance(value, Mapping):
+        raise RecordError(f"an AttributeValue is a JSON object, got {type(value).__name__}")
+    if len(value) != 1:
+        tags = sorted(str(tag) for tag in value)[:5]
+        raise RecordError(f"an AttributeValue has exactly one type tag, got {tags}")
+    ((tag, raw),) = value.items()
+    decoder = _DECODERS.get(tag)
+    if decoder is None:
+        raise RecordError(f"unknown AttributeValue type tag {tag!r}")
+    try:
+        return decoder(raw)
+    except RecordError:
+        raise
+    except RecursionError:
+        raise RecordError(f"{tag} value is nested too deeply") from None
+    except (ArithmeticError, TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise RecordError(f"malformed {tag} value {raw!r:.60}: {exc}") from exc
+
+
+def decode_image(image: Image | None) -> dict[str, Any] | None:
+    """Decode a whole item (or ``None`` when the stream view does not carry it)."""
+    if image is None:
+        return None
+    if type(image) is not dict and not isinstance(image, Mapping):
+        raise RecordError(f"an image is a JSON object, got {type(image).__name__}")
+    try:
+        return {name: _fast(value) for name, value in image.items()}
+    except RecordError:
+        raise
+    except (ArithmeticError, TypeError, ValueError, AttributeError, KeyError, RecursionError):
+        # malformed somewhere: decode again slowly to name the offending value
+        return {name: decode_value(value) for name, value in image.items()}
+
+
+def _client_value(value: AttributeValue) -> dict[str, Any]:
+    ((tag, raw),) = value.items()
+    if tag == "B":
+        return {"B": _b64(raw)}
+    if tag == "BS":
+        return {"BS": [_b64(b) for b in raw]}
+    if tag == "L":
+        return {"L": [_client_value(v) for v in raw]}
+    if tag == "M":
+        return {"M": {k: _client_value(v) for k, v in raw.items()}}
+    return {tag: raw}
+
+
+def to_client_image(image: Image) -> dict[str, Any]:
+    """The wire image in the form boto3's low-level client takes (binary as bytes).
+
+    Only binary values change; everything else is passed through untouched, so an image
+    read from the stream is written back without a decode/encode round trip. A malformed
+    value (e.g. ``{}``, which DynamoDB Local writes for an empty map) is a RecordError.
+    """
+    try:
+        return {name: _client_value(value) for name, value in image.items()}
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        for name, value in image.items():  # name the offending attribute
+            if not isinstance(value, Mapping) or len(value) != 1:
+                raise RecordError(
+                    f"attribute {name!r} is not an AttributeValue with one type tag"
+                ) from None
+        raise RecordError(f"malformed image: {exc}") from None
+
+
+def _plain_value(value: AttributeValue) -> Any:
+    ((tag, raw),) = value.items()
+    if tag in {"S", "B", "BOOL"}:  # binary stays base64, as on the wire
+        return raw
+    if tag == "N":
+        return Decimal(raw)
+    if tag == "NULL":
+        return None
+    if tag == "SS":
+        return sorted(raw)
+    if tag == "NS":
+        return sorted(Decimal(n) for n in raw)
+    if tag == "BS":
+        return sorted(raw, key=_b64)  # ordered by the bytes, shown as base64
+    if tag == "L":
+        return [_plain_value(v) for v in raw]
+    if tag == "M":
+        return {k: _plain_value(v) for k, v in raw.items()}
+    raise RecordError(f"unknown AttributeValue type tag {tag!r}")
+
+
+def plain_image(image: Image | None) -> dict[str, Any] | None:
+    """The image as plain JSON values: exact Decimals, sets as sorted lists, binary base64.
+
+    Built straight from the wire form (no TypeDeserializer round trip); encode the Decimals
+    as JSON numbers (``msgspec.json.Encoder(decimal_format="number")``) to keep precision.
+    """
+    if image is None:
+        return None
+    try:
+        return {name: _plain_value(value) for name, value in image.items()}
+    except RecordError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, ArithmeticError) as exc:
+        raise RecordError(f"malformed image: {exc}") from None
