@@ -21,7 +21,8 @@ from tenacity import (
 from processor.errors import LeaseLostError, ProcessorError
 from processor.leases.model import LeaseStore
 from processor.leases.snapshot import WorkerSnapshot
-from processor.sources.reader import ReaderOutcome, ReaderSettings, ShardReader
+from processor.sources.processors import ReaderOutcome
+from processor.sources.reader import ReaderSettings, ShardReader
 
 __all__ = ["RunSummary", "Running", "WorkerSettings", "renew_one", "run_with_restarts", "snapshot"]
 

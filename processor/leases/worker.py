@@ -36,13 +36,8 @@ from processor.leases.readers import (
 from processor.leases.snapshot import WorkerSnapshot, readiness
 from processor.sources.base import StreamSource
 from processor.sources.lineage import Shard
-from processor.sources.reader import (
-    DispatchProcessor,
-    ReaderOutcome,
-    RecordWindow,
-    ShardProcessor,
-    ShardReader,
-)
+from processor.sources.processors import DispatchProcessor, ReaderOutcome, ShardProcessor
+from processor.sources.reader import RecordWindow, ShardReader
 
 __all__ = ["PositionFor", "RunSummary", "Worker", "WorkerSettings"]
 

@@ -33,7 +33,8 @@ from processor.multilang.protocol import (
     shutdown_requested,
 )
 from processor.settings import MultiLangSettings
-from processor.sources.reader import ReaderOutcome, ShardReader
+from processor.sources.processors import ReaderOutcome
+from processor.sources.reader import ShardReader
 
 __all__ = ["MultiLangProcessor", "ProtocolError"]
 

@@ -12,13 +12,11 @@ off between a floor and a ceiling. The shard ends when GetRecords returns no
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 from tenacity import (
@@ -43,21 +41,16 @@ from processor.errors import (
 )
 from processor.leases.model import Lease, LeaseStore
 from processor.sources.base import Page, StreamSource
+from processor.sources.processors import DispatchProcessor, ReaderOutcome, ShardProcessor
 
-__all__ = ["ReaderOutcome", "ReaderSettings", "RecordWindow", "ShardReader"]
-
-#: Replay's range: keeps the records of a page that are in range, and says whether the end
-#: of the range was passed (the shard is then done).
-RecordWindow = Callable[[list[StreamRecord]], tuple[list[StreamRecord], bool]]
+__all__ = ["ReaderSettings", "RecordWindow", "ShardEndNotCheckpointed", "ShardReader"]
 
 log = structlog.get_logger()
 
 
-class ReaderOutcome(enum.Enum):
-    FINISHED = "finished"  # closed shard drained and checkpointed as finished
-    STOPPED = "stopped"  # stop requested; the last handled batch is checkpointed
-    LEASE_LOST = "lease_lost"  # another owner took the shard
-    FAILED = "failed"  # an unexpected error; the lease is released for a retry
+#: Replay's range: keeps the records of a page that are in range, and says whether the end
+#: of the range was passed (the shard is then done).
+RecordWindow = Callable[[list[StreamRecord]], tuple[list[StreamRecord], bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,61 +64,6 @@ class ReaderSettings:
     lease_fence_s: float = 15.0
     poll_interval_min_s: float = 0.25
     poll_interval_max_s: float = 2.0
-
-
-class ShardProcessor(Protocol):
-    """What a shard's records go to: our dispatch pipeline (:class:`DispatchProcessor`), or a
-    KCL MultiLang child process (:mod:`processor.multilang`). The reader reads, batches and
-    keeps the lease; the processor handles batches and decides what is checkpointed, through
-    :meth:`ShardReader.commit`."""
-
-    #: also hand over empty batches (KCL's callProcessRecordsEvenForEmptyRecordList)
-    wants_empty_batches: bool
-
-    def start(self, reader: ShardReader) -> None:
-        """Before the first batch of a run (a restarted reader starts again)."""
-
-    def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
-        """Handle one batch, in stream order; commit what is safely done."""
-
-    def shard_ended(self, reader: ShardReader) -> bool:
-        """The shard has no more records: True once its end is checkpointed (finished)."""
-
-    def reject_malformed(self, items: Sequence[tuple[object, Exception]], shard_id: str) -> None:
-        """Records that could not be parsed: to the dead-letter destination."""
-
-    def finish(self, reader: ShardReader, outcome: ReaderOutcome) -> None:
-        """The run ended with ``outcome`` (see :attr:`ShardReader.lease_lost`)."""
-
-
-class DispatchProcessor:
-    """Our own pipeline: every batch goes through the routes (delivered or dead-lettered),
-    then its last record is checkpointed."""
-
-    wants_empty_batches = False
-
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-
-    def start(self, reader: ShardReader) -> None:
-        return
-
-    def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
-        self.dispatcher.dispatch(batch)
-        created = batch[-1].approximate_creation_time
-        reader.commit(
-            batch[-1].sequence_number, handled_time=created.timestamp() if created else None
-        )
-
-    def shard_ended(self, reader: ShardReader) -> bool:
-        reader.commit(reader.last_handled, finished=True)
-        return True
-
-    def reject_malformed(self, items: Sequence[tuple[object, Exception]], shard_id: str) -> None:
-        self.dispatcher.reject_malformed(items, shard_id)
-
-    def finish(self, reader: ShardReader, outcome: ReaderOutcome) -> None:
-        self.dispatcher.close()
 
 
 class ShardEndNotCheckpointed(ProcessorError):
@@ -339,7 +277,7 @@ class ShardReader:
         except TrimmedDataError as exc:
             return self._trimmed(exc)
 
-    def _run(self) -> ReaderOutcome:  # noqa: PLR0915 - one loop; splitting scatters its state
+    def _run(self) -> ReaderOutcome:
         log.info(
             "shard_reader_started", checkpoint=self.last_handled, position=self._initial_position
         )
@@ -350,38 +288,13 @@ class ShardReader:
         buffer: list[StreamRecord] = []
         window_started = 0.0
         while not self.stop.is_set():
-            try:
-                page: Page = self._with_retries(  # type: ignore[assignment]
-                    lambda it=iterator: self._adapter.get_records(  # type: ignore[misc]
-                        it, limit=settings.get_records_limit, shard_id=self.shard_id
-                    )
-                )
-            except IteratorExpiredError:
-                log.info("iterator_expired", resume_after=self.last_read)
-                iterator = self._acquire()
+            page = self._get_page(iterator)
+            if isinstance(page, str):  # expired or trimmed: a fresh iterator
+                iterator = page
                 continue
-            except TrimmedDataError as exc:
-                iterator = self._trimmed(exc)
-                continue
-            self.last_poll_at = self._monotonic()
-            if self.last_error is not None:
-                with self._lock:
-                    self.last_error, self.failures = None, 0
+            records, window_ended = self._observe(page, buffered=bool(buffer))
             if page.records:
-                created = page.records[-1].approximate_creation_time
-                self.lag_s = max(0.0, self._clock() - created.timestamp()) if created else 0.0
-            elif not buffer:
-                self.lag_s = 0.0
-            if page.malformed:
-                self.processor.reject_malformed(page.malformed, self.shard_id)
-            records = page.records
-            window_ended = False
-            if records and self._window is not None:
-                records, window_ended = self._window(records)
-            if page.records:
-                self.last_read = page.records[-1].sequence_number
                 delay = settings.poll_interval_min_s
-                self.caught_up = False
             if records:
                 if not buffer:
                     window_started = self._monotonic()
@@ -392,30 +305,70 @@ class ShardReader:
                 buffer = self._handle(buffer, flush=ended or window_over)
                 window_started = self._monotonic()
             if ended:
-                if not self.processor.shard_ended(self):
-                    raise ShardEndNotCheckpointed(
-                        f"shard {self.shard_id} ended but its end was not checkpointed"
-                    )
-                self._store.release(self.lease)
-                log.info(
-                    "shard_finished", last_handled=self.last_handled, records=self.records_read
-                )
+                self._finish_shard()
                 return ReaderOutcome.FINISHED
             iterator = page.next_iterator  # type: ignore[assignment]
             if not page.records:
-                self.caught_up = not buffer
-                if not buffer and self.processor.wants_empty_batches:
-                    self._await_confirmed_lease()
-                    self.processor.process(self, [])
-                wait = delay
-                if buffer:  # do not sleep past the end of the batching window
-                    wait = min(
-                        delay,
-                        max(0.0, settings.max_window_s - (self._monotonic() - window_started)),
-                    )
-                self.stop.wait(wait)
+                self._at_tip(delay, buffer, window_started)
                 delay = min(delay * 2, settings.poll_interval_max_s)
         return ReaderOutcome.STOPPED
+
+    def _get_page(self, iterator: str) -> Page | str:
+        """The next page, or a fresh iterator when this one expired or its data was trimmed."""
+        settings = self._settings
+        try:
+            return self._with_retries(
+                lambda: self._adapter.get_records(
+                    iterator, limit=settings.get_records_limit, shard_id=self.shard_id
+                )
+            )
+        except IteratorExpiredError:
+            log.info("iterator_expired", resume_after=self.last_read)
+            return self._acquire()
+        except TrimmedDataError as exc:
+            return self._trimmed(exc)
+
+    def _observe(self, page: Page, *, buffered: bool) -> tuple[list[StreamRecord], bool]:
+        """Bookkeeping of a page (poll time, lag, malformed records, position); the records
+        to buffer (a replay window may cut them) and whether the window ended."""
+        self.last_poll_at = self._monotonic()
+        if self.last_error is not None:
+            with self._lock:
+                self.last_error, self.failures = None, 0
+        if page.records:
+            created = page.records[-1].approximate_creation_time
+            self.lag_s = max(0.0, self._clock() - created.timestamp()) if created else 0.0
+            self.last_read = page.records[-1].sequence_number
+            self.caught_up = False
+        elif not buffered:
+            self.lag_s = 0.0
+        if page.malformed:
+            self.processor.reject_malformed(page.malformed, self.shard_id)
+        if page.records and self._window is not None:
+            return self._window(page.records)
+        return page.records, False
+
+    def _finish_shard(self) -> None:
+        """The shard is drained: its end must be checkpointed before its lease is released."""
+        if not self.processor.shard_ended(self):
+            raise ShardEndNotCheckpointed(
+                f"shard {self.shard_id} ended but its end was not checkpointed"
+            )
+        self._store.release(self.lease)
+        log.info("shard_finished", last_handled=self.last_handled, records=self.records_read)
+
+    def _at_tip(self, delay: float, buffer: list[StreamRecord], window_started: float) -> None:
+        """An empty page: report an empty batch if the processor wants one, then wait before
+        the next poll, never past the end of the batching window."""
+        self.caught_up = not buffer
+        if not buffer and self.processor.wants_empty_batches:
+            self._await_confirmed_lease()
+            self.processor.process(self, [])
+        wait = delay
+        if buffer:
+            elapsed = self._monotonic() - window_started
+            wait = min(delay, max(0.0, self._settings.max_window_s - elapsed))
+        self.stop.wait(wait)
 
     def _await_confirmed_lease(self) -> None:
         """Self-fencing: wait (without delivering) until the lease was confirmed recently.

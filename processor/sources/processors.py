@@ -1,0 +1,82 @@
+"""What a lease's records go to: the ShardProcessor seam. DispatchProcessor is our pipeline
+(routes, checkpoint after every delivered batch); processor.multilang has a KCL child."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from processor.core.dispatch import Dispatcher
+from processor.core.records import StreamRecord
+
+if TYPE_CHECKING:
+    from processor.sources.reader import ShardReader
+
+__all__ = ["DispatchProcessor", "ReaderOutcome", "ShardProcessor"]
+
+log = structlog.get_logger()
+
+
+class ReaderOutcome(enum.Enum):
+    FINISHED = "finished"  # closed shard drained and checkpointed as finished
+    STOPPED = "stopped"  # stop requested; the last handled batch is checkpointed
+    LEASE_LOST = "lease_lost"  # another owner took the shard
+    FAILED = "failed"  # an unexpected error; the lease is released for a retry
+
+
+class ShardProcessor(Protocol):
+    """What a shard's records go to: our dispatch pipeline (:class:`DispatchProcessor`), or a
+    KCL MultiLang child process (:mod:`processor.multilang`). The reader reads, batches and
+    keeps the lease; the processor handles batches and decides what is checkpointed, through
+    :meth:`ShardReader.commit`."""
+
+    #: also hand over empty batches (KCL's callProcessRecordsEvenForEmptyRecordList)
+    wants_empty_batches: bool
+
+    def start(self, reader: ShardReader) -> None:
+        """Before the first batch of a run (a restarted reader starts again)."""
+
+    def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+        """Handle one batch, in stream order; commit what is safely done."""
+
+    def shard_ended(self, reader: ShardReader) -> bool:
+        """The shard has no more records: True once its end is checkpointed (finished)."""
+
+    def reject_malformed(self, items: Sequence[tuple[object, Exception]], shard_id: str) -> None:
+        """Records that could not be parsed: to the dead-letter destination."""
+
+    def finish(self, reader: ShardReader, outcome: ReaderOutcome) -> None:
+        """The run ended with ``outcome`` (see :attr:`ShardReader.lease_lost`)."""
+
+
+class DispatchProcessor:
+    """Our own pipeline: every batch goes through the routes (delivered or dead-lettered),
+    then its last record is checkpointed."""
+
+    wants_empty_batches = False
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def start(self, reader: ShardReader) -> None:
+        return
+
+    def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+        self.dispatcher.dispatch(batch)
+        created = batch[-1].approximate_creation_time
+        reader.commit(
+            batch[-1].sequence_number, handled_time=created.timestamp() if created else None
+        )
+
+    def shard_ended(self, reader: ShardReader) -> bool:
+        reader.commit(reader.last_handled, finished=True)
+        return True
+
+    def reject_malformed(self, items: Sequence[tuple[object, Exception]], shard_id: str) -> None:
+        self.dispatcher.reject_malformed(items, shard_id)
+
+    def finish(self, reader: ShardReader, outcome: ReaderOutcome) -> None:
+        self.dispatcher.close()
