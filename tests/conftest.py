@@ -35,7 +35,7 @@ BACKENDS = ("moto", "dynamodb-local")
 TESTS = Path(__file__).parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if BACKEND not in BACKENDS:
         raise pytest.UsageError(f"DSP_TEST_BACKEND={BACKEND!r}: use one of {BACKENDS}")
     for item in items:
@@ -46,9 +46,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if only is not None and BACKEND != "moto":
             reason = only.kwargs.get("reason") or (only.args[0] if only.args else "")
             item.add_marker(pytest.mark.skip(reason=f"moto only: {reason}"))
-    # the longest tests first: under `pytest -n` (make test) they start at once instead of
-    # being the tail that every other worker waits for; the order within a tier is kept
-    items.sort(key=lambda item: 0 if item.get_closest_marker("system") else 1)
+    spread_slow_tests(config, items)
+
+
+def _seconds(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("slow")
+    return float(marker.kwargs.get("seconds", 10)) if marker else 0.0
+
+
+def spread_slow_tests(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist worksteal` (make test) worker k starts on the k-th of N
+    contiguous slices of the collection. Put one slow test at the head of each slice (the
+    rest keep their order), so the slow ones start at once on different workers instead of
+    queueing behind each other (the Java cross-check alone takes two minutes)."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 0))
+    if workers < 2:
+        return
+    slow = sorted(
+        (item for item in items if item.get_closest_marker("slow")),
+        key=lambda item: -_seconds(item),
+    )
+    rest = [item for item in items if not item.get_closest_marker("slow")]
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for index, item in enumerate(slow):
+        heads[index % workers].append(item)
+    size, extra = divmod(len(rest), workers)
+    ordered: list[pytest.Item] = []
+    start = 0
+    for k in range(workers):
+        end = start + size + (1 if k < extra else 0)
+        ordered += heads[k] + rest[start:end]
+        start = end
+    items[:] = ordered
 
 
 @pytest.fixture(scope="session")

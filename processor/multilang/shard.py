@@ -50,7 +50,7 @@ def _spawn(command: Sequence[str], shard_id: str, cwd: str | None) -> Child:
 
 
 class MultiLangProcessor:
-    """A :class:`processor.sources.reader.ShardProcessor` whose records go to a child process."""
+    """A :class:`~processor.sources.processors.ShardProcessor` feeding a child process."""
 
     def __init__(
         self,

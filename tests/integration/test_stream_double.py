@@ -113,6 +113,7 @@ def test_rollovers_read_each_generation_after_the_last(
     assert_once_in_key_order(scenario)
 
 
+@pytest.mark.slow
 def test_250_shards_are_discovered_with_paced_describe_calls(
     tmp_path: Path, endpoint: str, unique: str
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.cache import build as build_cache
@@ -40,6 +41,7 @@ def tenant_labels(exposition: bytes) -> set[str]:
     }
 
 
+@pytest.mark.slow
 def test_many_tenants_leave_bounded_state_and_metrics(receiver: WebhookReceiver) -> None:
     """12,000 tenants through webhook (per-tenant rate limits) and cache routes: /metrics keeps
     100 tenant labels plus "other", token buckets stop at their cap, every record delivered."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 
 from processor.testing import WebhookReceiver, create_table, scan_all
 from tests.integration.helpers import stream_records
@@ -26,6 +27,7 @@ def stream_event_ids(endpoint: str, table: str) -> list[str]:
     return [record["eventID"] for record in stream_records(endpoint, table)]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_no_change(
     tmp_path: Path, endpoint: str, dynamodb: Any, receiver: WebhookReceiver, unique: str
 ) -> None:

@@ -37,6 +37,7 @@ def allowed(policy: dict[str, Any], call: Call) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.moto_only(reason="SQS dead letters: DynamoDB Local serves DynamoDB only")
 def test_every_action_each_feature_calls_is_in_the_generated_policy(
     tmp_path: Path, endpoint: str, dynamodb: Any, sqs: Any, unique: str

@@ -80,6 +80,7 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
+@pytest.mark.slow(seconds=120)
 @pytest.mark.moto_only(reason="the Java daemon reads moto's Kinesis")
 def test_our_conversation_matches_the_java_multilang_daemon(
     tmp_path: Path, endpoint: str, dynamodb: Any, unique: str

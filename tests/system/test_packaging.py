@@ -9,6 +9,8 @@ import tomllib
 import venv
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,6 +22,7 @@ def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
     return done.stdout
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_and_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     """`python -m build` makes a wheel; in a fresh venv, `dsp --version`, `dsp check-config`
     on the example and `import processor.testing` work, with the version from one place."""

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from processor.testing import WebhookReceiver
 from processor.testing.stream_double import Scenario, StreamDouble
 
@@ -45,6 +47,7 @@ def wait_until(check: Callable[[], bool], timeout_s: float) -> float:
     raise AssertionError(f"condition not met within {timeout_s} s")
 
 
+@pytest.mark.slow
 def test_replicas_split_shards_and_take_over_after_sigkill(
     tmp_path: Path, endpoint: str, dynamodb: Any, receiver: WebhookReceiver, unique: str
 ) -> None:

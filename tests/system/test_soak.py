@@ -29,7 +29,7 @@ import pytest
 from processor.testing import WebhookReceiver
 from processor.testing.stream_double import Scenario, StreamDouble
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
 POISON = ("3", "7")  # tenants (item keys k3, k7) whose receiver refuses every record
 FIXED = "3"  # fixed before the last redrive
