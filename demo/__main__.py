@@ -26,10 +26,11 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from consumers.cache import MemoryCache
-from processor.app import build_app, stats_table
+from processor.app import build_app
 from processor.core.signatures import new_secret
 from processor.core.values import decode_image
 from processor.ops.logs import configure_logging
+from processor.ops.summary import stats_table
 from processor.settings import load_settings
 from processor.testing import (
     WebhookReceiver,

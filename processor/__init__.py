@@ -13,6 +13,7 @@ from processor.core.consumer import (
     ConsumerFactory,
     RouteStats,
     StreamInfo,
+    declare_aws_connections,
     load_callable,
 )
 from processor.core.dispatch import Dispatcher
@@ -92,6 +93,7 @@ __all__ = [
     "WaitRetryAfter",
     "WriteAnswer",
     "check_url_template",
+    "declare_aws_connections",
     "decode_image",
     "decode_value",
     "host_is_templated",

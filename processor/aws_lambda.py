@@ -25,12 +25,7 @@ from typing import Any
 import structlog
 
 from processor._runtime import tune_gc
-from processor.app import (
-    build_routes,
-    make_dead_letter_sink,
-    retry_policy,
-    tenancy_for,
-)
+from processor.app.routes import build_routes, make_dead_letter_sink, retry_policy, tenancy_for
 from processor.aws import AwsClients, clients_for
 from processor.core.consumer import RouteStats, StreamInfo
 from processor.core.dispatch import Dispatcher

@@ -19,7 +19,8 @@ import structlog
 
 from processor import __version__
 from processor._runtime import tune_gc
-from processor.app import build_app, check_config, retry_policy, stats_table, tenancy_for
+from processor.app import build_app, check_config
+from processor.app.routes import retry_policy, tenancy_for
 from processor.aws import clients_for
 from processor.errors import ConfigError, ProcessorError
 from processor.leases.dynamodb import DynamoDBLeaseStore
@@ -28,6 +29,7 @@ from processor.ops.iam import COMMANDS, policy_for
 from processor.ops.logs import configure_logging
 from processor.ops.metrics import HealthServer
 from processor.ops.status import render_json, render_table, status_rows
+from processor.ops.summary import stats_table
 from processor.replay.run import run_capture, run_replay
 from processor.settings import Settings, load_settings
 from processor.sinks.redrive import redrive_file

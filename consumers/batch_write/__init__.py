@@ -33,7 +33,13 @@ from consumers.batch_write.consumer import BatchWriteConsumer
 from consumers.batch_write.limits import Delete, Put, item_size
 from consumers.batch_write.options import BatchWriteOptions
 from consumers.batch_write.pacing import AimdRate
-from processor import ConfigError, ConsumerContext, DynamoDBTable, load_callable
+from processor import (
+    ConfigError,
+    ConsumerContext,
+    DynamoDBTable,
+    declare_aws_connections,
+    load_callable,
+)
 
 __all__ = ["AimdRate", "BatchWriteConsumer", "Delete", "Put", "build", "item_size"]
 
@@ -65,3 +71,14 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> BatchWriteCon
             "no such table; create it (with the source table's key schema) first",
         )
     return BatchWriteConsumer(opts, context, keys, transform)
+
+
+def _aws_connections(options: Mapping[str, Any]) -> int:
+    """Up to ``concurrency`` BatchWriteItem calls of one batch are in flight at once."""
+    try:
+        return BatchWriteOptions.model_validate(options).concurrency
+    except ValueError:
+        return 0  # build() reports the option, naming its key
+
+
+declare_aws_connections(build, _aws_connections)

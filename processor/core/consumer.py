@@ -31,7 +31,9 @@ __all__ = [
     "ConsumerFactory",
     "RouteStats",
     "StreamInfo",
+    "aws_connections",
     "builtin_consumers",
+    "declare_aws_connections",
     "load_callable",
 ]
 
@@ -144,6 +146,23 @@ class ConsumerContext:
 
 class ConsumerFactory(Protocol):
     def __call__(self, options: Mapping[str, Any], context: ConsumerContext, /) -> Consumer: ...
+
+
+def declare_aws_connections(
+    factory: Callable[..., Any], count: Callable[[Mapping[str, Any]], int]
+) -> None:
+    """Say how many connections of the shared AWS clients a consumer built by ``factory``
+    with these options may hold at once; the process sizes botocore's pool from it."""
+    setattr(factory, _AWS_CONNECTIONS, count)
+
+
+def aws_connections(factory: Callable[..., Any], options: Mapping[str, Any]) -> int:
+    """What ``factory`` declared for these options (0 if it declared nothing)."""
+    count = getattr(factory, _AWS_CONNECTIONS, None)
+    return int(count(options)) if callable(count) else 0
+
+
+_AWS_CONNECTIONS = "dsp_aws_connections"
 
 
 def builtin_consumers() -> dict[str, str]:

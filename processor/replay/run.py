@@ -12,13 +12,8 @@ from pathlib import Path
 
 import structlog
 
-from processor.app import (
-    build_app,
-    make_dead_letter_sink,
-    retry_policy,
-    stats_table,
-    tenancy_for,
-)
+from processor.app import build_app
+from processor.app.routes import make_dead_letter_sink, retry_policy, tenancy_for
 from processor.core._rate import RateLimiter
 from processor.core.consumer import RouteStats
 from processor.core.dispatch import Dispatcher
@@ -28,6 +23,7 @@ from processor.core.tenancy import TenantResolver
 from processor.errors import ConfigError
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.memory import MemoryLeaseStore
+from processor.ops.summary import stats_table
 from processor.replay.progress import Progress
 from processor.replay.range import (
     ArchiveWriter,

@@ -1,0 +1,229 @@
+"""The composition root: settings in, a ready-to-run worker out.
+
+Only this module (and the CLI above it) wires concrete adapters together; everything below
+takes its collaborators as arguments.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import urllib3
+
+from processor.app.routes import (
+    _consumer_connections,
+    build_routes,
+    close_routes,
+    make_dead_letter_sink,
+    retry_policy,
+    tenancy_for,
+)
+from processor.aws import AwsClients, clients_for
+from processor.core._rate import RateLimiter
+from processor.core.consumer import (
+    RouteStats,
+    StreamInfo,
+)
+from processor.core.dispatch import Dispatcher
+from processor.core.routing import Route
+from processor.core.tenancy import TenantStats
+from processor.http import make_http_pool
+from processor.leases.dynamodb import DynamoDBLeaseStore
+from processor.leases.model import Lease, LeaseStore
+from processor.leases.worker import PositionFor, Worker, WorkerSettings
+from processor.multilang.shard import MultiLangProcessor
+from processor.ops.metrics import Metrics
+from processor.settings import Settings
+from processor.sources.dynamodb import StreamsAdapter, resolve_stream
+from processor.sources.reader import ReaderSettings, RecordWindow
+
+__all__ = ["OFFLINE_UNCHECKED", "App", "build_app", "check_config"]
+
+log = structlog.get_logger()
+
+
+#: Reader threads per process share one boto3 client; botocore's pool must cover them all
+#: plus the main loop and the consumers' own calls.
+_EXTRA_CONNECTIONS = 8
+
+
+@dataclass(slots=True)
+class App:
+    """Everything a run needs, built and validated."""
+
+    settings: Settings
+    worker: Worker
+    metrics: Metrics
+    stream: StreamInfo
+    routes: list[Route]
+    stats: dict[str, RouteStats]
+    clients: AwsClients
+    http: urllib3.PoolManager
+    memory_caches: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        close_routes(self.routes, self.http)
+
+
+def _clients(settings: Settings) -> AwsClients:
+    pool = settings.checkpoints.max_leases + _EXTRA_CONNECTIONS + _consumer_connections(settings)
+    return clients_for(settings.aws, pool_size=min(pool, 200))
+
+
+#: what `dsp check-config --offline` cannot know without AWS
+OFFLINE_UNCHECKED = (
+    "the stream (stream.table / stream.arn), its view type and key schema (cache key "
+    "fields, batch_write's images), batch_write target tables, subscriptions tables"
+)
+
+
+def check_config(settings: Settings, *, offline: bool = False) -> str:
+    """Validate ``settings`` the way `dsp run` does before it reads anything: resolve the
+    stream, then build every route (consumers, options, filters) through
+    :func:`build_routes`, and close them. Raises ConfigError (or the AWS error) as a run
+    would. Returns a one-line summary."""
+    stop = threading.Event()
+    http = make_http_pool(settings)
+    clients: AwsClients | None = None
+    if offline:
+        arn = settings.stream.arn or f"arn:aws:dynamodb:::table/{settings.stream.table}/stream/-"
+        stream = StreamInfo(arn, settings.stream.table or "?", "NEW_AND_OLD_IMAGES", ())
+    else:
+        clients = _clients(settings)
+        stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
+        stream = StreamsAdapter(clients.streams).describe(stream_arn).info
+    routes, _ = build_routes(
+        settings,
+        stream=stream,
+        clients=clients,
+        http=http,
+        memory_caches={},
+        stop=stop,
+        offline=offline,
+    )
+    stop.set()
+    close_routes(routes, http)
+    if offline:
+        return f"ok ({len(routes)} routes; not checked offline: {OFFLINE_UNCHECKED})"
+    return (
+        f"ok ({len(routes)} routes; stream of table {stream.table_name} resolved: "
+        f"{stream.view_type}, key {', '.join(stream.key_attributes)})"
+    )
+
+
+def worker_settings(settings: Settings) -> WorkerSettings:
+    """The worker's and its readers' knobs, from [stream], [checkpoints], [batch], [shutdown]."""
+    return WorkerSettings(
+        owner=settings.checkpoints.owner_id,
+        starting_position=settings.stream.starting_position,
+        lease_timeout_s=settings.checkpoints.lease_timeout_s,
+        renew_interval_s=settings.checkpoints.renew_interval_s,
+        lease_scan_interval_s=settings.checkpoints.lease_scan_interval_s,
+        discovery_interval_s=settings.stream.discovery_interval_s,
+        max_leases=settings.checkpoints.max_leases,
+        shutdown_deadline_s=settings.shutdown.deadline_s,
+        reader_restart_base_s=settings.stream.reader_restart_base_s,
+        reader_restart_max_s=settings.stream.reader_restart_max_s,
+        reader=ReaderSettings(
+            get_records_limit=settings.stream.get_records_limit,
+            max_records=settings.batch.max_records,
+            max_window_s=settings.batch.max_window_ms / 1000,
+            on_trimmed=settings.stream.on_trimmed,
+            poll_interval_min_s=settings.stream.poll_interval_min_s,
+            poll_interval_max_s=settings.stream.poll_interval_max_s,
+        ),
+    )
+
+
+def build_app(
+    settings: Settings,
+    *,
+    memory_caches: dict[str, Any] | None = None,
+    consumer_stop: threading.Event | None = None,
+    routes: tuple[list[Route], dict[str, RouteStats]] | None = None,
+    store: LeaseStore | None = None,
+    position_for: PositionFor | None = None,
+    window: RecordWindow | None = None,
+    rate: RateLimiter | None = None,
+    only_shards: frozenset[str] | None = None,
+) -> App:
+    """Resolve the stream, build clients, routes and the worker. Raises ConfigError."""
+    clients = _clients(settings)
+    stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
+    adapter = StreamsAdapter(
+        clients.streams, describe_rate_per_s=settings.stream.describe_rate_per_s
+    )
+    stream = adapter.describe(stream_arn).info
+    http = make_http_pool(settings)
+    caches: dict[str, Any] = memory_caches if memory_caches is not None else {}
+    stop_consumers = consumer_stop or threading.Event()
+    if routes is None:
+        routes = build_routes(
+            settings,
+            stream=stream,
+            clients=clients,
+            http=http,
+            memory_caches=caches,
+            stop=stop_consumers,
+        )
+    built_routes, stats = routes
+    sink = make_dead_letter_sink(settings, clients)
+    policy = retry_policy(settings, retention_s=adapter.retention_s)
+    if store is None:
+        store = DynamoDBLeaseStore(
+            clients.dynamodb,
+            table=settings.checkpoints.table,
+            application=settings.checkpoints.application,
+            stream_arn=stream_arn,
+        )
+
+    tenant_stats = TenantStats(settings.observability.max_tenant_labels)
+    metrics = Metrics(stats, http=http, tenants=tenant_stats)
+    tenancy = tenancy_for(settings)
+
+    def dispatcher_for(stop: threading.Event) -> Dispatcher:
+        return Dispatcher(
+            built_routes,
+            sink,
+            policy,
+            stats=stats,
+            stop=stop,
+            observe=metrics.observe_call,
+            tenancy=tenancy,
+            tenant_stats=tenant_stats,
+        )
+
+    processor_for = None
+    if settings.multilang is not None:  # each lease drives a KCL MultiLang child
+        options = settings.multilang
+
+        def processor_for(lease: Lease, stop: threading.Event) -> MultiLangProcessor:
+            return MultiLangProcessor(options, malformed=dispatcher_for(stop))
+
+    worker = Worker(
+        processor_for=processor_for,
+        adapter=adapter,
+        stream_arn=stream_arn,
+        store=store,
+        dispatcher_for=dispatcher_for,
+        position_for=position_for,
+        window=window,
+        rate=rate,
+        only_shards=only_shards,
+        settings=worker_settings(settings),
+    )
+    metrics.worker = worker
+    return App(
+        settings=settings,
+        worker=worker,
+        metrics=metrics,
+        stream=stream,
+        routes=built_routes,
+        stats=stats,
+        clients=clients,
+        http=http,
+        memory_caches=caches,
+    )
