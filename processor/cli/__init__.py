@@ -6,7 +6,6 @@ Exit status: 0 done, 1 runtime failure, 2 bad configuration (nothing was read).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -17,15 +16,15 @@ from typing import Any
 
 import structlog
 
-from processor import __version__
 from processor._runtime import tune_gc
 from processor.app import build_app, check_config
 from processor.app.routes import retry_policy, tenancy_for
 from processor.aws import clients_for
+from processor.cli.parser import _parser
 from processor.errors import ConfigError, ProcessorError
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.multilang.properties import IGNORED, read_properties, to_settings
-from processor.ops.iam import COMMANDS, policy_for
+from processor.ops.iam import policy_for
 from processor.ops.logs import configure_logging
 from processor.ops.metrics import HealthServer
 from processor.ops.status import render_json, render_table, status_rows
@@ -41,160 +40,6 @@ log = structlog.get_logger()
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dsp", description="Read a DynamoDB Stream and fan every change out to consumers."
-    )
-    parser.add_argument("--version", action="version", version=f"dsp {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--config",
-            default=os.environ.get("DSP_CONFIG"),
-            help="the TOML configuration file (default: $DSP_CONFIG; without either, "
-            "the configuration comes from DSP_ variables alone)",
-        )
-        p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-        p.add_argument("--log-format", choices=["auto", "json", "console"])
-
-    def stop_when_idle(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--stop-when-idle",
-            type=float,
-            metavar="SECONDS",
-            help="exit 0 once every owned shard has had no new records for SECONDS",
-        )
-
-    run = sub.add_parser("run", help="run the worker until stopped (SIGINT/SIGTERM)")
-    common(run)
-    stop_when_idle(run)
-    check = sub.add_parser(
-        "check-config",
-        help="validate the configuration as `dsp run` does (stream, routes, consumers) and exit",
-    )
-    common(check)
-    check.add_argument(
-        "--offline",
-        action="store_true",
-        help="without AWS: skip the checks that need it (the stream, key schema, tables)",
-    )
-    replay = sub.add_parser(
-        "replay",
-        help="deliver a chosen range of the stream (or of archives) again through the routes",
-        description=(
-            "Reads the range across the shard tree in lineage order, in its own checkpoint "
-            "namespace (live checkpoints never move). A time bound works at "
-            "ApproximateCreationDateTime's precision, one second: --from includes every record "
-            "stamped in that second. Exit status 3 if any record was dead-lettered."
-        ),
-    )
-    common(replay)
-    replay.add_argument(
-        "--from",
-        dest="start",
-        metavar="POSITION",
-        help="trim-horizon | SEQUENCE_NUMBER | ISO 8601 time (default with "
-        "--from-file: everything)",
-    )
-    replay.add_argument(
-        "--to", dest="end", metavar="POSITION", help="SEQUENCE_NUMBER | ISO 8601 time"
-    )
-    replay.add_argument(
-        "--shard", action="append", metavar="ID", help="only this shard (repeatable)"
-    )
-    replay.add_argument(
-        "--route", action="append", metavar="NAME", help="only this route (repeatable)"
-    )
-    replay.add_argument(
-        "--tenant", action="append", metavar="T", help="only this tenant (repeatable)"
-    )
-    replay.add_argument("--dry-run", action="store_true", help="count what would be delivered")
-    replay.add_argument(
-        "--rate", type=float, metavar="RECORDS_PER_S", help="at most this many records/s"
-    )
-    replay.add_argument("--resume", action="store_true", help="continue an interrupted replay")
-    replay.add_argument(
-        "--from-file",
-        nargs="+",
-        metavar="PATH",
-        help="replay capture archives (JSONL, .gz) or dead-letter files instead",
-    )
-    replay.add_argument("--idle-s", type=float, default=2.0, help="end when caught up this long")
-    capture = sub.add_parser(
-        "capture", help="archive raw stream records (JSONL, .gz) past retention"
-    )
-    common(capture)
-    capture.add_argument(
-        "--out",
-        required=True,
-        metavar="PATH",
-        help="archive name; gzip when it ends in .gz; rotated as NAME-000001...",
-    )
-    capture.add_argument(
-        "--rotate-mb", type=float, default=64.0, help="start a new file past this size"
-    )
-    capture.add_argument(
-        "--stop-when-idle",
-        type=float,
-        metavar="SECONDS",
-        help="exit once caught up and idle this long (default: run until stopped)",
-    )
-    status = sub.add_parser("status", help="the lease table: shards, owners, checkpoints, lag")
-    common(status)
-    status.add_argument(
-        "--properties", metavar="FILE", help="a KCL properties file (dsp multilang's)"
-    )
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    dead = sub.add_parser("dead-letter", help="work with the dead-letter file")
-    dead_sub = dead.add_subparsers(dest="dead_letter_command", required=True)
-    redrive = dead_sub.add_parser(
-        "redrive",
-        help="send dead-lettered records back through their routes; remove what succeeds",
-    )
-    common(redrive)
-    redrive.add_argument(
-        "--route", action="append", metavar="NAME", help="only this route (repeatable)"
-    )
-    multilang = sub.add_parser(
-        "multilang",
-        help="run unchanged amazon_kclpy record processors (KCL MultiLang), one child per shard",
-        description="Reads a KCL MultiLang properties file (executableName, applicationName, "
-        "streamArn or tableName, ...) and drives one child process per owned shard with the "
-        "MultiLang protocol, instead of routes. --config adds our TOML (metrics port, "
-        "[multilang] options...); DSP_ variables override both.",
-    )
-    common(multilang)
-    multilang.add_argument(
-        "--properties", metavar="FILE", help="the KCL .properties file (optional with --config)"
-    )
-    stop_when_idle(multilang)
-    iam = sub.add_parser(
-        "iam-policy",
-        help="print the least-privilege IAM policy for what this configuration uses",
-        description="Actions and resource ARNs for exactly the features the configuration "
-        "turns on (stream, leases, batch_write targets, subscriptions tables, SQS dead "
-        "letters). Your own consumers' and transforms' AWS calls are listed as notes.",
-    )
-    common(iam)
-    iam.add_argument(
-        "--account",
-        metavar="ID",
-        help="the 12-digit account id (default: from stream.arn or the SQS queue URL)",
-    )
-    iam.add_argument(
-        "--commands",
-        default=",".join(COMMANDS),
-        help=f"the dsp commands the role runs (default: all of {','.join(COMMANDS)})",
-    )
-    iam.add_argument(
-        "--no-create-table",
-        action="store_true",
-        help="the lease table exists: leave dynamodb:CreateTable out",
-    )
-    return parser
 
 
 def _iam_policy(args: argparse.Namespace, settings: Settings) -> int:
@@ -357,7 +202,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProcessorError as exc:
         log.exception("run_failed", error_type=type(exc).__name__, error=str(exc))
         return EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    sys.exit(main())
