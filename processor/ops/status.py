@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from processor.leases.model import Lease
+from processor.ops.tables import render
 
 __all__ = ["render_json", "render_table", "status_rows"]
 
@@ -78,11 +79,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"{r['failures']}x" if r["last_error"] else "-",
             ]
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = [
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    ]
-    out.insert(1, "  ".join("-" * w for w in widths))
+    out = render(header, lines[1:]).split("\n")
     t = _totals(rows)
     lag = f"{t['max_lag_s']:.1f} s" if t["max_lag_s"] is not None else "-"
     out.append(

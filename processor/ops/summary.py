@@ -10,6 +10,7 @@ import structlog
 from processor.core.consumer import (
     RouteStats,
 )
+from processor.ops.tables import render
 from processor.settings import Settings
 
 __all__ = ["stats_table"]
@@ -40,10 +41,4 @@ def stats_table(settings: Settings, stats: Mapping[str, RouteStats]) -> str:
                 did or "-",
             ]
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    ]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return render(lines[0], lines[1:])

@@ -24,6 +24,7 @@ from processor.errors import ConfigError
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.memory import MemoryLeaseStore
 from processor.ops.summary import stats_table
+from processor.ops.tables import render
 from processor.replay.progress import Progress
 from processor.replay.range import (
     ArchiveWriter,
@@ -60,16 +61,11 @@ class _DryRun:
         return count
 
     def table(self) -> str:
-        rows = [("route", "tenant", "event", "records")] + [
+        rows = [
             (route, tenant, event, str(n))
             for (route, tenant, event), n in sorted(self.counts.items())
         ]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return render(("route", "tenant", "event", "records"), rows)
 
 
 def _select_routes(settings: Settings, names: list[str] | None) -> Settings:
