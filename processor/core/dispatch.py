@@ -35,7 +35,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 
 import structlog
 from tenacity import (
@@ -43,12 +42,12 @@ from tenacity import (
     retry_if_exception,
     stop_never,
     stop_when_event_set,
-    wait_random_exponential,
 )
 from tenacity.stop import stop_base
 
 from processor.core._waiting import interruptible_sleep
 from processor.core.consumer import BatchResult, RouteStats
+from processor.core.dead_lettering import DeadLetterWriter
 from processor.core.records import StreamRecord
 from processor.core.retry import (
     RetryPolicy,
@@ -65,8 +64,8 @@ from processor.core.retry import (
     _WaitWithRetryAfter,
 )
 from processor.core.routing import Route
-from processor.core.tenancy import NO_TENANT, Tenancy, TenantStats
-from processor.errors import RecordError, ShutdownRequested, TransientError
+from processor.core.tenancy import Tenancy, TenantStats
+from processor.errors import RecordError, ShutdownRequested
 from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, now_utc
 
 __all__ = ["Dispatcher", "key_groups"]
@@ -131,6 +130,14 @@ class Dispatcher:
         self._pool: ThreadPoolExecutor | None = None
         self._unhandled_lock = threading.Lock()
         self._unhandled: dict[str, StreamRecord] = {}  # by sequence number (itemIdentifier)
+        self._letters = DeadLetterWriter(
+            dead_letter,
+            stop=stop,
+            sleep=self._sleep,
+            clock=clock,
+            base_delay_s=policy.base_delay_s,
+            tenant_stats=self.tenant_stats,
+        )
 
     def close(self) -> None:
         if self._pool is not None:
@@ -184,7 +191,7 @@ class Dispatcher:
             log.info("records_without_tenant_skipped", count=len(records), reason=reason)
             return
         now = now_utc(self._clock)
-        self._write_dead_letters(
+        self._letters.write(
             [
                 DeadLetter(
                     record=r.raw,
@@ -241,7 +248,7 @@ class Dispatcher:
             (old if created is not None and now - created > limit else fresh).append(record)
         if old:
             error = _TooOld(f"older than max_record_age_s={limit}")
-            self._dead_letter(route, old, _Exhausted(old, error, 0), now_utc(self._clock))
+            self._letters.exhausted(route, old, _Exhausted(old, error, 0), now_utc(self._clock))
             stats.add("dead_lettered", len(old))
             stats.add("too_old", len(old))
         return fresh
@@ -269,7 +276,7 @@ class Dispatcher:
                         self._unhandled.update((r.sequence_number, r) for r in rest)
                     stats.add("unhandled", len(rest))
                     continue
-                self._dead_letter(route, rest, exhausted, first_attempt_at)
+                self._letters.exhausted(route, rest, exhausted, first_attempt_at)
                 stats.add("dead_lettered", len(rest))
                 dead_lettered += len(rest)
             else:
@@ -358,121 +365,18 @@ class Dispatcher:
         except Exception as exc:
             if self._stop.is_set() and not isinstance(exc, RecordError):
                 raise ShutdownRequested("stop requested while retrying") from exc
-            self._reject(route, rejected, stats)
+            self._letters.rejected(route, rejected, stats)
             raise _Exhausted(remaining, exc, attempts, rejected=len(rejected)) from exc
-        self._reject(route, rejected, stats)
+        self._letters.rejected(route, rejected, stats)
         return len(chunk) - len(rejected)
 
     # -- dead letters -------------------------------------------------------------------------
-
-    def _reject(
-        self, route: Route, rejected: list[tuple[StreamRecord, str, int]], stats: RouteStats
-    ) -> None:
-        if not rejected:
-            return
-        started = now_utc(self._clock)
-        self._write_dead_letters(
-            [
-                DeadLetter(
-                    record=record.raw,
-                    route=route.name,
-                    error_type="Rejected",
-                    error_message=reason,
-                    attempts=attempts,
-                    shard_id=record.shard_id,
-                    first_attempt_at=started,
-                    dead_lettered_at=started,
-                    tenant=record.tenant,
-                )
-                for record, reason, attempts in rejected
-            ],
-        )
-        stats.add("dead_lettered", len(rejected))
 
     def reject_malformed(
         self, items: Sequence[tuple[object, Exception]], shard_id: str | None
     ) -> None:
         """Dead-letter records that could not even be parsed (route ``-``, no attempts)."""
-        if not items:
-            return
-        now = now_utc(self._clock)
-        self._write_dead_letters(
-            [
-                DeadLetter(
-                    record=raw if isinstance(raw, dict) else {"unparsed": raw},
-                    route="-",
-                    error_type=type(error).__name__,
-                    error_message=str(error),
-                    attempts=0,
-                    shard_id=shard_id,
-                    first_attempt_at=now,
-                    dead_lettered_at=now,
-                )
-                for raw, error in items
-            ],
-        )
-
-    def _dead_letter(
-        self,
-        route: Route,
-        records: list[StreamRecord],
-        exhausted: _Exhausted,
-        first_attempt_at: datetime,
-    ) -> None:
-        error = exhausted.error
-        reasons: Mapping[str, str] = {}
-        if isinstance(error, _PartialFailure):
-            error_type, message = "PartialFailure", str(error)
-            reasons = error.reasons
-        elif isinstance(error, _TooOld):
-            error_type, message = "RecordTooOld", str(error)
-        else:
-            error_type, message = type(error).__name__, str(error)
-        now = now_utc(self._clock)
-        entries = [
-            DeadLetter(
-                record=r.raw,
-                route=route.name,
-                error_type=error_type,
-                error_message=reasons.get(r.event_id, message),
-                attempts=exhausted.attempts,
-                shard_id=r.shard_id,
-                first_attempt_at=first_attempt_at,
-                dead_lettered_at=now,
-                tenant=r.tenant,
-            )
-            for r in records
-        ]
-        self._write_dead_letters(entries)
-        log.error(
-            "records_dead_lettered",
-            route=route.name,
-            count=len(entries),
-            error_type=error_type,
-            error=message,
-            attempts=exhausted.attempts,
-            sequence_numbers=[r.sequence_number for r in records][:10],
-            tenants=sorted({r.tenant or NO_TENANT for r in records})[:10],
-        )
-
-    def _write_dead_letters(self, entries: list[DeadLetter]) -> None:
-        """Store entries; nothing may be lost, so keep trying until stored or stopping.
-
-        On a stop the batch is abandoned (read again after restart), never skipped.
-        """
-        retrying = Retrying(
-            stop=stop_when_event_set(self._stop),
-            wait=wait_random_exponential(multiplier=self._policy.base_delay_s, max=30),
-            retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        try:
-            retrying(self._sink.send, entries)
-        except TransientError as exc:
-            raise ShutdownRequested("stop requested while writing dead letters") from exc
-        for entry in entries:
-            self.tenant_stats.add(entry.route, entry.tenant or NO_TENANT, "dead_lettered")
+        self._letters.malformed(items, shard_id)
 
 
 def _call_consumer(route: Route, records: list[StreamRecord]) -> BatchResult | None:
