@@ -93,8 +93,7 @@ def check_config(settings: Settings, *, offline: bool = False) -> str:
         stream = StreamInfo(arn, settings.stream.table or "?", "NEW_AND_OLD_IMAGES", ())
     else:
         clients = _clients(settings)
-        stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
-        stream = StreamsAdapter(clients.streams).describe(stream_arn).info
+        _, _, stream = _source(settings, clients)
     routes, _ = build_routes(
         settings,
         stream=stream,
@@ -112,6 +111,16 @@ def check_config(settings: Settings, *, offline: bool = False) -> str:
         f"ok ({len(routes)} routes; stream of table {stream.table_name} resolved: "
         f"{stream.view_type}, key {', '.join(stream.key_attributes)})"
     )
+
+
+def _source(settings: Settings, clients: AwsClients) -> tuple[StreamsAdapter, str, StreamInfo]:
+    """The stream to read (the table's latest, or the configured ARN), its adapter and what it
+    carries (table, view type, key schema)."""
+    stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
+    adapter = StreamsAdapter(
+        clients.streams, describe_rate_per_s=settings.stream.describe_rate_per_s
+    )
+    return adapter, stream_arn, adapter.describe(stream_arn).info
 
 
 def worker_settings(settings: Settings) -> WorkerSettings:
@@ -152,11 +161,7 @@ def build_app(
 ) -> App:
     """Resolve the stream, build clients, routes and the worker. Raises ConfigError."""
     clients = _clients(settings)
-    stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
-    adapter = StreamsAdapter(
-        clients.streams, describe_rate_per_s=settings.stream.describe_rate_per_s
-    )
-    stream = adapter.describe(stream_arn).info
+    adapter, stream_arn, stream = _source(settings, clients)
     http = make_http_pool(settings)
     caches: dict[str, Any] = memory_caches if memory_caches is not None else {}
     stop_consumers = consumer_stop or threading.Event()
