@@ -7,6 +7,7 @@ takes its collaborators as arguments.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from processor.core.consumer import (
     StreamInfo,
 )
 from processor.core.dispatch import Dispatcher
+from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import TenantStats
 from processor.http import make_http_pool
@@ -37,7 +39,9 @@ from processor.leases.worker import PositionFor, Worker, WorkerSettings
 from processor.multilang.shard import MultiLangProcessor
 from processor.ops.metrics import Metrics
 from processor.settings import Settings
+from processor.sinks.dead_letter import DeadLetterSink
 from processor.sources.dynamodb import StreamsAdapter, resolve_stream
+from processor.sources.processors import ShardProcessor
 from processor.sources.reader import ReaderSettings, RecordWindow
 
 __all__ = ["OFFLINE_UNCHECKED", "App", "build_app", "check_config"]
@@ -147,6 +151,49 @@ def worker_settings(settings: Settings) -> WorkerSettings:
     )
 
 
+def _dispatchers(
+    settings: Settings,
+    *,
+    routes: list[Route],
+    stats: dict[str, RouteStats],
+    sink: DeadLetterSink,
+    policy: RetryPolicy,
+    metrics: Metrics,
+    tenant_stats: TenantStats,
+) -> Callable[[threading.Event], Dispatcher]:
+    """A Dispatcher per reader (each with its reader's stop event), sharing routes and stats."""
+    tenancy = tenancy_for(settings)
+
+    def dispatcher_for(stop: threading.Event) -> Dispatcher:
+        return Dispatcher(
+            routes,
+            sink,
+            policy,
+            stats=stats,
+            stop=stop,
+            observe=metrics.observe_call,
+            tenancy=tenancy,
+            tenant_stats=tenant_stats,
+        )
+
+    return dispatcher_for
+
+
+def _processors(
+    settings: Settings, dispatcher_for: Callable[[threading.Event], Dispatcher]
+) -> Callable[[Lease, threading.Event], ShardProcessor] | None:
+    """With [multilang], each lease drives a KCL MultiLang child (malformed records still go
+    to the dead-letter sink); without, the worker's default: our routes."""
+    options = settings.multilang
+    if options is None:
+        return None
+
+    def processor_for(lease: Lease, stop: threading.Event) -> ShardProcessor:
+        return MultiLangProcessor(options, malformed=dispatcher_for(stop))
+
+    return processor_for
+
+
 def build_app(
     settings: Settings,
     *,
@@ -175,8 +222,6 @@ def build_app(
             stop=stop_consumers,
         )
     built_routes, stats = routes
-    sink = make_dead_letter_sink(settings, clients)
-    policy = retry_policy(settings, retention_s=adapter.retention_s)
     if store is None:
         store = DynamoDBLeaseStore(
             clients.dynamodb,
@@ -184,32 +229,19 @@ def build_app(
             application=settings.checkpoints.application,
             stream_arn=stream_arn,
         )
-
     tenant_stats = TenantStats(settings.observability.max_tenant_labels)
     metrics = Metrics(stats, http=http, tenants=tenant_stats)
-    tenancy = tenancy_for(settings)
-
-    def dispatcher_for(stop: threading.Event) -> Dispatcher:
-        return Dispatcher(
-            built_routes,
-            sink,
-            policy,
-            stats=stats,
-            stop=stop,
-            observe=metrics.observe_call,
-            tenancy=tenancy,
-            tenant_stats=tenant_stats,
-        )
-
-    processor_for = None
-    if settings.multilang is not None:  # each lease drives a KCL MultiLang child
-        options = settings.multilang
-
-        def processor_for(lease: Lease, stop: threading.Event) -> MultiLangProcessor:
-            return MultiLangProcessor(options, malformed=dispatcher_for(stop))
-
+    dispatcher_for = _dispatchers(
+        settings,
+        routes=built_routes,
+        stats=stats,
+        sink=make_dead_letter_sink(settings, clients),
+        policy=retry_policy(settings, retention_s=adapter.retention_s),
+        metrics=metrics,
+        tenant_stats=tenant_stats,
+    )
     worker = Worker(
-        processor_for=processor_for,
+        processor_for=_processors(settings, dispatcher_for),
         adapter=adapter,
         stream_arn=stream_arn,
         store=store,
