@@ -330,25 +330,13 @@ class Dispatcher:
             if result is None:
                 remaining = []
                 return
-            retry = _resume_point(remaining, result.failed_event_ids)
-            retried = {r.event_id for r in retry}
-            for record in remaining:
-                if record.event_id in result.rejected and record.event_id not in retried:
-                    rejected.append((record, result.rejected[record.event_id], attempts))
-            remaining = retry
-            if remaining:
-                held = bool(result.held) and all(r.event_id in result.held for r in remaining)
-                if held:  # nothing was attempted: no retry spent
+            remaining, failure = _outcome(result, remaining, attempts, rejected)
+            if failure is not None:
+                if failure.held:  # nothing was attempted: no retry spent
                     charged.calls -= 1
                     charged.holding = True
                     stats.add("held")
-                raise _PartialFailure(
-                    len(result.failed_event_ids),
-                    len(remaining),
-                    result.retry_after,
-                    result.reasons,
-                    held=held,
-                )
+                raise failure
 
         retrying = Retrying(
             stop=self._stop_condition(lambda: remaining, charged),
@@ -377,6 +365,28 @@ class Dispatcher:
     ) -> None:
         """Dead-letter records that could not even be parsed (route ``-``, no attempts)."""
         self._letters.malformed(items, shard_id)
+
+
+def _outcome(
+    result: BatchResult,
+    records: list[StreamRecord],
+    attempts: int,
+    rejected: list[tuple[StreamRecord, str, int]],
+) -> tuple[list[StreamRecord], _PartialFailure | None]:
+    """After a call that reported failures: what to retry (from each key's first failure on),
+    the failure to raise for it, and (appended to ``rejected``) what the consumer refused."""
+    retry = _resume_point(records, result.failed_event_ids)
+    retried = {r.event_id for r in retry}
+    for record in records:
+        if record.event_id in result.rejected and record.event_id not in retried:
+            rejected.append((record, result.rejected[record.event_id], attempts))
+    if not retry:
+        return retry, None
+    held = bool(result.held) and all(r.event_id in result.held for r in retry)
+    failure = _PartialFailure(
+        len(result.failed_event_ids), len(retry), result.retry_after, result.reasons, held=held
+    )
+    return retry, failure
 
 
 def _call_consumer(route: Route, records: list[StreamRecord]) -> BatchResult | None:
