@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -90,6 +91,29 @@ def _summary(settings: Settings, stats: dict[str, RouteStats], rng: ReplayRange)
     return EXIT_OK
 
 
+def _dry_routes(settings: Settings, dry: _DryRun) -> tuple[list[Route], dict[str, RouteStats]]:
+    """The configured routes with their filters, each counting instead of delivering."""
+    routes = [
+        Route(
+            r.name,
+            dry.consumer(r.name),  # type: ignore[arg-type]
+            compile_filters(r.filters, extensions=r.filter_extensions),
+        )
+        for r in settings.routes
+    ]
+    return routes, {r.name: RouteStats() for r in settings.routes}
+
+
+def _forget_earlier_run(dynamodb: Any, settings: Settings, namespace: str) -> None:
+    """A replay without --resume starts over: its namespace's old checkpoints go."""
+    store = DynamoDBLeaseStore(
+        dynamodb, table=settings.checkpoints.table, application=namespace, stream_arn=""
+    )
+    store.ensure_table()
+    if store.forget():
+        log.info("replay_restarted", namespace=namespace)
+
+
 def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Event) -> int:
     start = parse_bound(args.start or "trim-horizon", flag="--from", allow_trim=True)
     end = parse_bound(args.end, flag="--to", allow_trim=False) if args.end else None
@@ -103,19 +127,7 @@ def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Eve
         granularity_s=settings.stream.timestamp_granularity_s,
     )
     dry = _DryRun(resolver) if args.dry_run else None
-    routes = None
-    if dry is not None:
-        routes = (
-            [
-                Route(
-                    r.name,
-                    dry.consumer(r.name),  # type: ignore[arg-type]
-                    compile_filters(r.filters, extensions=r.filter_extensions),
-                )
-                for r in settings.routes
-            ],
-            {r.name: RouteStats() for r in settings.routes},
-        )
+    routes = _dry_routes(settings, dry) if dry is not None else None
     if args.from_file:
         return _replay_files(args, settings, rng, stop, routes=routes, dry=dry)
     namespace = replay_namespace(
@@ -139,15 +151,7 @@ def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Eve
         only_shards=frozenset(args.shard) if args.shard else None,
     )
     if dry is None and not args.resume:
-        store = DynamoDBLeaseStore(
-            app.clients.dynamodb,
-            table=replay_settings.checkpoints.table,
-            application=namespace,
-            stream_arn="",
-        )
-        store.ensure_table()
-        if store.forget():
-            log.info("replay_restarted", namespace=namespace)
+        _forget_earlier_run(app.clients.dynamodb, replay_settings, namespace)
     log.info("replay_started", namespace=namespace, start=str(start), end=str(end) if end else None)
     progress = Progress(
         app.worker,
@@ -165,6 +169,13 @@ def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Eve
     if stop.is_set():
         print(f"replay interrupted; continue with the same command plus --resume ({namespace})")
     return _summary(settings, app.stats, rng)
+
+
+def _progress_file(paths: list[str], rng: ReplayRange) -> Path:
+    """Where a file replay notes how far it got (beside the first archive, one per range)."""
+    key = json.dumps([paths, str(rng.start), str(rng.end)]).encode()
+    digest = hashlib.sha256(key).hexdigest()[:10]
+    return Path(paths[0]).with_name(Path(paths[0]).name + f".replay-{digest}")
 
 
 def _replay_files(
@@ -186,10 +197,7 @@ def _replay_files(
         tenancy=tenancy_for(settings),
     )
     paths = [str(p) for p in args.from_file]
-    digest = hashlib.sha256(json.dumps([paths, str(rng.start), str(rng.end)]).encode()).hexdigest()[
-        :10
-    ]
-    state = Path(paths[0]).with_name(Path(paths[0]).name + f".replay-{digest}")
+    state = _progress_file(paths, rng)
     done = int(state.read_text()) if args.resume and state.exists() else 0
     handled = 0
     batch: list[StreamRecord] = []
