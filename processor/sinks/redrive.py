@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +75,33 @@ def _snapshot(path: Path) -> list[Path]:
     return leftovers
 
 
+def _once(
+    letters: Iterable[DeadLetter], seen: set[tuple[str, str, str]], report: RedriveReport
+) -> list[DeadLetter]:
+    """Each record once per route (ADR 0014 addendum): repeats are counted, not sent."""
+    entries = []
+    for entry in letters:
+        identity = _identity(entry)
+        if identity in seen:
+            report.duplicates += 1
+            continue
+        seen.add(identity)
+        entries.append(entry)
+    return entries
+
+
+def _records(letters: list[DeadLetter]) -> tuple[list[StreamRecord], list[DeadLetter]]:
+    """The letters' records, and the letters whose record still does not parse."""
+    records: list[StreamRecord] = []
+    malformed: list[DeadLetter] = []
+    for entry in letters:
+        try:
+            records.append(StreamRecord.from_wire(entry.record, shard_id=entry.shard_id))
+        except RecordError:
+            malformed.append(entry)
+    return records, malformed
+
+
 def redrive_file(
     path: str | Path,
     routes: Sequence[Route],
@@ -89,44 +116,38 @@ def redrive_file(
     by_name = {r.name: r for r in routes}
     report = RedriveReport()
     seen: set[tuple[str, str, str]] = set()
+
+    def send(route: Route, records: list[StreamRecord]) -> list[DeadLetter]:
+        """Through the route's own dispatcher; what fails again, as new letters."""
+        sink, stats = _Collect(), RouteStats()
+        dispatcher = Dispatcher(
+            [route],
+            sink,
+            policy,
+            stats={route.name: stats},
+            stop=stop or threading.Event(),
+            sleep=sleep,
+            tenancy=tenancy,
+        )
+        dispatcher.dispatch(sorted(records, key=lambda r: r.sequence_int))
+        dispatcher.close()
+        report.delivered[route.name] = stats["delivered"]
+        report.failed_again += len(sink.entries)
+        report.filtered += stats["filtered"]
+        return sink.entries
+
     for snapshot in _snapshot(path):
         keep: list[DeadLetter] = []
-        entries = []
-        for entry in read_dead_letters(snapshot):  # the dead-letter view: each record once
-            identity = _identity(entry)
-            if identity in seen:
-                report.duplicates += 1
-                continue
-            seen.add(identity)
-            entries.append(entry)
+        entries = _once(read_dead_letters(snapshot), seen, report)
         for name in dict.fromkeys(e.route for e in entries):
             group = [e for e in entries if e.route == name]
             route = by_name.get(name)
             if route is None or (only_routes is not None and name not in only_routes):
                 keep.extend(group)
                 continue
-            records: list[StreamRecord] = []
-            for entry in group:
-                try:
-                    records.append(StreamRecord.from_wire(entry.record, shard_id=entry.shard_id))
-                except RecordError:
-                    keep.append(entry)  # still malformed: nothing a route can do with it
-            sink, stats = _Collect(), RouteStats()
-            dispatcher = Dispatcher(
-                [route],
-                sink,
-                policy,
-                stats={name: stats},
-                stop=stop or threading.Event(),
-                sleep=sleep,
-                tenancy=tenancy,
-            )
-            dispatcher.dispatch(sorted(records, key=lambda r: r.sequence_int))
-            dispatcher.close()
-            keep.extend(sink.entries)
-            report.delivered[name] = stats["delivered"]
-            report.failed_again += len(sink.entries)
-            report.filtered += stats["filtered"]
+            records, malformed = _records(group)
+            keep.extend(malformed)  # still malformed: nothing a route can do with it
+            keep.extend(send(route, records))
         report.kept += len(keep)
         if keep:
             with locked_append(path) as fd:
