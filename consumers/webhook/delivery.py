@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import structlog
 import urllib3
@@ -167,20 +168,8 @@ class Delivery:
     # -- one record to one subscription ---------------------------------------------------------
 
     def deliver(self, record: StreamRecord, subscription: Subscription, body: bytes) -> None:
-        """POST ``body`` to the subscription. Raises _Rejected or TransientError."""
-        try:
-            url = subscription.url_for(record.tenant)
-        except MissingTenant as exc:
-            raise _Rejected(str(exc)) from None
-        headers = {
-            "Content-Type": "application/json",
-            "Idempotency-Key": record.event_id,
-            **self._options.headers,
-        }
-        if self._options.signature == "standard-webhooks" and not _secrets_usable(subscription):
-            raise _Rejected(
-                "the subscription's secret is not a Standard Webhooks key (whsec_<base64>)"
-            )
+        """POST ``body`` to the subscription. Raises _Rejected, _Held or TransientError."""
+        url, headers = self._request(record, subscription)
         breaker = self.breaker(url)
         options = self._options
 
@@ -211,7 +200,31 @@ class Delivery:
                 # this record's failures opened the breaker: the policy decides, as for the rest
                 raise CircuitOpen(breaker.host, options.breaker_cool_down_s, 0) from exc
 
-        # a half-open breaker's probe is in flight: its answer is moments away, wait for it
+        self._while_probing(attempts)
+
+    def _request(
+        self, record: StreamRecord, subscription: Subscription
+    ) -> tuple[str, dict[str, str]]:
+        """The URL (``{tenant}`` filled in) and headers; _Rejected when neither can be made."""
+        try:
+            url = subscription.url_for(record.tenant)
+        except MissingTenant as exc:
+            raise _Rejected(str(exc)) from None
+        if self._options.signature == "standard-webhooks" and not _secrets_usable(subscription):
+            raise _Rejected(
+                "the subscription's secret is not a Standard Webhooks key (whsec_<base64>)"
+            )
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": record.event_id,
+            **self._options.headers,
+        }
+        return url, headers
+
+    def _while_probing(self, attempts: Callable[[], None]) -> None:
+        """Run the attempts; while a half-open breaker's probe is in flight (its answer is
+        moments away) wait for it; an open breaker holds or dead-letters per on_unavailable."""
+        options = self._options
         waiting = Retrying(
             stop=stop_when_event_set(self._context.stop),
             wait=_circuit_wait,
