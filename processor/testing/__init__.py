@@ -18,6 +18,7 @@ from typing import Any
 
 from processor.core.records import StreamRecord
 from processor.leases.memory import MemoryLeaseStore
+from processor.testing.kinesis import kds_payload, put_change
 from processor.testing.memory_source import MemorySource
 from processor.testing.receiver import ReceivedRequest, WebhookReceiver, self_signed_certificate
 from processor.testing.servers import dynamodb_local, moto_server
@@ -35,8 +36,10 @@ __all__ = [
     "WebhookReceiver",
     "create_table",
     "dynamodb_local",
+    "kds_payload",
     "make_record",
     "moto_server",
+    "put_change",
     "scan_all",
     "self_signed_certificate",
 ]

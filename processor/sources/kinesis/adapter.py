@@ -1,0 +1,151 @@
+"""A table's Kinesis Data Streams destination behind the StreamSource seam.
+
+Polling GetRecords, as the KCL's polling mode does (5 reads/s per shard, up to 10,000
+records or 10 MB per call). Shards split and merge; a merged shard has two parents
+(``AdjacentParentShardId``) and is read only once both are finished. Real Kinesis ends a
+closed shard with a null ``NextShardIterator``; moto keeps answering with one, so a closed
+shard also ends once an empty page comes after its ``EndingSequenceNumber``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from processor.aws import translate_client_error
+from processor.core.consumer import StreamInfo
+from processor.core.records import StreamRecord
+from processor.errors import RecordError
+from processor.sources.base import Page, StreamDescription
+from processor.sources.kinesis.wire import from_kinesis
+from processor.sources.lineage import Shard
+
+__all__ = ["MAX_RECORDS_PER_CALL", "KinesisSource"]
+
+#: GetRecords returns at most 10,000 records (and 10 MB) per call
+MAX_RECORDS_PER_CALL = 10_000
+_HOUR = 3600.0
+
+
+class KinesisSource:
+    """The Kinesis calls the reader and worker make, with errors translated."""
+
+    def __init__(self, client: Any, *, info: StreamInfo | None = None) -> None:
+        self._client = client
+        self._info = info
+        self._lock = threading.Lock()
+        self._ending: dict[str, int] = {}  # closed shard -> EndingSequenceNumber
+        self._last: dict[str, int] = {}  # shard -> last sequence number read or resumed after
+        #: the stream's retention (DescribeStreamSummary; 24 h until known, up to 365 days)
+        self.retention_s = 24 * _HOUR
+        #: per shard, GetRecords' MillisBehindLatest: how far behind the tip the reader is
+        self.millis_behind: dict[str, int] = {}
+
+    def _call(self, operation: str, shard_id: str | None = None, **kwargs: Any) -> Any:
+        method = getattr(self._client, _SNAKE[operation])
+        try:
+            return method(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_client_error(exc, operation, shard_id=shard_id) from exc
+
+    def describe(self, stream_arn: str, *, children_of: str | None = None) -> StreamDescription:
+        shards: list[Shard] = []
+        kwargs: dict[str, Any] = {"StreamARN": stream_arn}
+        while True:
+            answer = self._call("ListShards", **kwargs)
+            shards.extend(Shard.from_api(s) for s in answer.get("Shards", []))
+            token = answer.get("NextToken")
+            if not token:
+                break
+            kwargs = {"NextToken": token}  # ListShards refuses the stream name with a token
+        summary = self._call("DescribeStreamSummary", StreamARN=stream_arn)[
+            "StreamDescriptionSummary"
+        ]
+        self.retention_s = float(summary.get("RetentionPeriodHours", 24)) * _HOUR
+        with self._lock:
+            for shard in shards:
+                if shard.ending_sequence_number is not None:
+                    self._ending[shard.shard_id] = int(shard.ending_sequence_number)
+        if children_of is not None:
+            shards = [s for s in shards if children_of in s.parent_shard_ids]
+        info = self._info or StreamInfo(stream_arn, "", "NEW_AND_OLD_IMAGES", ())
+        return StreamDescription(info, tuple(shards), str(summary.get("StreamStatus", "")))
+
+    def child_shards(self, stream_arn: str, shard_id: str) -> list[Shard]:
+        return list(self.describe(stream_arn, children_of=shard_id).shards)
+
+    def get_iterator(
+        self,
+        stream_arn: str,
+        shard_id: str,
+        iterator_type: str,
+        sequence_number: str | None = None,
+    ) -> str:
+        kwargs: dict[str, Any] = {
+            # by name: moto's iterators from a StreamARN forget the stream (GetRecords then
+            # answers ResourceNotFoundException); Kinesis takes either
+            "StreamName": stream_arn.rsplit(":stream/", 1)[-1],
+            "ShardId": shard_id,
+            "ShardIteratorType": iterator_type,
+        }
+        if sequence_number is not None:
+            kwargs["StartingSequenceNumber"] = sequence_number
+            resumed = int(sequence_number) - (iterator_type == "AT_SEQUENCE_NUMBER")
+            with self._lock:
+                self._last[shard_id] = resumed
+        answer = self._call("GetShardIterator", shard_id, **kwargs)
+        return str(answer["ShardIterator"])
+
+    def get_records(self, iterator: str, *, limit: int, shard_id: str) -> Page:
+        answer = self._call(
+            "GetRecords",
+            shard_id,
+            ShardIterator=iterator,
+            Limit=min(limit, MAX_RECORDS_PER_CALL),
+        )
+        records: list[StreamRecord] = []
+        malformed: list[tuple[Any, Exception]] = []
+        for entry in answer.get("Records", []):
+            try:
+                records.append(
+                    from_kinesis(entry["Data"], str(entry["SequenceNumber"]), shard_id=shard_id)
+                )
+            except RecordError as exc:
+                malformed.append((_as_document(entry), exc))
+        if "MillisBehindLatest" in answer:
+            self.millis_behind[shard_id] = int(answer["MillisBehindLatest"])
+        next_iterator = answer.get("NextShardIterator")
+        with self._lock:
+            if answer.get("Records"):
+                self._last[shard_id] = int(answer["Records"][-1]["SequenceNumber"])
+            ending = self._ending.get(shard_id)
+            drained = ending is not None and self._last.get(shard_id, 0) >= ending
+        if not answer.get("Records") and drained:
+            next_iterator = None  # closed and read to its end (moto never says so itself)
+        return Page(records, next_iterator, tuple(malformed))
+
+
+_SNAKE = {
+    "ListShards": "list_shards",
+    "DescribeStreamSummary": "describe_stream_summary",
+    "GetShardIterator": "get_shard_iterator",
+    "GetRecords": "get_records",
+}
+
+
+def _as_document(entry: dict[str, Any]) -> dict[str, Any]:
+    """A record that did not decode, as the dead letter keeps it (Data as text if it is)."""
+    data = entry.get("Data", b"")
+    try:
+        text: Any = data.decode() if isinstance(data, bytes) else data
+    except UnicodeDecodeError:
+        text = repr(data)
+    return {
+        "kinesis": {
+            "sequenceNumber": str(entry.get("SequenceNumber")),
+            "partitionKey": entry.get("PartitionKey"),
+            "data": text,
+        }
+    }

@@ -1,0 +1,125 @@
+"""The worker on a Kinesis Data Streams for DynamoDB stream (moto Kinesis): several shards, a
+split, then a merge of the split's children. Every change arrives once and in order per key,
+each parent is read to its end (known from ListShards' EndingSequenceNumber: moto's closed
+shards never end through GetRecords) before its children, and the merged shard's lease knows
+both parents.
+
+moto keeps routing puts to a split shard (its hash range still covers them), so the changes
+are written before the resharding: what is tested is lineage and shard ends, not routing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import boto3
+import pytest
+
+from processor.core.consumer import RouteStats
+from processor.core.dispatch import Dispatcher
+from processor.core.records import StreamRecord
+from processor.core.retry import RetryPolicy
+from processor.core.routing import Route
+from processor.leases.worker import Worker, WorkerSettings
+from processor.sinks.dead_letter import DeadLetter
+from processor.sources.kinesis.adapter import KinesisSource
+from processor.sources.reader import ReaderSettings
+from processor.testing import MemoryLeaseStore, kds_payload, put_change
+
+pytestmark = pytest.mark.moto_only(reason="Kinesis: moto serves it, DynamoDB Local does not")
+
+KEYS = [f"k{i}" for i in range(6)]
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.records: list[StreamRecord] = []
+
+    def __call__(self, records: Sequence[StreamRecord]) -> None:
+        with self.lock:
+            self.records.extend(records)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.records)
+
+
+class Letters:
+    def __init__(self) -> None:
+        self.entries: list[DeadLetter] = []
+
+    def send(self, entries: Sequence[DeadLetter]) -> None:
+        self.entries.extend(entries)
+
+
+def write(kinesis: Any, stream: str, version: int) -> None:
+    for key in KEYS:
+        keys = {"pk": {"S": key}}
+        image = {**keys, "version": {"N": str(version)}}
+        put_change(kinesis, stream, kds_payload(keys, event_name="MODIFY", new_image=image), keys)
+
+
+def wait_for(seen: Seen, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while seen.count() < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen.count() >= count, f"{seen.count()} of {count} changes arrived"
+
+
+def test_a_worker_reads_kinesis_shards_to_their_ends_parents_first(
+    endpoint: str, unique: str
+) -> None:
+    """Two shards; one split, its children merged; the worker reads the whole tree."""
+    kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1")
+    name = f"kds-{unique}"
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    write(kinesis, name, 1)
+    write(kinesis, name, 2)
+    first = kinesis.list_shards(StreamName=name)["Shards"][0]
+    kinesis.split_shard(
+        StreamName=name,
+        ShardToSplit=first["ShardId"],
+        NewStartingHashKey=str(int(first["HashKeyRange"]["EndingHashKey"]) // 2),
+    )
+    children = [
+        s["ShardId"]
+        for s in kinesis.list_shards(StreamName=name)["Shards"]
+        if s.get("ParentShardId") == first["ShardId"]
+    ]
+    kinesis.merge_shards(
+        StreamName=name, ShardToMerge=children[0], AdjacentShardToMerge=children[1]
+    )
+    source = KinesisSource(kinesis)
+    seen, store, stats = Seen(), MemoryLeaseStore(), {"r": RouteStats()}
+    worker = Worker(
+        adapter=source,
+        stream_arn=arn,
+        store=store,
+        dispatcher_for=lambda stop: Dispatcher(
+            [Route("r", seen)], Letters(), RetryPolicy(max_retries=0), stats=stats, stop=stop
+        ),
+        settings=WorkerSettings(
+            owner="w1",
+            tick_s=0.02,
+            discovery_interval_s=0.2,
+            lease_scan_interval_s=0.05,
+            reader=ReaderSettings(poll_interval_min_s=0.05, poll_interval_max_s=0.1),
+        ),
+    )
+    summary = worker.run(stop=threading.Event(), stop_when_idle=1.0)
+    ids = [r.event_id for r in seen.records]
+    assert len(ids) == len(set(ids)) == 2 * len(KEYS)  # every change once
+    for key in KEYS:
+        versions = [int(r.new_image["version"]) for r in seen.records if r.keys["pk"] == key]  # type: ignore[index]
+        assert versions == [1, 2], (key, versions)
+    leases = {lease.shard_id: lease for lease in store.list_leases()}
+    finished = {shard for shard, lease in leases.items() if lease.finished}
+    assert finished == {first["ShardId"], *children}  # closed shards read to their end
+    (merged,) = [lease for lease in leases.values() if len(lease.parent_shard_ids) == 2]
+    assert sorted(merged.parent_shard_ids) == sorted(children)
+    assert summary.shards_finished == 3
+    assert source.retention_s == 24 * 3600  # DescribeStreamSummary's RetentionPeriodHours
