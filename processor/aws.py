@@ -104,6 +104,7 @@ class AwsClients:
     sqs: Any
     region: str
     endpoint_url: str | None
+    kinesis: Any = None
 
 
 def make_clients(
@@ -144,6 +145,7 @@ def make_clients(
         sqs=session.client("sqs", **kwargs),
         region=region,
         endpoint_url=endpoint_url,
+        kinesis=session.client("kinesis", **kwargs),
     )
 
 

@@ -32,6 +32,7 @@ from processor.core.dispatch import Dispatcher
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import TenantStats
+from processor.errors import ConfigError
 from processor.http import make_http_pool
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.model import Lease, LeaseStore
@@ -40,9 +41,12 @@ from processor.multilang.shard import MultiLangProcessor
 from processor.ops.metrics import Metrics
 from processor.settings import Settings
 from processor.sinks.dead_letter import DeadLetterSink
+from processor.sources.base import StreamSource
 from processor.sources.dynamodb import StreamsAdapter, resolve_stream
+from processor.sources.kinesis.adapter import KinesisSource, resolve_kinesis_stream
 from processor.sources.processors import ShardProcessor
 from processor.sources.reader import ReaderSettings, RecordWindow
+from processor.tables import DynamoDBTable
 
 __all__ = ["OFFLINE_UNCHECKED", "App", "build_app", "check_config"]
 
@@ -117,14 +121,38 @@ def check_config(settings: Settings, *, offline: bool = False) -> str:
     )
 
 
-def _source(settings: Settings, clients: AwsClients) -> tuple[StreamsAdapter, str, StreamInfo]:
+def _source(settings: Settings, clients: AwsClients) -> tuple[StreamSource, str, StreamInfo]:
     """The stream to read (the table's latest, or the configured ARN), its adapter and what it
     carries (table, view type, key schema)."""
+    if settings.stream.source == "kinesis":
+        return _kinesis_source(settings, clients)
     stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
     adapter = StreamsAdapter(
         clients.streams, describe_rate_per_s=settings.stream.describe_rate_per_s
     )
     return adapter, stream_arn, adapter.describe(stream_arn).info
+
+
+def _kinesis_source(
+    settings: Settings, clients: AwsClients
+) -> tuple[StreamSource, str, StreamInfo]:
+    """A table's Kinesis Data Streams destination. KDS records carry both images; the key
+    schema comes from the table (``stream.table``) when it is named."""
+    stream = settings.stream
+    assert stream.kinesis_stream is not None  # the settings say so
+    arn = resolve_kinesis_stream(clients, stream.kinesis_stream)
+    keys: tuple[str, ...] = ()
+    if stream.table:
+        found = DynamoDBTable(clients.dynamodb, stream.table).key_attributes()
+        if found is None:
+            where = clients.endpoint_url or f"region {clients.region}"
+            raise ConfigError(
+                "stream.table", stream.table, f"no such table at {where}; check the name"
+            )
+        keys = found
+    info = StreamInfo(arn, stream.table or "", "NEW_AND_OLD_IMAGES", keys)
+    source = KinesisSource(clients.kinesis, info=info)
+    return source, arn, source.describe(arn).info
 
 
 def worker_settings(settings: Settings) -> WorkerSettings:

@@ -68,8 +68,12 @@ class AwsSettings(_Section):
 
 
 class StreamSettings(_Section):
+    #: where the table's changes come from: its DynamoDB stream, or its Kinesis Data Streams
+    #: destination (``kinesis_stream``, a name or ARN)
+    source: Literal["dynamodb", "kinesis"] = "dynamodb"
     table: TableName | None = None
     arn: str | None = None
+    kinesis_stream: str | None = Field(default=None, min_length=1)
     starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
     get_records_limit: int = Field(default=1000, ge=1, le=1000)
     poll_interval_min_s: float = Field(default=0.25, gt=0, le=60)
@@ -86,7 +90,23 @@ class StreamSettings(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> StreamSettings:
-        if not self.table and not self.arn:
+        if self.source == "kinesis":
+            if not self.kinesis_stream:
+                raise ValueError(
+                    "stream.source = kinesis needs stream.kinesis_stream: the name or ARN of the "
+                    "Kinesis data stream the table streams to"
+                )
+            if self.arn:
+                raise ValueError(
+                    "stream.arn is a DynamoDB stream's ARN; with source = kinesis set "
+                    "stream.kinesis_stream instead"
+                )
+            if self.poll_interval_min_s < 0.2:
+                raise ValueError(
+                    "poll_interval_min_s must be at least 0.2 with source = kinesis (Kinesis "
+                    "allows 5 GetRecords calls per second per shard)"
+                )
+        elif not self.table and not self.arn:
             raise ValueError("set stream.table (the table whose stream to read) or stream.arn")
         if self.poll_interval_max_s < self.poll_interval_min_s:
             raise ValueError("poll_interval_max_s must be >= poll_interval_min_s")

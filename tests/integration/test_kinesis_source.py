@@ -10,23 +10,25 @@ are written before the resharding: what is tested is lineage and shard ends, not
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
+from processor.app import build_app
 from processor.core.consumer import RouteStats
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
-from processor.core.routing import Route
+from processor.core.routing import Route, compile_filters
 from processor.leases.worker import Worker, WorkerSettings
+from processor.settings import load_settings
 from processor.sinks.dead_letter import DeadLetter
 from processor.sources.kinesis.adapter import KinesisSource
 from processor.sources.reader import ReaderSettings
-from processor.testing import MemoryLeaseStore, kds_payload, put_change
+from processor.testing import MemoryLeaseStore, create_table, kds_payload, put_change
 
 pytestmark = pytest.mark.moto_only(reason="Kinesis: moto serves it, DynamoDB Local does not")
 
@@ -60,13 +62,6 @@ def write(kinesis: Any, stream: str, version: int) -> None:
         keys = {"pk": {"S": key}}
         image = {**keys, "version": {"N": str(version)}}
         put_change(kinesis, stream, kds_payload(keys, event_name="MODIFY", new_image=image), keys)
-
-
-def wait_for(seen: Seen, count: int) -> None:
-    deadline = time.monotonic() + 60
-    while seen.count() < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert seen.count() >= count, f"{seen.count()} of {count} changes arrived"
 
 
 def test_a_worker_reads_kinesis_shards_to_their_ends_parents_first(
@@ -123,3 +118,59 @@ def test_a_worker_reads_kinesis_shards_to_their_ends_parents_first(
     assert sorted(merged.parent_shard_ids) == sorted(children)
     assert summary.shards_finished == 3
     assert source.retention_s == 24 * 3600  # DescribeStreamSummary's RetentionPeriodHours
+
+
+def test_source_kinesis_runs_routes_filters_and_consumers_as_a_dynamodb_stream_does(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """`[stream] source = "kinesis"` through build_app: the table gives the key schema, a
+    Lambda-style filter on dynamodb.NewImage selects, and the route gets StreamRecords whose
+    sequence numbers are the Kinesis ones."""
+    kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1")
+    table, name = f"orders-{unique}", f"orders-kds-{unique}"
+    create_table(dynamodb, table)
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    written = {}
+    for i in range(8):
+        keys = {"pk": {"S": f"TENANT#t{i % 2}"}, "sk": {"S": f"ORDER#{i}"}}
+        image = {**keys, "status": {"S": "paid" if i % 2 else "new"}}
+        written[f"ORDER#{i}"] = put_change(
+            kinesis, name, kds_payload(keys, new_image=image, table=table), keys
+        )
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{name}"
+table = "{table}"
+poll_interval_min_s = 0.2
+poll_interval_max_s = 0.4
+[checkpoints]
+table = "leases-{unique}"
+application = "kds-{unique}"
+[dead_letter]
+path = "{tmp_path / "dead-letter.jsonl"}"
+[[routes]]
+name = "paid"
+consumer = "tests.integration.test_kinesis_source:unused"
+filter = '{{"dynamodb": {{"NewImage": {{"status": {{"S": ["paid"]}}}}}}}}'
+"""
+    )
+    settings = load_settings(config, environ={"DSP_AWS__ENDPOINT_URL": endpoint})
+    seen = Seen()
+    (route_settings,) = settings.routes
+    routes = [Route("paid", seen, compile_filters(route_settings.filters))]
+    app = build_app(settings, routes=(routes, {"paid": RouteStats()}))
+    try:
+        assert app.stream.key_attributes == ("pk", "sk")
+        app.worker.run(stop=threading.Event(), stop_when_idle=1.0)
+    finally:
+        app.close()
+    got = {r.keys["sk"]: r.sequence_number for r in seen.records}
+    assert got == {sk: seq for sk, seq in written.items() if int(sk.split("#")[1]) % 2}
+    assert {r.table_name for r in seen.records} == {table}
+
+
+def unused(records: Sequence[StreamRecord]) -> None:
+    """The route's consumer spec in the file (the test hands build_app its own routes)."""

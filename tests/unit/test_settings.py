@@ -253,3 +253,36 @@ def test_the_botocore_pool_covers_batch_write_concurrency(tmp_path: Path) -> Non
     settings = load_settings(write(tmp_path, text))
     assert _consumer_connections(settings) == (4 + 6) * 2
     assert _EXTRA_CONNECTIONS > 0
+
+
+@pytest.mark.parametrize(
+    ("stream", "message"),
+    [
+        ('source = "kinesis"', "needs stream.kinesis_stream"),
+        (
+            'source = "kinesis"\nkinesis_stream = "kds"\narn = "arn:aws:dynamodb:x"',
+            "kinesis_stream",
+        ),
+        ('source = "kinesis"\nkinesis_stream = "kds"\npoll_interval_min_s = 0.1', "5 GetRecords"),
+        ('source = "kafka"\nkinesis_stream = "kds"', "dynamodb"),
+    ],
+)
+def test_a_kinesis_source_needs_its_stream_and_kinesis_pacing(
+    tmp_path: Path, stream: str, message: str
+) -> None:
+    """[stream] source = "kinesis": the Kinesis stream is named, no DynamoDB stream ARN, and
+    polling respects Kinesis' 5 reads per second per shard; each error names stream."""
+    text = VALID.replace('[stream]\ntable = "orders"', f'[stream]\ntable = "orders"\n{stream}')
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(write(tmp_path, text))
+    assert caught.value.key.startswith("stream")
+
+
+def test_a_kinesis_source_loads(tmp_path: Path) -> None:
+    """The Kinesis stream by name, the table for its key schema."""
+    text = VALID.replace(
+        '[stream]\ntable = "orders"',
+        '[stream]\ntable = "orders"\nsource = "kinesis"\nkinesis_stream = "orders-kds"',
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert (settings.stream.source, settings.stream.kinesis_stream) == ("kinesis", "orders-kds")

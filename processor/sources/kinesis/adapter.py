@@ -14,15 +14,15 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processor.aws import translate_client_error
+from processor.aws import error_code, translate_client_error
 from processor.core.consumer import StreamInfo
 from processor.core.records import StreamRecord
-from processor.errors import RecordError
+from processor.errors import ConfigError, RecordError
 from processor.sources.base import Page, StreamDescription
 from processor.sources.kinesis.wire import from_kinesis
 from processor.sources.lineage import Shard
 
-__all__ = ["MAX_RECORDS_PER_CALL", "KinesisSource"]
+__all__ = ["MAX_RECORDS_PER_CALL", "KinesisSource", "resolve_kinesis_stream"]
 
 #: GetRecords returns at most 10,000 records (and 10 MB) per call
 MAX_RECORDS_PER_CALL = 10_000
@@ -149,3 +149,20 @@ def _as_document(entry: dict[str, Any]) -> dict[str, Any]:
             "data": text,
         }
     }
+
+
+def resolve_kinesis_stream(clients: Any, stream: str) -> str:
+    """The Kinesis stream's ARN, from its name or ARN; ConfigError naming the key if absent."""
+    kwargs = {"StreamARN": stream} if stream.startswith("arn:") else {"StreamName": stream}
+    try:
+        summary = clients.kinesis.describe_stream_summary(**kwargs)["StreamDescriptionSummary"]
+    except ClientError as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            where = clients.endpoint_url or f"region {clients.region}"
+            raise ConfigError(
+                "stream.kinesis_stream", stream, f"no such Kinesis stream at {where}"
+            ) from exc
+        raise translate_client_error(exc, "DescribeStreamSummary") from exc
+    except BotoCoreError as exc:
+        raise translate_client_error(exc, "DescribeStreamSummary") from exc
+    return str(summary["StreamARN"])
