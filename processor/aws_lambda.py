@@ -17,6 +17,8 @@ metadata-only record of the mapping's on-failure destination.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -34,6 +36,7 @@ from processor.errors import RecordError
 from processor.http import make_http_pool
 from processor.ops.logs import configure_logging
 from processor.settings import Settings, load_settings
+from processor.sources.kinesis.wire import from_kinesis
 
 __all__ = ["handler", "reset"]
 
@@ -58,7 +61,34 @@ class _Cache:
     runtime: _Runtime | None = None
 
 
+def _record(raw: Any) -> StreamRecord:
+    """A DynamoDB stream record, or a Kinesis event record carrying a table's KDS change
+    (its sequence number, the Kinesis one, is what batchItemFailures name)."""
+    if isinstance(raw, dict) and raw.get("eventSource") == "aws:kinesis":
+        kinesis = raw.get("kinesis") or {}
+        sequence = str(kinesis.get("sequenceNumber", ""))
+        try:
+            data = base64.b64decode(kinesis.get("data", ""), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RecordError(f"Kinesis record {sequence}: data is not base64: {exc}") from None
+        shard = str(raw.get("eventID", "")).split(":", 1)[0] or None
+        return from_kinesis(data, sequence, shard_id=shard)
+    return StreamRecord.from_wire(raw)
+
+
 def _stream_info(first: dict[str, Any]) -> StreamInfo:
+    if first.get("eventSource") == "aws:kinesis":  # a table's KDS stream: the change says
+        try:
+            record = _record(first)
+        except RecordError:
+            return StreamInfo(str(first.get("eventSourceARN", "")), "", "NEW_AND_OLD_IMAGES", ())
+        keys = tuple(record.raw["dynamodb"].get("Keys", {}))
+        return StreamInfo(
+            str(first.get("eventSourceARN", "")),
+            record.table_name or "",
+            "NEW_AND_OLD_IMAGES",
+            keys,
+        )
     arn = str(first.get("eventSourceARN", ""))
     table = arn.split(":table/", 1)[1].split("/", 1)[0] if ":table/" in arn else ""
     ddb = first.get("dynamodb", {})
@@ -120,7 +150,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     malformed: list[tuple[object, Exception]] = []
     for raw in raw_records:
         try:
-            records.append(StreamRecord.from_wire(raw))
+            records.append(_record(raw))
         except RecordError as exc:
             malformed.append((raw, exc))
     runtime.dispatcher.reject_malformed(malformed, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +110,40 @@ def test_the_lambda_clients_honour_the_configured_timeouts_and_endpoints(
         assert client.meta.config.connect_timeout == 1.5
         assert client.meta.config.read_timeout == 7
     assert runtime.clients.streams.meta.endpoint_url == "http://127.0.0.1:9"
+
+
+def kinesis_seqs(ev: dict[str, Any], *indexes: int) -> list[str]:
+    return [ev["Records"][i]["kinesis"]["sequenceNumber"] for i in indexes]
+
+
+def test_a_kinesis_event_of_kds_records_reports_failures_by_kinesis_sequence_number(
+    dead_letters: Path,
+) -> None:
+    """A Kinesis event source mapping on a table's KDS stream: the same eight changes as the
+    DynamoDB partial-failure event give the same answer, by Kinesis sequence number; the
+    rejected record is dead-lettered as the routes saw it (the KDS change, in the stream
+    record shape, with its Kinesis sequence number), so `dsp dead-letter redrive` reads it."""
+    ev = event("kinesis_kds_partial_failure")
+    result = aws_lambda.handler(ev, None)
+    assert result == {
+        "batchItemFailures": [{"itemIdentifier": s} for s in kinesis_seqs(ev, 1, 3, 5, 7)]
+    }
+    assert kinesis_seqs(ev, 0, 2, 6) == lambda_consumer.DELIVERED
+    (entry,) = read_dead_letters(dead_letters)
+    assert entry.record["dynamodb"]["SequenceNumber"] == kinesis_seqs(ev, 4)[0]
+    assert entry.record["eventID"] == event("esm_partial_failure")["Records"][4]["eventID"]
+    assert entry.record["tableName"] == "orders"
+    assert entry.error_message == "HTTP 422"
+
+
+def test_a_kinesis_record_that_is_not_a_dynamodb_change_is_dead_lettered_whole(
+    dead_letters: Path,
+) -> None:
+    """Data that is not a KDS payload is kept whole with the reason, never reported."""
+    ev = event("kinesis_kds_partial_failure")
+    ev["Records"] = ev["Records"][:1]
+    ev["Records"][0]["kinesis"]["data"] = base64.b64encode(b"not json").decode()
+    assert aws_lambda.handler(ev, None) == {"batchItemFailures": []}
+    (entry,) = read_dead_letters(dead_letters)
+    assert entry.record == ev["Records"][0]
+    assert "not JSON" in entry.error_message
