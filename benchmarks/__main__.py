@@ -92,6 +92,23 @@ def decode_rows(bodies: list[bytes]) -> list[str]:
         lines.append(
             f"| {label} | {ours_rate:,.0f} | {boto:,.0f} | {r1:.1f}x | {power:,.0f} | {r2:.1f}x |"
         )
+    lines += [
+        "",
+        "| decode + route + consumer, records/s per core | Kinesis Data Streams source | "
+        "DynamoDB Streams source | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for images, label in (
+        (False, "consumer reads keys only"),
+        (True, "consumer reads both images"),
+    ):
+        _, kds, ddb, ratio_kds = side_by_side(
+            label,
+            decode.kinesis_ours(images=images, bodies=bodies),
+            decode.ours(images=images),
+            bodies,
+        )
+        lines.append(f"| {label} | {kds:,.0f} | {ddb:,.0f} | {ratio_kds:.2f}x |")
     _, with_tenancy, without, ratio = side_by_side(
         "tenancy", decode.dispatched(tenancy=True), decode.dispatched(tenancy=False), bodies
     )

@@ -19,7 +19,8 @@ from processor.core.consumer import StreamInfo
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError, RecordError
 from processor.sources.base import Page, StreamDescription
-from processor.sources.kinesis.wire import from_kinesis
+from processor.sources.dynamodb.adapter import _capture_get_records_body
+from processor.sources.kinesis.wire import KinesisPage, decode_page, from_kinesis
 from processor.sources.lineage import Shard
 
 __all__ = ["MAX_RECORDS_PER_CALL", "KinesisSource", "resolve_kinesis_stream"]
@@ -35,6 +36,8 @@ class KinesisSource:
     def __init__(self, client: Any, *, info: StreamInfo | None = None) -> None:
         self._client = client
         self._info = info
+        # successful GetRecords bodies skip botocore's parser, as on DynamoDB Streams
+        client.meta.events.register("before-parse.kinesis.GetRecords", _capture_get_records_body)
         self._lock = threading.Lock()
         self._ending: dict[str, int] = {}  # closed shard -> EndingSequenceNumber
         self._last: dict[str, int] = {}  # shard -> last sequence number read or resumed after
@@ -105,26 +108,19 @@ class KinesisSource:
             ShardIterator=iterator,
             Limit=min(limit, MAX_RECORDS_PER_CALL),
         )
-        records: list[StreamRecord] = []
-        malformed: list[tuple[Any, Exception]] = []
-        for entry in answer.get("Records", []):
-            try:
-                records.append(
-                    from_kinesis(entry["Data"], str(entry["SequenceNumber"]), shard_id=shard_id)
-                )
-            except RecordError as exc:
-                malformed.append((_as_document(entry), exc))
-        if "MillisBehindLatest" in answer:
-            self.millis_behind[shard_id] = int(answer["MillisBehindLatest"])
-        next_iterator = answer.get("NextShardIterator")
+        body = answer.get("DspBody")  # None: a stubbed client, botocore parsed the page
+        page = decode_page(body, shard_id) if body is not None else _parsed_page(answer, shard_id)
+        if page.millis_behind is not None:
+            self.millis_behind[shard_id] = page.millis_behind
+        next_iterator = page.next_iterator
         with self._lock:
-            if answer.get("Records"):
-                self._last[shard_id] = int(answer["Records"][-1]["SequenceNumber"])
+            if page.last_sequence is not None:
+                self._last[shard_id] = int(page.last_sequence)
             ending = self._ending.get(shard_id)
             drained = ending is not None and self._last.get(shard_id, 0) >= ending
-        if not answer.get("Records") and drained:
+        if page.last_sequence is None and drained:
             next_iterator = None  # closed and read to its end (moto never says so itself)
-        return Page(records, next_iterator, tuple(malformed))
+        return Page(page.records, next_iterator, tuple(page.malformed))
 
 
 _SNAKE = {
@@ -133,6 +129,27 @@ _SNAKE = {
     "GetShardIterator": "get_shard_iterator",
     "GetRecords": "get_records",
 }
+
+
+def _parsed_page(answer: dict[str, Any], shard_id: str) -> KinesisPage:
+    records: list[StreamRecord] = []
+    malformed: list[tuple[Any, Exception]] = []
+    for entry in answer.get("Records", []):
+        try:
+            records.append(
+                from_kinesis(entry["Data"], str(entry["SequenceNumber"]), shard_id=shard_id)
+            )
+        except RecordError as exc:
+            malformed.append((_as_document(entry), exc))
+    entries = answer.get("Records") or []
+    behind = answer.get("MillisBehindLatest")
+    return KinesisPage(
+        records,
+        answer.get("NextShardIterator"),
+        int(behind) if behind is not None else None,
+        str(entries[-1]["SequenceNumber"]) if entries else None,
+        malformed,
+    )
 
 
 def _as_document(entry: dict[str, Any]) -> dict[str, Any]:

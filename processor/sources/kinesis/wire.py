@@ -23,14 +23,17 @@ shape a DynamoDB stream record has, so every filter sees the same ``dynamodb.New
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Required, TypedDict
 
 import msgspec
 
 from processor.core.records import StreamRecord
 from processor.errors import RecordError
 
-__all__ = ["KDS_SHAPE_FIELDS", "from_kinesis"]
+__all__ = ["KDS_SHAPE_FIELDS", "KinesisPage", "decode_page", "from_kinesis"]
 
 #: the top-level fields of a KDS-for-DynamoDB payload
 KDS_SHAPE_FIELDS = frozenset(
@@ -40,6 +43,31 @@ KDS_SHAPE_FIELDS = frozenset(
 
 _decode = msgspec.json.Decoder().decode
 _SCALE = {"MICROSECOND": 1_000_000, "MILLISECOND": 1_000}
+
+
+class _Dynamodb(TypedDict, total=False):
+    Keys: Required[dict[str, dict[str, Any]]]
+    NewImage: msgspec.Raw
+    OldImage: msgspec.Raw
+    ApproximateCreationDateTime: float
+    ApproximateCreationDateTimePrecision: str
+    SizeBytes: int
+
+
+class _Payload(TypedDict, total=False):
+    eventID: Required[str]
+    eventName: Required[str]
+    dynamodb: Required[_Dynamodb]
+    awsRegion: str
+    userIdentity: dict[str, Any] | None
+    recordFormat: str
+    tableName: str
+    eventSource: str
+
+
+#: the images stay raw JSON until a consumer reads them, as on DynamoDB Streams (keys-only
+#: consumers never build them); a payload that does not fit decodes loosely and is checked
+_typed = msgspec.json.Decoder(_Payload).decode
 
 
 def from_kinesis(
@@ -52,16 +80,19 @@ def from_kinesis(
 ) -> StreamRecord:
     """One Kinesis record's ``Data`` as a :class:`StreamRecord`; RecordError if it is not a
     DynamoDB change (the caller dead-letters it whole, with the reason)."""
+    lazy: dict[str, Any] | None = None
     try:
-        doc = _decode(data)
+        doc: Any = _typed(data)
+        ddb: dict[str, Any] = doc["dynamodb"]
+        for image in ("NewImage", "OldImage"):
+            if image in ddb:
+                lazy = lazy or {}
+                lazy[image] = ddb.pop(image)
+    except msgspec.ValidationError:
+        doc = _loose(data, sequence_number)
+        ddb = dict(doc["dynamodb"])
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"Kinesis record {sequence_number} is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("dynamodb"), dict):
-        raise RecordError(
-            f"Kinesis record {sequence_number} is not a DynamoDB change (no 'dynamodb' object)",
-            sequence_number=sequence_number,
-        )
-    ddb: dict[str, Any] = dict(doc["dynamodb"])
     created = ddb.get("ApproximateCreationDateTime")
     if isinstance(created, int | float) and not isinstance(created, bool):
         scale = _SCALE.get(str(ddb.get("ApproximateCreationDateTimePrecision", "")), 1_000)
@@ -73,4 +104,53 @@ def from_kinesis(
     if isinstance(table, str) and table and "eventSourceARN" not in raw:
         where = f"{region or doc.get('awsRegion') or ''}:{account or ''}"
         raw["eventSourceARN"] = f"arn:aws:dynamodb:{where}:table/{table}"
-    return StreamRecord.from_wire(raw, shard_id=shard_id)
+    return StreamRecord.from_wire(raw, shard_id=shard_id, lazy_images=lazy)
+
+
+def _loose(data: bytes | str, sequence_number: str) -> dict[str, Any]:
+    try:
+        doc = _decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"Kinesis record {sequence_number} is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("dynamodb"), dict):
+        raise RecordError(
+            f"Kinesis record {sequence_number} is not a DynamoDB change (no 'dynamodb' object)",
+            sequence_number=sequence_number,
+        )
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class KinesisPage:
+    records: list[StreamRecord]
+    next_iterator: str | None
+    #: how far behind the tip the shard's reader is (GetRecords' MillisBehindLatest)
+    millis_behind: int | None
+    #: the last sequence number of the page (a record that did not decode included)
+    last_sequence: str | None
+    malformed: list[tuple[Any, Exception]]
+
+
+def decode_page(body: bytes, shard_id: str) -> KinesisPage:
+    """A raw Kinesis GetRecords body (botocore's parser skipped, as for DynamoDB Streams):
+    each record's base64 ``Data`` decoded to a StreamRecord; what does not decode is kept
+    whole, with the reason, for the dead-letter sink."""
+    answer = _decode(body)
+    records: list[StreamRecord] = []
+    malformed: list[tuple[Any, Exception]] = []
+    last: str | None = None
+    for entry in answer.get("Records") or []:
+        last = str(entry.get("SequenceNumber"))
+        try:
+            data = base64.b64decode(entry.get("Data", ""), validate=True)
+            records.append(from_kinesis(data, last, shard_id=shard_id))
+        except (RecordError, binascii.Error, ValueError) as exc:
+            malformed.append(({"kinesis": entry}, exc))
+    behind = answer.get("MillisBehindLatest")
+    return KinesisPage(
+        records,
+        answer.get("NextShardIterator"),
+        int(behind) if behind is not None else None,
+        last,
+        malformed,
+    )
