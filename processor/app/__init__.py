@@ -175,6 +175,7 @@ def worker_settings(settings: Settings) -> WorkerSettings:
             on_trimmed=settings.stream.on_trimmed,
             poll_interval_min_s=settings.stream.poll_interval_min_s,
             poll_interval_max_s=settings.stream.poll_interval_max_s,
+            reorder_window_s=settings.stream.reorder_window_ms / 1000,
         ),
     )
 

@@ -74,6 +74,9 @@ class StreamSettings(_Section):
     table: TableName | None = None
     arn: str | None = None
     kinesis_stream: str | None = Field(default=None, min_length=1)
+    #: hold each record this long to restore each key's creation order and drop exact
+    #: duplicates (Kinesis Data Streams may deliver late or twice); 0: off
+    reorder_window_ms: int = Field(default=0, ge=0, le=60_000)
     starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
     get_records_limit: int = Field(default=1000, ge=1, le=1000)
     poll_interval_min_s: float = Field(default=0.25, gt=0, le=60)

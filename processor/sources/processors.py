@@ -66,10 +66,11 @@ class DispatchProcessor:
 
     def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
         self.dispatcher.dispatch(batch)
-        created = batch[-1].approximate_creation_time
-        reader.commit(
-            batch[-1].sequence_number, handled_time=created.timestamp() if created else None
-        )
+        # the highest position of the batch: with a reorder window a batch is a prefix of the
+        # arrivals in creation order per key, so its last record need not be its highest
+        last = max(batch, key=lambda r: r.sequence_int) if reader.reordering else batch[-1]
+        created = last.approximate_creation_time
+        reader.commit(last.sequence_number, handled_time=created.timestamp() if created else None)
 
     def shard_ended(self, reader: ShardReader) -> bool:
         reader.commit(reader.last_handled, finished=True)

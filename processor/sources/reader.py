@@ -31,6 +31,7 @@ from processor.core._rate import RateLimiter
 from processor.core._waiting import interruptible_sleep
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
+from processor.core.reorder import ReorderWindow
 from processor.errors import (
     IteratorExpiredError,
     LeaseLostError,
@@ -64,6 +65,9 @@ class ReaderSettings:
     lease_fence_s: float = 15.0
     poll_interval_min_s: float = 0.25
     poll_interval_max_s: float = 2.0
+    #: hold each record this long to restore each key's creation order and drop duplicates
+    #: (Kinesis Data Streams for DynamoDB); 0: off
+    reorder_window_s: float = 0.0
 
 
 class ShardEndNotCheckpointed(ProcessorError):
@@ -91,6 +95,11 @@ class ShardReader:
         self.shard_id = lease.shard_id
         self._clock = clock
         self._window = window
+        self._reorder = (
+            ReorderWindow(settings.reorder_window_s) if settings.reorder_window_s > 0 else None
+        )
+        #: batches are prefixes of the arrivals, reordered per key (see core/reorder.py)
+        self.reordering = self._reorder is not None
         self._rate = rate
         self.lease = lease
         self._adapter = adapter
@@ -295,11 +304,19 @@ class ShardReader:
             records, window_ended = self._observe(page, buffered=bool(buffer))
             if page.records:
                 delay = settings.poll_interval_min_s
+            ended = page.next_iterator is None or window_ended
+            if self._reorder is not None:
+                if ended:  # the shard is drained: nothing may stay held
+                    buffer = self._drain_reorder(buffer, records)
+                    records = []
+                else:
+                    self._reorder.add(records, self._monotonic())
+                    room = max(settings.max_records - len(buffer), 0)
+                    records = self._reorder.release(self._monotonic(), limit=room)
             if records:
                 if not buffer:
                     window_started = self._monotonic()
                 buffer.extend(records)
-            ended = page.next_iterator is None or window_ended
             window_over = self._monotonic() - window_started >= settings.max_window_s
             if buffer and (ended or window_over or len(buffer) >= settings.max_records):
                 buffer = self._handle(buffer, flush=ended or window_over)
@@ -359,16 +376,32 @@ class ShardReader:
 
     def _at_tip(self, delay: float, buffer: list[StreamRecord], window_started: float) -> None:
         """An empty page: report an empty batch if the processor wants one, then wait before
-        the next poll, never past the end of the batching window."""
-        self.caught_up = not buffer
-        if not buffer and self.processor.wants_empty_batches:
+        the next poll, never past the end of the batching window or of the reorder window."""
+        held = len(self._reorder) if self._reorder is not None else 0
+        self.caught_up = not buffer and not held
+        if not buffer and not held and self.processor.wants_empty_batches:
             self._await_confirmed_lease()
             self.processor.process(self, [])
         wait = delay
         if buffer:
             elapsed = self._monotonic() - window_started
             wait = min(delay, max(0.0, self._settings.max_window_s - elapsed))
+        if held:
+            wait = min(wait, self._settings.reorder_window_s)
         self.stop.wait(wait)
+
+    def _drain_reorder(
+        self, buffer: list[StreamRecord], records: list[StreamRecord]
+    ) -> list[StreamRecord]:
+        """At a shard's end: release everything held, one prefix (at most a batch) at a
+        time, each dispatched and checkpointed before the next."""
+        assert self._reorder is not None
+        self._reorder.add(records, self._monotonic())
+        while len(self._reorder):
+            room = max(self._settings.max_records - len(buffer), 1)
+            buffer.extend(self._reorder.release(self._monotonic(), limit=room, flush=True))
+            buffer = self._handle(buffer, flush=True)
+        return buffer
 
     def _await_confirmed_lease(self) -> None:
         """Self-fencing: wait (without delivering) until the lease was confirmed recently.

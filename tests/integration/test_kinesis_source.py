@@ -229,3 +229,51 @@ consumer = "tests.integration.transforms:collect"
                  "--stop-when-idle", "1"]) == 0  # fmt: skip
     (captured,) = sorted(tmp_path.glob("capture-*.jsonl"))  # rotated as NAME-000001...
     assert sorted(run("replay", "--from-file", str(captured))) == sorted(everything)
+
+
+def test_the_reorder_window_restores_key_order_and_drops_redeliveries_end_to_end(
+    tmp_path: Path, endpoint: str, unique: str
+) -> None:
+    """`[stream] reorder_window_ms` on moto Kinesis: a key's changes written late and twice
+    reach the route once each, in creation order."""
+    kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1")
+    name = f"reorder-kds-{unique}"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    keys = {"pk": {"S": "k"}}
+
+    def put(version: int, created_us: int, event_id: str) -> None:
+        image = {**keys, "version": {"N": str(version)}}
+        payload = kds_payload(keys, new_image=image, created_us=created_us, event_id=event_id)
+        put_change(kinesis, name, payload, keys)
+
+    put(2, 1_721_011_165_000_200, "e2")  # arrives before the change it follows
+    put(1, 1_721_011_165_000_100, "e1")
+    put(2, 1_721_011_165_000_200, "e2")  # delivered twice
+    put(3, 1_721_011_165_000_300, "e3")
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{name}"
+poll_interval_min_s = 0.2
+poll_interval_max_s = 0.4
+reorder_window_ms = 300
+[checkpoints]
+table = "leases-{unique}"
+application = "reorder-{unique}"
+[dead_letter]
+path = "{tmp_path / "dl.jsonl"}"
+[[routes]]
+name = "seen"
+consumer = "tests.integration.test_kinesis_source:unused"
+"""
+    )
+    settings = load_settings(config, environ={"DSP_AWS__ENDPOINT_URL": endpoint})
+    seen = Seen()
+    app = build_app(settings, routes=([Route("seen", seen)], {"seen": RouteStats()}))
+    try:
+        app.worker.run(stop=threading.Event(), stop_when_idle=1.5)
+    finally:
+        app.close()
+    assert [int(r.new_image["version"]) for r in seen.records] == [1, 2, 3]  # type: ignore[index]

@@ -590,3 +590,44 @@ def test_a_merged_shard_is_read_after_both_parents_from_its_beginning() -> None:
 
 def by_shard(store: MemoryLeaseStore) -> dict[str, Lease]:
     return {lease.shard_id: lease for lease in store.list_leases()}
+
+
+def test_a_reorder_window_restores_each_keys_order_drops_duplicates_and_checkpoints_safely() -> (
+    None
+):
+    """Kinesis may deliver a change late or twice. With a reorder window each key's changes
+    reach the routes in creation order, exact duplicates are dropped, and the checkpoint is
+    the highest position handled."""
+
+    def kds(key: str, seq: int, created: float, event_id: str) -> dict[str, Any]:
+        image = {"pk": {"S": key}, "created": {"N": str(created)}}
+        record = make_record(
+            {"pk": {"S": key}},
+            event_name="MODIFY",
+            new_image=image,
+            sequence_number=str(seq),
+            created=created,
+            event_id=event_id,
+        )
+        return record.raw
+
+    arrivals = [
+        kds("a", 1, 102.0, "a2"),  # a's second change arrives first
+        kds("b", 2, 100.0, "b1"),
+        kds("a", 3, 101.0, "a1"),
+        kds("a", 4, 102.0, "a2"),  # the same change again
+        kds("a", 5, 100.5, "a0"),  # a's first change arrives last
+    ]
+    streams = FakeStreams({"s": (Shard("s", None, "1", "5"), arrivals)})
+    store, collector = MemoryLeaseStore(), Collector()
+    worker = make_worker(streams, store, collector, max_records=10)
+    reader = dc_replace(worker.settings.reader, reorder_window_s=0.05)
+    object.__setattr__(worker.settings, "reader", reader)
+    worker.run(stop=threading.Event(), stop_when_idle=0.2)
+    assert [s for k, s, _ in collector.seen if k == "a"] == ["5", "3", "1"]  # creation order
+    assert [s for k, s, _ in collector.seen if k == "b"] == ["2"]
+    assert len(collector.seen) == 4  # the duplicate of a2 is dropped
+    # the batch's highest position (5), not its last record (a's latest change, seq 1)
+    assert collector.seen[-1][1] == "1"
+    checkpoints = [(seq, finished) for _, seq, finished in store.checkpoints]
+    assert checkpoints == [("5", False), ("5", True)]
