@@ -25,6 +25,7 @@ from typing import Any
 import boto3
 import pytest
 import redis
+import structlog
 
 from processor.testing import WebhookReceiver, dynamodb_local, moto_server
 
@@ -78,6 +79,16 @@ def spread_slow_tests(config: pytest.Config, items: list[pytest.Item]) -> None:
         ordered += heads[k] + rest[start:end]
         start = end
     items[:] = ordered
+
+
+@pytest.fixture(autouse=True)
+def _structlog_as_it_was() -> Iterator[None]:
+    """A test that runs `dsp` in-process (`processor.cli.main`) configures structlog to print
+    to the sys.stderr of that moment, which pytest closes after the test: put it back, so the
+    next test in this process does not log into a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")
