@@ -50,9 +50,8 @@ def boto3_baseline(*, images: bool) -> Callable[[bytes], int]:
     return run
 
 
-def ours(*, images: bool) -> Callable[[bytes], int]:
-    """Our reader's path: the before-parse hook, StreamRecord views, a filtered route."""
-    seen = [0]
+def _counting(seen: list[int], *, images: bool) -> Callable[[list[StreamRecord]], None]:
+    """The no-op consumer of the decode rows: it reads the keys (and the images)."""
 
     def consumer(records: list[StreamRecord]) -> None:
         for record in records:
@@ -60,6 +59,13 @@ def ours(*, images: bool) -> Callable[[bytes], int]:
             if images:
                 seen[0] += len(record.new_image or {}) + len(record.old_image or {})
 
+    return consumer
+
+
+def ours(*, images: bool) -> Callable[[bytes], int]:
+    """Our reader's path: the before-parse hook, StreamRecord views, a filtered route."""
+    seen = [0]
+    consumer = _counting(seen, images=images)
     route = Route("r", consumer, _FILTER)
 
     def run(body: bytes) -> int:
@@ -190,13 +196,7 @@ def kinesis_ours(*, images: bool, bodies: list[bytes]) -> Callable[[bytes], int]
     shape = kinesis.meta.service_model.operation_model("GetRecords").output_shape
     pages = {body: _kinesis_body(body) for body in bodies}
     seen = [0]
-
-    def consumer(records: list[StreamRecord]) -> None:
-        for record in records:
-            seen[0] += len(record.keys)
-            if images:
-                seen[0] += len(record.new_image or {}) + len(record.old_image or {})
-
+    consumer = _counting(seen, images=images)
     route = Route("r", consumer, _FILTER)
 
     def run(body: bytes) -> int:

@@ -7,6 +7,7 @@ adapters sees only ``processor.errors``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from botocore.exceptions import (
 )
 
 from processor.errors import (
+    ConfigError,
     IteratorExpiredError,
     ProcessorError,
     StreamNotFoundError,
@@ -36,6 +38,7 @@ __all__ = [
     "THROTTLING_CODES",
     "AwsClients",
     "clients_for",
+    "describe_or_missing",
     "error_code",
     "make_clients",
     "translate_client_error",
@@ -162,3 +165,19 @@ def clients_for(settings: AwsSettings, *, pool_size: int, region: str | None = N
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
     )
+
+
+def describe_or_missing(
+    call: Callable[[], Any], operation: str, *, key: str, value: str, clients: AwsClients, what: str
+) -> Any:
+    """A Describe call for a configured resource: its answer; ConfigError naming the key when
+    the resource does not exist (``what``: how to say so), the project's error otherwise."""
+    try:
+        return call()
+    except ClientError as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            where = clients.endpoint_url or f"region {clients.region}"
+            raise ConfigError(key, value, f"{what} at {where}; check the name and region") from exc
+        raise translate_client_error(exc, operation) from exc
+    except BotoCoreError as exc:
+        raise translate_client_error(exc, operation) from exc

@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processor.aws import AwsClients, error_code, translate_client_error
+from processor.aws import AwsClients, describe_or_missing, translate_client_error
 from processor.core.consumer import StreamInfo
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError, RecordError
@@ -152,17 +152,14 @@ def resolve_stream(clients: AwsClients, *, table: str | None, arn: str | None) -
     if arn:
         return arn
     assert table is not None
-    try:
-        desc = clients.dynamodb.describe_table(TableName=table)["Table"]
-    except ClientError as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            where = clients.endpoint_url or f"region {clients.region}"
-            raise ConfigError(
-                "stream.table", table, f"no such table at {where}; check the name and region"
-            ) from exc
-        raise translate_client_error(exc, "DescribeTable") from exc
-    except BotoCoreError as exc:
-        raise translate_client_error(exc, "DescribeTable") from exc
+    desc = describe_or_missing(
+        lambda: clients.dynamodb.describe_table(TableName=table),
+        "DescribeTable",
+        key="stream.table",
+        value=table,
+        clients=clients,
+        what="no such table",
+    )["Table"]
     spec = desc.get("StreamSpecification") or {}
     stream_arn = desc.get("LatestStreamArn")
     if not spec.get("StreamEnabled") or not stream_arn:

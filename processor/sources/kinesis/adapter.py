@@ -14,10 +14,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processor.aws import error_code, translate_client_error
+from processor.aws import describe_or_missing, translate_client_error
 from processor.core.consumer import StreamInfo
 from processor.core.records import StreamRecord
-from processor.errors import ConfigError, RecordError
+from processor.errors import RecordError
 from processor.sources.base import Page, StreamDescription
 from processor.sources.dynamodb.adapter import _capture_get_records_body
 from processor.sources.kinesis.wire import KinesisPage, decode_page, from_kinesis
@@ -171,15 +171,12 @@ def _as_document(entry: dict[str, Any]) -> dict[str, Any]:
 def resolve_kinesis_stream(clients: Any, stream: str) -> str:
     """The Kinesis stream's ARN, from its name or ARN; ConfigError naming the key if absent."""
     kwargs = {"StreamARN": stream} if stream.startswith("arn:") else {"StreamName": stream}
-    try:
-        summary = clients.kinesis.describe_stream_summary(**kwargs)["StreamDescriptionSummary"]
-    except ClientError as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            where = clients.endpoint_url or f"region {clients.region}"
-            raise ConfigError(
-                "stream.kinesis_stream", stream, f"no such Kinesis stream at {where}"
-            ) from exc
-        raise translate_client_error(exc, "DescribeStreamSummary") from exc
-    except BotoCoreError as exc:
-        raise translate_client_error(exc, "DescribeStreamSummary") from exc
-    return str(summary["StreamARN"])
+    answer = describe_or_missing(
+        lambda: clients.kinesis.describe_stream_summary(**kwargs),
+        "DescribeStreamSummary",
+        key="stream.kinesis_stream",
+        value=stream,
+        clients=clients,
+        what="no such Kinesis stream",
+    )
+    return str(answer["StreamDescriptionSummary"]["StreamARN"])
