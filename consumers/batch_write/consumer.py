@@ -27,7 +27,6 @@ from consumers.batch_write.limits import (
     MAX_PARTITION_KEY_BYTES,
     MAX_REQUESTS_PER_CALL,
     MAX_SORT_KEY_BYTES,
-    VERSION_WIDTH,
     Delete,
     Put,
     _serialize_item,
@@ -288,7 +287,7 @@ class BatchWriteConsumer:
 
     def _conditional(self, write: _Write) -> None:
         options = self._options
-        version = {"S": write.record.sequence_number.zfill(VERSION_WIDTH)}
+        version = {"S": write.record.version}
         condition = {
             "ConditionExpression": "attribute_not_exists(#v) OR #v < :v",
             "ExpressionAttributeNames": {"#v": options.version_attribute},

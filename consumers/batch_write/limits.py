@@ -20,8 +20,6 @@ MAX_BYTES_PER_CALL = 16 * 1024 * 1024
 MAX_ITEM_BYTES = 400 * 1024
 MAX_PARTITION_KEY_BYTES = 2048
 MAX_SORT_KEY_BYTES = 1024
-#: sequence numbers are 21 to 40 digits: zero-padded to 40 they compare as strings
-VERSION_WIDTH = 40
 DELETED_ATTRIBUTE = "_dsp_deleted"
 EXPIRES_ATTRIBUTE = "_dsp_expires"
 _serialize = TypeSerializer().serialize

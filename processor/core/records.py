@@ -151,6 +151,20 @@ class StreamRecord:
         return int(self._raw["dynamodb"]["SequenceNumber"])
 
     @property
+    def version(self) -> str:
+        """What orders one item's changes, as a string (compare versions of one source):
+        the sequence number on DynamoDB Streams, where an item's changes are in order; on
+        Kinesis Data Streams for DynamoDB, whose positions are not versions, the creation time
+        in µs, then the position as tie-breaker (``k`` first: written after a switch from
+        DynamoDB Streams, they win)."""
+        ddb = self._raw["dynamodb"]
+        created = ddb.get("ApproximateCreationDateTimeRaw")
+        if created is None:  # 21 to 40 digits: zero-padded to 40 they compare as strings
+            return self.sequence_number.zfill(40)
+        scale = 1 if ddb.get("ApproximateCreationDateTimePrecision") == "MICROSECOND" else 1000
+        return f"k{int(created) * scale:020d}.{self.sequence_number.zfill(60)}"
+
+    @property
     def approximate_creation_time(self) -> datetime | None:
         """When the change was made (UTC); whole seconds in real DynamoDB Streams."""
         if self._created is _UNSET:

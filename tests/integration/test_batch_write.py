@@ -11,7 +11,8 @@ from consumers.batch_write.consumer import _Write
 from processor.core.consumer import BatchResult
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError
-from processor.testing import create_table, make_record, scan_all
+from processor.sources.kinesis import from_kinesis
+from processor.testing import create_table, kds_payload, make_record, scan_all
 
 from .helpers import context
 
@@ -226,3 +227,27 @@ def test_versioned_tombstones_keep_a_deleted_item_deleted_under_replay(
     assert item["_dsp_deleted"] == {"BOOL": True}
     assert "value" not in item
     assert int(item["_dsp_expires"]["N"]) > 0
+
+
+def kds_put(sk: str, created_us: int, position: int, value: str) -> StreamRecord:
+    keys = {"pk": {"S": "TENANT#a"}, "sk": {"S": sk}}
+    image = {**keys, "value": {"S": value}}
+    payload = kds_payload(keys, event_name="MODIFY", new_image=image, created_us=created_us)
+    return from_kinesis(payload, str(position))
+
+
+def test_versioned_on_kinesis_orders_by_creation_time_not_by_position(
+    endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """Kinesis positions are not versions: an older change that arrives later (a higher
+    position) must not overwrite a newer one; the creation time (µs) decides."""
+    table = f"versioned-kds-{unique}"
+    create_table(dynamodb, table, stream_view=None)
+    ctx = context(endpoint=endpoint)
+    consumer = build({"table": table, "versioned": True}, ctx)
+    assert consumer([kds_put("1", 1_721_011_165_000_200, 10, "newer")]) is None
+    assert consumer([kds_put("1", 1_721_011_165_000_100, 11, "older, late")]) is None
+    assert items(dynamodb, table)[("TENANT#a", "1")]["value"]["S"] == "newer"
+    assert ctx.stats["stale_skipped"] == 1
+    assert consumer([kds_put("1", 1_721_011_165_000_300, 12, "newest")]) is None
+    assert items(dynamodb, table)[("TENANT#a", "1")]["value"]["S"] == "newest"
