@@ -277,3 +277,44 @@ consumer = "tests.integration.test_kinesis_source:unused"
     finally:
         app.close()
     assert [int(r.new_image["version"]) for r in seen.records] == [1, 2, 3]  # type: ignore[index]
+
+
+def test_replay_between_two_times_on_the_kinesis_source(
+    tmp_path: Path, endpoint: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dsp replay --from TIME --to TIME` keeps the changes created in that span, by the KDS
+    record's creation time (µs, compared at the second as on DynamoDB Streams)."""
+    from processor.cli import main  # noqa: PLC0415
+    from tests.integration import transforms  # noqa: PLC0415
+
+    kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1")
+    name = f"time-kds-{unique}"
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    start_us = 1_795_000_000_000_000  # 2026-11-18T11:06:40Z
+    for i, key in enumerate(("before", "inside", "after")):
+        keys = {"pk": {"S": key}}
+        payload = kds_payload(keys, created_us=start_us + i * 10_000_000)  # 10 s apart
+        put_change(kinesis, name, payload, keys)
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{name}"
+poll_interval_min_s = 0.2
+[checkpoints]
+table = "leases-{unique}"
+application = "time-{unique}"
+[dead_letter]
+path = "{tmp_path / "dl.jsonl"}"
+[[routes]]
+name = "collect"
+consumer = "tests.integration.transforms:collect"
+"""
+    )
+    monkeypatch.setenv("DSP_AWS__ENDPOINT_URL", endpoint)
+    transforms.COLLECTED.clear()
+    argv = ["replay", "--config", str(config), "--idle-s", "1"]
+    window = ["--from", "2026-11-18T11:06:45Z", "--to", "2026-11-18T11:06:55Z"]
+    assert main([*argv, *window]) == 0
+    assert [r.keys["pk"] for batch in transforms.COLLECTED for r in batch] == ["inside"]
