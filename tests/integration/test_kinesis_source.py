@@ -64,6 +64,30 @@ def write(kinesis: Any, stream: str, version: int) -> None:
         put_change(kinesis, stream, kds_payload(keys, event_name="MODIFY", new_image=image), keys)
 
 
+def kinesis_config(
+    tmp_path: Path, unique: str, name: str, routes: str, *, stream: str = ""
+) -> Path:
+    """dsp.toml for the Kinesis stream ``name`` (Kinesis pacing), with these routes."""
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{name}"
+poll_interval_min_s = 0.2
+poll_interval_max_s = 0.4
+{stream}
+[checkpoints]
+table = "leases-{unique}"
+application = "kds-{unique}"
+[dead_letter]
+path = "{tmp_path / "dead-letter.jsonl"}"
+{routes}
+"""
+    )
+    return config
+
+
 def test_a_worker_reads_kinesis_shards_to_their_ends_parents_first(
     endpoint: str, unique: str
 ) -> None:
@@ -137,25 +161,17 @@ def test_source_kinesis_runs_routes_filters_and_consumers_as_a_dynamodb_stream_d
         written[f"ORDER#{i}"] = put_change(
             kinesis, name, kds_payload(keys, new_image=image, table=table), keys
         )
-    config = tmp_path / "dsp.toml"
-    config.write_text(
-        f"""
-[stream]
-source = "kinesis"
-kinesis_stream = "{name}"
-table = "{table}"
-poll_interval_min_s = 0.2
-poll_interval_max_s = 0.4
-[checkpoints]
-table = "leases-{unique}"
-application = "kds-{unique}"
-[dead_letter]
-path = "{tmp_path / "dead-letter.jsonl"}"
+    config = kinesis_config(
+        tmp_path,
+        unique,
+        name,
+        """
 [[routes]]
 name = "paid"
 consumer = "tests.integration.test_kinesis_source:unused"
-filter = '{{"dynamodb": {{"NewImage": {{"status": {{"S": ["paid"]}}}}}}}}'
-"""
+filter = '{"dynamodb": {"NewImage": {"status": {"S": ["paid"]}}}}'
+""",
+        stream=f'table = "{table}"',
     )
     settings = load_settings(config, environ={"DSP_AWS__ENDPOINT_URL": endpoint})
     seen = Seen()
@@ -193,23 +209,15 @@ def test_replay_and_capture_work_on_the_kinesis_source(
             keys = {"pk": {"S": key}}
             image = {**keys, "version": {"N": str(version)}}
             written.append(put_change(kinesis, name, kds_payload(keys, new_image=image), keys))
-    config = tmp_path / "dsp.toml"
-    config.write_text(
-        f"""
-[stream]
-source = "kinesis"
-kinesis_stream = "{name}"
-poll_interval_min_s = 0.2
-poll_interval_max_s = 0.4
-[checkpoints]
-table = "leases-{unique}"
-application = "replay-{unique}"
-[dead_letter]
-path = "{tmp_path / "dl.jsonl"}"
+    config = kinesis_config(
+        tmp_path,
+        unique,
+        name,
+        """
 [[routes]]
 name = "collect"
 consumer = "tests.integration.transforms:collect"
-"""
+""",
     )
     monkeypatch.setenv("DSP_AWS__ENDPOINT_URL", endpoint)
 
@@ -250,24 +258,16 @@ def test_the_reorder_window_restores_key_order_and_drops_redeliveries_end_to_end
     put(1, 1_721_011_165_000_100, "e1")
     put(2, 1_721_011_165_000_200, "e2")  # delivered twice
     put(3, 1_721_011_165_000_300, "e3")
-    config = tmp_path / "dsp.toml"
-    config.write_text(
-        f"""
-[stream]
-source = "kinesis"
-kinesis_stream = "{name}"
-poll_interval_min_s = 0.2
-poll_interval_max_s = 0.4
-reorder_window_ms = 300
-[checkpoints]
-table = "leases-{unique}"
-application = "reorder-{unique}"
-[dead_letter]
-path = "{tmp_path / "dl.jsonl"}"
+    config = kinesis_config(
+        tmp_path,
+        unique,
+        name,
+        """
 [[routes]]
 name = "seen"
 consumer = "tests.integration.test_kinesis_source:unused"
-"""
+""",
+        stream="reorder_window_ms = 300",
     )
     settings = load_settings(config, environ={"DSP_AWS__ENDPOINT_URL": endpoint})
     seen = Seen()
@@ -295,22 +295,15 @@ def test_replay_between_two_times_on_the_kinesis_source(
         keys = {"pk": {"S": key}}
         payload = kds_payload(keys, created_us=start_us + i * 10_000_000)  # 10 s apart
         put_change(kinesis, name, payload, keys)
-    config = tmp_path / "dsp.toml"
-    config.write_text(
-        f"""
-[stream]
-source = "kinesis"
-kinesis_stream = "{name}"
-poll_interval_min_s = 0.2
-[checkpoints]
-table = "leases-{unique}"
-application = "time-{unique}"
-[dead_letter]
-path = "{tmp_path / "dl.jsonl"}"
+    config = kinesis_config(
+        tmp_path,
+        unique,
+        name,
+        """
 [[routes]]
 name = "collect"
 consumer = "tests.integration.transforms:collect"
-"""
+""",
     )
     monkeypatch.setenv("DSP_AWS__ENDPOINT_URL", endpoint)
     transforms.COLLECTED.clear()

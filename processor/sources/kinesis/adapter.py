@@ -16,11 +16,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from processor.aws import describe_or_missing, translate_client_error
 from processor.core.consumer import StreamInfo
-from processor.core.records import StreamRecord
-from processor.errors import RecordError
 from processor.sources.base import Page, StreamDescription
 from processor.sources.dynamodb.adapter import _capture_get_records_body
-from processor.sources.kinesis.wire import KinesisPage, decode_page, from_kinesis
+from processor.sources.kinesis.wire import decode_page
 from processor.sources.lineage import Shard
 
 __all__ = ["MAX_RECORDS_PER_CALL", "KinesisSource", "resolve_kinesis_stream"]
@@ -46,8 +44,7 @@ class KinesisSource:
         #: per shard, GetRecords' MillisBehindLatest: how far behind the tip the reader is
         self.millis_behind: dict[str, int] = {}
 
-    def _call(self, operation: str, shard_id: str | None = None, **kwargs: Any) -> Any:
-        method = getattr(self._client, _SNAKE[operation])
+    def _call(self, operation: str, method: Any, shard_id: str | None = None, **kwargs: Any) -> Any:
         try:
             return method(**kwargs)
         except (ClientError, BotoCoreError) as exc:
@@ -57,15 +54,15 @@ class KinesisSource:
         shards: list[Shard] = []
         kwargs: dict[str, Any] = {"StreamARN": stream_arn}
         while True:
-            answer = self._call("ListShards", **kwargs)
+            answer = self._call("ListShards", self._client.list_shards, **kwargs)
             shards.extend(Shard.from_api(s) for s in answer.get("Shards", []))
             token = answer.get("NextToken")
             if not token:
                 break
             kwargs = {"NextToken": token}  # ListShards refuses the stream name with a token
-        summary = self._call("DescribeStreamSummary", StreamARN=stream_arn)[
-            "StreamDescriptionSummary"
-        ]
+        summary = self._call(
+            "DescribeStreamSummary", self._client.describe_stream_summary, StreamARN=stream_arn
+        )["StreamDescriptionSummary"]
         self.retention_s = float(summary.get("RetentionPeriodHours", 24)) * _HOUR
         with self._lock:
             for shard in shards:
@@ -98,18 +95,18 @@ class KinesisSource:
             resumed = int(sequence_number) - (iterator_type == "AT_SEQUENCE_NUMBER")
             with self._lock:
                 self._last[shard_id] = resumed
-        answer = self._call("GetShardIterator", shard_id, **kwargs)
+        answer = self._call("GetShardIterator", self._client.get_shard_iterator, shard_id, **kwargs)
         return str(answer["ShardIterator"])
 
     def get_records(self, iterator: str, *, limit: int, shard_id: str) -> Page:
         answer = self._call(
             "GetRecords",
+            self._client.get_records,
             shard_id,
             ShardIterator=iterator,
             Limit=min(limit, MAX_RECORDS_PER_CALL),
         )
-        body = answer.get("DspBody")  # None: a stubbed client, botocore parsed the page
-        page = decode_page(body, shard_id) if body is not None else _parsed_page(answer, shard_id)
+        page = decode_page(answer["DspBody"], shard_id)  # the hook registered above kept it
         if page.millis_behind is not None:
             self.millis_behind[shard_id] = page.millis_behind
         next_iterator = page.next_iterator
@@ -121,51 +118,6 @@ class KinesisSource:
         if page.last_sequence is None and drained:
             next_iterator = None  # closed and read to its end (moto never says so itself)
         return Page(page.records, next_iterator, tuple(page.malformed))
-
-
-_SNAKE = {
-    "ListShards": "list_shards",
-    "DescribeStreamSummary": "describe_stream_summary",
-    "GetShardIterator": "get_shard_iterator",
-    "GetRecords": "get_records",
-}
-
-
-def _parsed_page(answer: dict[str, Any], shard_id: str) -> KinesisPage:
-    records: list[StreamRecord] = []
-    malformed: list[tuple[Any, Exception]] = []
-    for entry in answer.get("Records", []):
-        try:
-            records.append(
-                from_kinesis(entry["Data"], str(entry["SequenceNumber"]), shard_id=shard_id)
-            )
-        except RecordError as exc:
-            malformed.append((_as_document(entry), exc))
-    entries = answer.get("Records") or []
-    behind = answer.get("MillisBehindLatest")
-    return KinesisPage(
-        records,
-        answer.get("NextShardIterator"),
-        int(behind) if behind is not None else None,
-        str(entries[-1]["SequenceNumber"]) if entries else None,
-        malformed,
-    )
-
-
-def _as_document(entry: dict[str, Any]) -> dict[str, Any]:
-    """A record that did not decode, as the dead letter keeps it (Data as text if it is)."""
-    data = entry.get("Data", b"")
-    try:
-        text: Any = data.decode() if isinstance(data, bytes) else data
-    except UnicodeDecodeError:
-        text = repr(data)
-    return {
-        "kinesis": {
-            "sequenceNumber": str(entry.get("SequenceNumber")),
-            "partitionKey": entry.get("PartitionKey"),
-            "data": text,
-        }
-    }
 
 
 def resolve_kinesis_stream(clients: Any, stream: str) -> str:
