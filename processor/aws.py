@@ -115,6 +115,7 @@ def make_clients(
     region: str,
     endpoint_url: str | None,
     streams_endpoint_url: str | None = None,
+    kinesis_endpoint_url: str | None = None,
     retry_mode: str,
     max_attempts: int,
     pool_size: int,
@@ -142,13 +143,16 @@ def make_clients(
     streams_kwargs = dict(kwargs)
     if streams_endpoint_url:
         streams_kwargs["endpoint_url"] = streams_endpoint_url
+    kinesis_kwargs = dict(kwargs)
+    if kinesis_endpoint_url:
+        kinesis_kwargs["endpoint_url"] = kinesis_endpoint_url
     return AwsClients(
         dynamodb=session.client("dynamodb", **kwargs),
         streams=session.client("dynamodbstreams", **streams_kwargs),
         sqs=session.client("sqs", **kwargs),
         region=region,
         endpoint_url=endpoint_url,
-        kinesis=session.client("kinesis", **kwargs),
+        kinesis=session.client("kinesis", **kinesis_kwargs),
     )
 
 
@@ -159,6 +163,7 @@ def clients_for(settings: AwsSettings, *, pool_size: int, region: str | None = N
         region=region or settings.region,
         endpoint_url=settings.endpoint_url,
         streams_endpoint_url=settings.streams_endpoint_url,
+        kinesis_endpoint_url=settings.kinesis_endpoint_url,
         retry_mode=settings.retry_mode,
         max_attempts=settings.max_attempts,
         pool_size=pool_size,

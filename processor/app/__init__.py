@@ -43,6 +43,7 @@ from processor.settings import Settings
 from processor.sinks.dead_letter import DeadLetterSink
 from processor.sources.base import StreamSource
 from processor.sources.dynamodb import StreamsAdapter, resolve_stream
+from processor.sources.kinesis.adapter import READS_PER_SECOND as KINESIS_READS_PER_SECOND
 from processor.sources.kinesis.adapter import KinesisSource, resolve_kinesis_stream
 from processor.sources.processors import ShardProcessor
 from processor.sources.reader import ReaderSettings, RecordWindow
@@ -176,6 +177,9 @@ def worker_settings(settings: Settings) -> WorkerSettings:
             poll_interval_min_s=settings.stream.poll_interval_min_s,
             poll_interval_max_s=settings.stream.poll_interval_max_s,
             reorder_window_s=settings.stream.reorder_window_ms / 1000,
+            min_read_interval_s=(
+                1 / KINESIS_READS_PER_SECOND if settings.stream.source == "kinesis" else 0.0
+            ),
         ),
     )
 

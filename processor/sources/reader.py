@@ -68,6 +68,9 @@ class ReaderSettings:
     #: hold each record this long to restore each key's creation order and drop duplicates
     #: (Kinesis Data Streams for DynamoDB); 0: off
     reorder_window_s: float = 0.0
+    #: the least time between two GetRecords calls on the shard, even while catching up
+    #: (Kinesis: 0.2 s, its 5 calls per second per shard); 0: the next page at once
+    min_read_interval_s: float = 0.0
 
 
 class ShardEndNotCheckpointed(ProcessorError):
@@ -101,6 +104,11 @@ class ShardReader:
         #: batches are prefixes of the arrivals, reordered per key (see core/reorder.py)
         self.reordering = self._reorder is not None
         self._rate = rate
+        self._reads = (
+            RateLimiter(1 / settings.min_read_interval_s, monotonic=monotonic)
+            if (settings.min_read_interval_s > 0)
+            else None
+        )
         self.lease = lease
         self._adapter = adapter
         self._stream_arn = stream_arn
@@ -333,6 +341,8 @@ class ShardReader:
     def _get_page(self, iterator: str) -> Page | str:
         """The next page, or a fresh iterator when this one expired or its data was trimmed."""
         settings = self._settings
+        if self._reads is not None:  # the shard's read budget (Kinesis: 5 calls a second)
+            self._reads.acquire(1, self.stop)
         try:
             return self._with_retries(
                 lambda: self._adapter.get_records(

@@ -19,6 +19,7 @@ from typing import Any
 from processor.core.records import StreamRecord
 from processor.leases.memory import MemoryLeaseStore
 from processor.testing.kinesis import kds_payload, put_change
+from processor.testing.kinesis_double import KinesisDouble, KinesisShard
 from processor.testing.memory_source import MemorySource
 from processor.testing.receiver import ReceivedRequest, WebhookReceiver, self_signed_certificate
 from processor.testing.servers import dynamodb_local, moto_server
@@ -26,6 +27,8 @@ from processor.testing.stream_double import Scenario, ShardSpec, StreamDouble
 from processor.testing.throttling_proxy import ThrottlingProxy
 
 __all__ = [
+    "KinesisDouble",
+    "KinesisShard",
     "MemoryLeaseStore",
     "MemorySource",
     "ReceivedRequest",

@@ -21,10 +21,12 @@ from processor.sources.dynamodb.adapter import _capture_get_records_body
 from processor.sources.kinesis.wire import decode_page
 from processor.sources.lineage import Shard
 
-__all__ = ["MAX_RECORDS_PER_CALL", "KinesisSource", "resolve_kinesis_stream"]
+__all__ = ["MAX_RECORDS_PER_CALL", "READS_PER_SECOND", "KinesisSource", "resolve_kinesis_stream"]
 
 #: GetRecords returns at most 10,000 records (and 10 MB) per call
 MAX_RECORDS_PER_CALL = 10_000
+#: GetRecords calls per second per shard that Kinesis allows (each excess call is throttled)
+READS_PER_SECOND = 5
 _HOUR = 3600.0
 
 

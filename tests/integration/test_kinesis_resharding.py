@@ -1,0 +1,235 @@
+"""`dsp` on a Kinesis Data Streams for DynamoDB stream that splits and merges while it runs.
+
+Kinesis is the Kinesis double (`processor.testing.KinesisDouble`: Kinesis' wire API to the
+real boto3 client, resharding as Kinesis documents it; moto's puts keep landing in a split
+parent). The lease table, the table and the projection are on the suite's DynamoDB (moto, or
+DynamoDB Local under `make test-dynamodb-local`). Changes are written through PutRecord with
+redeliveries and out-of-order arrivals injected, as AWS warns KDS delivers them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from processor.app import build_app
+from processor.core.records import StreamRecord
+from processor.settings import load_settings
+from processor.testing import KinesisDouble, create_table, kds_payload, put_change, scan_all
+from tests.integration import transforms
+
+KEYS = [f"k{i:02d}" for i in range(12)]
+BASE_US = 1_795_000_000_000_000
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def collected() -> list[StreamRecord]:
+    return [r for batch in list(transforms.COLLECTED) for r in batch]
+
+
+class Writer:
+    """Writes version v of every key as DynamoDB would, remembering each change's eventID."""
+
+    def __init__(self, kinesis: Any, stream: str, table: str) -> None:
+        self.kinesis, self.stream, self.table = kinesis, stream, table
+        self.event_ids: dict[tuple[str, int], str] = {}
+        self.puts = 0
+
+    def payload(self, key: str, version: int) -> tuple[bytes, dict[str, Any]]:
+        keys = {"pk": {"S": key}}
+        image = {**keys, "version": {"N": str(version)}}
+        event_id = f"{key}-v{version}"
+        self.event_ids[(key, version)] = event_id
+        created = BASE_US + version * 1_000_000 + int(key[1:])  # µs: later versions later
+        data = kds_payload(
+            keys, event_name="MODIFY", new_image=image, created_us=created,
+            event_id=event_id, table=self.table,
+        )  # fmt: skip
+        return data, keys
+
+    def put(self, key: str, version: int, *, twice: bool = False) -> None:
+        data, keys = self.payload(key, version)
+        for _ in range(2 if twice else 1):
+            put_change(self.kinesis, self.stream, data, keys)
+            self.puts += 1
+
+    def generation(self, version: int, *, redeliver: set[str], swap: set[str]) -> None:
+        """Version ``version`` of every key; keys in ``swap`` get ``version + 1`` first (it
+        arrives before the change it follows), keys in ``redeliver`` get a change twice."""
+        for key in KEYS:
+            if key in swap:
+                self.put(key, version + 1)
+                self.put(key, version, twice=key in redeliver)
+            else:
+                self.put(key, version, twice=key in redeliver)
+                self.put(key, version + 1)
+
+
+def test_a_split_and_a_merge_during_the_run_lose_nothing_and_keep_key_order(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """Two shards; a split while reading, then a merge of the split's children. With a reorder
+    window: each change once (redeliveries dropped), each key's versions in order, every
+    parent read before its children, the versioned projection ends at the newest image."""
+    table, projection, name = f"orders-{unique}", f"mirror-{unique}", f"orders-kds-{unique}"
+    create_table(dynamodb, table, keys=("pk",))
+    create_table(dynamodb, projection, keys=("pk",), stream_view=None)
+    with KinesisDouble(reads_per_second=5) as double:  # Kinesis' per-shard read limit
+        double.create_stream(name, shards=2)
+        kinesis = boto3.client(
+            "kinesis", endpoint_url=double.endpoint, region_name="us-east-1",
+            aws_access_key_id="x", aws_secret_access_key="x",
+        )  # fmt: skip
+        config = tmp_path / "dsp.toml"
+        config.write_text(
+            f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{name}"
+table = "{table}"
+reorder_window_ms = 1500
+poll_interval_min_s = 0.2
+poll_interval_max_s = 0.4
+[checkpoints]
+table = "leases-{unique}"
+application = "kds-{unique}"
+[dead_letter]
+path = "{tmp_path / "dead-letter.jsonl"}"
+
+[[routes]]
+name = "collect"
+consumer = "tests.integration.transforms:collect"
+
+[[routes]]
+name = "mirror"
+consumer = "batch_write"
+[routes.options]
+table = "{projection}"
+versioned = true
+"""
+        )
+        environ = {
+            "DSP_AWS__ENDPOINT_URL": endpoint,
+            "DSP_AWS__KINESIS_ENDPOINT_URL": double.endpoint,
+        }
+        transforms.COLLECTED.clear()
+        app = build_app(load_settings(config, environ=environ))
+        stop = threading.Event()
+        runner = threading.Thread(target=lambda: app.worker.run(stop=stop), daemon=True)
+        runner.start()
+        writer = Writer(kinesis, name, table)
+        try:
+            writer.generation(1, redeliver={"k00", "k05"}, swap={"k03"})
+            wait_for(lambda: len(collected()) >= 2 * len(KEYS))
+            first = double.open_shards(name)[0].shard_id
+            kinesis.split_shard(
+                StreamName=name, ShardToSplit=first,
+                NewStartingHashKey=str(2**126),  # the middle of shard 0 (the lower half)
+            )  # fmt: skip
+            writer.generation(3, redeliver={"k01", "k07"}, swap={"k02", "k09"})
+            wait_for(lambda: len(collected()) >= 4 * len(KEYS))
+            low, high = (s.shard_id for s in double.shards(name) if s.parent == first)
+            kinesis.merge_shards(StreamName=name, ShardToMerge=low, AdjacentShardToMerge=high)
+            writer.generation(5, redeliver={"k04", "k10"}, swap={"k06", "k11"})
+            wait_for(lambda: len(collected()) >= 6 * len(KEYS))
+            time.sleep(1.7)  # a late redelivery would show up within the reorder window
+        finally:
+            stop.set()
+            runner.join(timeout=30)
+            app.close()
+        shards = {s.shard_id: s for s in double.shards(name)}
+        throttled = double.throttled
+
+    records = collected()
+    assert writer.puts == 6 * len(KEYS) + 6  # six redeliveries went in
+    # each change exactly once: the window covered every redelivery
+    assert sorted(r.event_id for r in records) == sorted(writer.event_ids.values())
+    for key in KEYS:  # each key's versions in creation order, across shards
+        versions = [int(r.new_image["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
+        assert versions == [1, 2, 3, 4, 5, 6], (key, versions)
+    # parents before children: every record of a parent was handed over before its child's
+    position: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        position.setdefault(str(record.shard_id), []).append(index)
+    resharded = [s for s in shards.values() if s.parent]
+    assert len(resharded) == 3  # two children of the split, one child of the merge
+    assert any(s.adjacent_parent for s in resharded)
+    for child in resharded:
+        for parent in (child.parent, child.adjacent_parent):
+            if parent and parent in position and child.shard_id in position:
+                assert max(position[parent]) < min(position[child.shard_id]), (parent, child)
+    assert all(position.get(s.shard_id) for s in resharded if s.adjacent_parent)  # merge read
+    # the versioned projection ends at each key's newest image
+    mirror = {i["pk"]["S"]: int(i["version"]["N"]) for i in scan_all(dynamodb, projection)}
+    assert mirror == dict.fromkeys(KEYS, 6)
+    assert throttled == 0  # the reader kept to 5 reads/s per shard
+    closed = [s for s in shards.values() if not s.open]
+    assert len(closed) == 3
+    assert app.worker.summary.shards_finished == len(closed)  # each read to its end
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_batches() -> None:
+    transforms.COLLECTED.clear()
+
+
+def test_a_backlog_is_read_within_kinesis_five_reads_per_second_per_shard(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """Catching up on a backlog, full pages come back to back; the reader still calls
+    GetRecords at most 5 times a second per shard (Kinesis' limit; each excess call is a
+    ProvisionedThroughputExceededException and a retry)."""
+    table, name = f"orders-{unique}", f"backlog-kds-{unique}"
+    create_table(dynamodb, table, keys=("pk",))
+    with KinesisDouble(reads_per_second=5) as double:
+        double.create_stream(name, shards=1)
+        for i in range(1500):
+            keys = {"pk": {"S": f"k{i}"}}
+            double.put(name, f"k{i}", kds_payload(keys, table=table))
+        config = tmp_path / "dsp.toml"
+        config.write_text(
+            f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{name}"
+table = "{table}"
+get_records_limit = 100
+[checkpoints]
+table = "leases-{unique}"
+application = "kds-{unique}"
+[dead_letter]
+path = "{tmp_path / "dead-letter.jsonl"}"
+
+[[routes]]
+name = "collect"
+consumer = "tests.integration.transforms:collect"
+"""
+        )
+        environ = {
+            "DSP_AWS__ENDPOINT_URL": endpoint,
+            "DSP_AWS__KINESIS_ENDPOINT_URL": double.endpoint,
+        }
+        app = build_app(load_settings(config, environ=environ))
+        stop = threading.Event()
+        runner = threading.Thread(target=lambda: app.worker.run(stop=stop), daemon=True)
+        runner.start()
+        try:
+            wait_for(lambda: len(collected()) >= 1500)
+        finally:
+            stop.set()
+            runner.join(timeout=30)
+            app.close()
+        assert double.calls["GetRecords"] >= 15
+        assert double.throttled == 0
