@@ -79,6 +79,11 @@ def replay_namespace(application: str, *parts: object) -> str:
     return f"{application}-replay-{digest}"
 
 
+#: how much earlier than a replay's start an AT_TIMESTAMP iterator starts (clock disagreement
+#: between DynamoDB's creation time and Kinesis' arrival time)
+ARRIVAL_MARGIN_S = 60.0
+
+
 @dataclass
 class ReplayRange:
     """Which records a replay delivers: the range, and optionally some tenants only."""
@@ -90,6 +95,9 @@ class ReplayRange:
     #: how coarse the source's creation times are (AWS: 1 s; DynamoDB Local: 60 s). A record
     #: stamped in the same tick as the start bound may be in range: it is never skipped.
     granularity_s: float = 1.0
+    #: the source starts iterators at a time (Kinesis' AT_TIMESTAMP, by arrival time): a
+    #: replay from a time starts there instead of reading the shard from its trim horizon
+    at_timestamp: bool = False
     skipped: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -114,6 +122,10 @@ class ReplayRange:
                 return None
             if first is not None and first <= seq:
                 return ("AT_SEQUENCE_NUMBER", str(seq))
+        if self.start.kind == "time" and self.at_timestamp:
+            # a change reaches Kinesis after it is made, so everything created from the start
+            # arrived from then on; the margin allows for clocks that disagree a little
+            return ("AT_TIMESTAMP", repr(self._earliest_stamp() - ARRIVAL_MARGIN_S))
         return ("TRIM_HORIZON", None)
 
     def _created(self, record: StreamRecord) -> float | None:

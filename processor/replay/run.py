@@ -125,6 +125,7 @@ def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Eve
         frozenset(args.tenant) if args.tenant else None,
         resolver,
         granularity_s=settings.stream.timestamp_granularity_s,
+        at_timestamp=settings.stream.source == "kinesis",
     )
     dry = _DryRun(resolver) if args.dry_run else None
     routes = _dry_routes(settings, dry) if dry is not None else None

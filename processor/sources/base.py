@@ -64,7 +64,11 @@ class StreamSource(Protocol):
         shard_id: str,
         iterator_type: str,
         sequence_number: str | None = None,
-    ) -> str: ...
+    ) -> str:
+        """An iterator: TRIM_HORIZON, LATEST, AT_/AFTER_SEQUENCE_NUMBER ``sequence_number``;
+        sources that start at a time (Kinesis) also take AT_TIMESTAMP, the position then
+        being epoch seconds as a string."""
+        ...
 
     def get_records(self, iterator: str, *, limit: int, shard_id: str) -> Page:
         """The next page; records that do not decode come back in ``malformed``."""

@@ -227,10 +227,10 @@ class ShardReader:
 
     @property
     def initial_position(self) -> str:
-        """Where this shard starts without a checkpoint: TRIM_HORIZON, LATEST, or a
-        sequence number (a replay's start)."""
+        """Where this shard starts without a checkpoint: TRIM_HORIZON, LATEST, AT_TIMESTAMP
+        or a sequence number (a replay's start)."""
         kind, sequence = self._initial_position
-        return sequence if sequence is not None else kind
+        return sequence if sequence is not None and kind != "AT_TIMESTAMP" else kind
 
     def commit(
         self,

@@ -145,6 +145,8 @@ class KinesisDouble:
         self.max_list_shards = max_list_shards
         self.calls: Counter[str] = Counter()
         self.throttled = 0
+        #: the sequence numbers GetRecords handed out, in order
+        self.served: list[str] = []
         self._streams: dict[str, _Stream] = {}
         self._iterators: dict[str, _Iterator] = {}
         self._reads: dict[str, tuple[float, float]] = {}  # shard -> (tokens, when)
@@ -450,6 +452,7 @@ class KinesisDouble:
         limit = min(int(body.get("Limit", 10_000)), 10_000)
         end = min(start + limit, len(shard.records))
         page = shard.records[start:end]
+        self.served.extend(str(r.sequence) for r in page)
         del self._iterators[token]
         answer: dict[str, Any] = {
             "Records": [

@@ -233,3 +233,51 @@ consumer = "tests.integration.transforms:collect"
             app.close()
         assert double.calls["GetRecords"] >= 15
         assert double.throttled == 0
+
+
+def test_a_replay_from_a_time_starts_at_that_time_with_at_timestamp(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dsp replay --from TIME --to TIME` on Kinesis asks for AT_TIMESTAMP iterators (Kinesis
+    keeps up to a year: reading from the trim horizon to find an hour would read the year).
+    Changes that arrived hours before the start are never read."""
+    from processor.cli import main  # noqa: PLC0415
+
+    table, name = f"orders-{unique}", f"time-kds-{unique}"
+    create_table(dynamodb, table, keys=("pk",))
+    now = [1_795_000_000.0]  # 2026-11-18T11:06:40Z
+    with KinesisDouble(clock=lambda: now[0]) as double:
+        double.create_stream(name, shards=1, retention_hours=168)
+        sequence = {}
+        for key, at in (("old", -7200.0), ("before", -5.0), ("inside", 10.0), ("after", 30.0)):
+            now[0] = 1_795_000_000.0 + at
+            keys = {"pk": {"S": key}}
+            created = int(now[0] * 1_000_000) - 20_000  # made 20 ms before it arrived
+            sequence[key] = double.put(name, key, kds_payload(keys, created_us=created))[1]
+        config = tmp_path / "dsp.toml"
+        config.write_text(
+            f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{name}"
+table = "{table}"
+[checkpoints]
+table = "leases-{unique}"
+application = "kds-{unique}"
+[dead_letter]
+path = "{tmp_path / "dead-letter.jsonl"}"
+
+[[routes]]
+name = "collect"
+consumer = "tests.integration.transforms:collect"
+"""
+        )
+        monkeypatch.setenv("DSP_AWS__ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("DSP_AWS__KINESIS_ENDPOINT_URL", double.endpoint)
+        argv = ["replay", "--config", str(config), "--idle-s", "1"]
+        window = ["--from", "2026-11-18T11:06:45Z", "--to", "2026-11-18T11:06:55Z"]
+        assert main([*argv, *window]) == 0
+        served = list(double.served)
+    assert [r.keys["pk"] for r in collected()] == ["inside"]
+    assert sequence["old"] not in served  # two hours earlier: never read
+    assert sequence["inside"] in served

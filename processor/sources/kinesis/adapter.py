@@ -92,7 +92,9 @@ class KinesisSource:
             "ShardId": shard_id,
             "ShardIteratorType": iterator_type,
         }
-        if sequence_number is not None:
+        if iterator_type == "AT_TIMESTAMP":  # the position is a time: epoch seconds
+            kwargs["Timestamp"] = float(sequence_number or 0)
+        elif sequence_number is not None:
             kwargs["StartingSequenceNumber"] = sequence_number
             resumed = int(sequence_number) - (iterator_type == "AT_SEQUENCE_NUMBER")
             with self._lock:

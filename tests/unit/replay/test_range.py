@@ -53,3 +53,24 @@ def test_the_end_bound_keeps_records_stamped_at_or_before_it() -> None:
     delivered, ended = window.window([inside, after])
     assert delivered == [inside]
     assert ended
+
+
+def test_a_replay_from_a_time_starts_at_a_timestamp_where_the_source_can() -> None:
+    """Kinesis starts iterators at an arrival time (a minute early, for disagreeing clocks);
+    DynamoDB Streams cannot, so its shards are read from the trim horizon; sequence bounds
+    are unchanged either way."""
+    from processor.leases.model import Lease  # noqa: PLC0415
+
+    lease = Lease("shardId-000000000000", "w1", 1, 0.0)
+    start = parse_bound("2026-11-23T12:03:30.5Z", flag="--from", allow_trim=False)
+    kinesis = ReplayRange(start, at_timestamp=True)
+    assert kinesis.position_for(None, lease) == (
+        "AT_TIMESTAMP", repr(at("2026-11-23T12:03:30") - 60),
+    )  # fmt: skip
+    assert ReplayRange(start).position_for(None, lease) == ("TRIM_HORIZON", None)
+    by_sequence = parse_bound(
+        "49650000000000000000000000000000000000000000000017", flag="--from", allow_trim=True
+    )
+    assert ReplayRange(by_sequence, at_timestamp=True).position_for(None, lease) == (
+        "TRIM_HORIZON", None,
+    )  # no shard known: from its start, as on DynamoDB Streams  # fmt: skip
