@@ -49,7 +49,8 @@ def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
     yield owned
     age = GaugeMetricFamily(
         "dsp_iterator_age_seconds",
-        "Now minus the creation time of the last record read (0 when caught up)",
+        "How far behind the shard's tip: Kinesis' MillisBehindLatest, or now minus the "
+        "creation time of the last record read (0 when caught up)",
         labels=["shard"],
     )
     for shard in state["shards"]:

@@ -30,6 +30,9 @@ class Page:
     records: list[StreamRecord]
     next_iterator: str | None
     malformed: tuple[tuple[Any, Exception], ...] = ()
+    #: how far behind the shard's tip this page is, as the source says (Kinesis'
+    #: MillisBehindLatest); None: the reader works it out from the records' creation times
+    millis_behind: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,7 +131,9 @@ class ShardReader:
         self.last_records_at = monotonic()
         self.caught_up = False
         self.last_poll_at = monotonic()  # last successful GetRecords (readiness)
-        self.lag_s = 0.0  # now - creation time of the last record read; 0 when caught up
+        #: how far behind the tip: the source's figure (Kinesis' MillisBehindLatest), else now
+        #: minus the creation time of the last record read; 0 when caught up
+        self.lag_s = 0.0
         self.handled_time: float | None = None  # creation time of the last record handled
         self.trimmed_skips: list[tuple[str | None, str | None]] = []
         self.stream_retries: Counter[str] = Counter()  # stream-call retries by cause
@@ -369,6 +371,8 @@ class ShardReader:
             self.caught_up = False
         elif not buffered:
             self.lag_s = 0.0
+        if page.millis_behind is not None:  # the source knows better (Kinesis)
+            self.lag_s = page.millis_behind / 1000
         if page.malformed:
             self.processor.reject_malformed(page.malformed, self.shard_id)
         if page.records and self._window is not None:

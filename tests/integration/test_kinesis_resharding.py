@@ -281,3 +281,52 @@ consumer = "tests.integration.transforms:collect"
     assert [r.keys["pk"] for r in collected()] == ["inside"]
     assert sequence["old"] not in served  # two hours earlier: never read
     assert sequence["inside"] in served
+
+
+def test_the_readers_lag_is_kinesis_millis_behind_latest() -> None:
+    """The lag (dsp_iterator_age_seconds, multilang's millisBehindLatest) on Kinesis is what
+    GetRecords says, not now minus the creation time: changes made just now that sat an hour
+    behind a backlog are an hour behind."""
+    from processor.leases.memory import MemoryLeaseStore  # noqa: PLC0415
+    from processor.sources.kinesis import KinesisSource  # noqa: PLC0415
+    from processor.sources.processors import DispatchProcessor  # noqa: PLC0415
+    from processor.sources.reader import ReaderSettings, ShardReader  # noqa: PLC0415
+
+    now = [1_795_000_000.0]
+    lags: list[float] = []
+
+    class Recording(DispatchProcessor):
+        def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+            lags.append(reader.lag_s)
+            reader.commit(batch[-1].sequence_number)
+
+    with KinesisDouble(clock=lambda: now[0]) as double:
+        arn = double.create_stream("lag", shards=1)
+        for i, arrived in enumerate((-3600.0, -1800.0, 0.0)):
+            now[0] = 1_795_000_000.0 + arrived
+            keys = {"pk": {"S": f"k{i}"}}
+            created_us = int(time.time() * 1_000_000)  # creation times say "just now"
+            double.put("lag", f"k{i}", kds_payload(keys, created_us=created_us))
+        kinesis = boto3.client(
+            "kinesis", endpoint_url=double.endpoint, region_name="us-east-1",
+            aws_access_key_id="x", aws_secret_access_key="x",
+        )  # fmt: skip
+        source = KinesisSource(kinesis)
+        store = MemoryLeaseStore()
+        (shard,) = source.describe(arn).shards
+        store.create_missing([shard], set())
+        lease = store.take(store.list_leases()[0], "w1")
+        assert lease is not None
+        stop = threading.Event()
+        reader = ShardReader(
+            adapter=source, stream_arn=arn, lease=lease, initial_position="TRIM_HORIZON",
+            store=store, processor=Recording(None), stop=stop,  # type: ignore[arg-type]
+            settings=ReaderSettings(get_records_limit=1, max_records=1, poll_interval_min_s=0.01),
+        )  # fmt: skip
+        runner = threading.Thread(target=reader.run, daemon=True)
+        runner.start()
+        wait_for(lambda: len(lags) >= 3)
+        stop.set()
+        runner.join(timeout=10)
+    # each page: now minus the arrival of the first record still unread after it
+    assert lags == [1800.0, 0.0, 0.0]

@@ -43,8 +43,6 @@ class KinesisSource:
         self._last: dict[str, int] = {}  # shard -> last sequence number read or resumed after
         #: the stream's retention (DescribeStreamSummary; 24 h until known, up to 365 days)
         self.retention_s = 24 * _HOUR
-        #: per shard, GetRecords' MillisBehindLatest: how far behind the tip the reader is
-        self.millis_behind: dict[str, int] = {}
 
     def _call(self, operation: str, method: Any, shard_id: str | None = None, **kwargs: Any) -> Any:
         try:
@@ -111,8 +109,6 @@ class KinesisSource:
             Limit=min(limit, MAX_RECORDS_PER_CALL),
         )
         page = decode_page(answer["DspBody"], shard_id)  # the hook registered above kept it
-        if page.millis_behind is not None:
-            self.millis_behind[shard_id] = page.millis_behind
         next_iterator = page.next_iterator
         with self._lock:
             if page.last_sequence is not None:
@@ -121,7 +117,7 @@ class KinesisSource:
             drained = ending is not None and self._last.get(shard_id, 0) >= ending
         if page.last_sequence is None and drained:
             next_iterator = None  # closed and read to its end (moto never says so itself)
-        return Page(page.records, next_iterator, tuple(page.malformed))
+        return Page(page.records, next_iterator, tuple(page.malformed), page.millis_behind)
 
 
 def resolve_kinesis_stream(clients: Any, stream: str) -> str:
