@@ -25,6 +25,9 @@ _STREAM_ARN = re.compile(
     r"^arn:(?P<partition>[\w-]+):dynamodb:(?P<region>[\w-]+):(?P<account>\d{12}):"
     r"table/(?P<table>[^/]+)/stream/.+$"
 )
+_KINESIS_ARN = re.compile(
+    r"^arn:(?P<partition>[\w-]+):kinesis:(?P<region>[\w-]+):(?P<account>\d{12}):stream/(?P<name>.+)$"
+)
 _QUEUE_URL = re.compile(r"^https?://[^/]+/(?P<account>\d{12})/(?P<name>[^/?#]+)")
 
 
@@ -37,8 +40,12 @@ def _partition(region: str) -> str:
 
 
 def account_of(settings: Settings) -> str | None:
-    """The account id, where the configuration names it (a stream ARN or a queue URL)."""
+    """The account id, where the configuration names it (a stream ARN, a Kinesis stream ARN
+    or a queue URL)."""
     if settings.stream.arn and (match := _STREAM_ARN.match(settings.stream.arn)):
+        return match["account"]
+    kinesis = settings.stream.kinesis_stream
+    if kinesis and (match := _KINESIS_ARN.match(kinesis)):
         return match["account"]
     url = settings.dead_letter.sqs_queue_url
     if url and (match := _QUEUE_URL.match(url)):
@@ -105,20 +112,12 @@ def policy_for(
     policy = Policy()
     wanted = set(commands)
     if wanted & {"run", "replay", "capture", "redrive", "check-config"}:  # resolve the stream
-        if settings.stream.arn:
-            stream = settings.stream.arn
+        if settings.stream.source == "kinesis":
+            _kinesis(
+                settings, policy, wanted, table_arn, f"arn:{partition}:kinesis:{region}:{account}"
+            )
         else:
-            stream = f"{table_arn(str(settings.stream.table))}/stream/*"
-            policy.allow(
-                "FindTheStream",
-                {"dynamodb:DescribeTable"},
-                {table_arn(str(settings.stream.table))},
-            )
-        policy.allow("ReadTheStream", {"dynamodb:DescribeStream"}, {stream})
-        if wanted & {"run", "replay", "capture"}:
-            policy.allow(
-                "ReadTheStream", {"dynamodb:GetShardIterator", "dynamodb:GetRecords"}, {stream}
-            )
+            _dynamodb_stream(settings, policy, wanted, table_arn)
     leases = table_arn(settings.checkpoints.table)
     if wanted & {"run", "replay", "capture"}:
         actions = {"dynamodb:DescribeTable", "dynamodb:Query", "dynamodb:PutItem"}
@@ -141,6 +140,41 @@ def policy_for(
             "DeadLetters", {"sqs:SendMessage"}, {f"arn:{partition}:sqs:{region}:{account}:{name}"}
         )
     return policy
+
+
+def _dynamodb_stream(settings: Settings, policy: Policy, wanted: set[str], table_arn: Any) -> None:
+    if settings.stream.arn:
+        stream = settings.stream.arn
+    else:
+        stream = f"{table_arn(str(settings.stream.table))}/stream/*"
+        policy.allow(
+            "FindTheStream", {"dynamodb:DescribeTable"}, {table_arn(str(settings.stream.table))}
+        )
+    policy.allow("ReadTheStream", {"dynamodb:DescribeStream"}, {stream})
+    if wanted & {"run", "replay", "capture"}:
+        policy.allow(
+            "ReadTheStream", {"dynamodb:GetShardIterator", "dynamodb:GetRecords"}, {stream}
+        )
+
+
+def _kinesis(
+    settings: Settings, policy: Policy, wanted: set[str], table_arn: Any, streams: str
+) -> None:
+    """The table's Kinesis Data Streams destination (``source = "kinesis"``)."""
+    name = str(settings.stream.kinesis_stream)
+    stream = name if name.startswith("arn:") else f"{streams}:stream/{name}"
+    if settings.stream.table:  # the table's key schema
+        policy.allow(
+            "FindTheStream", {"dynamodb:DescribeTable"}, {table_arn(settings.stream.table)}
+        )
+    policy.allow("ReadTheStream", {"kinesis:DescribeStreamSummary"}, {stream})
+    if wanted & {"run", "replay", "capture"}:
+        actions = {"kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"}
+        policy.allow("ReadTheStream", actions, {stream})
+        policy.notes.append(
+            "stream.kinesis_stream: if the stream is encrypted with a customer managed KMS key, "
+            "also allow kms:Decrypt on that key"
+        )
 
 
 def _consumers(settings: Settings, policy: Policy, table_arn: Any) -> None:

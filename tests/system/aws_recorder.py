@@ -38,6 +38,12 @@ def _resource(service: str, body: dict[str, Any], region: str, account: str) -> 
             (table,) = body["RequestItems"]
             return f"arn:aws:dynamodb:{region}:{account}:table/{table}"
         return None
+    if service == "kinesis":  # GetRecords names only its iterator: None
+        if "StreamARN" in body:
+            return str(body["StreamARN"])
+        if "StreamName" in body:
+            return f"arn:aws:kinesis:{region}:{account}:stream/{body['StreamName']}"
+        return None
     url = body.get("QueueUrl")
     if url:
         return f"arn:aws:sqs:{region}:{account}:{str(url).rstrip('/').rsplit('/', 1)[-1]}"
@@ -90,7 +96,7 @@ class RecordingProxy:
     def _record(self, target: str | None, body: bytes) -> None:
         if target:  # JSON protocols: "DynamoDB_20120810.GetItem", "AmazonSQS.SendMessage"
             prefix, _, operation = target.partition(".")
-            service = "sqs" if prefix == "AmazonSQS" else "dynamodb"
+            service = {"AmazonSQS": "sqs", "Kinesis_20131202": "kinesis"}.get(prefix, "dynamodb")
             try:
                 document = json.loads(body or b"{}")
             except ValueError:

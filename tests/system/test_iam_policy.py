@@ -170,3 +170,82 @@ subscriptions_table = "{subscriptions}"
     ]
     assert not any("*" in a for s in policy["Statement"] for a in s["Action"])
     assert unused == []
+
+
+@pytest.mark.moto_only(reason="Kinesis: moto serves it, DynamoDB Local does not")
+def test_the_kinesis_source_calls_only_what_its_policy_allows(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """`source = "kinesis"`: check-config, run, replay and capture read the Kinesis stream
+    (and the table's key schema) with exactly the actions the policy grants, no more."""
+    import boto3  # noqa: PLC0415
+
+    from processor.testing import kds_payload, put_change  # noqa: PLC0415
+
+    table, name = f"iam-kds-src-{unique}", f"iam-kds-{unique}"
+    create_table(dynamodb, table)
+    kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1")
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    for i in range(4):
+        keys = {"pk": {"S": f"TENANT#t{i}"}, "sk": {"S": str(i)}}
+        put_change(kinesis, name, kds_payload(keys, table=table), keys)
+    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{arn}"
+table = "{table}"
+[checkpoints]
+table = "iam-kds-leases-{unique}"
+application = "iam-kds-{unique}"
+[dead_letter]
+path = "{tmp_path / "dl.jsonl"}"
+[[routes]]
+name = "collect"
+consumer = "tests.integration.transforms:collect"
+"""
+    )
+    calls: list[Call] = []
+    with recording_proxy(endpoint, account=ACCOUNT) as proxy:
+        env = {**os.environ, "DSP_AWS__ENDPOINT_URL": proxy.url}
+        for command in (
+            ("check-config",),
+            ("run", "--stop-when-idle", "1"),
+            ("replay", "--from", "trim-horizon", "--idle-s", "0.5"),
+            ("capture", "--out", str(tmp_path / "archive.jsonl"), "--stop-when-idle", "1"),
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "processor.cli", *command, "--config", str(config)],
+                env=env, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, (command, done.stderr[-2000:])
+        calls = proxy.reset()
+    # the account comes from the Kinesis stream's ARN
+    done = subprocess.run(
+        [sys.executable, "-m", "processor.cli", "iam-policy", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    policy = json.loads(done.stdout)
+    assert sorted({(c.action, c.resource) for c in calls if not allowed(policy, c)}) == []
+    actions = {c.action for c in calls}
+    assert {"kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"} <= actions
+    assert not any(a.startswith("dynamodb:") and "Stream" in a for a in actions)
+    granted = {
+        (action, pattern)
+        for statement in policy["Statement"]
+        for action in statement["Action"]
+        for pattern in statement["Resource"]
+        if action.startswith("kinesis:")
+    }
+    unused = [
+        (action, pattern)
+        for action, pattern in granted
+        if not any(
+            c.action == action and (c.resource is None or fnmatch.fnmatchcase(c.resource, pattern))
+            for c in calls
+        )
+    ]
+    assert unused == []
+    assert all(pattern == arn for _, pattern in granted)

@@ -87,3 +87,32 @@ def test_unknown_commands_are_refused(tmp_path: Path) -> None:
     s = settings(tmp_path, f'[stream]\narn = "{STREAM}"\n')
     with pytest.raises(ConfigError, match="--commands"):
         policy_for(s, commands=("deploy",))
+
+
+def test_a_kinesis_source_is_granted_its_stream_by_name_or_arn(tmp_path: Path) -> None:
+    """The Kinesis stream's read actions on its ARN (built from the region and account when
+    the stream is named), the table's DescribeTable for its key schema, and no DynamoDB
+    Streams action; the account comes from the stream's ARN; KMS is a note."""
+    arn = "arn:aws:kinesis:eu-west-1:210987654321:stream/orders-kds"
+    by_arn = settings(
+        tmp_path,
+        f'[aws]\nregion = "eu-west-1"\n[stream]\nsource = "kinesis"\nkinesis_stream = "{arn}"\n'
+        'table = "orders"\n',
+    )
+    policy = policy_for(by_arn)
+    granted = actions(policy.document())
+    for action in ("ListShards", "GetShardIterator", "GetRecords", "DescribeStreamSummary"):
+        assert granted[f"kinesis:{action}"] == {arn}
+    assert (
+        "arn:aws:dynamodb:eu-west-1:210987654321:table/orders" in granted["dynamodb:DescribeTable"]
+    )
+    assert not any(a.startswith("dynamodb:") and "Stream" in a for a in granted)
+    assert not any(a in granted for a in ("dynamodb:GetRecords", "dynamodb:GetShardIterator"))
+    assert any("kms:Decrypt" in note for note in policy.notes)
+    by_name = settings(tmp_path, '[stream]\nsource = "kinesis"\nkinesis_stream = "orders-kds"\n')
+    named = actions(policy_for(by_name, account="123456789012").document())
+    assert named["kinesis:GetRecords"] == {
+        "arn:aws:kinesis:us-east-1:123456789012:stream/orders-kds"
+    }
+    status = actions(policy_for(by_name, account="123456789012", commands=("status",)).document())
+    assert not any(a.startswith("kinesis:") for a in status)
