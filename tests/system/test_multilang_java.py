@@ -29,8 +29,10 @@ import amazon_kclpy
 import boto3
 import pytest
 
+from processor.sinks.dead_letter import read_dead_letters
 from processor.testing import create_table
 
+from .test_kcl_processor import order
 from .test_multilang import RECORDER, TEE, events, multilang, properties, write_items
 
 JARS = Path(amazon_kclpy.__file__).parent / "jars"
@@ -45,6 +47,96 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def aws_client(service: str, endpoint: str) -> Any:
+    """A client of the h2c moto (the test credentials are explicit: no fixture set them)."""
+    make: Any = boto3.client  # any service name (the stubs want a literal)
+    return make(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+
+
+def java_or_skip() -> str:
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("no Java runtime (apt-get install default-jre-headless): cross-check not run")
+    return java
+
+
+def h2c_moto(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """moto served over h2c by hypercorn (the Java SDK's Kinesis client speaks HTTP/2 only),
+    answering; (the server process, its endpoint)."""
+    (tmp_path / "motoapp.py").write_text(MOTO_APP)
+    port = free_port()
+    h2c = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "motoapp:app"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    kinesis = aws_client("kinesis", h2c)
+    while True:
+        try:
+            kinesis.list_streams()
+            return server, h2c
+        except Exception:
+            if time.monotonic() > deadline:
+                server.terminate()
+                raise AssertionError("hypercorn did not start") from None
+            time.sleep(0.2)
+
+
+def java_daemon(
+    java: str,
+    properties_file: Path,
+    output: Any,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """The KCL MultiLangDaemon from the kclpy-ext jars, on a properties file (it starts its
+    child processes in ``cwd``)."""
+    return subprocess.Popen(
+        [
+            java,
+            "-Daws.cborEnabled=false",
+            "-cp",
+            f"{JARS}/*",
+            "software.amazon.kinesis.multilang.MultiLangDaemon",
+            "--properties-file",
+            str(properties_file),
+        ],
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=output,
+        cwd=cwd,
+    )
+
+
+def daemon_properties(child: str, stream: str, application: str, h2c: str) -> str:
+    return "\n".join(
+        [
+            f"executableName = {child}",
+            f"streamName = {stream}",
+            f"applicationName = {application}",
+            "regionName = us-east-1",
+            "initialPositionInStream = TRIM_HORIZON",
+            f"kinesisEndpoint = {h2c}",
+            f"dynamoDBEndpoint = {h2c}",
+            "retrievalMode = POLLING",
+            "metricsLevel = NONE",
+            "maxRecords = 4",
+            "idleTimeBetweenReadsInMillis = 500",
+            "AWSCredentialsProvider = DefaultCredentialsProvider",
+        ]
+    )
 
 
 def conversation(log: Path, until_batches: int) -> list[tuple[str, dict[str, Any]]]:
@@ -85,31 +177,13 @@ def shape(value: Any) -> Any:
 def test_our_conversation_matches_the_java_multilang_daemon(
     tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
 ) -> None:
-    java = shutil.which("java")
-    if java is None:
-        pytest.skip("no Java runtime (apt-get install default-jre-headless): cross-check not run")
-    (tmp_path / "motoapp.py").write_text(MOTO_APP)
-    port = free_port()
-    h2c = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "motoapp:app"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    java = java_or_skip()
     daemon: subprocess.Popen[bytes] | None = None
     java_output = (tmp_path / "java.log").open("wb")
     java_log, java_seen = tmp_path / "java-wire.log", tmp_path / "java-seen.jsonl"
+    server, h2c = h2c_moto(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        kinesis = boto3.client("kinesis", endpoint_url=h2c, region_name="us-east-1")
-        while True:
-            try:
-                kinesis.list_streams()
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "hypercorn did not start"
-                time.sleep(0.2)
+        kinesis = aws_client("kinesis", h2c)
         kinesis.create_stream(StreamName="cross", ShardCount=1)
         for i in range(6):
             kinesis.put_record(
@@ -117,38 +191,8 @@ def test_our_conversation_matches_the_java_multilang_daemon(
             )
         child = f"{sys.executable} {TEE} {java_log} -- {sys.executable} {RECORDER} 3 {java_seen}"
         java_properties = tmp_path / "java.properties"
-        java_properties.write_text(
-            "\n".join(
-                [
-                    f"executableName = {child}",
-                    "streamName = cross",
-                    f"applicationName = java-{unique}",
-                    "regionName = us-east-1",
-                    "initialPositionInStream = TRIM_HORIZON",
-                    f"kinesisEndpoint = {h2c}",
-                    f"dynamoDBEndpoint = {h2c}",
-                    "retrievalMode = POLLING",
-                    "metricsLevel = NONE",
-                    "maxRecords = 4",
-                    "idleTimeBetweenReadsInMillis = 500",
-                    "AWSCredentialsProvider = DefaultCredentialsProvider",
-                ]
-            )
-        )
-        daemon = subprocess.Popen(
-            [
-                java,
-                "-Daws.cborEnabled=false",
-                "-cp",
-                f"{JARS}/*",
-                "software.amazon.kinesis.multilang.MultiLangDaemon",
-                "--properties-file",
-                str(java_properties),
-            ],
-            env={**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"},
-            stdout=subprocess.DEVNULL,
-            stderr=java_output,
-        )
+        java_properties.write_text(daemon_properties(child, "cross", f"java-{unique}", h2c))
+        daemon = java_daemon(java, java_properties, java_output)
         deadline = time.monotonic() + 240  # KCL 3 takes a minute to assign its first lease
         while not java_log.exists() or batches_answered(java_log) < 2:
             assert daemon.poll() is None, (tmp_path / "java.log").read_text()[-3000:]
@@ -185,3 +229,85 @@ def test_our_conversation_matches_the_java_multilang_daemon(
     replies = [m for d, m in ours + theirs if d == ">" and m["action"] == "checkpoint"]
     assert all(r["error"] is None for r in replies)
     assert len([e for e in events(java_seen) if e["event"] == "record"]) >= 6
+
+
+@pytest.mark.slow(seconds=120)
+@pytest.mark.moto_only(reason="the Java daemon reads moto's Kinesis")
+def test_the_java_multilang_daemon_runs_our_routes_through_processor_kcl(
+    tmp_path: Path, unique: str
+) -> None:
+    """The stock KCL (Java MultiLangDaemon) on a Kinesis Data Streams for DynamoDB stream,
+    with `python -m processor.kcl` as its record processor: our filter and route see the
+    table's changes, and the KCL's own lease table holds the last record as the shard's
+    checkpoint once every batch was handled."""
+    java = java_or_skip()
+    seen, letters = tmp_path / "seen.jsonl", tmp_path / "dead-letter.jsonl"
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "orders-kds"
+[checkpoints]
+application = "kcl-{unique}"
+[dead_letter]
+path = "{letters}"
+[[routes]]
+name = "paid"
+consumer = "tests.system.test_kcl_processor:write_seen"
+filter = '{{"dynamodb": {{"NewImage": {{"status": {{"S": ["paid"]}}}}}}}}'
+"""
+    )
+    daemon: subprocess.Popen[bytes] | None = None
+    java_output = (tmp_path / "java.log").open("wb")
+    server, h2c = h2c_moto(tmp_path)
+    application = f"kcl-{unique}"
+    try:
+        kinesis = aws_client("kinesis", h2c)
+        kinesis.create_stream(StreamName="orders-kds", ShardCount=1)
+        sequences = []
+        for i in range(6):
+            data = order(i, "paid" if i % 2 else "new")
+            answer = kinesis.put_record(StreamName="orders-kds", Data=data, PartitionKey=f"k{i}")
+            sequences.append(answer["SequenceNumber"])
+        kinesis.put_record(StreamName="orders-kds", Data=b"not json", PartitionKey="bad")
+        last = kinesis.put_record(StreamName="orders-kds", Data=order(6, "paid"), PartitionKey="k6")
+        root = Path(__file__).resolve().parents[2]
+        child = f"{sys.executable} -m processor.kcl --config {config}"
+        java_properties = tmp_path / "java.properties"
+        java_properties.write_text(daemon_properties(child, "orders-kds", application, h2c))
+        dynamodb = aws_client("dynamodb", h2c)
+
+        def checkpoint() -> str | None:
+            try:
+                items = dynamodb.scan(TableName=application)["Items"]
+            except dynamodb.exceptions.ResourceNotFoundException:
+                return None
+            marks = [i.get("checkpoint", {}).get("S") for i in items if "leaseKey" in i]
+            return marks[0] if marks else None
+
+        # the daemon starts the child in its own directory: there, tests/ is importable
+        daemon = java_daemon(
+            java, java_properties, java_output, cwd=root, env={"DSP_TEST_KCL_SEEN": str(seen)}
+        )
+        deadline = time.monotonic() + 240  # KCL 3 takes a minute to assign its first lease
+        while checkpoint() != last["SequenceNumber"]:
+            assert daemon.poll() is None, (tmp_path / "java.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                f"no checkpoint at the last record: {checkpoint()!r}",
+                (tmp_path / "java.log").read_text()[-3000:],
+            )
+            time.sleep(0.5)
+    finally:
+        if daemon is not None:
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait()
+        java_output.close()
+        server.terminate()
+        server.wait(timeout=30)
+    got = [json.loads(line) for line in seen.read_text().splitlines()]
+    paid = [f"ORDER#{i}" for i in (1, 3, 5, 6)]
+    assert [sk for sk, _ in got] == paid  # filtered, in order, each once
+    assert [seq for _, seq in got][:3] == [sequences[i] for i in (1, 3, 5)]
+    (letter,) = read_dead_letters(letters)
+    assert "not JSON" in letter.error_message
