@@ -9,6 +9,7 @@ redeliveries and out-of-order arrivals injected, as AWS warns KDS delivers them.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -330,3 +331,55 @@ def test_the_readers_lag_is_kinesis_millis_behind_latest() -> None:
         runner.join(timeout=10)
     # each page: now minus the arrival of the first record still unread after it
     assert lags == [1800.0, 0.0, 0.0]
+
+
+def test_expired_iterators_and_throttled_reads_lose_nothing_on_kinesis(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """Iterators that expire after two uses and every third GetRecords throttled
+    (ProvisionedThroughputExceededException): each change still arrives once, in order."""
+    table, name = f"orders-{unique}", f"flaky-kds-{unique}"
+    create_table(dynamodb, table, keys=("pk",))
+    with KinesisDouble(expire_after_calls=2, throttle_every=3) as double:
+        double.create_stream(name, shards=2)
+        for version in range(1, 6):
+            for key in KEYS:
+                keys = {"pk": {"S": key}}
+                image = {**keys, "version": {"N": str(version)}}
+                data = kds_payload(keys, event_name="MODIFY", new_image=image, table=table)
+                double.put(name, json.dumps(keys, sort_keys=True), data)
+        config = tmp_path / "dsp.toml"
+        config.write_text(
+            f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{name}"
+table = "{table}"
+get_records_limit = 7
+[checkpoints]
+table = "leases-{unique}"
+application = "kds-{unique}"
+[dead_letter]
+path = "{tmp_path / "dead-letter.jsonl"}"
+
+[[routes]]
+name = "collect"
+consumer = "tests.integration.transforms:collect"
+"""
+        )
+        environ = {
+            "DSP_AWS__ENDPOINT_URL": endpoint,
+            "DSP_AWS__KINESIS_ENDPOINT_URL": double.endpoint,
+        }
+        app = build_app(load_settings(config, environ=environ))
+        try:
+            app.worker.run(stop=threading.Event(), stop_when_idle=1.0)
+        finally:
+            app.close()
+        assert double.throttled > 0
+        assert double.calls["GetShardIterator"] > 2 * 2  # fresh iterators after expiry
+    records = collected()
+    assert len(records) == 5 * len(KEYS)
+    for key in KEYS:
+        versions = [int(r.new_image["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
+        assert versions == [1, 2, 3, 4, 5], (key, versions)
