@@ -102,3 +102,40 @@ def test_what_is_not_a_dynamodb_change_is_a_record_error(data: bytes, reason: An
     """Bad input is a RecordError naming why (the record is dead-lettered whole)."""
     with pytest.raises(RecordError, match=reason):
         from_kinesis(data, "11")
+
+
+def test_a_webhook_body_is_the_same_from_either_stream_but_for_the_position() -> None:
+    """The same change read from a DynamoDB stream (its record built as DynamoDB Streams
+    shapes it: seconds, a SequenceNumber, a StreamViewType) and from Kinesis: the webhook
+    body differs only in ``sequence_number`` and, within the same second, the timestamp's
+    precision."""
+    from consumers.webhook.body import encode_body  # noqa: PLC0415
+    from processor.core.records import StreamRecord  # noqa: PLC0415
+
+    doc = json.loads(payload("kds_insert_microsecond"))
+    ddb = doc["dynamodb"]
+    seconds = ddb["ApproximateCreationDateTime"] // 1_000_000
+    streams_raw = {
+        "eventID": doc["eventID"],
+        "eventName": doc["eventName"],
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": doc["awsRegion"],
+        "dynamodb": {
+            "ApproximateCreationDateTime": seconds,
+            "Keys": ddb["Keys"],
+            "NewImage": ddb["NewImage"],
+            "SequenceNumber": "111",
+            "SizeBytes": ddb["SizeBytes"],
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        },
+    }
+    from_streams = json.loads(encode_body(StreamRecord(streams_raw), table_name=doc["tableName"]))
+    from_kds = json.loads(
+        encode_body(from_kinesis(payload("kds_insert_microsecond"), "9"), table_name="x")
+    )
+    assert (from_streams.pop("sequence_number"), from_kds.pop("sequence_number")) == ("111", "9")
+    streams_time = from_streams.pop("approximate_creation_time")
+    kds_time = from_kds.pop("approximate_creation_time")
+    assert kds_time.startswith(streams_time.removesuffix("Z"))  # the same second, finer
+    assert from_streams == from_kds
