@@ -18,6 +18,7 @@ from typing import Any
 
 from processor.core.records import StreamRecord
 from processor.leases.memory import MemoryLeaseStore
+from processor.testing.capacity_proxy import CapacityModel, CapacityProxy, item_wcu
 from processor.testing.kinesis import kds_payload, put_change
 from processor.testing.kinesis_double import KinesisDouble, KinesisShard
 from processor.testing.memory_source import MemorySource
@@ -27,6 +28,8 @@ from processor.testing.stream_double import Scenario, ShardSpec, StreamDouble
 from processor.testing.throttling_proxy import ThrottlingProxy
 
 __all__ = [
+    "CapacityModel",
+    "CapacityProxy",
     "KinesisDouble",
     "KinesisShard",
     "MemoryLeaseStore",
@@ -39,6 +42,7 @@ __all__ = [
     "WebhookReceiver",
     "create_table",
     "dynamodb_local",
+    "item_wcu",
     "kds_payload",
     "make_record",
     "moto_server",

@@ -1,0 +1,208 @@
+"""Batch writes against DynamoDB's write capacity (processor.testing.CapacityProxy in front of
+the moto server): ours beside boto3's ``Table.batch_writer()`` with botocore's ``standard``
+and ``adaptive`` retry modes, in one run.
+
+The model is scaled down so the writer, not moto, is what is measured: a 400 WCU/s table of
+4 partitions capped at 150 WCU/s each (DynamoDB: 1,000 per partition; the proportions, not
+the figures, matter), items under 1 KB (1 WCU each). "Used" is the WCU written over what
+the model granted during the run (its rate times the run's length, plus banked credit)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from consumers.batch_write import build
+from processor.aws import make_clients
+from processor.core.consumer import ConsumerContext, StreamInfo
+from processor.testing import (
+    CapacityModel,
+    CapacityProxy,
+    create_table,
+    make_record,
+    scan_all,
+)
+
+ITEMS = 2400
+TABLE_WCU = 400.0
+PARTITIONS = 4
+PARTITION_WCU = 150.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    hot_share: float = 0.0  # of the writes that go to one key
+    burst_credit_s: float = 0.0  # banked credit at the start, in seconds of capacity
+    drop_to: float | None = None  # the table's rate after a third of the items' time
+
+
+SCENARIOS = [
+    Scenario("uniform keys, burst credit spent"),
+    Scenario("uniform keys, 5 s of burst credit banked", burst_credit_s=5.0),
+    Scenario("a hot key takes 30 % of writes, burst spent", hot_share=0.3),
+    Scenario("capacity drops to half mid-run, burst spent", drop_to=TABLE_WCU / 2),
+]
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    wcu: float
+    granted: float
+    requests: int
+    lost: int
+    hot_partition_wcu_per_s: float | None
+
+    @property
+    def used(self) -> float:
+        return self.wcu / self.granted
+
+
+def _keys(scenario: Scenario) -> list[str]:
+    out = []
+    for i in range(ITEMS):
+        if scenario.hot_share and (i * 7919) % 1000 < scenario.hot_share * 1000:
+            out.append("HOT")
+        else:
+            out.append(f"t{i}")
+    return out
+
+
+def _items(scenario: Scenario) -> list[dict[str, Any]]:
+    return [
+        {"pk": {"S": key}, "sk": {"S": f"{i:06d}"}, "v": {"N": str(i)}}
+        for i, key in enumerate(_keys(scenario))
+    ]
+
+
+def _ours(endpoint: str, table: str, items: list[dict[str, Any]]) -> None:
+    clients = make_clients(
+        region="us-east-1", endpoint_url=endpoint, retry_mode="standard", max_attempts=5,
+        pool_size=8,
+    )  # fmt: skip
+    context = ConsumerContext(
+        route="bench",
+        config_key="routes.0",
+        stream=StreamInfo("arn", "orders", "NEW_AND_OLD_IMAGES", ("pk", "sk")),
+        clients=clients,
+        http=None,
+        memory_caches={},
+        sleep=time.sleep,
+        stop=threading.Event(),
+    )
+    consumer = build({"table": table, "max_attempts": 100}, context)
+    records = [make_record({"pk": i["pk"], "sk": i["sk"]}, new_image=i) for i in items]
+    for start in range(0, len(records), 100):  # batches of 100, as the worker delivers them
+        consumer(records[start : start + 100])
+    consumer.close()  # type: ignore[attr-defined]
+
+
+def _batch_writer(mode: str) -> Callable[[str, str, list[dict[str, Any]]], None]:
+    def run(endpoint: str, table: str, items: list[dict[str, Any]]) -> None:
+        resource = boto3.resource(
+            "dynamodb", endpoint_url=endpoint, region_name="us-east-1",
+            config=Config(retries={"mode": mode, "max_attempts": 50}),
+        )  # fmt: skip
+        deserialize = boto3.dynamodb.types.TypeDeserializer().deserialize
+        with resource.Table(table).batch_writer() as writer:
+            for item in items:
+                writer.put_item(Item={k: deserialize(v) for k, v in item.items()})
+
+    return run
+
+
+WRITERS: list[tuple[str, Callable[[str, str, list[dict[str, Any]]], None]]] = [
+    ("ours", _ours),
+    ("boto3 batch_writer, standard", _batch_writer("standard")),
+    ("boto3 batch_writer, adaptive", _batch_writer("adaptive")),
+]
+
+
+def _run(
+    moto: str, scenario: Scenario, write: Callable[[str, str, list[dict[str, Any]]], None]
+) -> Outcome:
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto, region_name="us-east-1")
+    table = f"capacity-{uuid.uuid4().hex[:8]}"
+    create_table(dynamodb, table, stream_view=None)
+    model = CapacityModel(
+        wcu_per_s=TABLE_WCU,
+        burst_credit=scenario.burst_credit_s * TABLE_WCU,
+        partitions=PARTITIONS,
+        partition_wcu_per_s=PARTITION_WCU,
+    )
+    items = _items(scenario)
+    with CapacityProxy(moto, model) as proxy:
+        hot = proxy.partition_of({"pk": {"S": "HOT"}})
+        timer = None
+        drop_after = len(items) / TABLE_WCU / 3
+        if scenario.drop_to is not None:
+            timer = threading.Timer(drop_after, model.set_capacity, args=(scenario.drop_to,))
+            timer.start()
+        started = time.monotonic()
+        write(proxy.endpoint, table, items)
+        seconds = time.monotonic() - started
+        if timer is not None:
+            timer.cancel()
+        stats = proxy.stats
+    if scenario.drop_to is None:
+        granted = TABLE_WCU * seconds
+    else:
+        before = min(seconds, drop_after)
+        granted = TABLE_WCU * before + scenario.drop_to * (seconds - before)
+    granted += scenario.burst_credit_s * TABLE_WCU
+    if scenario.hot_share:  # the hot partition is the bound: it can write its cap at most
+        granted = min(granted, PARTITION_WCU * seconds / _hot_fraction(scenario, proxy, hot))
+    lost = len(items) - len(scan_all(dynamodb, table))
+    return Outcome(
+        seconds=seconds,
+        wcu=float(stats["wcu_written"]),
+        granted=granted,
+        requests=stats["BatchWriteItem_calls"] + stats["PutItem_calls"],
+        lost=lost,
+        hot_partition_wcu_per_s=(
+            stats[f"partition_{hot}_wcu"] / seconds if scenario.hot_share else None
+        ),
+    )
+
+
+def _hot_fraction(scenario: Scenario, proxy: CapacityProxy, hot: int) -> float:
+    """The share of all writes that land in the hot key's partition."""
+    keys = _keys(scenario)
+    return sum(proxy.partition_of({"pk": {"S": k}}) == hot for k in keys) / len(keys)
+
+
+def rows(moto: str) -> list[str]:
+    lines = [
+        f"| batch writes at DynamoDB's capacity, {ITEMS:,} items, {TABLE_WCU:.0f} WCU/s table, "
+        f"{PARTITIONS} partitions of {PARTITION_WCU:.0f} WCU/s | writer | capacity used | "
+        "requests | items lost | hot partition WCU/s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for scenario in SCENARIOS:
+        for name, write in WRITERS:
+            outcome = _run(moto, scenario, write)
+            hot = (
+                f"{outcome.hot_partition_wcu_per_s:.0f} of {PARTITION_WCU:.0f}"
+                if outcome.hot_partition_wcu_per_s is not None
+                else ""
+            )
+            lines.append(
+                f"| {scenario.name} | {name} | {outcome.used:.0%} | {outcome.requests:,} | "
+                f"{outcome.lost} | {hot} |"
+            )
+    return lines
+
+
+if __name__ == "__main__":  # a quick look: python -m benchmarks.capacity
+    from processor.testing import moto_server
+
+    with moto_server() as url:
+        print("\n".join(rows(url)))
