@@ -17,6 +17,7 @@ import structlog
 
 from benchmarks import (
     batch_writes,
+    capacity,
     decode,
     e2e,
     fairness,
@@ -168,6 +169,7 @@ def main() -> int:
             tenants.rows(),
             wall_rows(),
             batch_writes.rows(endpoint),
+            capacity.rows(endpoint),
             e2e.rows(endpoint),
             staleness.rows(endpoint),
             scale.rows(endpoint),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 
 from consumers.batch_write import build
@@ -102,16 +103,18 @@ def _ours(endpoint: str, table: str, items: list[dict[str, Any]]) -> None:
     records = [make_record({"pk": i["pk"], "sk": i["sk"]}, new_image=i) for i in items]
     for start in range(0, len(records), 100):  # batches of 100, as the worker delivers them
         consumer(records[start : start + 100])
-    consumer.close()  # type: ignore[attr-defined]
+    consumer.close()
 
 
 def _batch_writer(mode: str) -> Callable[[str, str, list[dict[str, Any]]], None]:
     def run(endpoint: str, table: str, items: list[dict[str, Any]]) -> None:
-        resource = boto3.resource(
+        retries: Any = {"mode": mode, "max_attempts": 50}
+        make: Any = boto3.resource
+        resource = make(
             "dynamodb", endpoint_url=endpoint, region_name="us-east-1",
-            config=Config(retries={"mode": mode, "max_attempts": 50}),
+            config=Config(retries=retries),
         )  # fmt: skip
-        deserialize = boto3.dynamodb.types.TypeDeserializer().deserialize
+        deserialize = TypeDeserializer().deserialize
         with resource.Table(table).batch_writer() as writer:
             for item in items:
                 writer.put_item(Item={k: deserialize(v) for k, v in item.items()})

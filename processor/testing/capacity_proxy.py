@@ -60,6 +60,13 @@ def _value_size(value: Mapping[str, Any]) -> int:
     return 0
 
 
+def _item_of(write: Mapping[str, Any]) -> dict[str, Any]:
+    """A BatchWriteItem request's item (a put) or key (a delete)."""
+    if "PutRequest" in write:
+        return dict(write["PutRequest"]["Item"])
+    return dict(write["DeleteRequest"]["Key"])
+
+
 def item_wcu(item: Mapping[str, Any]) -> int:
     """Write capacity units to write ``item`` (DynamoDB JSON): one per started KB."""
     size = sum(len(name.encode()) + _value_size(value) for name, value in item.items())
@@ -119,15 +126,15 @@ class CapacityModel:
 class CapacityProxy:
     """Apply a :class:`CapacityModel` to the writes sent to ``upstream``."""
 
-    def __init__(
-        self, upstream: str, model: CapacityModel, *, partition_key: str = "pk"
-    ) -> None:
+    def __init__(self, upstream: str, model: CapacityModel, *, partition_key: str = "pk") -> None:
         self.upstream = upstream.rstrip("/")
         self.model = model
         self.partition_key = partition_key
         #: calls, throttled_calls, items_written, items_unprocessed, wcu_written,
         #: and partition_N_wcu per partition
         self.stats: Counter[str] = Counter()
+        #: every item (or key, for a delete) written, in the order the table took them
+        self.written: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._http = urllib3.PoolManager(maxsize=32, retries=False)
         self._http_server = LocalJsonServer(self._handle)
@@ -168,8 +175,11 @@ class CapacityProxy:
         }
         return 400, dict(_JSON), json.dumps(error).encode()
 
-    def _count(self, written: list[tuple[int, int]], unprocessed: int) -> None:
+    def _count(
+        self, written: list[tuple[int, int]], unprocessed: int, items: list[dict[str, Any]]
+    ) -> None:
         with self._lock:
+            self.written.extend(items)
             self.stats["items_written"] += len(written)
             self.stats["items_unprocessed"] += unprocessed
             for partition, wcu in written:
@@ -188,13 +198,12 @@ class CapacityProxy:
             return self._single_write(operation, headers, body)
         return self._forward(headers, body)
 
-    def _batch_write(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _batch_write(
+        self, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         request = json.loads(body)
         ((table, writes),) = request["RequestItems"].items()
-        charges = []
-        for write in writes:
-            item = write["PutRequest"]["Item"] if "PutRequest" in write else write["DeleteRequest"]["Key"]
-            charges.append((self.partition_of(item), item_wcu(item)))
+        charges = [(self.partition_of(_item_of(w)), item_wcu(_item_of(w))) for w in writes]
         fits = self.model.admit(charges)
         if not any(fits):
             return self._throttled()
@@ -206,7 +215,7 @@ class CapacityProxy:
         if status != 200:
             return status, out, payload
         written = [c for c, ok in zip(charges, fits, strict=True) if ok]
-        self._count(written, len(rest))
+        self._count(written, len(rest), [_item_of(w) for w in kept])
         answer = json.loads(payload)
         answer["UnprocessedItems"] = {table: rest} if rest else {}
         if request.get("ReturnConsumedCapacity") in ("TOTAL", "INDEXES"):
@@ -225,7 +234,8 @@ class CapacityProxy:
             return self._throttled()
         status, out, payload = self._forward(headers, body)
         if status == 200 or b"ConditionalCheckFailed" in payload:
-            self._count([charge], 0)  # a failed condition is charged as a write, as in DynamoDB
+            # a failed condition is charged as a write, as in DynamoDB
+            self._count([charge], 0, [item] if status == 200 else [])
         if status == 200 and request.get("ReturnConsumedCapacity") in ("TOTAL", "INDEXES"):
             answer = json.loads(payload or b"{}")
             answer["ConsumedCapacity"] = {
