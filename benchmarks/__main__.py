@@ -21,6 +21,7 @@ from benchmarks import (
     decode,
     e2e,
     fairness,
+    idle,
     parallel,
     scale,
     staleness,
@@ -173,6 +174,7 @@ def main() -> int:
             e2e.rows(endpoint),
             staleness.rows(endpoint),
             scale.rows(endpoint),
+            idle.rows(endpoint),
         ]
     table = "\n\n".join("\n".join(section) for section in sections)
     print(table)

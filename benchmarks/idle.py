@@ -1,0 +1,113 @@
+"""Cost at rest: the CPU a `dsp run` process spends owning shards that receive nothing.
+
+One process owns N open, empty shards of the stream double (leases in the moto server, the
+default poll and lease settings). Once every lease is taken, its CPU time (user + system,
+from /proc) is read over a window: CPU seconds per idle shard-hour. The test servers run in
+this process, not in the measured one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from processor.testing.stream_double import Scenario, StreamDouble
+
+WINDOW_S = 20.0
+
+
+def noop(records: list[object]) -> None:
+    """A consumer that does nothing (nothing arrives)."""
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def idle_cost(endpoint: str, shards: int, *, window_s: float = WINDOW_S) -> tuple[float, int]:
+    """(CPU seconds per idle shard-hour, threads) for one process owning ``shards``."""
+    scenario = Scenario.flat(shards, records_per_shard=0, closed=False)
+    unique = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as tmp, StreamDouble(scenario) as double:
+        config = Path(tmp) / "dsp.toml"
+        config.write_text(
+            f"""
+[stream]
+arn = "{double.stream_arn}"
+[checkpoints]
+table = "idle-{unique}"
+application = "idle"
+max_leases = {shards}
+lease_scan_interval_s = 0.5
+[logging]
+level = "INFO"
+format = "json"
+[dead_letter]
+path = "{Path(tmp) / "dl.jsonl"}"
+[[routes]]
+name = "noop"
+consumer = "benchmarks.idle:noop"
+"""
+        )
+        env = {
+            **os.environ,
+            "DSP_AWS__ENDPOINT_URL": endpoint,
+            "DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint,
+        }
+        log = Path(tmp) / "stderr.log"
+        with log.open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "processor.cli", "run", "--config", str(config)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+            try:
+                deadline = time.monotonic() + 120
+                while _leases_taken(log) < shards:
+                    assert process.poll() is None, log.read_text()[-2000:]
+                    assert time.monotonic() < deadline, "the worker did not take every lease"
+                    time.sleep(0.2)
+                time.sleep(5.0)  # every reader backed off to its idle poll interval
+                before, started = _cpu_s(process.pid), time.monotonic()
+                time.sleep(window_s)
+                used, elapsed = _cpu_s(process.pid) - before, time.monotonic() - started
+                threads = len(os.listdir(f"/proc/{process.pid}/task"))
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+    return used / (shards * elapsed / 3600), threads
+
+
+def _leases_taken(log: Path) -> int:
+    taken = 0
+    for line in log.read_text().splitlines():
+        if line.startswith("{") and json.loads(line).get("event") == "lease_taken":
+            taken += 1
+    return taken
+
+
+def rows(endpoint: str) -> list[str]:
+    lines = [
+        f"| cost at rest: one `dsp run` owning N empty shards (default polling), {WINDOW_S:.0f} s "
+        "| CPU s per idle shard-hour | threads |",
+        "|---|---:|---:|",
+    ]
+    for shards in (10, 100):
+        per_hour, threads = idle_cost(endpoint, shards)
+        lines.append(f"| {shards} shards | {per_hour:.1f} | {threads} |")
+    return lines
+
+
+if __name__ == "__main__":  # python -m benchmarks.idle
+    from processor.testing import moto_server
+
+    with moto_server() as url:
+        print("\n".join(rows(url)))
