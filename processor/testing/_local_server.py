@@ -53,3 +53,18 @@ class LocalJsonServer:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def forward(
+    pool: Any, upstream: str, headers: dict[str, str], body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """POST a request on to ``upstream`` (a proxy's step): its status, the headers an AWS
+    client reads (content type, request id), and its body."""
+    keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+    response = pool.request("POST", upstream + "/", body=body, headers=keep)
+    out = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() in ("content-type", "x-amzn-requestid")
+    }
+    return response.status, out, response.data

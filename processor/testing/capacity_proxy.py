@@ -33,7 +33,7 @@ from typing import Any
 
 import urllib3
 
-from processor.testing._local_server import LocalJsonServer
+from processor.testing._local_server import LocalJsonServer, forward
 
 __all__ = ["CapacityModel", "CapacityProxy", "item_wcu"]
 
@@ -156,14 +156,7 @@ class CapacityProxy:
         return int.from_bytes(digest[:8], "big") % self.model.partitions
 
     def _forward(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
-        keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
-        response = self._http.request("POST", self.upstream + "/", body=body, headers=keep)
-        out = {
-            k: v
-            for k, v in response.headers.items()
-            if k.lower() in ("content-type", "x-amzn-requestid")
-        }
-        return response.status, out, response.data
+        return forward(self._http, self.upstream, headers, body)
 
     def _throttled(self) -> tuple[int, dict[str, str], bytes]:
         with self._lock:

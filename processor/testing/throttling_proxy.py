@@ -15,7 +15,7 @@ from typing import Any
 
 import urllib3
 
-from processor.testing._local_server import LocalJsonServer
+from processor.testing._local_server import LocalJsonServer, forward
 
 __all__ = ["ThrottlingProxy"]
 
@@ -44,14 +44,7 @@ class ThrottlingProxy:
         self._http_server.__exit__(*exc)
 
     def _forward(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
-        keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
-        response = self._http.request("POST", self.upstream + "/", body=body, headers=keep)
-        out = {
-            k: v
-            for k, v in response.headers.items()
-            if k.lower() in ("content-type", "x-amzn-requestid")
-        }
-        return response.status, out, response.data
+        return forward(self._http, self.upstream, headers, body)
 
     def _handle(
         self, target: str, headers: dict[str, str], body: bytes

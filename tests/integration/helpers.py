@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -78,3 +79,27 @@ def stream_records(endpoint: str, table: str) -> list[dict[str, Any]]:
             break
         iterator = page.get("NextShardIterator")
     return raw
+
+
+def kinesis_config(
+    tmp_path: Path, unique: str, name: str, routes: str, *, stream: str = ""
+) -> Path:
+    """dsp.toml for the Kinesis stream ``name`` (Kinesis pacing), with these routes."""
+    config = tmp_path / "dsp.toml"
+    config.write_text(
+        f"""
+[stream]
+source = "kinesis"
+kinesis_stream = "{name}"
+poll_interval_min_s = 0.2
+poll_interval_max_s = 0.4
+{stream}
+[checkpoints]
+table = "leases-{unique}"
+application = "kds-{unique}"
+[dead_letter]
+path = "{tmp_path / "dead-letter.jsonl"}"
+{routes}
+"""
+    )
+    return config

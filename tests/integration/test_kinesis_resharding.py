@@ -12,18 +12,20 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from processor.app import build_app
+from processor.app import App, build_app
 from processor.core.records import StreamRecord
 from processor.settings import load_settings
 from processor.testing import KinesisDouble, create_table, kds_payload, put_change, scan_all
 from tests.integration import transforms
+from tests.integration.helpers import kinesis_config
 
 KEYS = [f"k{i:02d}" for i in range(12)]
 BASE_US = 1_795_000_000_000_000
@@ -34,6 +36,47 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+COLLECT = """
+[[routes]]
+name = "collect"
+consumer = "tests.integration.transforms:collect"
+"""
+
+
+def client(double: KinesisDouble) -> Any:
+    return boto3.client(
+        "kinesis", endpoint_url=double.endpoint, region_name="us-east-1",
+        aws_access_key_id="x", aws_secret_access_key="x",
+    )  # fmt: skip
+
+
+def config_for(
+    tmp_path: Path, unique: str, name: str, table: str, *, stream: str = "", routes: str = COLLECT
+) -> Path:
+    """dsp.toml for the Kinesis stream ``name`` of ``table``."""
+    return kinesis_config(tmp_path, unique, name, routes, stream=f'table = "{table}"\n{stream}')
+
+
+def environ_for(endpoint: str, double: KinesisDouble) -> dict[str, str]:
+    """DynamoDB (leases, tables) on the suite's endpoint; Kinesis on the double."""
+    return {"DSP_AWS__ENDPOINT_URL": endpoint, "DSP_AWS__KINESIS_ENDPOINT_URL": double.endpoint}
+
+
+@contextmanager
+def running(config: Path, environ: dict[str, str]) -> Iterator[App]:
+    """`dsp run` in a thread for the duration of the block."""
+    app = build_app(load_settings(config, environ=environ))
+    stop = threading.Event()
+    runner = threading.Thread(target=lambda: app.worker.run(stop=stop), daemon=True)
+    runner.start()
+    try:
+        yield app
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+        app.close()
 
 
 def collected() -> list[StreamRecord]:
@@ -89,30 +132,8 @@ def test_a_split_and_a_merge_during_the_run_lose_nothing_and_keep_key_order(
     create_table(dynamodb, projection, keys=("pk",), stream_view=None)
     with KinesisDouble(reads_per_second=5) as double:  # Kinesis' per-shard read limit
         double.create_stream(name, shards=2)
-        kinesis = boto3.client(
-            "kinesis", endpoint_url=double.endpoint, region_name="us-east-1",
-            aws_access_key_id="x", aws_secret_access_key="x",
-        )  # fmt: skip
-        config = tmp_path / "dsp.toml"
-        config.write_text(
-            f"""
-[stream]
-source = "kinesis"
-kinesis_stream = "{name}"
-table = "{table}"
-reorder_window_ms = 1500
-poll_interval_min_s = 0.2
-poll_interval_max_s = 0.4
-[checkpoints]
-table = "leases-{unique}"
-application = "kds-{unique}"
-[dead_letter]
-path = "{tmp_path / "dead-letter.jsonl"}"
-
-[[routes]]
-name = "collect"
-consumer = "tests.integration.transforms:collect"
-
+        kinesis = client(double)
+        mirror = f"""
 [[routes]]
 name = "mirror"
 consumer = "batch_write"
@@ -120,18 +141,17 @@ consumer = "batch_write"
 table = "{projection}"
 versioned = true
 """
+        config = config_for(
+            tmp_path,
+            unique,
+            name,
+            table,
+            stream="reorder_window_ms = 1500",
+            routes=COLLECT + mirror,
         )
-        environ = {
-            "DSP_AWS__ENDPOINT_URL": endpoint,
-            "DSP_AWS__KINESIS_ENDPOINT_URL": double.endpoint,
-        }
         transforms.COLLECTED.clear()
-        app = build_app(load_settings(config, environ=environ))
-        stop = threading.Event()
-        runner = threading.Thread(target=lambda: app.worker.run(stop=stop), daemon=True)
-        runner.start()
         writer = Writer(kinesis, name, table)
-        try:
+        with running(config, environ_for(endpoint, double)) as app:
             writer.generation(1, redeliver={"k00", "k05"}, swap={"k03"})
             wait_for(lambda: len(collected()) >= 2 * len(KEYS))
             first = double.open_shards(name)[0].shard_id
@@ -146,10 +166,6 @@ versioned = true
             writer.generation(5, redeliver={"k04", "k10"}, swap={"k06", "k11"})
             wait_for(lambda: len(collected()) >= 6 * len(KEYS))
             time.sleep(1.7)  # a late redelivery would show up within the reorder window
-        finally:
-            stop.set()
-            runner.join(timeout=30)
-            app.close()
         shards = {s.shard_id: s for s in double.shards(name)}
         throttled = double.throttled
 
@@ -173,8 +189,8 @@ versioned = true
                 assert max(position[parent]) < min(position[child.shard_id]), (parent, child)
     assert all(position.get(s.shard_id) for s in resharded if s.adjacent_parent)  # merge read
     # the versioned projection ends at each key's newest image
-    mirror = {i["pk"]["S"]: int(i["version"]["N"]) for i in scan_all(dynamodb, projection)}
-    assert mirror == dict.fromkeys(KEYS, 6)
+    newest = {i["pk"]["S"]: int(i["version"]["N"]) for i in scan_all(dynamodb, projection)}
+    assert newest == dict.fromkeys(KEYS, 6)
     assert throttled == 0  # the reader kept to 5 reads/s per shard
     closed = [s for s in shards.values() if not s.open]
     assert len(closed) == 3
@@ -199,39 +215,9 @@ def test_a_backlog_is_read_within_kinesis_five_reads_per_second_per_shard(
         for i in range(1500):
             keys = {"pk": {"S": f"k{i}"}}
             double.put(name, f"k{i}", kds_payload(keys, table=table))
-        config = tmp_path / "dsp.toml"
-        config.write_text(
-            f"""
-[stream]
-source = "kinesis"
-kinesis_stream = "{name}"
-table = "{table}"
-get_records_limit = 100
-[checkpoints]
-table = "leases-{unique}"
-application = "kds-{unique}"
-[dead_letter]
-path = "{tmp_path / "dead-letter.jsonl"}"
-
-[[routes]]
-name = "collect"
-consumer = "tests.integration.transforms:collect"
-"""
-        )
-        environ = {
-            "DSP_AWS__ENDPOINT_URL": endpoint,
-            "DSP_AWS__KINESIS_ENDPOINT_URL": double.endpoint,
-        }
-        app = build_app(load_settings(config, environ=environ))
-        stop = threading.Event()
-        runner = threading.Thread(target=lambda: app.worker.run(stop=stop), daemon=True)
-        runner.start()
-        try:
+        config = config_for(tmp_path, unique, name, table, stream="get_records_limit = 100")
+        with running(config, environ_for(endpoint, double)):
             wait_for(lambda: len(collected()) >= 1500)
-        finally:
-            stop.set()
-            runner.join(timeout=30)
-            app.close()
         assert double.calls["GetRecords"] >= 15
         assert double.throttled == 0
 
@@ -255,26 +241,9 @@ def test_a_replay_from_a_time_starts_at_that_time_with_at_timestamp(
             keys = {"pk": {"S": key}}
             created = int(now[0] * 1_000_000) - 20_000  # made 20 ms before it arrived
             sequence[key] = double.put(name, key, kds_payload(keys, created_us=created))[1]
-        config = tmp_path / "dsp.toml"
-        config.write_text(
-            f"""
-[stream]
-source = "kinesis"
-kinesis_stream = "{name}"
-table = "{table}"
-[checkpoints]
-table = "leases-{unique}"
-application = "kds-{unique}"
-[dead_letter]
-path = "{tmp_path / "dead-letter.jsonl"}"
-
-[[routes]]
-name = "collect"
-consumer = "tests.integration.transforms:collect"
-"""
-        )
-        monkeypatch.setenv("DSP_AWS__ENDPOINT_URL", endpoint)
-        monkeypatch.setenv("DSP_AWS__KINESIS_ENDPOINT_URL", double.endpoint)
+        config = config_for(tmp_path, unique, name, table)
+        for key, value in environ_for(endpoint, double).items():
+            monkeypatch.setenv(key, value)
         argv = ["replay", "--config", str(config), "--idle-s", "1"]
         window = ["--from", "2026-11-18T11:06:45Z", "--to", "2026-11-18T11:06:55Z"]
         assert main([*argv, *window]) == 0
@@ -308,11 +277,7 @@ def test_the_readers_lag_is_kinesis_millis_behind_latest() -> None:
             keys = {"pk": {"S": f"k{i}"}}
             created_us = int(time.time() * 1_000_000)  # creation times say "just now"
             double.put("lag", f"k{i}", kds_payload(keys, created_us=created_us))
-        kinesis = boto3.client(
-            "kinesis", endpoint_url=double.endpoint, region_name="us-east-1",
-            aws_access_key_id="x", aws_secret_access_key="x",
-        )  # fmt: skip
-        source = KinesisSource(kinesis)
+        source = KinesisSource(client(double))
         store = MemoryLeaseStore()
         (shard,) = source.describe(arn).shards
         store.create_missing([shard], set())
@@ -348,29 +313,8 @@ def test_expired_iterators_and_throttled_reads_lose_nothing_on_kinesis(
                 image = {**keys, "version": {"N": str(version)}}
                 data = kds_payload(keys, event_name="MODIFY", new_image=image, table=table)
                 double.put(name, json.dumps(keys, sort_keys=True), data)
-        config = tmp_path / "dsp.toml"
-        config.write_text(
-            f"""
-[stream]
-source = "kinesis"
-kinesis_stream = "{name}"
-table = "{table}"
-get_records_limit = 7
-[checkpoints]
-table = "leases-{unique}"
-application = "kds-{unique}"
-[dead_letter]
-path = "{tmp_path / "dead-letter.jsonl"}"
-
-[[routes]]
-name = "collect"
-consumer = "tests.integration.transforms:collect"
-"""
-        )
-        environ = {
-            "DSP_AWS__ENDPOINT_URL": endpoint,
-            "DSP_AWS__KINESIS_ENDPOINT_URL": double.endpoint,
-        }
+        config = config_for(tmp_path, unique, name, table, stream="get_records_limit = 7")
+        environ = environ_for(endpoint, double)
         app = build_app(load_settings(config, environ=environ))
         try:
             app.worker.run(stop=threading.Event(), stop_when_idle=1.0)

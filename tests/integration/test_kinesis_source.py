@@ -29,6 +29,7 @@ from processor.sinks.dead_letter import DeadLetter
 from processor.sources.kinesis.adapter import KinesisSource
 from processor.sources.reader import ReaderSettings
 from processor.testing import MemoryLeaseStore, create_table, kds_payload, put_change
+from tests.integration.helpers import kinesis_config
 
 pytestmark = pytest.mark.moto_only(reason="Kinesis: moto serves it, DynamoDB Local does not")
 
@@ -62,30 +63,6 @@ def write(kinesis: Any, stream: str, version: int) -> None:
         keys = {"pk": {"S": key}}
         image = {**keys, "version": {"N": str(version)}}
         put_change(kinesis, stream, kds_payload(keys, event_name="MODIFY", new_image=image), keys)
-
-
-def kinesis_config(
-    tmp_path: Path, unique: str, name: str, routes: str, *, stream: str = ""
-) -> Path:
-    """dsp.toml for the Kinesis stream ``name`` (Kinesis pacing), with these routes."""
-    config = tmp_path / "dsp.toml"
-    config.write_text(
-        f"""
-[stream]
-source = "kinesis"
-kinesis_stream = "{name}"
-poll_interval_min_s = 0.2
-poll_interval_max_s = 0.4
-{stream}
-[checkpoints]
-table = "leases-{unique}"
-application = "kds-{unique}"
-[dead_letter]
-path = "{tmp_path / "dead-letter.jsonl"}"
-{routes}
-"""
-    )
-    return config
 
 
 def test_a_worker_reads_kinesis_shards_to_their_ends_parents_first(
