@@ -130,12 +130,14 @@ class KinesisDouble:
         self,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         expire_after_calls: int | None = None,
         throttle_every: int | None = None,
         reads_per_second: int | None = None,
         max_list_shards: int = 1000,
     ) -> None:
-        self.clock = clock
+        self.clock = clock  # arrival times (AT_TIMESTAMP, MillisBehindLatest)
+        self.monotonic = monotonic  # the read budget's refill
         #: an iterator chain expires after N GetRecords (Kinesis: after 5 minutes)
         self.expire_after_calls = expire_after_calls
         #: every k-th GetRecords answers ProvisionedThroughputExceededException
@@ -420,7 +422,7 @@ class KinesisDouble:
         n = self.calls["GetRecords"]
         over = self.throttle_every is not None and n % self.throttle_every == 0
         if self.reads_per_second is not None and not over:
-            now = time.monotonic()
+            now = self.monotonic()
             tokens, then = self._reads.get(shard_id, (float(self.reads_per_second), now))
             tokens = min(
                 float(self.reads_per_second), tokens + (now - then) * self.reads_per_second

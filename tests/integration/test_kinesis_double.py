@@ -124,11 +124,14 @@ def test_a_merge_makes_one_child_with_two_parents(double: KinesisDouble) -> None
 
 
 def test_reads_past_the_shard_budget_are_throttled_as_kinesis_throttles_them() -> None:
-    with KinesisDouble(reads_per_second=2) as double:
+    """Two reads a second: the third read in the same instant is throttled; a second later
+    the budget is back."""
+    now = [100.0]
+    with KinesisDouble(reads_per_second=2, monotonic=lambda: now[0]) as double:
         kinesis = boto3.client(
             "kinesis", endpoint_url=double.endpoint, region_name="us-east-1",
             aws_access_key_id="x", aws_secret_access_key="x",
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
         )  # fmt: skip
         kinesis.create_stream(StreamName="t", ShardCount=1)
         shard = kinesis.list_shards(StreamName="t")["Shards"][0]["ShardId"]
@@ -139,3 +142,6 @@ def test_reads_past_the_shard_budget_are_throttled_as_kinesis_throttles_them() -
         iterator = kinesis.get_records(ShardIterator=iterator)["NextShardIterator"]
         with pytest.raises(kinesis.exceptions.ProvisionedThroughputExceededException):
             kinesis.get_records(ShardIterator=iterator)
+        now[0] += 1.0
+        assert "Records" in kinesis.get_records(ShardIterator=iterator)
+        assert double.throttled == 1
