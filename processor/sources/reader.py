@@ -273,7 +273,8 @@ class ShardReader:
         if self._settings.on_trimmed != "skip":
             raise TrimmedDataError(
                 f"shard {self.shard_id}: records {lost} were trimmed (older than the stream's "
-                '24 h retention) before they were read; set stream.on_trimmed = "skip" to go on',
+                f"{self._adapter.retention_s / 3600:g} h retention) before they were read; set "
+                'stream.on_trimmed = "skip" to go on',
                 shard_id=self.shard_id,
                 sequence_number=lost_after,
             ) from exc

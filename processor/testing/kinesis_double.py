@@ -402,7 +402,13 @@ class KinesisDouble:
             position = bisect.bisect_left(sequences, sequence)
             if kind == "AFTER_SEQUENCE_NUMBER" and position < len(sequences):
                 position += sequences[position] == sequence
-            position = max(position, shard.trimmed)  # Kinesis starts at the trim horizon
+            if position < shard.trimmed:  # as consumers observe Kinesis answer a lost start
+                raise _AwsError(
+                    "InvalidArgumentException",
+                    f"StartingSequenceNumber {sequence} used in GetShardIterator on shard "
+                    f"{shard.shard_id} in stream {stream.name} under account {ACCOUNT} is "
+                    "invalid because the record is beyond the stream's retention period.",
+                )
         elif kind == "AT_TIMESTAMP":
             when = float(body.get("Timestamp", 0))
             arrivals = [r.arrival for r in shard.records]

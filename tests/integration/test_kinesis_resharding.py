@@ -327,3 +327,56 @@ def test_expired_iterators_and_throttled_reads_lose_nothing_on_kinesis(
     for key in KEYS:
         versions = [int(r.new_image["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
         assert versions == [1, 2, 3, 4, 5], (key, versions)
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_a_checkpoint_older_than_the_retention_is_not_skipped_silently(policy: str) -> None:
+    """Kinesis has no TrimmedDataAccessException: a start past the trim horizon is an
+    InvalidArgumentException on StartingSequenceNumber. It becomes TrimmedDataError, so
+    `on_trimmed` applies as on DynamoDB Streams: stop the shard, or go on from the horizon
+    with the lost range logged."""
+    from processor.leases.memory import MemoryLeaseStore  # noqa: PLC0415
+    from processor.sources.kinesis import KinesisSource  # noqa: PLC0415
+    from processor.sources.processors import DispatchProcessor, ReaderOutcome  # noqa: PLC0415
+    from processor.sources.reader import ReaderSettings, ShardReader  # noqa: PLC0415
+
+    seen: list[str] = []
+
+    class Recording(DispatchProcessor):
+        def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+            seen.extend(str(r.keys["pk"]) for r in batch)
+            reader.commit(batch[-1].sequence_number)
+
+    with KinesisDouble() as double:
+        arn = double.create_stream("trim", shards=1, retention_hours=48)
+        sequences = [
+            double.put("trim", f"k{i}", kds_payload({"pk": {"S": f"k{i}"}}))[1] for i in range(8)
+        ]
+        (shard,) = double.shards("trim")
+        double.trim("trim", shard.shard_id, 5)  # k0..k4 aged out
+        source = KinesisSource(client(double))
+        store = MemoryLeaseStore()
+        (described,) = source.describe(arn).shards
+        store.create_missing([described], set())
+        lease = store.take(store.list_leases()[0], "w1")
+        assert lease is not None
+        lease = store.checkpoint(lease, sequences[1], finished=False)  # handled up to k1
+        stop = threading.Event()
+        reader = ShardReader(
+            adapter=source, stream_arn=arn, lease=lease, initial_position="TRIM_HORIZON",
+            store=store, processor=Recording(None), stop=stop,  # type: ignore[arg-type]
+            settings=ReaderSettings(on_trimmed=policy, poll_interval_min_s=0.01),
+        )  # fmt: skip
+        if policy == "fail":
+            assert reader.run() is ReaderOutcome.FAILED
+            assert "trimmed" in (reader.failure or "")
+            assert "48 h retention" in (reader.failure or "")
+            assert seen == []
+            return
+        runner = threading.Thread(target=reader.run, daemon=True)
+        runner.start()
+        wait_for(lambda: len(seen) >= 3)
+        stop.set()
+        runner.join(timeout=10)
+    assert seen == ["k5", "k6", "k7"]
+    assert reader.trimmed_skips == [(sequences[1], sequences[5])]

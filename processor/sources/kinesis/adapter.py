@@ -14,8 +14,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processor.aws import describe_or_missing, translate_client_error
+from processor.aws import describe_or_missing, error_code, translate_client_error
 from processor.core.consumer import StreamInfo
+from processor.errors import TrimmedDataError
 from processor.sources.base import Page, StreamDescription
 from processor.sources.dynamodb.adapter import _capture_get_records_body
 from processor.sources.kinesis.wire import decode_page
@@ -97,7 +98,18 @@ class KinesisSource:
             resumed = int(sequence_number) - (iterator_type == "AT_SEQUENCE_NUMBER")
             with self._lock:
                 self._last[shard_id] = resumed
-        answer = self._call("GetShardIterator", self._client.get_shard_iterator, shard_id, **kwargs)
+        try:
+            answer = self._client.get_shard_iterator(**kwargs)
+        except ClientError as exc:
+            if iterator_type in _SEQUENCE_TYPES and _names_the_start(exc):
+                # Kinesis has no TrimmedDataAccessException: a checkpoint older than the
+                # stream's retention comes back as InvalidArgumentException on the start
+                raise TrimmedDataError(
+                    f"GetShardIterator: {error_code(exc)}: {_message(exc)}", shard_id=shard_id
+                ) from exc
+            raise translate_client_error(exc, "GetShardIterator", shard_id=shard_id) from exc
+        except BotoCoreError as exc:
+            raise translate_client_error(exc, "GetShardIterator", shard_id=shard_id) from exc
         return str(answer["ShardIterator"])
 
     def get_records(self, iterator: str, *, limit: int, shard_id: str) -> Page:
@@ -118,6 +130,20 @@ class KinesisSource:
         if page.last_sequence is None and drained:
             next_iterator = None  # closed and read to its end (moto never says so itself)
         return Page(page.records, next_iterator, tuple(page.malformed), page.millis_behind)
+
+
+_SEQUENCE_TYPES = ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER")
+
+
+def _message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", ""))
+
+
+def _names_the_start(exc: ClientError) -> bool:
+    """InvalidArgumentException about StartingSequenceNumber: the position is gone."""
+    return error_code(exc) == "InvalidArgumentException" and "startingsequencenumber" in _message(
+        exc
+    ).lower().replace(" ", "")
 
 
 def resolve_kinesis_stream(clients: Any, stream: str) -> str:
