@@ -31,8 +31,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
-def idle_cost(endpoint: str, shards: int, *, window_s: float = WINDOW_S) -> tuple[float, int]:
-    """(CPU seconds per idle shard-hour, threads) for one process owning ``shards``."""
+def idle_cost(
+    endpoint: str, shards: int, *, window_s: float = WINDOW_S, stream: str = ""
+) -> tuple[float, int]:
+    """(CPU seconds per idle shard-hour, threads) for one process owning ``shards``;
+    ``stream``: more `[stream]` settings."""
     scenario = Scenario.flat(shards, records_per_shard=0, closed=False)
     unique = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as tmp, StreamDouble(scenario) as double:
@@ -41,6 +44,7 @@ def idle_cost(endpoint: str, shards: int, *, window_s: float = WINDOW_S) -> tupl
             f"""
 [stream]
 arn = "{double.stream_arn}"
+{stream}
 [checkpoints]
 table = "idle-{unique}"
 application = "idle"
@@ -103,6 +107,11 @@ def rows(endpoint: str) -> list[str]:
     for shards in (10, 100):
         per_hour, threads = idle_cost(endpoint, shards)
         lines.append(f"| {shards} shards | {per_hour:.1f} | {threads} |")
+    idle = "idle_poll_interval_s = 10.0\nidle_after_s = 1.0"
+    per_hour, threads = idle_cost(endpoint, 100, stream=idle)
+    lines.append(
+        f"| 100 shards, `idle_poll_interval_s = 10` (after 1 s idle) | {per_hour:.1f} | {threads} |"
+    )
     return lines
 
 

@@ -176,6 +176,8 @@ def worker_settings(settings: Settings) -> WorkerSettings:
             on_trimmed=settings.stream.on_trimmed,
             poll_interval_min_s=settings.stream.poll_interval_min_s,
             poll_interval_max_s=settings.stream.poll_interval_max_s,
+            idle_poll_interval_s=settings.stream.idle_poll_interval_s,
+            idle_after_s=settings.stream.idle_after_s,
             reorder_window_s=settings.stream.reorder_window_ms / 1000,
             min_read_interval_s=(
                 1 / KINESIS_READS_PER_SECOND if settings.stream.source == "kinesis" else 0.0

@@ -82,6 +82,9 @@ class StreamSettings(_Section):
     get_records_limit: int = Field(default=1000, ge=1, le=1000)
     poll_interval_min_s: float = Field(default=0.25, gt=0, le=60)
     poll_interval_max_s: float = Field(default=2.0, gt=0, le=300)
+    #: a shard without records for idle_after_s is polled this often (None: poll_interval_max_s)
+    idle_poll_interval_s: float | None = Field(default=None, gt=0, le=300)
+    idle_after_s: float = Field(default=60.0, gt=0, le=86_400)
     discovery_interval_s: float = Field(default=30.0, ge=1)
     describe_rate_per_s: float = Field(default=5.0, gt=0, le=10)  # DescribeStream limit: 10/s
     on_trimmed: Literal["fail", "skip"] = "fail"
@@ -114,6 +117,13 @@ class StreamSettings(_Section):
             raise ValueError("set stream.table (the table whose stream to read) or stream.arn")
         if self.poll_interval_max_s < self.poll_interval_min_s:
             raise ValueError("poll_interval_max_s must be >= poll_interval_min_s")
+        if self.idle_poll_interval_s is not None and (
+            self.idle_poll_interval_s < self.poll_interval_max_s
+        ):
+            raise ValueError(
+                "idle_poll_interval_s must be >= poll_interval_max_s (it slows idle shards "
+                "down further), or unset"
+            )
         if self.reader_restart_max_s < self.reader_restart_base_s:
             raise ValueError("reader_restart_max_s must be >= reader_restart_base_s")
         return self

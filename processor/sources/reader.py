@@ -65,6 +65,10 @@ class ReaderSettings:
     lease_fence_s: float = 15.0
     poll_interval_min_s: float = 0.25
     poll_interval_max_s: float = 2.0
+    #: once a shard has had no records for ``idle_after_s``, its polls may space out to this
+    #: (None: ``poll_interval_max_s`` always). Idle polls are most of the cost at rest.
+    idle_poll_interval_s: float | None = None
+    idle_after_s: float = 60.0
     #: hold each record this long to restore each key's creation order and drop duplicates
     #: (Kinesis Data Streams for DynamoDB); 0: off
     reorder_window_s: float = 0.0
@@ -338,8 +342,17 @@ class ShardReader:
             iterator = page.next_iterator  # type: ignore[assignment]
             if not page.records:
                 self._at_tip(delay, buffer, window_started)
-                delay = min(delay * 2, settings.poll_interval_max_s)
+                delay = min(delay * 2, self._poll_cap())
         return ReaderOutcome.STOPPED
+
+    def _poll_cap(self) -> float:
+        """The longest wait between polls of an empty shard: the idle interval once the
+        shard has had no records for ``idle_after_s``."""
+        settings = self._settings
+        idle = settings.idle_poll_interval_s
+        if idle is not None and self._monotonic() - self.last_records_at >= settings.idle_after_s:
+            return idle
+        return settings.poll_interval_max_s
 
     def _get_page(self, iterator: str) -> Page | str:
         """The next page, or a fresh iterator when this one expired or its data was trimmed."""

@@ -286,3 +286,16 @@ def test_a_kinesis_source_loads(tmp_path: Path) -> None:
     )
     settings = load_settings(write(tmp_path, text))
     assert (settings.stream.source, settings.stream.kinesis_stream) == ("kinesis", "orders-kds")
+
+
+def test_an_idle_poll_interval_below_the_maximum_is_refused(tmp_path: Path) -> None:
+    """The idle interval slows idle shards down further; below the ceiling it is an error
+    naming the key. Set from the environment, it reaches the reader's settings."""
+    err = config_error(tmp_path, VALID, {"DSP_STREAM__IDLE_POLL_INTERVAL_S": "1.5"})
+    assert err.key.startswith("stream")
+    assert "idle_poll_interval_s must be >= poll_interval_max_s" in str(err)
+    s = load_settings(
+        write(tmp_path, VALID),
+        environ={"DSP_STREAM__IDLE_POLL_INTERVAL_S": "10", "DSP_STREAM__IDLE_AFTER_S": "30"},
+    )
+    assert (s.stream.idle_poll_interval_s, s.stream.idle_after_s) == (10.0, 30.0)

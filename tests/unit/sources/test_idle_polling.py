@@ -1,0 +1,72 @@
+"""How often a reader polls a shard that receives nothing: doubling from the minimum to the
+maximum interval, and, when `idle_poll_interval_s` is set, slower still once the shard has
+had no records for `idle_after_s` (the cost at rest is mostly these polls, ADR 0006)."""
+
+from __future__ import annotations
+
+import threading
+
+from processor.leases.memory import MemoryLeaseStore
+from processor.sources.lineage import Shard
+from processor.sources.processors import DispatchProcessor
+from processor.sources.reader import ReaderSettings, ShardReader
+from processor.testing import MemorySource
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingStop(threading.Event):
+    """A stop event whose waits pass fake time and are recorded; set after ``waits`` waits."""
+
+    def __init__(self, clock: Clock, waits: int) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: list[float] = []
+        self._limit = waits
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(float(timeout or 0.0))
+        self.clock.now += timeout or 0.0
+        if len(self.waits) >= self._limit:
+            self.set()
+        return self.is_set()
+
+
+def polls(settings: ReaderSettings, waits: int) -> list[float]:
+    source = MemorySource()
+    source.add_shard(Shard("shardId-1", None, "100", None))
+    store = MemoryLeaseStore()
+    store.create_missing([Shard("shardId-1", None, "100", None)], set())
+    lease = store.take(store.list_leases()[0], "w1")
+    assert lease is not None
+    clock = Clock()
+    stop = CountingStop(clock, waits)
+    reader = ShardReader(
+        adapter=source, stream_arn=source.info.stream_arn, lease=lease,
+        initial_position="TRIM_HORIZON", store=store, processor=DispatchProcessor(None),  # type: ignore[arg-type]
+        settings=settings, stop=stop, monotonic=clock, clock=clock,
+    )  # fmt: skip
+    reader.run()
+    return stop.waits
+
+
+def test_an_empty_shard_is_polled_at_doubling_intervals_up_to_the_maximum() -> None:
+    waits = polls(ReaderSettings(poll_interval_min_s=0.25, poll_interval_max_s=2.0), 8)
+    assert waits == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+
+
+def test_a_shard_idle_for_a_while_is_polled_at_the_idle_interval() -> None:
+    """After `idle_after_s` without records, the interval grows on to the idle one."""
+    settings = ReaderSettings(
+        poll_interval_min_s=0.25, poll_interval_max_s=2.0, idle_poll_interval_s=10.0,
+        idle_after_s=5.0,
+    )  # fmt: skip
+    waits = polls(settings, 8)
+    # 0.25 + 0.5 + 1 + 2 + 2 = 5.75 s without records: idle from then on
+    assert waits == [0.25, 0.5, 1.0, 2.0, 2.0, 4.0, 8.0, 10.0]
