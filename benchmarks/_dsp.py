@@ -15,17 +15,25 @@ START_UP_S = 3.0  # imports, the lease table, the first poll
 
 
 @contextmanager
-def dsp_run(endpoint: str, config: str) -> Iterator[subprocess.Popen[bytes]]:
+def dsp_run(
+    endpoint: str,
+    config: str,
+    *,
+    env: dict[str, str] | None = None,
+    stderr: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run `dsp run` with ``config`` (TOML without ``[dead_letter]``, which goes to a temporary
-    file) against the moto server at ``endpoint``; yields once it has started; stops it."""
+    file) against the moto server at ``endpoint`` (and ``env``, e.g. another streams endpoint;
+    its logs to ``stderr`` if given); yields once it has started; stops it."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dsp.toml"
         path.write_text(f'{config}\n[dead_letter]\npath = "{Path(tmp) / "dl.jsonl"}"\n')
+        log = stderr.open("w") if stderr is not None else None
         worker = subprocess.Popen(
             [sys.executable, "-m", "processor.cli", "run", "--config", str(path)],
-            env={**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint},
+            env={**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint, **(env or {})},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log or subprocess.DEVNULL,
         )
         try:
             time.sleep(START_UP_S)
@@ -33,3 +41,5 @@ def dsp_run(endpoint: str, config: str) -> Iterator[subprocess.Popen[bytes]]:
         finally:
             worker.terminate()
             worker.wait(timeout=30)
+            if log is not None:
+                log.close()

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from benchmarks._dsp import dsp_run
 from processor.testing.stream_double import Scenario, StreamDouble
 
 WINDOW_S = 20.0
@@ -39,9 +38,7 @@ def idle_cost(
     scenario = Scenario.flat(shards, records_per_shard=0, closed=False)
     unique = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as tmp, StreamDouble(scenario) as double:
-        config = Path(tmp) / "dsp.toml"
-        config.write_text(
-            f"""
+        config = f"""
 [stream]
 arn = "{double.stream_arn}"
 {stream}
@@ -53,40 +50,23 @@ lease_scan_interval_s = 0.5
 [logging]
 level = "INFO"
 format = "json"
-[dead_letter]
-path = "{Path(tmp) / "dl.jsonl"}"
 [[routes]]
 name = "noop"
 consumer = "benchmarks.idle:noop"
 """
-        )
-        env = {
-            **os.environ,
-            "DSP_AWS__ENDPOINT_URL": endpoint,
-            "DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint,
-        }
         log = Path(tmp) / "stderr.log"
-        with log.open("w") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "processor.cli", "run", "--config", str(config)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-            try:
-                deadline = time.monotonic() + 120
-                while _leases_taken(log) < shards:
-                    assert process.poll() is None, log.read_text()[-2000:]
-                    assert time.monotonic() < deadline, "the worker did not take every lease"
-                    time.sleep(0.2)
-                time.sleep(5.0)  # every reader backed off to its idle poll interval
-                before, started = _cpu_s(process.pid), time.monotonic()
-                time.sleep(window_s)
-                used, elapsed = _cpu_s(process.pid) - before, time.monotonic() - started
-                threads = len(os.listdir(f"/proc/{process.pid}/task"))
-            finally:
-                process.terminate()
-                process.wait(timeout=60)
+        streams = {"DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint}
+        with dsp_run(endpoint, config, env=streams, stderr=log) as process:
+            deadline = time.monotonic() + 120
+            while _leases_taken(log) < shards:
+                assert process.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, "the worker did not take every lease"
+                time.sleep(0.2)
+            time.sleep(5.0)  # every reader backed off to its idle poll interval
+            before, started = _cpu_s(process.pid), time.monotonic()
+            time.sleep(window_s)
+            used, elapsed = _cpu_s(process.pid) - before, time.monotonic() - started
+            threads = len(os.listdir(f"/proc/{process.pid}/task"))
     return used / (shards * elapsed / 3600), threads
 
 

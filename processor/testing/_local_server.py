@@ -55,6 +55,33 @@ class LocalJsonServer:
         self._server.server_close()
 
 
+class AwsError(Exception):
+    """An error a double answers as AWS does: its code (``__type``) and HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class Served:
+    """What a test server built on a :class:`LocalJsonServer` (``self._server``) offers: its
+    ``endpoint``, and running while used as a context manager."""
+
+    _server: LocalJsonServer
+
+    @property
+    def endpoint(self) -> str:
+        return self._server.endpoint
+
+    def __enter__(self) -> Self:
+        self._server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.__exit__(*exc)
+
+
 def forward(
     pool: Any, upstream: str, headers: dict[str, str], body: bytes
 ) -> tuple[int, dict[str, str], bytes]:

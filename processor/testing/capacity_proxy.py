@@ -33,7 +33,7 @@ from typing import Any
 
 import urllib3
 
-from processor.testing._local_server import LocalJsonServer, forward
+from processor.testing._local_server import LocalJsonServer, Served, forward
 
 __all__ = ["CapacityModel", "CapacityProxy", "item_wcu"]
 
@@ -123,7 +123,7 @@ class CapacityModel:
             return out
 
 
-class CapacityProxy:
+class CapacityProxy(Served):
     """Apply a :class:`CapacityModel` to the writes sent to ``upstream``."""
 
     def __init__(self, upstream: str, model: CapacityModel, *, partition_key: str = "pk") -> None:
@@ -137,18 +137,7 @@ class CapacityProxy:
         self.written: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._http = urllib3.PoolManager(maxsize=32, retries=False)
-        self._http_server = LocalJsonServer(self._handle)
-
-    @property
-    def endpoint(self) -> str:
-        return self._http_server.endpoint
-
-    def __enter__(self) -> CapacityProxy:
-        self._http_server.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._http_server.__exit__(*exc)
+        self._server = LocalJsonServer(self._handle)
 
     def partition_of(self, item: Mapping[str, Any]) -> int:
         key = json.dumps(item.get(self.partition_key), sort_keys=True).encode()

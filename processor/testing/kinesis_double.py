@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from processor.testing._local_server import LocalJsonServer
+from processor.testing._local_server import AwsError, LocalJsonServer, Served
 
 __all__ = ["KinesisDouble", "KinesisShard"]
 
@@ -44,13 +44,6 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 _HASH_MAX = 2**128 - 1
 _FIRST_SEQUENCE = 49_650_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
-
-
-class _AwsError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
 
 
 @dataclass
@@ -123,7 +116,7 @@ def hash_key_of(partition_key: str) -> int:
     return int(hashlib.md5(partition_key.encode()).hexdigest(), 16)  # noqa: S324 - as Kinesis
 
 
-class KinesisDouble:
+class KinesisDouble(Served):
     """Serve Kinesis streams at ``endpoint`` until closed (use as a context manager)."""
 
     def __init__(
@@ -155,18 +148,7 @@ class KinesisDouble:
         self._sequences = itertools.count(_FIRST_SEQUENCE, 17)
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
-        self._http = LocalJsonServer(self._answer)
-
-    @property
-    def endpoint(self) -> str:
-        return self._http.endpoint
-
-    def __enter__(self) -> KinesisDouble:
-        self._http.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._http.__exit__(*exc)
+        self._server = LocalJsonServer(self._answer)
 
     # -- controls (also reachable through the wire API) -----------------------------------------
 
@@ -215,7 +197,7 @@ class KinesisDouble:
                 else (parent.starting_hash + parent.ending_hash + 1) // 2
             )
             if not parent.starting_hash < middle <= parent.ending_hash:
-                raise _AwsError(
+                raise AwsError(
                     "InvalidArgumentException",
                     f"NewStartingHashKey {middle} is outside the hash key range of {shard_id}",
                 )
@@ -232,7 +214,7 @@ class KinesisDouble:
             second = self._open_shard(stream, adjacent_shard_id)
             low, high = sorted((first, second), key=lambda s: s.starting_hash)
             if low.ending_hash + 1 != high.starting_hash:
-                raise _AwsError(
+                raise AwsError(
                     "InvalidArgumentException",
                     f"Shards {shard_id} and {adjacent_shard_id} are not adjacent",
                 )
@@ -273,7 +255,7 @@ class KinesisDouble:
     def _open_shard(self, stream: _Stream, shard_id: str) -> KinesisShard:
         shard = self._shard(stream, shard_id)
         if not shard.open:
-            raise _AwsError(
+            raise AwsError(
                 "ResourceInUseException",
                 f"Shard {shard_id} in stream {stream.name} has already been merged or split",
             )
@@ -282,7 +264,7 @@ class KinesisDouble:
     def _shard(self, stream: _Stream, shard_id: str) -> KinesisShard:
         shard = stream.shards.get(shard_id)
         if shard is None:
-            raise _AwsError(
+            raise AwsError(
                 "ResourceNotFoundException",
                 f"Shard {shard_id} in stream {stream.name} under account {ACCOUNT} does not exist",
             )
@@ -297,11 +279,11 @@ class KinesisDouble:
             try:
                 handler = self._handlers().get(operation)
                 if handler is None:
-                    raise _AwsError(  # noqa: TRY301 - answered below like every AWS error
+                    raise AwsError(  # noqa: TRY301 - answered below like every AWS error
                         "UnknownOperationException", f"unknown operation {operation}"
                     )
                 status, answer = 200, handler(json.loads(body or b"{}"))
-            except _AwsError as exc:
+            except AwsError as exc:
                 status, answer = exc.status, {"__type": exc.code, "message": str(exc)}
         return (
             status,
@@ -330,7 +312,7 @@ class KinesisDouble:
         name = body.get("StreamName") or str(body.get("StreamARN", "")).rpartition("/")[2]
         stream = self._streams.get(name)
         if stream is None or (body.get("StreamARN") and body["StreamARN"] != stream.arn):
-            raise _AwsError(
+            raise AwsError(
                 "ResourceNotFoundException",
                 f"Stream {name} under account {ACCOUNT} not found.",
             )
@@ -338,7 +320,7 @@ class KinesisDouble:
 
     def _wire_create_stream(self, body: dict[str, Any]) -> dict[str, Any]:
         if body.get("StreamName") in self._streams:
-            raise _AwsError("ResourceInUseException", f"Stream {body['StreamName']} exists")
+            raise AwsError("ResourceInUseException", f"Stream {body['StreamName']} exists")
         self.create_stream(str(body["StreamName"]), shards=int(body.get("ShardCount", 1)))
         return {}
 
@@ -363,7 +345,7 @@ class KinesisDouble:
         token = body.get("NextToken")
         if token:
             if body.get("StreamName") or body.get("StreamARN"):
-                raise _AwsError(
+                raise AwsError(
                     "InvalidArgumentException",
                     "NextToken and StreamName cannot be provided together.",
                 )
@@ -393,7 +375,7 @@ class KinesisDouble:
                 sequences[-1] if sequences else shard.starting_sequence
             )
             if not shard.starting_sequence <= sequence <= max(last, shard.starting_sequence):
-                raise _AwsError(
+                raise AwsError(
                     "InvalidArgumentException",
                     f"StartingSequenceNumber {sequence} used in GetShardIterator on shard "
                     f"{shard.shard_id} in stream {stream.name} under account {ACCOUNT} is "
@@ -403,7 +385,7 @@ class KinesisDouble:
             if kind == "AFTER_SEQUENCE_NUMBER" and position < len(sequences):
                 position += sequences[position] == sequence
             if position < shard.trimmed:  # as consumers observe Kinesis answer a lost start
-                raise _AwsError(
+                raise AwsError(
                     "InvalidArgumentException",
                     f"StartingSequenceNumber {sequence} used in GetShardIterator on shard "
                     f"{shard.shard_id} in stream {stream.name} under account {ACCOUNT} is "
@@ -414,7 +396,7 @@ class KinesisDouble:
             arrivals = [r.arrival for r in shard.records]
             position = max(bisect.bisect_left(arrivals, when), shard.trimmed)
         else:
-            raise _AwsError("InvalidArgumentException", f"invalid ShardIteratorType {kind}")
+            raise AwsError("InvalidArgumentException", f"invalid ShardIteratorType {kind}")
         return {"ShardIterator": self._issue(stream.name, shard.shard_id, position)}
 
     def _issue(self, stream: str, shard_id: str, position: int, hops: int = 0) -> str:
@@ -437,7 +419,7 @@ class KinesisDouble:
             self._reads[shard_id] = (tokens if over else tokens - 1.0, now)
         if over:
             self.throttled += 1
-            raise _AwsError(
+            raise AwsError(
                 "ProvisionedThroughputExceededException",
                 f"Rate exceeded for shard {shard_id} in stream under account {ACCOUNT}.",
             )
@@ -446,9 +428,9 @@ class KinesisDouble:
         token = str(body.get("ShardIterator", ""))
         iterator = self._iterators.get(token)
         if iterator is None:
-            raise _AwsError("InvalidArgumentException", "Invalid ShardIterator.")
+            raise AwsError("InvalidArgumentException", "Invalid ShardIterator.")
         if self.expire_after_calls is not None and iterator.hops >= self.expire_after_calls:
-            raise _AwsError(
+            raise AwsError(
                 "ExpiredIteratorException",
                 f"Iterator expired. The iterator was created at time {self.clock()} while "
                 "right now it is later; iterators are valid for 300000 ms.",
@@ -541,7 +523,7 @@ class KinesisDouble:
             for low, high in zip(current[::2], current[1::2], strict=True):
                 self.merge(stream.name, low.shard_id, high.shard_id)
         else:
-            raise _AwsError(
+            raise AwsError(
                 "InvalidArgumentException",
                 "this double scales uniformly by doubling or halving the open shard count",
             )

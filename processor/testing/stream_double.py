@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from processor.testing._local_server import LocalJsonServer
+from processor.testing._local_server import AwsError, LocalJsonServer, Served
 
 __all__ = ["Scenario", "ShardSpec", "StreamDouble"]
 
@@ -140,13 +140,6 @@ class Scenario:
                 yield shard.shard_id, key, shard.sequence(index)
 
 
-class _AwsError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
 @dataclass
 class _Iterator:
     shard_id: str
@@ -155,7 +148,7 @@ class _Iterator:
     hops: int = 0
 
 
-class StreamDouble:
+class StreamDouble(Served):
     """Serve a :class:`Scenario` at ``endpoint`` until closed (use as a context manager)."""
 
     def __init__(self, scenario: Scenario, *, stream_arn: str = STREAM_ARN) -> None:
@@ -166,18 +159,7 @@ class StreamDouble:
         self._ids = itertools.count(1)
         self.calls: Counter[str] = Counter()
         self.call_times: dict[str, list[float]] = {}
-        self._http = LocalJsonServer(self._answer)
-
-    @property
-    def endpoint(self) -> str:
-        return self._http.endpoint
-
-    def __enter__(self) -> StreamDouble:
-        self._http.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._http.__exit__(*exc)
+        self._server = LocalJsonServer(self._answer)
 
     def _answer(
         self, target: str, headers: dict[str, str], body: bytes
@@ -206,16 +188,16 @@ class StreamDouble:
                     "GetRecords": self._get_records,
                 }.get(operation)
                 if handler is None:
-                    raise _AwsError(  # noqa: TRY301 - answered below like every AWS error
+                    raise AwsError(  # noqa: TRY301 - answered below like every AWS error
                         "UnknownOperationException", f"unknown operation {operation}"
                     )
                 return 200, handler(body)
-            except _AwsError as exc:
+            except AwsError as exc:
                 return exc.status, {"__type": _ERROR_PREFIX + exc.code, "message": str(exc)}
 
     def _check_arn(self, body: dict[str, Any]) -> None:
         if body.get("StreamArn") != self.stream_arn:
-            raise _AwsError(
+            raise AwsError(
                 "ResourceNotFoundException",
                 f"Requested resource not found: {body.get('StreamArn')}",
             )
@@ -247,7 +229,7 @@ class StreamDouble:
         shard_filter = body.get("ShardFilter")
         if shard_filter:
             if shard_filter.get("Type") != "CHILD_SHARDS":
-                raise _AwsError("ValidationException", "ShardFilter Type must be CHILD_SHARDS")
+                raise AwsError("ValidationException", "ShardFilter Type must be CHILD_SHARDS")
             shards = [s for s in shards if s.parent_shard_id == shard_filter.get("ShardId")]
         start = body.get("ExclusiveStartShardId")
         if start:
@@ -277,7 +259,7 @@ class StreamDouble:
         try:
             shard = self.scenario.shard(body.get("ShardId", ""))
         except KeyError:
-            raise _AwsError(
+            raise AwsError(
                 "ResourceNotFoundException", f"Shard {body.get('ShardId')} not found"
             ) from None
         kind = body.get("ShardIteratorType")
@@ -290,28 +272,28 @@ class StreamDouble:
             seq = int(body.get("SequenceNumber", "0"))
             index = seq - shard.first_sequence
             if not 0 <= index < max(len(shard.keys), 1) + 1:
-                raise _AwsError(
+                raise AwsError(
                     "ValidationException", f"SequenceNumber {seq} is not in shard {shard.shard_id}"
                 )
             position = index + (1 if kind == "AFTER_SEQUENCE_NUMBER" else 0)
             if position < trim:
-                raise _AwsError(
+                raise AwsError(
                     "TrimmedDataAccessException",
                     f"Requested sequence {seq} is beyond the trim horizon of {shard.shard_id}",
                 )
         else:
-            raise _AwsError("ValidationException", f"invalid ShardIteratorType {kind}")
+            raise AwsError("ValidationException", f"invalid ShardIteratorType {kind}")
         return {"ShardIterator": self._issue(shard.shard_id, position)}
 
     def _get_records(self, body: dict[str, Any]) -> dict[str, Any]:
         n = self.calls["GetRecords"]
         scenario = self.scenario
         if scenario.throttle_every and n % scenario.throttle_every == 0:
-            raise _AwsError("LimitExceededException", "Rate exceeded for shard")
+            raise AwsError("LimitExceededException", "Rate exceeded for shard")
         if scenario.fail_every and n % scenario.fail_every == 0:
-            raise _AwsError("InternalServerError", "Internal server error", status=500)
+            raise AwsError("InternalServerError", "Internal server error", status=500)
         if scenario.deny_get_records:
-            raise _AwsError(
+            raise AwsError(
                 "AccessDeniedException",
                 "User: arn:aws:sts::123456789012:assumed-role/dsp/worker is not authorized to "
                 "perform: dynamodb:GetRecords on resource: " + STREAM_ARN,
@@ -319,20 +301,20 @@ class StreamDouble:
         token = body.get("ShardIterator", "")
         iterator = self._iterators.get(token)
         if iterator is None:
-            raise _AwsError("ValidationException", "Invalid ShardIterator")
+            raise AwsError("ValidationException", "Invalid ShardIterator")
         if (
             scenario.expire_after_calls is not None and iterator.hops >= scenario.expire_after_calls
         ) or (
             scenario.expire_after_s is not None
             and time.monotonic() - iterator.issued_at > scenario.expire_after_s
         ):
-            raise _AwsError(
+            raise AwsError(
                 "ExpiredIteratorException",
                 "Iterator expired. The iterator was created too long ago",
             )
         shard = scenario.shard(iterator.shard_id)
         if iterator.position < scenario.trim_horizon.get(shard.shard_id, 0):
-            raise _AwsError(
+            raise AwsError(
                 "TrimmedDataAccessException", f"records of {shard.shard_id} were trimmed"
             )
         limit = min(int(body.get("Limit", 1000)), 1000)

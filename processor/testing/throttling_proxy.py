@@ -15,12 +15,12 @@ from typing import Any
 
 import urllib3
 
-from processor.testing._local_server import LocalJsonServer, forward
+from processor.testing._local_server import LocalJsonServer, Served, forward
 
 __all__ = ["ThrottlingProxy"]
 
 
-class ThrottlingProxy:
+class ThrottlingProxy(Served):
     def __init__(
         self, upstream: str, *, throttle_every: int | None = None, partial_every: int | None = None
     ) -> None:
@@ -30,18 +30,7 @@ class ThrottlingProxy:
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._http = urllib3.PoolManager(maxsize=16, retries=False)
-        self._http_server = LocalJsonServer(self._handle)
-
-    @property
-    def endpoint(self) -> str:
-        return self._http_server.endpoint
-
-    def __enter__(self) -> ThrottlingProxy:
-        self._http_server.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._http_server.__exit__(*exc)
+        self._server = LocalJsonServer(self._handle)
 
     def _forward(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         return forward(self._http, self.upstream, headers, body)
