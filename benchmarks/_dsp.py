@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,16 +21,18 @@ def dsp_run(
     *,
     env: dict[str, str] | None = None,
     stderr: Path | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run `dsp run` with ``config`` (TOML without ``[dead_letter]``, which goes to a temporary
     file) against the moto server at ``endpoint`` (and ``env``, e.g. another streams endpoint;
-    its logs to ``stderr`` if given); yields once it has started; stops it."""
+    its logs to ``stderr`` if given; more command-line ``args``); yields once it has started;
+    stops it."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dsp.toml"
         path.write_text(f'{config}\n[dead_letter]\npath = "{Path(tmp) / "dl.jsonl"}"\n')
         log = stderr.open("w") if stderr is not None else None
         worker = subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "run", "--config", str(path)],
+            [sys.executable, "-m", "processor.cli", "run", "--config", str(path), *args],
             env={**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=log or subprocess.DEVNULL,

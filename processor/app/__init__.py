@@ -78,7 +78,8 @@ class App:
 
 
 def _clients(settings: Settings) -> AwsClients:
-    pool = settings.checkpoints.max_leases + _EXTRA_CONNECTIONS + _consumer_connections(settings)
+    readers = min(settings.checkpoints.max_leases, settings.stream.reader_threads)
+    pool = readers + _EXTRA_CONNECTIONS + _consumer_connections(settings)
     return clients_for(settings.aws, pool_size=min(pool, 200))
 
 
@@ -169,6 +170,7 @@ def worker_settings(settings: Settings) -> WorkerSettings:
         shutdown_deadline_s=settings.shutdown.deadline_s,
         reader_restart_base_s=settings.stream.reader_restart_base_s,
         reader_restart_max_s=settings.stream.reader_restart_max_s,
+        reader_threads=settings.stream.reader_threads,
         reader=ReaderSettings(
             get_records_limit=settings.stream.get_records_limit,
             max_records=settings.batch.max_records,

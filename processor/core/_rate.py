@@ -14,12 +14,16 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._next = monotonic()
 
-    def acquire(self, records: int, stop: threading.Event) -> None:
-        """Wait until ``records`` more may go; returns early (without waiting) once stopping."""
+    def reserve(self, records: int) -> float:
+        """Take ``records`` from the bucket; the seconds to wait before they may go."""
         with self._lock:
             now = self._monotonic()
             start = max(now, self._next)
             self._next = start + records / self.rate
-            wait = start - now
+            return start - now
+
+    def acquire(self, records: int, stop: threading.Event) -> None:
+        """Wait until ``records`` more may go; returns early (without waiting) once stopping."""
+        wait = self.reserve(records)
         if wait > 0:
             stop.wait(wait)

@@ -1,9 +1,26 @@
-"""Sleeping that a stop request interrupts (the default ``sleep`` of every retry policy)."""
+"""Waiting that a stop request interrupts, and waits handed to whoever runs a step generator.
+
+A long-running loop (a shard reader) is written as a *step generator*: instead of sleeping it
+yields the seconds it wants to wait, and whoever drives it decides how: :func:`drive` waits
+on a stop event in the calling thread; :class:`processor.sources.pool.StepPool` runs
+thousands of them on a few threads. Retry policies stay tenacity's (:func:`retry_steps`).
+"""
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import TypeVar
+
+from tenacity import DoAttempt, DoSleep, RetryCallState, Retrying
+
+__all__ = ["Steps", "drive", "interruptible_sleep", "just", "retry_steps"]
+
+T = TypeVar("T")
+
+#: a loop that yields the seconds it wants to wait and returns its result
+Steps = Generator[float, None, T]
 
 
 def interruptible_sleep(stop: threading.Event) -> Callable[[float], None]:
@@ -13,3 +30,49 @@ def interruptible_sleep(stop: threading.Event) -> Callable[[float], None]:
         stop.wait(seconds)
 
     return sleep
+
+
+def drive(steps: Steps[T], stop: threading.Event) -> T:
+    """Run ``steps`` in this thread: each wait is a wait on ``stop`` (cut short once set)."""
+    try:
+        wait = next(steps)
+        while True:
+            if wait > 0:
+                stop.wait(wait)
+            wait = steps.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def just(call: Callable[[], T]) -> Steps[T]:
+    """``call()`` as steps that never wait."""
+    return call()
+    yield  # pragma: no cover (makes this a generator)
+
+
+def retry_steps(retrying: Retrying, attempt: Callable[[], Steps[T]]) -> Steps[T]:
+    """Run ``attempt`` under ``retrying``'s policy (its stop, wait, retry, before_sleep and
+    reraise), yielding the policy's waits instead of sleeping them.
+
+    This drives tenacity's own decision step (``Retrying.iter``), as tenacity's
+    AsyncRetrying does, because the steps may resume on another thread: tenacity keeps its
+    statistics per thread, so they are begun afresh before each decision (we read none)."""
+    policy = retrying.copy()
+    state = RetryCallState(policy, fn=None, args=(), kwargs={})
+    while True:
+        policy.begin()
+        action = policy.iter(retry_state=state)
+        if isinstance(action, DoAttempt):
+            try:
+                value = yield from attempt()
+            except GeneratorExit:  # closed while waiting: not an outcome of the attempt
+                raise
+            except BaseException:  # noqa: BLE001 - what tenacity's AttemptManager records
+                state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+            else:
+                state.set_result(value)
+        elif isinstance(action, DoSleep):
+            state.prepare_for_next_attempt()
+            yield float(action)
+        else:
+            return action  # type: ignore[no-any-return]

@@ -4,10 +4,9 @@ worker's snapshot."""
 
 from __future__ import annotations
 
-import functools
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 from tenacity import (
@@ -18,13 +17,14 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from processor.core._waiting import Steps, retry_steps
 from processor.errors import LeaseLostError, ProcessorError
 from processor.leases.model import LeaseStore
 from processor.leases.snapshot import WorkerSnapshot
 from processor.sources.processors import ReaderOutcome
 from processor.sources.reader import ReaderSettings, ShardReader
 
-__all__ = ["RunSummary", "Running", "WorkerSettings", "renew_one", "run_with_restarts", "snapshot"]
+__all__ = ["RunSummary", "Running", "WorkerSettings", "renew_one", "restart_steps", "snapshot"]
 
 log = structlog.get_logger()
 
@@ -45,6 +45,8 @@ class WorkerSettings:
     #: after a full-jitter exponential backoff from this base up to the cap
     reader_restart_base_s: float = 1.0
     reader_restart_max_s: float = 60.0
+    #: the most threads reading shards at once, however many shards are owned
+    reader_threads: int = 32
     reader: ReaderSettings = field(default_factory=ReaderSettings)
 
 
@@ -74,40 +76,50 @@ class RunSummary:
         return outcome
 
 
-def _wait_on(stop: threading.Event, seconds: float) -> None:
-    stop.wait(seconds)
-
-
 class _ReaderFailed(Exception):
     """A reader run ended with an unexpected error: restarted after a backoff."""
+
+
+class Alive(Protocol):
+    """What runs a reader (a pool's task): alive until the reader's run ended."""
+
+    def is_alive(self) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
 
 
 @dataclass(slots=True)
 class Running:
     reader: ShardReader
-    thread: threading.Thread
+    task: Alive | None = None
     outcome: ReaderOutcome | None = None
     handoff: bool = False
 
+    def is_alive(self) -> bool:
+        return self.task is not None and self.task.is_alive()
 
-def run_with_restarts(
+
+def restart_steps(
     running: Running,
     settings: WorkerSettings,
-    restart_sleep: Callable[[threading.Event, float], None],
-) -> None:
+    on_restart_wait: Callable[[float], None] | None = None,
+) -> Steps[None]:
     """Run the reader; after an unexpected failure, run it again (it resumes after its
     checkpoint) with capped exponential backoff and full jitter, keeping the lease, until
     it reads, stops or loses the lease. A fatal failure (trimmed data under
-    ``on_trimmed = "fail"``) is not retried."""
+    ``on_trimmed = "fail"``) is not retried. The backoff is yielded, like the reader's own
+    waits; ``on_restart_wait`` sees each one."""
     reader = running.reader
 
-    def attempt() -> ReaderOutcome:
-        outcome = reader.run()
+    def attempt() -> Steps[ReaderOutcome]:
+        outcome = yield from reader.steps()
         if outcome is ReaderOutcome.FAILED and reader.failure is None:
             raise _ReaderFailed(reader.last_error or "reader failed")
         return outcome
 
     def before_sleep(state: RetryCallState) -> None:
+        if on_restart_wait is not None:
+            on_restart_wait(state.upcoming_sleep)
         log.warning(
             "shard_reader_restarting",
             shard_id=reader.shard_id,
@@ -123,12 +135,11 @@ def run_with_restarts(
             max=settings.reader_restart_max_s,
         ),
         retry=retry_if_exception_type(_ReaderFailed),
-        sleep=functools.partial(restart_sleep, reader.stop),
         before_sleep=before_sleep,
         reraise=True,
     )
     try:
-        running.outcome = retrying(attempt)
+        running.outcome = yield from retry_steps(retrying, attempt)
     except _ReaderFailed:
         running.outcome = ReaderOutcome.FAILED
 

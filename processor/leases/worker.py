@@ -1,8 +1,11 @@
-"""Lease acquisition, one reader thread per owned shard, renewal, graceful shutdown.
+"""Lease acquisition, a reader per owned shard on a bounded pool of threads, renewal,
+graceful shutdown.
 
 The main loop (one thread) discovers shards, creates missing lease items, takes leases of
 ready shards (lineage: children only after their parents finished), starts a
-:class:`~processor.sources.reader.ShardReader` thread per owned shard, renews leases, and notices
+:class:`~processor.sources.reader.ShardReader` per owned shard in the reader pool
+(:class:`~processor.sources.pool.StepPool`: at most ``reader_threads`` threads, whatever the
+number of shards), renews leases, and notices
 when every owned shard has been idle long enough (``--stop-when-idle``). On stop it tells
 readers to finish their in-flight batch, waits up to the shutdown deadline, and releases the
 leases it still holds so another replica can take over at once.
@@ -28,14 +31,14 @@ from processor.leases.readers import (
     Running,
     RunSummary,
     WorkerSettings,
-    _wait_on,
     renew_one,
-    run_with_restarts,
+    restart_steps,
     snapshot,
 )
 from processor.leases.snapshot import WorkerSnapshot, readiness
 from processor.sources.base import StreamSource
 from processor.sources.lineage import Shard
+from processor.sources.pool import StepPool, WakingEvent
 from processor.sources.processors import DispatchProcessor, ReaderOutcome, ShardProcessor
 from processor.sources.reader import RecordWindow, ShardReader
 
@@ -92,8 +95,9 @@ class Worker:
         self._scanned = False  # a lease scan happened (readiness of a replica with no lease)
         self._next_discovery = self._next_take = self._next_renewal = 0.0
         self._idle_started: float | None = None
-        #: how a reader waits before a restart (injectable: tests record the backoff)
-        self._restart_sleep: Callable[[threading.Event, float], None] = _wait_on
+        #: sees each wait before a reader's restart (tests record the backoff)
+        self._on_restart_wait: Callable[[float], None] | None = None
+        self._pool: StepPool | None = None  # started with the first reader
 
     # -- discovery and leases -----------------------------------------------------------------
 
@@ -174,7 +178,7 @@ class Worker:
                 self._take_soon = True  # its children may be ready now
                 return
             position = chosen
-        stop = threading.Event()
+        stop = WakingEvent()
         reader = ShardReader(
             adapter=self._adapter,
             stream_arn=self._stream_arn,
@@ -189,21 +193,21 @@ class Worker:
             window=self._window,
             rate=self._rate,
         )
-        running = Running(reader=reader, thread=threading.Thread(target=lambda: None))
-        running.thread = threading.Thread(
-            target=run_with_restarts,
-            args=(running, self.settings, self._restart_sleep),
+        running = Running(reader=reader)
+        if self._pool is None:
+            self._pool = StepPool(self.settings.reader_threads)
+        running.task = self._pool.submit(
+            restart_steps(running, self.settings, self._on_restart_wait),
             name=f"reader-{lease.shard_id}",
-            daemon=True,
+            stop=stop,
         )
         self._running[lease.shard_id] = running
-        running.thread.start()
 
     def _reap(self) -> bool:
         """Forget readers that ended; True when a shard finished (children may be ready)."""
         any_finished = False
         for shard_id, running in list(self._running.items()):
-            if running.thread.is_alive():
+            if running.is_alive():
                 continue
             del self._running[shard_id]
             outcome = self.summary.absorb(running)
@@ -339,7 +343,7 @@ class Worker:
             running.reader.stop.set()
         self._drain(self._monotonic() + self.settings.shutdown_deadline_s)
         for shard_id, running in self._running.items():
-            if running.thread.is_alive():
+            if running.is_alive():
                 log.error(
                     "reader_did_not_stop",
                     shard_id=shard_id,
@@ -350,19 +354,23 @@ class Worker:
                 self._release(running.reader.lease)
         self._reap()
         self._renewals.shutdown(wait=False)
+        if self._pool is not None:
+            self._pool.close()
 
     def _drain(self, deadline: float) -> None:
         """Wait for the readers until ``deadline``, renewing their leases as usual."""
         next_renewal = self._monotonic() + self.settings.renew_interval_s
         while True:
-            alive = [r for r in self._running.values() if r.thread.is_alive()]
+            alive = [r for r in self._running.values() if r.is_alive()]
             now = self._monotonic()
             if not alive or now >= deadline:
                 return
             if now >= next_renewal:
                 self._renew()
                 next_renewal = now + self.settings.renew_interval_s
-            alive[0].thread.join(max(0.0, min(deadline, next_renewal) - now))
+            task = alive[0].task
+            assert task is not None
+            task.join(max(0.0, min(deadline, next_renewal) - now))
 
 
 def _peak_rss_mb() -> float:

@@ -91,6 +91,9 @@ class StreamSettings(_Section):
     #: a reader that fails (AccessDenied, say) restarts after full-jitter exponential backoff
     reader_restart_base_s: float = Field(default=1.0, gt=0, le=60)
     reader_restart_max_s: float = Field(default=60.0, gt=0, le=3600)
+    #: the most threads reading shards at once (GetRecords and the consumers' work), however
+    #: many shards this process owns; waiting readers hold no thread
+    reader_threads: int = Field(default=32, ge=1, le=1000)
     #: how coarse the source's ApproximateCreationDateTime is: 1 (AWS rounds down to the
     #: second), 60 for DynamoDB Local (to the minute); replays from a time allow for it
     timestamp_granularity_s: float = Field(default=1.0, gt=0, le=3600)

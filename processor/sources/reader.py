@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 from tenacity import (
@@ -28,7 +29,7 @@ from tenacity import (
 )
 
 from processor.core._rate import RateLimiter
-from processor.core._waiting import interruptible_sleep
+from processor.core._waiting import Steps, drive, just, retry_steps
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.reorder import ReorderWindow
@@ -47,6 +48,8 @@ from processor.sources.processors import DispatchProcessor, ReaderOutcome, Shard
 __all__ = ["ReaderSettings", "RecordWindow", "ShardEndNotCheckpointed", "ShardReader"]
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 
 #: Replay's range: keeps the records of a page that are in range, and says whether the end
@@ -176,7 +179,7 @@ class ShardReader:
             error=str(exc),
         )
 
-    def _with_retries(self, call: Callable[[], str | Page]) -> str | Page:
+    def _with_retries(self, call: Callable[[], T]) -> Steps[T]:
         """Transient failures (throttling after botocore's own retries, 5xx) back off here."""
         retrying = Retrying(
             stop=stop_when_event_set(self.stop),
@@ -184,12 +187,11 @@ class ShardReader:
                 multiplier=0.5, max=self._settings.poll_interval_max_s * 5
             ),
             retry=retry_if_exception_type(TransientError),
-            sleep=interruptible_sleep(self.stop),
             before_sleep=self._log_stream_retry,
             reraise=True,
         )
         try:
-            return retrying(call)
+            return (yield from retry_steps(retrying, lambda: just(call)))
         except TransientError as exc:
             if self.stop.is_set():
                 raise ShutdownRequested("stop requested while retrying a stream call") from exc
@@ -198,14 +200,19 @@ class ShardReader:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> ReaderOutcome:
-        """Read until stopped, finished or failed. May be called again after FAILED (the
-        worker's restart policy): it resumes after the last handled record."""
+        """Read until stopped, finished or failed, in this thread. May be called again after
+        FAILED (the worker's restart policy): it resumes after the last handled record."""
+        return drive(self.steps(), self.stop)
+
+    def steps(self) -> Steps[ReaderOutcome]:
+        """:meth:`run` as a step generator: it yields where it would wait (between polls,
+        retries, read budgets), so a pool can run many readers on few threads."""
         structlog.contextvars.bind_contextvars(shard_id=self.shard_id)
         self.last_read = self.last_handled
         self.caught_up = False
         outcome = ReaderOutcome.FAILED
         try:
-            outcome = self._run()
+            outcome = yield from self._run()
         except ShutdownRequested:
             outcome = ReaderOutcome.STOPPED
         except LeaseLostError:
@@ -295,24 +302,24 @@ class ShardReader:
         self._initial_position = ("TRIM_HORIZON", None)
         return self._adapter.get_iterator(self._stream_arn, self.shard_id, "TRIM_HORIZON")
 
-    def _acquire(self) -> str:
+    def _acquire(self) -> Steps[str]:
         try:
-            return self._with_retries(self._iterator)  # type: ignore[return-value]
+            return (yield from self._with_retries(self._iterator))
         except TrimmedDataError as exc:
             return self._trimmed(exc)
 
-    def _run(self) -> ReaderOutcome:
+    def _run(self) -> Steps[ReaderOutcome]:
         log.info(
             "shard_reader_started", checkpoint=self.last_handled, position=self._initial_position
         )
         settings = self._settings
         self.processor.start(self)
-        iterator: str = self._acquire()
+        iterator: str = yield from self._acquire()
         delay = settings.poll_interval_min_s
         buffer: list[StreamRecord] = []
         window_started = 0.0
         while not self.stop.is_set():
-            page = self._get_page(iterator)
+            page = yield from self._get_page(iterator)
             if isinstance(page, str):  # expired or trimmed: a fresh iterator
                 iterator = page
                 continue
@@ -322,7 +329,7 @@ class ShardReader:
             ended = page.next_iterator is None or window_ended
             if self._reorder is not None:
                 if ended:  # the shard is drained: nothing may stay held
-                    buffer = self._drain_reorder(buffer, records)
+                    buffer = yield from self._drain_reorder(buffer, records)
                     records = []
                 else:
                     self._reorder.add(records, self._monotonic())
@@ -334,14 +341,14 @@ class ShardReader:
                 buffer.extend(records)
             window_over = self._monotonic() - window_started >= settings.max_window_s
             if buffer and (ended or window_over or len(buffer) >= settings.max_records):
-                buffer = self._handle(buffer, flush=ended or window_over)
+                buffer = yield from self._handle(buffer, flush=ended or window_over)
                 window_started = self._monotonic()
             if ended:
                 self._finish_shard()
                 return ReaderOutcome.FINISHED
             iterator = page.next_iterator  # type: ignore[assignment]
             if not page.records:
-                self._at_tip(delay, buffer, window_started)
+                yield from self._at_tip(delay, buffer, window_started)
                 delay = min(delay * 2, self._poll_cap())
         return ReaderOutcome.STOPPED
 
@@ -354,20 +361,24 @@ class ShardReader:
             return idle
         return settings.poll_interval_max_s
 
-    def _get_page(self, iterator: str) -> Page | str:
+    def _get_page(self, iterator: str) -> Steps[Page | str]:
         """The next page, or a fresh iterator when this one expired or its data was trimmed."""
         settings = self._settings
         if self._reads is not None:  # the shard's read budget (Kinesis: 5 calls a second)
-            self._reads.acquire(1, self.stop)
+            wait = self._reads.reserve(1)
+            if wait > 0:
+                yield wait
         try:
-            return self._with_retries(
-                lambda: self._adapter.get_records(
-                    iterator, limit=settings.get_records_limit, shard_id=self.shard_id
+            return (
+                yield from self._with_retries(
+                    lambda: self._adapter.get_records(
+                        iterator, limit=settings.get_records_limit, shard_id=self.shard_id
+                    )
                 )
             )
         except IteratorExpiredError:
             log.info("iterator_expired", resume_after=self.last_read)
-            return self._acquire()
+            return (yield from self._acquire())
         except TrimmedDataError as exc:
             return self._trimmed(exc)
 
@@ -402,13 +413,15 @@ class ShardReader:
         self._store.release(self.lease)
         log.info("shard_finished", last_handled=self.last_handled, records=self.records_read)
 
-    def _at_tip(self, delay: float, buffer: list[StreamRecord], window_started: float) -> None:
+    def _at_tip(
+        self, delay: float, buffer: list[StreamRecord], window_started: float
+    ) -> Steps[None]:
         """An empty page: report an empty batch if the processor wants one, then wait before
         the next poll, never past the end of the batching window or of the reorder window."""
         held = len(self._reorder) if self._reorder is not None else 0
         self.caught_up = not buffer and not held
         if not buffer and not held and self.processor.wants_empty_batches:
-            self._await_confirmed_lease()
+            yield from self._await_confirmed_lease()
             self.processor.process(self, [])
         wait = delay
         if buffer:
@@ -416,11 +429,11 @@ class ShardReader:
             wait = min(delay, max(0.0, self._settings.max_window_s - elapsed))
         if held:
             wait = min(wait, self._settings.reorder_window_s)
-        self.stop.wait(wait)
+        yield wait
 
     def _drain_reorder(
         self, buffer: list[StreamRecord], records: list[StreamRecord]
-    ) -> list[StreamRecord]:
+    ) -> Steps[list[StreamRecord]]:
         """At a shard's end: release everything held, one prefix (at most a batch) at a
         time, each dispatched and checkpointed before the next."""
         assert self._reorder is not None
@@ -428,10 +441,10 @@ class ShardReader:
         while len(self._reorder):
             room = max(self._settings.max_records - len(buffer), 1)
             buffer.extend(self._reorder.release(self._monotonic(), limit=room, flush=True))
-            buffer = self._handle(buffer, flush=True)
+            buffer = yield from self._handle(buffer, flush=True)
         return buffer
 
-    def _await_confirmed_lease(self) -> None:
+    def _await_confirmed_lease(self) -> Steps[None]:
         """Self-fencing: wait (without delivering) until the lease was confirmed recently.
 
         Renewals run on the worker's main thread; if they lag (a slow lease table), another
@@ -447,19 +460,22 @@ class ShardReader:
                     fence_s=self._settings.lease_fence_s,
                 )
                 warned = True
-            if self.stop.wait(0.05):
+            yield 0.05
+            if self.stop.is_set():
                 raise ShutdownRequested("stop requested while waiting for the lease")
 
-    def _handle(self, records: list[StreamRecord], *, flush: bool) -> list[StreamRecord]:
+    def _handle(self, records: list[StreamRecord], *, flush: bool) -> Steps[list[StreamRecord]]:
         """Dispatch full batches (and, with ``flush``, the rest); return what is left."""
         size = self._settings.max_records
         while len(records) >= size or (flush and records):
             batch, records = records[:size], records[size:]
             last = batch[-1].sequence_number
             structlog.contextvars.bind_contextvars(sequence_number=last)
-            self._await_confirmed_lease()
-            if self._rate is not None:
-                self._rate.acquire(len(batch), self.stop)
+            yield from self._await_confirmed_lease()
+            if self._rate is not None:  # --rate: records per second across all readers
+                wait = self._rate.reserve(len(batch))
+                if wait > 0:
+                    yield wait
             self.processor.process(self, batch)
             with self._lock:
                 self.records_read += len(batch)

@@ -447,11 +447,7 @@ def _failing_worker(
         worker.settings, reader_restart_base_s=0.02, reader_restart_max_s=0.16
     )
 
-    def sleep(stop: threading.Event, seconds: float) -> None:
-        sleeps.append(seconds)
-        stop.wait(seconds)
-
-    worker._restart_sleep = sleep
+    worker._on_restart_wait = sleeps.append
     return worker
 
 
@@ -631,3 +627,48 @@ def test_a_reorder_window_restores_each_keys_order_drops_duplicates_and_checkpoi
     assert collector.seen[-1][1] == "1"
     checkpoints = [(seq, finished) for _, seq, finished in store.checkpoints]
     assert checkpoints == [("5", False), ("5", True)]
+
+
+def test_a_thousand_shards_are_read_by_a_bounded_number_of_threads() -> None:
+    """1,000 owned shards, 8 reader threads: every record arrives once and in order per key,
+    and the process never runs more threads than the pool's bound (plus the fixed ones: the
+    pool's scheduler, the renewal pool), however many shards it owns."""
+    shards = {
+        f"s{n:04d}": (
+            Shard(f"s{n:04d}", None, str(n * 10 + 1), None),  # open: polled until stopped
+            [raw(f"k{n % 50}", n * 10 + 1), raw(f"k{n % 50}", n * 10 + 2)],
+        )
+        for n in range(1000)
+    }
+    streams = FakeStreams(shards)
+    store = MemoryLeaseStore()
+    collector = Collector()
+    worker = make_worker(streams, store, collector)
+    worker.settings = dc_replace(
+        worker.settings, max_leases=1000, reader_threads=8, lease_scan_interval_s=0.2
+    )
+    before = threading.active_count()
+    most = 0
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while len(collector.seen) < 2000 and time.monotonic() < deadline:
+            most = max(most, threading.active_count())
+            time.sleep(0.005)
+        for _ in range(50):  # and while every shard is polled at its tip
+            most = max(most, threading.active_count())
+            time.sleep(0.01)
+        assert len(worker.state()["shards"]) == 1000
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    sequences = [int(s) for _, s, _ in collector.seen]
+    assert sorted(sequences) == sorted(n * 10 + k for n in range(1000) for k in (1, 2))
+    for shard_id in ("s0000", "s0500", "s0999"):
+        mine = [int(s) for _, s, shard in collector.seen if shard == shard_id]
+        assert mine == sorted(mine)
+    # the worker's main loop (this test's thread), 8 readers, the scheduler, 16 renewals
+    assert most - before <= 1 + 8 + 1 + 16, most - before
