@@ -22,11 +22,12 @@ def dsp_run(
     env: dict[str, str] | None = None,
     stderr: Path | None = None,
     args: Sequence[str] = (),
+    start_up_s: float = START_UP_S,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run `dsp run` with ``config`` (TOML without ``[dead_letter]``, which goes to a temporary
     file) against the moto server at ``endpoint`` (and ``env``, e.g. another streams endpoint;
-    its logs to ``stderr`` if given; more command-line ``args``); yields once it has started;
-    stops it."""
+    its logs to ``stderr`` if given; more command-line ``args``); yields once it has started
+    (``start_up_s`` later); stops it."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dsp.toml"
         path.write_text(f'{config}\n[dead_letter]\npath = "{Path(tmp) / "dl.jsonl"}"\n')
@@ -38,7 +39,7 @@ def dsp_run(
             stderr=log or subprocess.DEVNULL,
         )
         try:
-            time.sleep(START_UP_S)
+            time.sleep(start_up_s)
             yield worker
         finally:
             worker.terminate()

@@ -1,36 +1,40 @@
-"""One `dsp run` process owning 10 and then 100 shards of the stream double: records/s from
-the first to the last batch, and the process's peak RSS. Leases live in the moto server."""
+"""One `dsp run` process owning 10, 100 and then 1,000 open shards of the stream double, with
+100,000 records spread over them: records/s from the first to the last batch, the process's
+peak RSS, and the most threads it ran (sampled from /proc every 20 ms). It stops once every
+shard is read to its tip. Leases live in the moto server."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks._dsp import dsp_run
 from processor.testing.stream_double import Scenario, StreamDouble
 
-RECORDS_PER_SHARD = 300
+RECORDS = 100_000  # in all, spread evenly: the same work at every shard count
+SHARDS = (10, 100, 1000)
 
 
 def noop(records: list[object]) -> None:
     """A consumer that does nothing: the benchmark measures the reader, not a consumer."""
 
 
-def _run(endpoint: str, shards: int) -> tuple[float, float, int]:
-    scenario = Scenario.flat(shards, records_per_shard=RECORDS_PER_SHARD, closed=True)
+def run(endpoint: str, shards: int, *, stream: str = "") -> tuple[float, float, int, int]:
+    """(records/s, peak RSS in MB, most threads, records) for one process reading ``shards``
+    open shards to their tips; ``stream``: more `[stream]` settings."""
+    scenario = Scenario.flat(shards, records_per_shard=RECORDS // shards, closed=False)
     unique = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as tmp, StreamDouble(scenario) as double:
-        config = Path(tmp) / "dsp.toml"
-        config.write_text(
-            f"""
+        config = f"""
 [stream]
 arn = "{double.stream_arn}"
 poll_interval_min_s = 0.05
+{stream}
 [checkpoints]
 table = "scale-{unique}"
 application = "scale"
@@ -40,58 +44,46 @@ max_records = 100
 [logging]
 level = "INFO"
 format = "json"
-[dead_letter]
-path = "{Path(tmp) / "dl.jsonl"}"
 [[routes]]
 name = "noop"
 consumer = "benchmarks.scale:noop"
 """
-        )
-        env = {
-            **os.environ,
-            "DSP_AWS__ENDPOINT_URL": endpoint,
-            "DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint,
-        }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "processor.cli",
-                "run",
-                "--config",
-                str(config),
-                "--stop-when-idle",
-                "0.5",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        _, stderr = process.communicate(timeout=600)
+        log = Path(tmp) / "stderr.log"
+        streams = {"DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint}
+        threads = 0
+        args = ("--stop-when-idle", "0.5")
+        with dsp_run(
+            endpoint, config, env=streams, stderr=log, args=args, start_up_s=0
+        ) as process:
+            deadline = time.monotonic() + 900
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    threads = max(threads, len(os.listdir(f"/proc/{process.pid}/task")))
+                except FileNotFoundError:
+                    break
+                time.sleep(0.02)
+        lines = [json.loads(s) for s in log.read_text().splitlines() if s.startswith("{")]
     times = [
         datetime.fromisoformat(line["timestamp"]).timestamp()
-        for line in (json.loads(s) for s in stderr.splitlines() if s.startswith("{"))
+        for line in lines
         if line["event"] == "batch_dispatched"
     ]
-    records = shards * RECORDS_PER_SHARD
+    records = shards * (RECORDS // shards)
     span = max(times) - min(times) if len(times) > 1 else float("nan")
-    return records / span, _peak_rss_mb(stderr), records
-
-
-def _peak_rss_mb(stderr: str) -> float:
-    for line in reversed(stderr.splitlines()):
-        if line.startswith("{") and '"worker_stopped"' in line:
-            return float(json.loads(line).get("peak_rss_mb", float("nan")))
-    return float("nan")
+    stopped = [line for line in lines if line["event"] == "worker_stopped"]
+    rss = float(stopped[-1].get("peak_rss_mb", "nan")) if stopped else float("nan")
+    read = int(stopped[-1].get("records_read", 0)) if stopped else 0
+    assert read == records, f"read {read} of {records} records"
+    return records / span, rss, threads, records
 
 
 def rows(endpoint: str) -> list[str]:
     lines = [
-        "| one process, N shards of the stream double | records | records/s | peak RSS (MB) |",
-        "|---|---:|---:|---:|",
+        "| one process, N open shards of the stream double, 100,000 records in all "
+        "| records | records/s | peak RSS (MB) | most threads |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for shards in (10, 100):
-        rate, rss, records = _run(endpoint, shards)
-        lines.append(f"| {shards} shards | {records:,} | {rate:,.0f} | {rss:,.0f} |")
+    for shards in SHARDS:
+        rate, rss, threads, records = run(endpoint, shards)
+        lines.append(f"| {shards} shards | {records:,} | {rate:,.0f} | {rss:,.0f} | {threads} |")
     return lines
