@@ -52,9 +52,7 @@ consumer = "benchmarks.scale:noop"
         streams = {"DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint}
         threads = 0
         args = ("--stop-when-idle", "0.5")
-        with dsp_run(
-            endpoint, config, env=streams, stderr=log, args=args, start_up_s=0
-        ) as process:
+        with dsp_run(endpoint, config, env=streams, stderr=log, args=args, start_up_s=0) as process:
             deadline = time.monotonic() + 900
             while process.poll() is None and time.monotonic() < deadline:
                 try:

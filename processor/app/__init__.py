@@ -36,7 +36,7 @@ from processor.errors import ConfigError
 from processor.http import make_http_pool
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.model import Lease, LeaseStore
-from processor.leases.worker import PositionFor, Worker, WorkerSettings
+from processor.leases.worker import RENEWAL_THREADS, PositionFor, Worker, WorkerSettings
 from processor.multilang.shard import MultiLangProcessor
 from processor.ops.metrics import Metrics
 from processor.settings import Settings
@@ -54,7 +54,7 @@ __all__ = ["OFFLINE_UNCHECKED", "App", "build_app", "check_config"]
 log = structlog.get_logger()
 
 
-#: Reader threads per process share one boto3 client; botocore's pool must cover them all
+#: Reader and renewal threads share one boto3 client; botocore's pool must cover them all
 #: plus the main loop and the consumers' own calls.
 _EXTRA_CONNECTIONS = 8
 
@@ -79,7 +79,8 @@ class App:
 
 def _clients(settings: Settings) -> AwsClients:
     readers = min(settings.checkpoints.max_leases, settings.stream.reader_threads)
-    pool = readers + _EXTRA_CONNECTIONS + _consumer_connections(settings)
+    renewals = min(settings.checkpoints.max_leases, RENEWAL_THREADS)
+    pool = readers + renewals + _EXTRA_CONNECTIONS + _consumer_connections(settings)
     return clients_for(settings.aws, pool_size=min(pool, 200))
 
 

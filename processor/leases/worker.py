@@ -50,6 +50,9 @@ PositionFor = Callable[[Shard | None, Lease], tuple[str, str | None] | None]
 
 log = structlog.get_logger()
 
+#: leases renewed at once (one slow renewal must not delay the others)
+RENEWAL_THREADS = 16
+
 
 class Worker:
     def __init__(
@@ -89,7 +92,9 @@ class Worker:
         self._takeable = 0  # ready leases nobody holds, at the last scan (idle detection)
         self._take_soon = False
         self._expiring = 0  # ready leases of an owner that stopped renewing (idle detection)
-        self._renewals = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dsp-renew")
+        self._renewals = ThreadPoolExecutor(
+            max_workers=RENEWAL_THREADS, thread_name_prefix="dsp-renew"
+        )
         self.last_tick = monotonic()
         self.summary = RunSummary()
         self._scanned = False  # a lease scan happened (readiness of a replica with no lease)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from processor.app import worker_settings
 from processor.errors import ConfigError
 from processor.settings import load_settings
 
@@ -299,3 +300,12 @@ def test_an_idle_poll_interval_below_the_maximum_is_refused(tmp_path: Path) -> N
         environ={"DSP_STREAM__IDLE_POLL_INTERVAL_S": "10", "DSP_STREAM__IDLE_AFTER_S": "30"},
     )
     assert (s.stream.idle_poll_interval_s, s.stream.idle_after_s) == (10.0, 30.0)
+
+
+def test_reader_threads_bound_the_pool_and_must_be_positive(tmp_path: Path) -> None:
+    """`stream.reader_threads` reaches the worker; 0 is refused naming the key."""
+    err = config_error(tmp_path, VALID, {"DSP_STREAM__READER_THREADS": "0"})
+    assert err.key == "stream.reader_threads"
+    settings = load_settings(write(tmp_path, VALID), environ={"DSP_STREAM__READER_THREADS": "8"})
+    assert worker_settings(settings).reader_threads == 8
+    assert worker_settings(load_settings(write(tmp_path, VALID))).reader_threads == 32
