@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextvars
 import heapq
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -105,8 +105,14 @@ class StepPool:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.size = size
+        self._name = name
         self._monotonic = monotonic
-        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+        # Worker threads are daemons, as reader threads always were: the worker gives readers
+        # a shutdown deadline and then exits, even past a consumer stuck in a step (a
+        # ThreadPoolExecutor would hold the interpreter at exit until that step returned).
+        self._ready: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)  # released by each worker waiting for a task
         self._lock = threading.Condition()
         self._heap: list[tuple[float, int, int, Task]] = []
         self._order = itertools.count()  # ties: first come, first served
@@ -133,7 +139,8 @@ class StepPool:
             self._closed = True
             self._lock.notify_all()
         self._scheduler.join(5)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for _ in self._threads:
+            self._ready.put(None)  # each idle worker ends; a stuck one is a daemon
 
     # -- scheduling (under the lock) ----------------------------------------------------------
 
@@ -167,7 +174,25 @@ class StepPool:
                 heapq.heappop(self._heap)
                 task.running = True
                 task.woken = False
-                self._executor.submit(self._run, task)
+                self._hand(task)
+
+    def _hand(self, task: Task) -> None:
+        """Give ``task`` to an idle worker, or start one while fewer than ``size`` run."""
+        if not self._idle.acquire(timeout=0) and len(self._threads) < self.size:
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        self._ready.put(task)
+
+    def _work(self) -> None:
+        while True:
+            task = self._ready.get()
+            if task is None:
+                return
+            self._run(task)
+            self._idle.release()
 
     def _run(self, task: Task) -> None:
         with self._lock:

@@ -231,3 +231,28 @@ def test_closing_retry_steps_while_it_waits_does_not_count_as_an_attempt() -> No
     steps = retry_steps(_policy(5), attempt)
     assert next(steps) == 1.0
     steps.close()  # raises RuntimeError if GeneratorExit were swallowed as a failed attempt
+
+
+def test_a_step_that_never_returns_does_not_keep_the_process_alive() -> None:
+    """The worker gives readers a shutdown deadline, then exits: a consumer stuck in a step
+    must not hold the interpreter at exit (reader threads were daemons before the pool)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    script = """
+import threading
+from processor.sources.pool import StepPool
+pool = StepPool(2, name="stuck")
+def stuck():
+    threading.Event().wait()  # a consumer call that never returns
+    yield 0.0
+pool.submit(stuck(), name="stuck")
+import time; time.sleep(0.2)
+pool.close()
+print("closed", flush=True)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "closed" in done.stdout
