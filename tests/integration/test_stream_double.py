@@ -226,3 +226,36 @@ def test_closed_shards_are_never_read_again(tmp_path: Path, endpoint: str, uniqu
 
 
 _ = (Any, structlog)
+
+
+def test_two_reader_threads_read_every_generation_under_throttling(
+    tmp_path: Path, endpoint: str, unique: str
+) -> None:
+    """`reader_threads = 2` on three generations of splits and throttled GetRecords (the
+    leases in moto, the app built from its file): every record once and in key order, and
+    never more than two reader threads, though up to 4 shards are owned at once."""
+    scenario = Scenario.tree(generations=3, fanout=2, records_per_shard=15, keys=6)
+    scenario.throttle_every = 3
+    most: list[int] = [0]
+    running = threading.Event()
+
+    def sample() -> None:
+        while not running.wait(0.005):
+            readers = [t for t in threading.enumerate() if t.name.startswith("dsp-reader_")]
+            most[0] = max(most[0], len(readers))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with StreamDouble(scenario) as double:
+        summary = run(
+            tmp_path,
+            endpoint,
+            double,
+            unique,
+            extra="reader_threads = 2\nget_records_limit = 4",
+        )
+    running.set()
+    sampler.join(5)
+    assert_once_in_key_order(scenario)
+    assert summary.shards_finished == 3  # the root and its two children; 4 stay open
+    assert 1 <= most[0] <= 2
