@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from processor.core.values import decode_image
+from processor.core.values import decode_image, decode_image_json
 from processor.errors import RecordError
 
 __all__ = ["EventName", "StreamRecord"]
@@ -243,16 +243,27 @@ class StreamRecord:
             self._keys = decode_image(self.wire_keys)
         return self._keys  # type: ignore[no-any-return]
 
+    def _decoded(self, name: str) -> dict[str, Any] | None:
+        """An image as TypeDeserializer gives it. Still in its JSON bytes, it is decoded
+        straight from them (the bytes stay, should its DynamoDB JSON be wanted later)."""
+        lazy = self._lazy
+        if lazy and name in lazy and name not in self._raw["dynamodb"]:
+            image = decode_image_json(lazy[name])
+            if image is not None:
+                return image
+            # not taken: decoded as before, with the same values and errors
+        return decode_image(self._image(name))
+
     @property
     def new_image(self) -> dict[str, Any] | None:
         if self._new is _UNSET:
-            self._new = decode_image(self.wire_new_image)
+            self._new = self._decoded("NewImage")
         return self._new  # type: ignore[no-any-return]
 
     @property
     def old_image(self) -> dict[str, Any] | None:
         if self._old is _UNSET:
-            self._old = decode_image(self.wire_old_image)
+            self._old = self._decoded("OldImage")
         return self._old  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:

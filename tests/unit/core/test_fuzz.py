@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.webhook.subscriptions import parse_item
-from processor.core.values import decode_image, decode_value
+from processor.core.values import decode_image, decode_image_json, decode_value
 from processor.errors import ConfigError, RecordError, TransientError
 from processor.settings import load_settings
 from processor.sources.dynamodb.wire import decode_page
@@ -96,6 +96,22 @@ def test_the_attribute_decoder_takes_any_value(value: Any) -> None:
         decode_value(value)
     with contextlib.suppress(RecordError):
         decode_image({"a": value} if not isinstance(value, dict) else value)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(st.dictionaries(st.text(max_size=4), ATTRIBUTE, max_size=4), JSON))
+def test_the_image_decoder_from_bytes_agrees_with_the_dict_decoder(image: Any) -> None:
+    """From JSON bytes, an image decodes to exactly what decode_image gives for the decoded
+    JSON; whatever decode_image refuses (or cannot take) is left to it (None)."""
+    fast = decode_image_json(json.dumps(image).encode())
+    try:
+        expected = decode_image(image)
+    except RecordError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == expected
+        assert repr(fast) == repr(expected)  # Decimal exponents, set and dict order too
 
 
 @settings(max_examples=300, deadline=None)

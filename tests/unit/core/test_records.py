@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 
 from processor.core import records as records_module
 from processor.core.records import EventName, StreamRecord
-from processor.core.values import decode_image, decode_value, plain_image, to_client_image
+from processor.core.values import (
+    decode_image,
+    decode_image_json,
+    decode_value,
+    plain_image,
+    to_client_image,
+)
 from processor.errors import RecordError
 from processor.sources.dynamodb.wire import decode_page
 from processor.testing import make_record
@@ -346,3 +352,69 @@ def test_malformed_values_in_images_are_record_errors_on_every_path(bad: Any) ->
     for convert in (decode_image, to_client_image, plain_image):
         with pytest.raises(RecordError):
             convert(image)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_strings, client_values, max_size=6))
+def test_an_image_from_its_json_bytes_equals_type_deserializer(image: dict[str, Any]) -> None:
+    """The straight-from-bytes image decoder gives TypeDeserializer's values exactly
+    (reprs too: Decimal exponents, Binary, sets)."""
+    deserialize = TypeDeserializer().deserialize
+    expected = {k: deserialize(v) for k, v in image.items()}
+    data = json.dumps({k: to_wire(v) for k, v in image.items()}).encode()
+    decoded = decode_image_json(data)
+    assert decoded == expected
+    assert repr(decoded) == repr(expected)
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        ({"a": {"S": "x", "N": "1"}}, "exactly one type tag"),
+        ({"a": {}}, "exactly one type tag"),
+        ({"a": {"Q": "1"}}, "unknown AttributeValue type tag"),
+        ({"a": {"N": "NaN"}}, "malformed N"),
+        ({"a": {"N": "1" * 39}}, "malformed N"),
+        ({"a": {"B": "not base64!"}}, "not valid base64"),
+        ({"a": {"M": {"b": {"L": [{"S": "x", "BOOL": True}]}}}}, "malformed M value"),
+    ],
+)
+def test_a_malformed_image_read_from_a_page_fails_as_before(
+    image: dict[str, Any], reason: str
+) -> None:
+    """The bytes path takes no malformed image: the record raises the documented
+    RecordError naming the problem, as the DynamoDB JSON path always did."""
+    assert decode_image_json(json.dumps(image).encode()) is None
+    page = {
+        "Records": [
+            {
+                "eventID": "e",
+                "eventName": "MODIFY",
+                "dynamodb": {"Keys": {"pk": {"S": "1"}}, "NewImage": image, "SequenceNumber": "1"},
+            }
+        ]
+    }
+    (record,), _, _ = decode_page(json.dumps(page).encode(), "s")
+    with pytest.raises(RecordError, match=reason):
+        _ = record.new_image
+    with pytest.raises(RecordError, match=reason):
+        decode_image(image)
+
+
+def test_reading_an_image_keeps_its_dynamodb_json_for_later() -> None:
+    """Decoding NewImage straight from its bytes still leaves the wire form to whoever wants
+    it afterwards (batch_write, webhook bodies, filters on images)."""
+    wire = {"n": {"N": "1.50"}, "b": {"B": "AP8="}, "ss": {"SS": ["b", "a"]}}
+    page = {
+        "Records": [
+            {
+                "eventID": "e",
+                "eventName": "MODIFY",
+                "dynamodb": {"Keys": {"pk": {"S": "1"}}, "NewImage": wire, "SequenceNumber": "1"},
+            }
+        ]
+    }
+    (record,), _, _ = decode_page(json.dumps(page).encode(), "s")
+    assert record.new_image == {"n": Decimal("1.50"), "b": Binary(b"\x00\xff"), "ss": {"a", "b"}}
+    assert record.wire_new_image == wire
+    assert record.raw["dynamodb"]["NewImage"] == wire
