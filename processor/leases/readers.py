@@ -165,7 +165,12 @@ def renew_one(store: LeaseStore, running: Running, owner: str) -> None:
 
 
 def snapshot(
-    summary: RunSummary, running: list[Running], *, takeable: int, now: float
+    summary: RunSummary,
+    running: list[Running],
+    *,
+    takeable: int,
+    now: float,
+    pool: tuple[int, int, int] = (0, 0, 0),
 ) -> WorkerSnapshot:
     """Counters (ended readers' in ``summary`` plus the running ones'), and per owned shard
     its lag and last poll."""
@@ -181,6 +186,9 @@ def snapshot(
         "shards_unowned": takeable,
         "trimmed_skips": len(summary.trimmed_skips)
         + sum(len(r.reader.trimmed_skips) for r in running),
+        "reader_threads": pool[0],
+        "readers_busy": pool[1],
+        "readers_queued": pool[2],
         "shards": [
             {
                 "shard_id": r.reader.shard_id,

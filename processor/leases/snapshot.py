@@ -36,6 +36,11 @@ class WorkerSnapshot(TypedDict):
     #: ready shards no live worker owns (free or timed out), at the last lease scan
     shards_unowned: int
     trimmed_skips: int
+    #: the reader pool: its bound, readers in a step now, readers due but waiting for a
+    #: thread (above 0 for long: raise stream.reader_threads)
+    reader_threads: int
+    readers_busy: int
+    readers_queued: int
     shards: list[ShardSnapshot]
 
 

@@ -255,7 +255,12 @@ class Worker:
     def state(self) -> WorkerSnapshot:
         """A snapshot for metrics: counters, and per owned shard its lag and last poll."""
         running = list(self._running.values())
-        return snapshot(self.summary, running, takeable=self._takeable, now=self._monotonic())
+        threads = self.settings.reader_threads
+        pool = self._pool
+        figures = (threads, pool.busy, pool.queued) if pool is not None else (threads, 0, 0)
+        return snapshot(
+            self.summary, running, takeable=self._takeable, now=self._monotonic(), pool=figures
+        )
 
     def alive(self) -> bool:
         """The main loop ticked recently (it ticks every ``tick_s``)."""

@@ -76,6 +76,20 @@ def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
     )
     unowned.add_metric([], state["shards_unowned"])
     yield unowned
+    threads = GaugeMetricFamily(
+        "dsp_reader_threads",
+        "The reader pool's threads: its bound (limit) and those running a reader now (busy)",
+        labels=["state"],
+    )
+    threads.add_metric(["limit"], state["reader_threads"])
+    threads.add_metric(["busy"], state["readers_busy"])
+    yield threads
+    queued = GaugeMetricFamily(
+        "dsp_readers_queued",
+        "Readers due to run but waiting for a free reader thread (stream.reader_threads)",
+    )
+    queued.add_metric([], state["readers_queued"])
+    yield queued
     trimmed = CounterMetricFamily(
         "dsp_trimmed_ranges_skipped", "Trimmed ranges skipped (on_trimmed = skip)"
     )

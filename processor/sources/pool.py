@@ -119,10 +119,12 @@ class StepPool:
         self._closed = False
         self._scheduler = threading.Thread(target=self._schedule, name=f"{name}-due", daemon=True)
         self._scheduler.start()
-        #: steps run and the most run at once (for tests and the bench)
+        #: steps run, running now and the most run at once; readers due and handed over but
+        #: waiting for a free thread (the pool is saturated while this stays above 0)
         self.steps_run = 0
         self.busy = 0
         self.most_busy = 0
+        self.queued = 0
 
     def submit(self, steps: Steps[Any], *, name: str, stop: WakingEvent | None = None) -> Task:
         """Run ``steps`` from now; ``stop``, when set, wakes it."""
@@ -184,6 +186,7 @@ class StepPool:
             )
             self._threads.append(thread)
             thread.start()
+        self.queued += 1
         self._ready.put(task)
 
     def _work(self) -> None:
@@ -196,6 +199,7 @@ class StepPool:
 
     def _run(self, task: Task) -> None:
         with self._lock:
+            self.queued -= 1
             self.busy += 1
             self.most_busy = max(self.most_busy, self.busy)
         wait = task._step()

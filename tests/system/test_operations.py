@@ -162,6 +162,9 @@ url = "{receiver.url}/ops"
             assert metric(text, "dsp_records_total", route="hook", outcome="delivered") == 24
             assert metric(text, "dsp_records_read_total") == 24
             assert metric(text, "dsp_leases_owned") == 4
+            assert metric(text, "dsp_reader_threads", state="limit") == 32
+            assert 0 <= metric(text, "dsp_reader_threads", state="busy") <= 4
+            assert metric(text, "dsp_readers_queued") >= 0
             assert metric(text, "dsp_consumer_events_total", route="hook", event="posted") == 24
             observed_calls = metric(text, "dsp_consumer_call_seconds_count", route="hook")
             assert observed_calls >= 4  # the latency histogram saw every consumer call

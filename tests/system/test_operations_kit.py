@@ -36,6 +36,9 @@ class FakeWorker:
             "reader_failures": 0,
             "shards_unowned": 0,
             "trimmed_skips": 0,
+            "reader_threads": 32,
+            "readers_busy": 1,
+            "readers_queued": 0,
             "shards": [{"shard_id": "s1", "lag_s": 1.0}],
         }
 

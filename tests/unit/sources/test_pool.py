@@ -256,3 +256,28 @@ print("closed", flush=True)
     )
     assert done.returncode == 0, done.stderr
     assert "closed" in done.stdout
+
+
+def test_readers_waiting_for_a_thread_are_counted() -> None:
+    """`queued` (exported as dsp_readers_queued) counts readers due but waiting for a free
+    thread: the saturation signal for stream.reader_threads."""
+    pool = StepPool(1, name="test-pool")
+    release = threading.Event()
+
+    def blocking() -> Steps:
+        release.wait(10)  # a consumer call holding the only thread
+        yield 0.0
+        return None
+
+    try:
+        first = pool.submit(blocking(), name="a")
+        second = pool.submit(blocking(), name="b")
+        _wait_until(lambda: pool.busy == 1 and pool.queued == 1)
+        assert (pool.busy, pool.queued) == (1, 1)
+        release.set()
+        first.join(5)
+        second.join(5)
+        _wait_until(lambda: pool.queued == 0 and pool.busy == 0)
+        assert (pool.busy, pool.queued) == (0, 0)
+    finally:
+        pool.close()
