@@ -85,3 +85,15 @@ def rows(endpoint: str) -> list[str]:
         rate, rss, threads, records = run(endpoint, shards)
         lines.append(f"| {shards} shards | {records:,} | {rate:,.0f} | {rss:,.0f} | {threads} |")
     return lines
+
+
+if __name__ == "__main__":  # python -m benchmarks.scale [SHARDS ...]: these rows alone
+    import sys
+
+    from processor.testing import moto_server
+
+    counts = [int(arg) for arg in sys.argv[1:]] or list(SHARDS)
+    with moto_server() as moto_endpoint:
+        for count in counts:
+            rate_, rss_, threads_, records_ = run(moto_endpoint, count)
+            print(f"| {count} shards | {records_:,} | {rate_:,.0f} | {rss_:,.0f} | {threads_} |")
