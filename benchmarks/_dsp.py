@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from processor.testing.stream_double import Scenario, StreamDouble
 
 START_UP_S = 3.0  # imports, the lease table, the first poll
 
@@ -46,3 +51,56 @@ def dsp_run(
             worker.wait(timeout=30)
             if log is not None:
                 log.close()
+
+
+def noop(records: list[object]) -> None:
+    """A consumer that does nothing: these benchmarks measure the worker, not a consumer."""
+
+
+@contextmanager
+def dsp_on_double(
+    endpoint: str,
+    scenario: Scenario,
+    *,
+    name: str,
+    stream: str = "",
+    checkpoints: str = "",
+    args: Sequence[str] = (),
+    start_up_s: float = START_UP_S,
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`dsp run` owning every shard of ``scenario`` (served by the stream double), leases in
+    the moto server at ``endpoint``, one no-op route, JSON logs at INFO; yields the process
+    and its log file. ``stream`` / ``checkpoints``: more settings of those sections."""
+    with tempfile.TemporaryDirectory() as tmp, StreamDouble(scenario) as double:
+        config = f"""
+[stream]
+arn = "{double.stream_arn}"
+{stream}
+[checkpoints]
+table = "{name}-{uuid.uuid4().hex[:8]}"
+application = "{name}"
+max_leases = {len(scenario.shards)}
+{checkpoints}
+[logging]
+level = "INFO"
+format = "json"
+[[routes]]
+name = "noop"
+consumer = "benchmarks._dsp:noop"
+"""
+        log = Path(tmp) / "stderr.log"
+        streams = {"DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint}
+        with dsp_run(
+            endpoint, config, env=streams, stderr=log, args=args, start_up_s=start_up_s
+        ) as process:
+            yield process, log
+
+
+def log_events(log: Path) -> list[dict[str, Any]]:
+    """The JSON log lines of a `dsp run`."""
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def threads_of(pid: int) -> int:
+    """How many threads the process runs now (from /proc)."""
+    return len(os.listdir(f"/proc/{pid}/task"))

@@ -7,21 +7,14 @@ this process, not in the measured one."""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from benchmarks._dsp import dsp_run
-from processor.testing.stream_double import Scenario, StreamDouble
+from benchmarks._dsp import dsp_on_double, log_events, threads_of
+from processor.testing.stream_double import Scenario
 
 WINDOW_S = 20.0
-
-
-def noop(records: list[object]) -> None:
-    """A consumer that does nothing (nothing arrives)."""
 
 
 def _cpu_s(pid: int) -> float:
@@ -36,46 +29,24 @@ def idle_cost(
     """(CPU seconds per idle shard-hour, threads) for one process owning ``shards``;
     ``stream``: more `[stream]` settings."""
     scenario = Scenario.flat(shards, records_per_shard=0, closed=False)
-    unique = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory() as tmp, StreamDouble(scenario) as double:
-        config = f"""
-[stream]
-arn = "{double.stream_arn}"
-{stream}
-[checkpoints]
-table = "idle-{unique}"
-application = "idle"
-max_leases = {shards}
-lease_scan_interval_s = 0.5
-[logging]
-level = "INFO"
-format = "json"
-[[routes]]
-name = "noop"
-consumer = "benchmarks.idle:noop"
-"""
-        log = Path(tmp) / "stderr.log"
-        streams = {"DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint}
-        with dsp_run(endpoint, config, env=streams, stderr=log) as process:
-            deadline = time.monotonic() + 120
-            while _leases_taken(log) < shards:
-                assert process.poll() is None, log.read_text()[-2000:]
-                assert time.monotonic() < deadline, "the worker did not take every lease"
-                time.sleep(0.2)
-            time.sleep(5.0)  # every reader backed off to its idle poll interval
-            before, started = _cpu_s(process.pid), time.monotonic()
-            time.sleep(window_s)
-            used, elapsed = _cpu_s(process.pid) - before, time.monotonic() - started
-            threads = len(os.listdir(f"/proc/{process.pid}/task"))
+    with dsp_on_double(
+        endpoint, scenario, name="idle", stream=stream, checkpoints="lease_scan_interval_s = 0.5"
+    ) as (process, log):
+        deadline = time.monotonic() + 120
+        while _leases_taken(log) < shards:
+            assert process.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the worker did not take every lease"
+            time.sleep(0.2)
+        time.sleep(5.0)  # every reader backed off to its idle poll interval
+        before, started = _cpu_s(process.pid), time.monotonic()
+        time.sleep(window_s)
+        used, elapsed = _cpu_s(process.pid) - before, time.monotonic() - started
+        threads = threads_of(process.pid)
     return used / (shards * elapsed / 3600), threads
 
 
 def _leases_taken(log: Path) -> int:
-    taken = 0
-    for line in log.read_text().splitlines():
-        if line.startswith("{") and json.loads(line).get("event") == "lease_taken":
-            taken += 1
-    return taken
+    return sum(1 for line in log_events(log) if line.get("event") == "lease_taken")
 
 
 def rows(endpoint: str) -> list[str]:

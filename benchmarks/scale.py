@@ -5,62 +5,37 @@ shard is read to its tip. Leases live in the moto server."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
-import uuid
 from datetime import datetime
-from pathlib import Path
 
-from benchmarks._dsp import dsp_run
-from processor.testing.stream_double import Scenario, StreamDouble
+from benchmarks._dsp import dsp_on_double, log_events, threads_of
+from processor.testing.stream_double import Scenario
 
 RECORDS = 100_000  # in all, spread evenly: the same work at every shard count
 SHARDS = (10, 100, 1000)
-
-
-def noop(records: list[object]) -> None:
-    """A consumer that does nothing: the benchmark measures the reader, not a consumer."""
 
 
 def run(endpoint: str, shards: int, *, stream: str = "") -> tuple[float, float, int, int]:
     """(records/s, peak RSS in MB, most threads, records) for one process reading ``shards``
     open shards to their tips; ``stream``: more `[stream]` settings."""
     scenario = Scenario.flat(shards, records_per_shard=RECORDS // shards, closed=False)
-    unique = uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory() as tmp, StreamDouble(scenario) as double:
-        config = f"""
-[stream]
-arn = "{double.stream_arn}"
-poll_interval_min_s = 0.05
-{stream}
-[checkpoints]
-table = "scale-{unique}"
-application = "scale"
-max_leases = {shards}
-[batch]
-max_records = 100
-[logging]
-level = "INFO"
-format = "json"
-[[routes]]
-name = "noop"
-consumer = "benchmarks.scale:noop"
-"""
-        log = Path(tmp) / "stderr.log"
-        streams = {"DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint}
-        threads = 0
-        args = ("--stop-when-idle", "0.5")
-        with dsp_run(endpoint, config, env=streams, stderr=log, args=args, start_up_s=0) as process:
-            deadline = time.monotonic() + 900
-            while process.poll() is None and time.monotonic() < deadline:
-                try:
-                    threads = max(threads, len(os.listdir(f"/proc/{process.pid}/task")))
-                except FileNotFoundError:
-                    break
-                time.sleep(0.02)
-        lines = [json.loads(s) for s in log.read_text().splitlines() if s.startswith("{")]
+    threads = 0
+    with dsp_on_double(
+        endpoint,
+        scenario,
+        name="scale",
+        stream=f"poll_interval_min_s = 0.05\n{stream}",
+        args=("--stop-when-idle", "0.5"),
+        start_up_s=0,
+    ) as (process, log):
+        deadline = time.monotonic() + 900
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                threads = max(threads, threads_of(process.pid))
+            except FileNotFoundError:
+                break
+            time.sleep(0.02)
+        lines = log_events(log)
     times = [
         datetime.fromisoformat(line["timestamp"]).timestamp()
         for line in lines
@@ -75,13 +50,13 @@ consumer = "benchmarks.scale:noop"
     return records / span, rss, threads, records
 
 
-def rows(endpoint: str) -> list[str]:
+def rows(endpoint: str, shard_counts: tuple[int, ...] = SHARDS) -> list[str]:
     lines = [
         "| one process, N open shards of the stream double, 100,000 records in all "
         "| records | records/s | peak RSS (MB) | most threads |",
         "|---|---:|---:|---:|---:|",
     ]
-    for shards in SHARDS:
+    for shards in shard_counts:
         rate, rss, threads, records = run(endpoint, shards)
         lines.append(f"| {shards} shards | {records:,} | {rate:,.0f} | {rss:,.0f} | {threads} |")
     return lines
@@ -92,8 +67,5 @@ if __name__ == "__main__":  # python -m benchmarks.scale [SHARDS ...]: these row
 
     from processor.testing import moto_server
 
-    counts = [int(arg) for arg in sys.argv[1:]] or list(SHARDS)
-    with moto_server() as moto_endpoint:
-        for count in counts:
-            rate_, rss_, threads_, records_ = run(moto_endpoint, count)
-            print(f"| {count} shards | {records_:,} | {rate_:,.0f} | {rss_:,.0f} | {threads_} |")
+    with moto_server() as url:
+        print("\n".join(rows(url, tuple(int(arg) for arg in sys.argv[1:]) or SHARDS)))

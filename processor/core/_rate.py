@@ -21,9 +21,3 @@ class RateLimiter:
             start = max(now, self._next)
             self._next = start + records / self.rate
             return start - now
-
-    def acquire(self, records: int, stop: threading.Event) -> None:
-        """Wait until ``records`` more may go; returns early (without waiting) once stopping."""
-        wait = self.reserve(records)
-        if wait > 0:
-            stop.wait(wait)

@@ -246,8 +246,8 @@ class StreamRecord:
     def _decoded(self, name: str) -> dict[str, Any] | None:
         """An image as TypeDeserializer gives it. Still in its JSON bytes, it is decoded
         straight from them (the bytes stay, should its DynamoDB JSON be wanted later)."""
-        lazy = self._lazy
-        if lazy and name in lazy and name not in self._raw["dynamodb"]:
+        lazy = self._lazy  # an image leaves it once its DynamoDB JSON is materialized
+        if lazy and name in lazy:
             image = decode_image_json(lazy[name])
             if image is not None:
                 return image

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import structlog
 from tenacity import (
@@ -21,6 +20,7 @@ from processor.core._waiting import Steps, retry_steps
 from processor.errors import LeaseLostError, ProcessorError
 from processor.leases.model import LeaseStore
 from processor.leases.snapshot import WorkerSnapshot
+from processor.sources.pool import StepPool, Task
 from processor.sources.processors import ReaderOutcome
 from processor.sources.reader import ReaderSettings, ShardReader
 
@@ -80,18 +80,10 @@ class _ReaderFailed(Exception):
     """A reader run ended with an unexpected error: restarted after a backoff."""
 
 
-class Alive(Protocol):
-    """What runs a reader (a pool's task): alive until the reader's run ended."""
-
-    def is_alive(self) -> bool: ...
-
-    def join(self, timeout: float | None = None) -> None: ...
-
-
 @dataclass(slots=True)
 class Running:
     reader: ShardReader
-    task: Alive | None = None
+    task: Task | None = None  # the reader's run in the pool (set once submitted)
     outcome: ReaderOutcome | None = None
     handoff: bool = False
 
@@ -170,7 +162,8 @@ def snapshot(
     *,
     takeable: int,
     now: float,
-    pool: tuple[int, int, int] = (0, 0, 0),
+    reader_threads: int = 0,
+    pool: StepPool | None = None,
 ) -> WorkerSnapshot:
     """Counters (ended readers' in ``summary`` plus the running ones'), and per owned shard
     its lag and last poll."""
@@ -186,9 +179,9 @@ def snapshot(
         "shards_unowned": takeable,
         "trimmed_skips": len(summary.trimmed_skips)
         + sum(len(r.reader.trimmed_skips) for r in running),
-        "reader_threads": pool[0],
-        "readers_busy": pool[1],
-        "readers_queued": pool[2],
+        "reader_threads": reader_threads,
+        "readers_busy": pool.busy if pool is not None else 0,
+        "readers_queued": pool.queued if pool is not None else 0,
         "shards": [
             {
                 "shard_id": r.reader.shard_id,

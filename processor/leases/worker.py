@@ -254,12 +254,13 @@ class Worker:
 
     def state(self) -> WorkerSnapshot:
         """A snapshot for metrics: counters, and per owned shard its lag and last poll."""
-        running = list(self._running.values())
-        threads = self.settings.reader_threads
-        pool = self._pool
-        figures = (threads, pool.busy, pool.queued) if pool is not None else (threads, 0, 0)
         return snapshot(
-            self.summary, running, takeable=self._takeable, now=self._monotonic(), pool=figures
+            self.summary,
+            list(self._running.values()),
+            takeable=self._takeable,
+            now=self._monotonic(),
+            reader_threads=self.settings.reader_threads,
+            pool=self._pool,
         )
 
     def alive(self) -> bool:

@@ -33,9 +33,9 @@ _OUTCOMES = ("delivered", "filtered", "dead_lettered", "too_old", "unhandled")
 
 def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
     """The worker's own figures: reading, leases, lag, retries, failures."""
-    read = CounterMetricFamily("dsp_records_read", "Records read from the stream")
-    read.add_metric([], state["records_read"])
-    yield read
+    yield CounterMetricFamily(
+        "dsp_records_read", "Records read from the stream", value=state["records_read"]
+    )
     leases = CounterMetricFamily(
         "dsp_lease_events", "Lease changes of this process", labels=["event"]
     )
@@ -44,9 +44,9 @@ def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
     leases.add_metric(["handed_off"], state["leases_handed_off"])
     leases.add_metric(["stolen"], state["leases_stolen"])
     yield leases
-    owned = GaugeMetricFamily("dsp_leases_owned", "Shards this process reads now")
-    owned.add_metric([], len(state["shards"]))
-    yield owned
+    yield GaugeMetricFamily(
+        "dsp_leases_owned", "Shards this process reads now", value=len(state["shards"])
+    )
     age = GaugeMetricFamily(
         "dsp_iterator_age_seconds",
         "How far behind the shard's tip: Kinesis' MillisBehindLatest, or now minus the "
@@ -64,18 +64,16 @@ def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
     for cause, count in state["stream_retries"].items():
         stream_retries.add_metric([cause], count)
     yield stream_retries
-    failures = CounterMetricFamily(
+    yield CounterMetricFamily(
         "dsp_reader_failures",
         "Shard readers that ended with an error (the shard is taken again at a later scan)",
+        value=state["reader_failures"],
     )
-    failures.add_metric([], state["reader_failures"])
-    yield failures
-    unowned = GaugeMetricFamily(
+    yield GaugeMetricFamily(
         "dsp_shards_unowned",
         "Ready shards that no live worker owns, as of this worker's last lease scan",
+        value=state["shards_unowned"],
     )
-    unowned.add_metric([], state["shards_unowned"])
-    yield unowned
     threads = GaugeMetricFamily(
         "dsp_reader_threads",
         "The reader pool's threads: its bound (limit) and those running a reader now (busy)",
@@ -84,17 +82,16 @@ def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
     threads.add_metric(["limit"], state["reader_threads"])
     threads.add_metric(["busy"], state["readers_busy"])
     yield threads
-    queued = GaugeMetricFamily(
+    yield GaugeMetricFamily(
         "dsp_readers_queued",
         "Readers due to run but waiting for a free reader thread (stream.reader_threads)",
+        value=state["readers_queued"],
     )
-    queued.add_metric([], state["readers_queued"])
-    yield queued
-    trimmed = CounterMetricFamily(
-        "dsp_trimmed_ranges_skipped", "Trimmed ranges skipped (on_trimmed = skip)"
+    yield CounterMetricFamily(
+        "dsp_trimmed_ranges_skipped",
+        "Trimmed ranges skipped (on_trimmed = skip)",
+        value=state["trimmed_skips"],
     )
-    trimmed.add_metric([], state["trimmed_skips"])
-    yield trimmed
 
 
 class _EngineCollector(Collector):
