@@ -367,6 +367,26 @@ def test_an_image_from_its_json_bytes_equals_type_deserializer(image: dict[str, 
     assert repr(decoded) == repr(expected)
 
 
+def _read_from_a_page(new_image: Any) -> StreamRecord:
+    """The one MODIFY record of a GetRecords body carrying ``new_image``, as the reader gets
+    it (its images still bytes)."""
+    page = {
+        "Records": [
+            {
+                "eventID": "e",
+                "eventName": "MODIFY",
+                "dynamodb": {
+                    "Keys": {"pk": {"S": "1"}},
+                    "NewImage": new_image,
+                    "SequenceNumber": "1",
+                },
+            }
+        ]
+    }
+    (record,), _, _ = decode_page(json.dumps(page).encode(), "s")
+    return record
+
+
 @pytest.mark.parametrize(
     ("image", "reason"),
     [
@@ -385,16 +405,7 @@ def test_a_malformed_image_read_from_a_page_fails_as_before(
     """The bytes path takes no malformed image: the record raises the documented
     RecordError naming the problem, as the DynamoDB JSON path always did."""
     assert decode_image_json(json.dumps(image).encode()) is None
-    page = {
-        "Records": [
-            {
-                "eventID": "e",
-                "eventName": "MODIFY",
-                "dynamodb": {"Keys": {"pk": {"S": "1"}}, "NewImage": image, "SequenceNumber": "1"},
-            }
-        ]
-    }
-    (record,), _, _ = decode_page(json.dumps(page).encode(), "s")
+    record = _read_from_a_page(image)
     with pytest.raises(RecordError, match=reason):
         _ = record.new_image
     with pytest.raises(RecordError, match=reason):
@@ -405,16 +416,7 @@ def test_reading_an_image_keeps_its_dynamodb_json_for_later() -> None:
     """Decoding NewImage straight from its bytes still leaves the wire form to whoever wants
     it afterwards (batch_write, webhook bodies, filters on images)."""
     wire = {"n": {"N": "1.50"}, "b": {"B": "AP8="}, "ss": {"SS": ["b", "a"]}}
-    page = {
-        "Records": [
-            {
-                "eventID": "e",
-                "eventName": "MODIFY",
-                "dynamodb": {"Keys": {"pk": {"S": "1"}}, "NewImage": wire, "SequenceNumber": "1"},
-            }
-        ]
-    }
-    (record,), _, _ = decode_page(json.dumps(page).encode(), "s")
+    record = _read_from_a_page(wire)
     assert record.new_image == {"n": Decimal("1.50"), "b": Binary(b"\x00\xff"), "ss": {"a", "b"}}
     assert record.wire_new_image == wire
     assert record.raw["dynamodb"]["NewImage"] == wire
