@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary
+from msgspec import UNSET, UnsetType
 
 from processor.errors import RecordError
 
@@ -189,26 +190,28 @@ def decode_image(image: Image | None) -> dict[str, Any] | None:
 
 
 class _Typed(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """One AttributeValue as msgspec decodes it straight from JSON: one field per type tag.
+    """One AttributeValue as msgspec decodes it straight from JSON: one field per type tag,
+    ``UNSET`` when absent (a JSON ``null`` under a tag does not fit and is left to the old
+    path, which refuses it as a second tag).
 
     Not tracked by the cyclic GC (``gc=False``): an image's values are decoded without
     allocating a dict per attribute that the collector would then walk."""
 
-    S: str | None = None
-    N: str | None = None
-    B: str | None = None
-    SS: list[str] | None = None
-    NS: list[str] | None = None
-    BS: list[str] | None = None
-    BOOL: bool | None = None
-    NULL: bool | None = None
-    L: list[_Typed] | None = None
-    M: dict[str, _Typed] | None = None
+    S: str | UnsetType = UNSET
+    N: str | UnsetType = UNSET
+    B: str | UnsetType = UNSET
+    SS: list[str] | UnsetType = UNSET
+    NS: list[str] | UnsetType = UNSET
+    BS: list[str] | UnsetType = UNSET
+    BOOL: bool | UnsetType = UNSET
+    NULL: bool | UnsetType = UNSET
+    L: list[_Typed] | UnsetType = UNSET
+    M: dict[str, _Typed] | UnsetType = UNSET
 
 
 _decode_typed = msgspec.json.Decoder(dict[str, _Typed]).decode
 _astuple = msgspec.structs.astuple
-_ONE_TAG = len(_Typed.__struct_fields__) - 1  # Nones in a value with exactly one tag
+_ONE_TAG = len(_Typed.__struct_fields__) - 1  # UNSETs in a value with exactly one tag
 
 
 def _typed_map(mapping: dict[str, _Typed]) -> dict[str, Any]:
@@ -216,12 +219,12 @@ def _typed_map(mapping: dict[str, _Typed]) -> dict[str, Any]:
     values) inline, the rest through :func:`_typed_other`. Raises on anything but one tag."""
     out: dict[str, Any] = {}
     for name, value in mapping.items():
-        if _astuple(value).count(None) != _ONE_TAG:
+        if _astuple(value).count(UNSET) != _ONE_TAG:
             raise ValueError("not exactly one type tag")
         text = value.S
-        if text is not None:
+        if text is not UNSET:
             out[name] = text
-        elif value.N is not None:
+        elif value.N is not UNSET:
             out[name] = _decode_n(value.N)
         else:
             out[name] = _typed_other(value)
@@ -231,12 +234,12 @@ def _typed_map(mapping: dict[str, _Typed]) -> dict[str, Any]:
 def _typed_list(items: list[_Typed]) -> list[Any]:
     out: list[Any] = []
     for value in items:
-        if _astuple(value).count(None) != _ONE_TAG:
+        if _astuple(value).count(UNSET) != _ONE_TAG:
             raise ValueError("not exactly one type tag")
         text = value.S
-        if text is not None:
+        if text is not UNSET:
             out.append(text)
-        elif value.N is not None:
+        elif value.N is not UNSET:
             out.append(_decode_n(value.N))
         else:
             out.append(_typed_other(value))
@@ -245,19 +248,19 @@ def _typed_list(items: list[_Typed]) -> list[Any]:
 
 def _typed_other(value: _Typed) -> Any:
     """A :class:`_Typed` that is not a string or a number (its one tag already checked)."""
-    if value.M is not None:
+    if value.M is not UNSET:
         return _typed_map(value.M)
-    if value.L is not None:
+    if value.L is not UNSET:
         return _typed_list(value.L)
-    if value.BOOL is not None:
+    if value.BOOL is not UNSET:
         return value.BOOL
-    if value.NULL is not None:
+    if value.NULL is not UNSET:
         return None
-    if value.B is not None:
+    if value.B is not UNSET:
         return _decode_b(value.B)
-    if value.SS is not None:
+    if value.SS is not UNSET:
         return set(value.SS)
-    if value.NS is not None:
+    if value.NS is not UNSET:
         return _decode_ns(value.NS)
     return _decode_bs(value.BS)
 
