@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# Build the wheel in one stage, install it alone in a slim runtime stage.
-FROM python:3.11-slim AS build
+# Build the wheel in one stage, install it alone in a slim runtime stage. The build stage is
+# the full image: it has the C compiler for the native image walk (ADR 0020), which the wheel
+# then carries compiled; the slim runtime stage needs none.
+FROM python:3.11 AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY processor ./processor

@@ -12,7 +12,9 @@ DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.unpacked-$(DDB_LOCAL_VERSION)
 
 .PHONY: tools install demo test test-system test-unit test-integration test-dynamodb-local dynamodb-local soak check lint types bench fmt clean
 
-$(STAMP): pyproject.toml
+# processor/core/_images.c is compiled by the install (pyproject's ext-modules, ADR 0020), so
+# a change to it reinstalls
+$(STAMP): pyproject.toml processor/core/_images.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -92,4 +94,4 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build processor/core/*.so

@@ -25,7 +25,8 @@ def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
 @pytest.mark.slow
 def test_the_wheel_installs_and_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     """`python -m build` makes a wheel; in a fresh venv, `dsp --version`, `dsp check-config`
-    on the example and `import processor.testing` work, with the version from one place."""
+    on the example and `import processor.testing` work, with the version from one place, and
+    the native image walk is built into it."""
     run(sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(ROOT))
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     env = tmp_path / "venv"
@@ -54,10 +55,11 @@ def test_the_wheel_installs_and_runs_in_a_fresh_virtualenv(tmp_path: Path) -> No
     imported = run(
         str(python),
         "-c",
-        "import processor, processor.testing, consumers.webhook; "
-        "print(processor.__version__, processor.testing.__file__)",
+        "import processor, processor.testing, consumers.webhook, processor.core.values as v; "
+        "print(processor.__version__, processor.testing.__file__, v.NATIVE)",
         cwd=tmp_path,
     )
-    installed_version, location = imported.split()
+    installed_version, location, native = imported.split()
     assert installed_version == version
     assert location.startswith(str(env))  # the installed copy, not this source tree
+    assert native == "True"  # the wheel carries the compiled image walk (ADR 0020)
