@@ -135,6 +135,8 @@ class CapacityProxy(Served):
         self.stats: Counter[str] = Counter()
         #: every item (or key, for a delete) written, in the order the table took them
         self.written: list[dict[str, Any]] = []
+        #: the items (or keys) each BatchWriteItem call carried, in the order they came
+        self.batch_calls: list[list[dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._http = urllib3.PoolManager(maxsize=32, retries=False)
         self._server = LocalJsonServer(self._handle)
@@ -185,6 +187,8 @@ class CapacityProxy(Served):
     ) -> tuple[int, dict[str, str], bytes]:
         request = json.loads(body)
         ((table, writes),) = request["RequestItems"].items()
+        with self._lock:
+            self.batch_calls.append([_item_of(w) for w in writes])
         charges = [(self.partition_of(_item_of(w)), item_wcu(_item_of(w))) for w in writes]
         fits = self.model.admit(charges)
         if not any(fits):

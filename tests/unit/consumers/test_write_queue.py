@@ -1,0 +1,115 @@
+"""The batch writer's shared queue (consumers/batch_write/queue.py): pure, with threads."""
+
+from __future__ import annotations
+
+import threading
+
+from consumers.batch_write.limits import MAX_BYTES_PER_CALL, MAX_REQUESTS_PER_CALL
+from consumers.batch_write.queue import WriteQueue
+
+
+def queue(
+    sizes: list[int], *, max_attempts: int = 3, stop: threading.Event | None = None
+) -> WriteQueue[int]:
+    return WriteQueue(
+        ((i, size) for i, size in enumerate(sizes)),
+        max_requests=MAX_REQUESTS_PER_CALL,
+        max_bytes=MAX_BYTES_PER_CALL,
+        max_attempts=max_attempts,
+        stopped=(stop or threading.Event()).is_set,
+    )
+
+
+def test_calls_carry_at_most_25_requests_and_16_mb() -> None:
+    small = queue([100] * 60)
+    calls = []
+    while (call := small.take()) is not None:
+        calls.append(len(call))
+        small.settle(call)
+    assert calls == [25, 25, 10]
+    large = queue([6 * 1024 * 1024] * 5)
+    calls = []
+    while (call := large.take()) is not None:
+        calls.append(len(call))
+        large.settle(call)
+    assert calls == [2, 2, 1]
+
+
+def test_leftovers_ride_at_the_back_behind_writes_not_sent_yet() -> None:
+    """A hot partition's leftovers must not make every following call partial: the writes
+    not sent yet go first, and leftovers fill the calls after them."""
+    q = queue([1] * 40)
+    first = q.take()
+    assert first is not None
+    assert [w.write for w in first] == list(range(25))
+    assert q.settle(first, [first[3], first[7]]) == 2  # two came back unprocessed
+    second = q.take()
+    assert second is not None
+    assert [w.write for w in second] == [*range(25, 40), 3, 7]
+    assert [w.attempts for w in second[-3:]] == [1, 2, 2]
+    q.settle(second)
+    assert q.take() is None
+    assert q.left == 0
+
+
+def test_a_write_carried_max_attempts_times_is_exhausted_not_resent() -> None:
+    q = queue([1, 1], max_attempts=2)
+    for _ in range(2):
+        call = q.take()
+        assert call is not None
+        q.settle(call, [w for w in call if w.write == 0])  # write 0 never fits
+    assert q.take() is None
+    assert [w.write for w in q.exhausted] == [0]
+    assert q.left == 1
+
+
+def test_a_slot_waits_for_leftovers_while_another_call_is_in_flight() -> None:
+    """An empty queue is not the end while a call may still bring writes back."""
+    q = queue([1] * 25)
+    in_flight = q.take()
+    assert in_flight is not None
+    taken: list[list[int] | None] = []
+
+    def other_slot() -> None:
+        call = q.take()
+        taken.append(None if call is None else [w.write for w in call])
+        if call is not None:
+            q.settle(call)
+
+    slot = threading.Thread(target=other_slot)
+    slot.start()
+    slot.join(0.2)
+    assert slot.is_alive()  # waiting: the call in flight may leave something
+    q.settle(in_flight, in_flight[:2])
+    slot.join(5)
+    assert taken == [[0, 1]]
+    assert q.take() is None
+
+
+def test_once_stopped_every_write_is_still_sent_once_but_nothing_is_resent() -> None:
+    """Shutdown: the batch's writes all go out (as the chunks always did), leftovers stay."""
+    stop = threading.Event()
+    q = queue([1] * 60, stop=stop)
+    call = q.take()
+    assert call is not None
+    stop.set()
+    q.settle(call, call[:5])
+    sent = 25
+    while (call := q.take()) is not None:
+        sent += len(call)
+        q.settle(call)
+    assert sent == 60
+    assert [w.write for w in q.exhausted] == [0, 1, 2, 3, 4]
+    assert q.left == 5
+
+
+def test_a_failed_call_ends_taking() -> None:
+    q = queue([1] * 60)
+    call = q.take()
+    assert call is not None
+    error = RuntimeError("validation")
+    q.fail(call, error)
+    assert q.take() is None
+    assert q.error is error
+    assert len(q.failed) == 25
+    assert q.left == 60
