@@ -8,11 +8,15 @@ decode, no re-encode.
 * Before any call, an item over DynamoDB's 400 KB, or a key over its limits (partition key
   2048 bytes, sort key 1024 bytes, non-empty), is rejected: dead-lettered with the reason.
 * Calls carry at most 25 requests and 16 MB. Up to ``concurrency`` calls are in flight
-  (the botocore pool is sized for them); ``UnprocessedItems`` and throttling are retried with
-  exponential backoff and full jitter, and an adaptive rate per target table (unlimited until
-  throttled, then multiplicative decrease on throttling and additive increase per clean
-  call) paces the calls so a throttled table is not hammered. ``ReturnConsumedCapacity`` is
-  counted (``consumed_capacity_units``).
+  (the botocore pool is sized for them), taken from one queue per batch: what a call leaves
+  in ``UnprocessedItems`` (or all of a throttled call) goes to the back of the queue and
+  rides in a later call of any slot (``queue.py``), each write at most ``max_attempts``
+  times. An adaptive rate per target table paces the calls so a throttled table is not
+  hammered: unlimited until throttled, then a multiplicative decrease once per congestion
+  event (calls sent before the last decrease do not decrease it again) and an additive
+  increase per clean call. Other transient errors are retried in the slot with exponential
+  backoff and full jitter. ``ReturnConsumedCapacity`` is counted
+  (``consumed_capacity_units``).
 * ``versioned = true`` makes the projection replay-safe (ADR 0009): each write is a
   conditional PutItem/DeleteItem that only applies if the item's ``version_attribute`` is
   older than the record's sequence number, so a replayed older record never overwrites a

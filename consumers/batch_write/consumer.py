@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from tenacity import (
     Retrying,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
     stop_when_event_set,
@@ -35,6 +36,7 @@ from consumers.batch_write.limits import (
 )
 from consumers.batch_write.options import BatchWriteOptions
 from consumers.batch_write.pacing import AimdRate
+from consumers.batch_write.queue import Queued, WriteQueue
 from processor import (
     BatchResult,
     ConditionFailed,
@@ -51,10 +53,6 @@ from processor import (
 __all__ = ["BatchWriteConsumer"]
 
 log = structlog.get_logger()
-
-
-class _Unprocessed(Exception):
-    pass
 
 
 # -- sizes (DynamoDB's rules: attribute names count, numbers about 1 byte per 2 digits) -------
@@ -177,26 +175,10 @@ class BatchWriteConsumer:
         if self._options.versioned:
             self._in_parallel(self._conditional, writes)
         else:
-            self._in_parallel(self._write, list(self._chunks(writes)))
+            self._write_all(writes)
         for done in writes:
             self._stats.add("puts" if "PutRequest" in done.request else "deletes")
         return BatchResult(rejected=rejected) if rejected else None
-
-    def _chunks(self, writes: list[_Write]) -> list[list[dict[str, Any]]]:
-        chunks: list[list[dict[str, Any]]] = []
-        current: list[dict[str, Any]] = []
-        size = 0
-        for write in writes:
-            if current and (
-                len(current) == MAX_REQUESTS_PER_CALL or size + write.size > MAX_BYTES_PER_CALL
-            ):
-                chunks.append(current)
-                current, size = [], 0
-            current.append(write.request)
-            size += write.size
-        if current:
-            chunks.append(current)
-        return chunks
 
     def _in_parallel(self, function: Callable[[Any], None], items: Sequence[Any]) -> None:
         if len(items) <= 1 or self._options.concurrency == 1:
@@ -223,19 +205,25 @@ class BatchWriteConsumer:
         if wait > 0:
             self._context.sleep(wait)
 
-    def _throttled(self) -> None:
+    def _throttled(self, sent_at: float | None) -> None:
         self._stats.add("throttled")
-        rate = self.rate.throttled()
+        rate = self.rate.throttled(sent_at=sent_at)
         log.info("batch_write_rate_lowered", table=self._options.table, items_per_s=round(rate))
 
-    def _retrying(self, retry_on: tuple[type[BaseException], ...]) -> Retrying:
+    def _retrying(
+        self,
+        retry_on: tuple[type[BaseException], ...],
+        *,
+        unless: Callable[[BaseException], bool] = lambda _exc: False,
+    ) -> Retrying:
         return Retrying(
             stop=stop_after_attempt(self._options.max_attempts)
             | stop_when_event_set(self._context.stop),
             wait=wait_random_exponential(
                 multiplier=self._options.base_delay_s, max=self._options.max_delay_s
             ),
-            retry=retry_if_exception_type(retry_on),
+            retry=retry_if_exception_type(retry_on)
+            & retry_if_exception(lambda exc: not unless(exc)),
             sleep=self._context.sleep,
             before_sleep=lambda s: log.warning(
                 "batch_write_throttled",
@@ -247,41 +235,89 @@ class BatchWriteConsumer:
             reraise=True,
         )
 
-    def _call(self, write: Callable[[], WriteAnswer]) -> WriteAnswer:
+    def _call(self, write: Callable[[], WriteAnswer]) -> tuple[WriteAnswer, float]:
+        """The answer and when the call went (the pacer's clock), for ``_throttled``."""
+        sent_at = self.rate.now()
         try:
             answer = write()
         except TransientError as exc:
             if exc.throttled:
-                self._throttled()
+                self._throttled(sent_at)
             raise
         self._stats.add("consumed_capacity_units", answer.consumed)
         if answer.retried:
-            self._throttled()  # botocore retried (throttling or 5xx) before this answer
-        return answer
+            self._throttled(sent_at)  # botocore retried (throttling or 5xx) before this answer
+        return answer, sent_at
 
-    def _write(self, chunk: list[dict[str, Any]]) -> None:
-        pending = chunk
+    def _write_all(self, writes: list[_Write]) -> None:
+        """The batch's writes in BatchWriteItem calls taken from one queue by up to
+        ``concurrency`` slots: leftovers ride in the next call of any slot (queue.py)."""
+        queue: WriteQueue[_Write] = WriteQueue(
+            ((w, w.size) for w in writes),
+            max_requests=MAX_REQUESTS_PER_CALL,
+            max_bytes=MAX_BYTES_PER_CALL,
+            max_attempts=self._options.max_attempts,
+            stopped=self._context.stop.is_set,
+        )
+        calls = -(-len(writes) // MAX_REQUESTS_PER_CALL)
+        slots = min(self._options.concurrency, calls)
+        self._in_parallel(lambda _slot: self._slot(queue), range(slots))
+        if queue.error is not None:
+            raise queue.error
+        if queue.left:
+            raise TransientError(
+                f"BatchWriteItem left {queue.left} of {len(writes)} items unprocessed"
+                + (" (stopping)" if self._context.stop.is_set() else "")
+                + f" after up to {self._options.max_attempts} attempts",
+                consumer=self._context.route,
+            )
 
-        def call() -> None:
-            nonlocal pending
-            self._pace(len(pending))
+    def _slot(self, queue: WriteQueue[_Write]) -> None:
+        """One slot: calls until the queue is settled (or stopped, or a call failed)."""
+        while (call := queue.take()) is not None:
+            try:
+                unprocessed = self._send(call)
+            except BaseException as exc:
+                queue.fail(call, exc)
+                raise
+            back = queue.settle(call, unprocessed)
+            if back:
+                self._stats.add("unprocessed_retries", back)
+
+    def _send(self, call: list[Queued[_Write]]) -> list[Queued[_Write]]:
+        """One BatchWriteItem call; returns its writes that were not processed. A throttled
+        call (nothing fitted) returns them all: they go back to the queue, and the pacer,
+        not this slot, decides when calls go again. Other transient errors (5xx, connection)
+        are retried here, with backoff."""
+        requests = [q.write.request for q in call]
+
+        def attempt() -> tuple[WriteAnswer, float]:
+            self._pace(len(requests))
             self._stats.add("batch_write_calls")
-            answer = self._call(lambda: self._table.batch_write(pending))
-            if answer.unprocessed:
-                pending = answer.unprocessed
-                self._stats.add("unprocessed_retries", len(pending))
-                self._throttled()
-                raise _Unprocessed(f"{len(pending)} unprocessed items")
-            if not answer.retried:
-                self.rate.succeeded()
+            return self._call(lambda: self._table.batch_write(requests))
 
         try:
-            self._retrying((_Unprocessed, TransientError))(call)
-        except _Unprocessed as exc:
-            raise TransientError(
-                f"BatchWriteItem left {exc} after {self._options.max_attempts} attempts",
-                consumer=self._context.route,
-            ) from exc
+            answer, sent_at = self._retrying(
+                (TransientError,), unless=lambda exc: getattr(exc, "throttled", False)
+            )(attempt)
+        except TransientError as exc:
+            if not exc.throttled:
+                raise
+            return list(call)
+        if answer.unprocessed:
+            self._throttled(sent_at)
+            by_key = {self._request_key(q.write.request): q for q in call}
+            back = [by_key.get(self._request_key(r)) for r in answer.unprocessed]
+            # one not recognised: resend the whole call (puts and deletes are idempotent)
+            return list(call) if None in back else [q for q in back if q is not None]
+        if not answer.retried:
+            self.rate.succeeded()
+        return []
+
+    def _request_key(self, request: Mapping[str, Any]) -> str:
+        if "PutRequest" in request:
+            return self._dedupe_key(request["PutRequest"]["Item"])
+        return self._dedupe_key(request["DeleteRequest"]["Key"])
 
     # -- versioned (replay-safe) writes ---------------------------------------------------------
 
@@ -311,7 +347,9 @@ class BatchWriteConsumer:
             self._pace(1)
             self._stats.add("conditional_calls")
             try:
-                answer = self._call(lambda: self._table.write_if(operation, condition, **kwargs))
+                answer, _ = self._call(
+                    lambda: self._table.write_if(operation, condition, **kwargs)
+                )
             except ConditionFailed:
                 self._stats.add("stale_skipped")  # the projection is already newer
                 log.info(

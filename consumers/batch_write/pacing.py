@@ -17,6 +17,11 @@ class AimdRate:
     second, halved again on each further throttling (not below ``minimum``), raised by
     ``increase`` after each clean call, and unlimited again once above ``maximum``.
     ``acquire(n)`` returns how long to wait before sending ``n`` items.
+
+    Once per congestion event: a throttled call that was sent before the last decrease
+    (``sent_at``, the pacer's clock when it went) was sent at the rate already cut, so it
+    does not cut it again. Four calls in flight when the table pushes back halve the rate
+    once, not four times (issue 19).
     """
 
     def __init__(
@@ -35,6 +40,7 @@ class AimdRate:
         self._clock = clock
         self._lock = threading.Lock()
         self._next = clock()
+        self._decreased_at: float | None = None
         self._sent: deque[tuple[float, int]] = deque()  # (when, items) over the last second
 
     def acquire(self, items: int) -> float:
@@ -56,8 +62,16 @@ class AimdRate:
                 if self.rate > self._max:
                     self.rate = None
 
-    def throttled(self) -> float:
+    def now(self) -> float:
+        return self._clock()
+
+    def throttled(self, *, sent_at: float | None = None) -> float:
         with self._lock:
+            decreased = self._decreased_at
+            same_event = sent_at is not None and decreased is not None and sent_at < decreased
+            if self.rate is not None and same_event:  # sent before the last cut
+                return self.rate
+            self._decreased_at = self._clock()
             sent = float(sum(n for _, n in self._sent))
             current = self.rate if self.rate is not None else sent
             self.rate = max(self._min, current / 2)

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from consumers.batch_write import BatchWriteConsumer, build, item_size
-from consumers.batch_write.consumer import _Write
+from consumers.batch_write import build, item_size
 from processor.core.consumer import BatchResult
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError
@@ -146,16 +145,6 @@ def test_item_size_follows_dynamodb_rules() -> None:
     assert item_size({"n": {"N": "12345"}}) == 1 + 4  # (5 digits + 1) // 2 + 1
     assert item_size({"b": {"B": b"\x00\x01"}, "t": {"BOOL": True}}) == 1 + 2 + 1 + 1
     assert item_size({"m": {"M": {"k": {"S": "v"}}}}) == 1 + 3 + 1 + 1 + 1
-
-
-def test_chunks_respect_25_requests_and_16_mb() -> None:
-    consumer = BatchWriteConsumer.__new__(BatchWriteConsumer)  # _chunks needs no state
-    write = _Write
-    record = put("a", "1")
-    small = [write(record, {"PutRequest": {"Item": {}}}, 100) for _ in range(60)]
-    assert [len(c) for c in consumer._chunks(small)] == [25, 25, 10]
-    large = [write(record, {"PutRequest": {"Item": {}}}, 6 * 1024 * 1024) for _ in range(5)]
-    assert [len(c) for c in consumer._chunks(large)] == [2, 2, 1]
 
 
 def test_concurrent_calls_write_everything(endpoint: str, dynamodb: Any, unique: str) -> None:

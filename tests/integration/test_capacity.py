@@ -133,3 +133,44 @@ def test_versioned_writes_keep_each_keys_order_under_throttling(
     assert all(versions == [1, 2, 3, 4, 5, 6] for versions in order.values()), order
     stored = {i["pk"]["S"]: int(i["version"]["N"]) for i in scan_all(dynamodb, table)}
     assert stored == {f"k{k}": 6 for k in range(8)}
+
+
+@pytest.mark.moto_only(reason="the capacity proxy forwards to the suite's moto server")
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_calls_stay_full_while_a_batch_has_writes_not_sent(
+    endpoint: str, dynamodb: Any, unique: str, concurrency: int
+) -> None:
+    """Every slot stays busy (issue 19): what a call leaves unprocessed goes back to the one
+    queue all slots take from (behind the writes not sent yet, so a hot partition's leftovers
+    do not make every following call partial), instead of one slot resending a few items
+    alone while it backs off. So a call carries fewer than 25 items only once its batch has
+    nothing left to send. Nothing is lost or written twice."""
+    table = f"capacity-queue-{unique}"
+    create_table(dynamodb, table, stream_view=None)
+    clock = FakeTime()
+    # the hot key's partition takes 10 WCU/s: most calls fit only partly
+    model = CapacityModel(
+        wcu_per_s=100, partitions=4, partition_wcu_per_s=10, burst_credit=0, clock=clock
+    )
+    with CapacityProxy(endpoint, model) as proxy:
+        consumer, _ = writer(proxy, clock, {"table": table, "concurrency": concurrency})
+        records = orders(1000, hot_share=0.3)
+        for start in range(0, len(records), 500):
+            assert consumer(records[start : start + 500]) is None
+        consumer.close()
+        calls = [[(i["pk"]["S"], i["sk"]["S"]) for i in call] for call in proxy.batch_calls]
+        written = [(i["pk"]["S"], i["sk"]["S"]) for i in proxy.written]
+    batches = [
+        {(r.wire_keys["pk"]["S"], r.wire_keys["sk"]["S"]) for r in records[s : s + 500]}
+        for s in (0, 500)
+    ]
+    assert proxy.stats["items_unprocessed"] > 0  # the model pushed back
+    sent: set[tuple[str, str]] = set()
+    short = 0
+    for call in calls:
+        sent.update(call)
+        if len(call) < 25:
+            short += 1
+            (batch,) = [b for b in batches if call[0] in b]
+            assert batch <= sent, f"a call of {len(call)} items while its batch had writes unsent"
+    assert len(written) == len(set(written)) == 1000

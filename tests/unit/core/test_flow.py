@@ -123,3 +123,24 @@ def test_aimd_rate_halves_on_throttling_and_climbs_back_by_steps() -> None:
     assert rate.rate == 150
     rate.succeeded()
     assert rate.rate is None  # above the maximum: unlimited again
+
+
+def test_aimd_rate_is_cut_once_per_congestion_event() -> None:
+    """Calls sent before the last cut come back throttled too: they were sent at the old
+    rate, so they do not cut it again. A call sent after the cut does (issue 19)."""
+    from consumers.batch_write import AimdRate  # noqa: PLC0415 - a consumer's own helper
+
+    clock = Clock()
+    rate = AimdRate(minimum=10, maximum=10_000, increase=20, clock=clock)
+    for _ in range(4):
+        rate.acquire(100)  # four calls in flight
+    sent = [rate.now()] * 4
+    clock.now += 0.1
+    assert rate.throttled(sent_at=sent[0]) == 200  # half of the 400 sent
+    for sent_at in sent[1:]:  # the other three of the same event
+        assert rate.throttled(sent_at=sent_at) == 200
+    clock.now += 0.1
+    later = rate.now()
+    clock.now += 0.1
+    assert rate.throttled(sent_at=later) == 100  # a new event
+    assert rate.throttled() == 50  # without a send time, every call still counts
