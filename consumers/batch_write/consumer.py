@@ -347,9 +347,7 @@ class BatchWriteConsumer:
             self._pace(1)
             self._stats.add("conditional_calls")
             try:
-                answer, _ = self._call(
-                    lambda: self._table.write_if(operation, condition, **kwargs)
-                )
+                answer, _ = self._call(lambda: self._table.write_if(operation, condition, **kwargs))
             except ConditionFailed:
                 self._stats.add("stale_skipped")  # the projection is already newer
                 log.info(
