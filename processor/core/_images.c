@@ -43,8 +43,9 @@ not_taken(const char *why)
     return NULL;
 }
 
+/* A map or a list whose values are walked by `walk` (walk_value or walk_typed). */
 static PyObject *
-walk_map(PyObject *map)
+map_of(PyObject *map, PyObject *(*walk)(PyObject *))
 {
     if (!PyDict_CheckExact(map)) {
         return not_taken("a map is not a JSON object");
@@ -59,7 +60,7 @@ walk_map(PyObject *map)
         /* held across the walk, as in walk_nested */
         Py_INCREF(name);
         Py_INCREF(value);
-        PyObject *decoded = walk_value(value);
+        PyObject *decoded = walk(value);
         Py_DECREF(value);
         if (decoded == NULL) {
             Py_DECREF(name);
@@ -78,7 +79,7 @@ walk_map(PyObject *map)
 }
 
 static PyObject *
-walk_list(PyObject *items)
+list_of(PyObject *items, PyObject *(*walk)(PyObject *))
 {
     if (!PyList_CheckExact(items)) {
         return not_taken("a list is not a JSON array");
@@ -94,7 +95,7 @@ walk_list(PyObject *items)
             return not_taken("a list changed while it was decoded");
         }
         PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
-        PyObject *decoded = walk_value(item);
+        PyObject *decoded = walk(item);
         Py_DECREF(item);
         if (decoded == NULL) {
             Py_DECREF(out);
@@ -103,6 +104,30 @@ walk_list(PyObject *items)
         PyList_SET_ITEM(out, i, decoded);
     }
     return out;
+}
+
+static PyObject *
+walk_map(PyObject *map)
+{
+    return map_of(map, walk_value);
+}
+
+static PyObject *
+walk_list(PyObject *items)
+{
+    return list_of(items, walk_value);
+}
+
+static PyObject *
+walk_typed_map(PyObject *map)
+{
+    return map_of(map, walk_typed);
+}
+
+static PyObject *
+walk_typed_list(PyObject *items)
+{
+    return list_of(items, walk_typed);
 }
 
 /* Whether text is a plain decimal number: [+-]? (digits [. digits?] | . digits)
@@ -290,68 +315,6 @@ walk_value(PyObject *value)
         }
     }
     return not_taken("an unknown type tag");
-}
-
-static PyObject *
-walk_typed_map(PyObject *map)
-{
-    if (!PyDict_CheckExact(map)) {
-        return not_taken("a map is not a dict");
-    }
-    PyObject *out = PyDict_New();
-    if (out == NULL) {
-        return NULL;
-    }
-    Py_ssize_t pos = 0;
-    PyObject *name, *value;
-    while (PyDict_Next(map, &pos, &name, &value)) {
-        /* held across the walk, as in walk_nested */
-        Py_INCREF(name);
-        Py_INCREF(value);
-        PyObject *decoded = walk_typed(value);
-        Py_DECREF(value);
-        if (decoded == NULL) {
-            Py_DECREF(name);
-            Py_DECREF(out);
-            return NULL;
-        }
-        int failed = PyDict_SetItem(out, name, decoded);
-        Py_DECREF(name);
-        Py_DECREF(decoded);
-        if (failed) {
-            Py_DECREF(out);
-            return NULL;
-        }
-    }
-    return out;
-}
-
-static PyObject *
-walk_typed_list(PyObject *items)
-{
-    if (!PyList_CheckExact(items)) {
-        return not_taken("a list is not a list");
-    }
-    Py_ssize_t n = PyList_GET_SIZE(items);
-    PyObject *out = PyList_New(n);
-    if (out == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (i >= PyList_GET_SIZE(items)) { /* changed by another thread meanwhile */
-            Py_DECREF(out);
-            return not_taken("a list changed while it was decoded");
-        }
-        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
-        PyObject *decoded = walk_typed(item);
-        Py_DECREF(item);
-        if (decoded == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, decoded);
-    }
-    return out;
 }
 
 static PyObject *
