@@ -14,7 +14,6 @@ import structlog
 from tenacity import (
     Retrying,
     retry_if_exception,
-    retry_if_exception_type,
     stop_after_attempt,
     stop_when_event_set,
     wait_random_exponential,
@@ -55,6 +54,16 @@ __all__ = ["BatchWriteConsumer"]
 log = structlog.get_logger()
 
 
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransientError)
+
+
+def _unthrottled_transient(exc: BaseException) -> bool:
+    """A 5xx or connection error: retried in the slot. A throttled call's writes go back to
+    the queue instead (the pacer decides when calls go again)."""
+    return isinstance(exc, TransientError) and not exc.throttled
+
+
 # -- sizes (DynamoDB's rules: attribute names count, numbers about 1 byte per 2 digits) -------
 
 
@@ -63,6 +72,7 @@ class _Write:
     record: StreamRecord
     request: dict[str, Any]  # {"PutRequest": {...}} or {"DeleteRequest": {...}}
     size: int
+    key: str  # the item's key attributes (_dedupe_key): one write per key in a batch
 
 
 class BatchWriteConsumer:
@@ -170,7 +180,7 @@ class BatchWriteConsumer:
                 )
                 continue
             latest.pop(key, None)  # last change wins, and moves to the end
-            latest[key] = _Write(record, write, size)
+            latest[key] = _Write(record, write, size, key)
         writes = list(latest.values())
         if self._options.versioned:
             self._in_parallel(self._conditional, writes)
@@ -205,25 +215,19 @@ class BatchWriteConsumer:
         if wait > 0:
             self._context.sleep(wait)
 
-    def _throttled(self, sent_at: float | None) -> None:
+    def _throttled(self, sent_at: float) -> None:
         self._stats.add("throttled")
         rate = self.rate.throttled(sent_at=sent_at)
         log.info("batch_write_rate_lowered", table=self._options.table, items_per_s=round(rate))
 
-    def _retrying(
-        self,
-        retry_on: tuple[type[BaseException], ...],
-        *,
-        unless: Callable[[BaseException], bool] = lambda _exc: False,
-    ) -> Retrying:
+    def _retrying(self, retry_on: Callable[[BaseException], bool]) -> Retrying:
         return Retrying(
             stop=stop_after_attempt(self._options.max_attempts)
             | stop_when_event_set(self._context.stop),
             wait=wait_random_exponential(
                 multiplier=self._options.base_delay_s, max=self._options.max_delay_s
             ),
-            retry=retry_if_exception_type(retry_on)
-            & retry_if_exception(lambda exc: not unless(exc)),
+            retry=retry_if_exception(retry_on),
             sleep=self._context.sleep,
             before_sleep=lambda s: log.warning(
                 "batch_write_throttled",
@@ -297,16 +301,14 @@ class BatchWriteConsumer:
             return self._call(lambda: self._table.batch_write(requests))
 
         try:
-            answer, sent_at = self._retrying(
-                (TransientError,), unless=lambda exc: getattr(exc, "throttled", False)
-            )(attempt)
+            answer, sent_at = self._retrying(_unthrottled_transient)(attempt)
         except TransientError as exc:
             if not exc.throttled:
                 raise
             return list(call)
         if answer.unprocessed:
             self._throttled(sent_at)
-            by_key = {self._request_key(q.write.request): q for q in call}
+            by_key = {q.write.key: q for q in call}
             back = [by_key.get(self._request_key(r)) for r in answer.unprocessed]
             # one not recognised: resend the whole call (puts and deletes are idempotent)
             return list(call) if None in back else [q for q in back if q is not None]
@@ -360,7 +362,7 @@ class BatchWriteConsumer:
             if not answer.retried:
                 self.rate.succeeded()
 
-        self._retrying((TransientError,))(call)
+        self._retrying(_transient)(call)
 
     def close(self) -> None:
         with self._executor_lock:

@@ -60,8 +60,7 @@ class WriteQueue(Generic[T]):
         self._max_bytes = max_bytes
         self._max_attempts = max_attempts
         self._stopped = stopped
-        self._in_flight = 0  # calls
-        self._in_flight_writes = 0
+        self._in_flight = 0  # writes in calls not settled yet
         self._changed = threading.Condition()
         #: writes that came back unprocessed after their last attempt (or once stopped)
         self.exhausted: list[Queued[T]] = []
@@ -73,7 +72,7 @@ class WriteQueue(Generic[T]):
     def left(self) -> int:
         """Writes not done: waiting, in flight, exhausted or failed."""
         with self._changed:
-            waiting = len(self._waiting) + self._in_flight_writes
+            waiting = len(self._waiting) + self._in_flight
             return waiting + len(self.exhausted) + len(self.failed)
 
     def take(self) -> list[Queued[T]] | None:
@@ -97,8 +96,7 @@ class WriteQueue(Generic[T]):
                 head.attempts += 1
                 call.append(head)
                 size += head.size
-            self._in_flight += 1
-            self._in_flight_writes += len(call)
+            self._in_flight += len(call)
             return call
 
     def settle(self, call: Sequence[Queued[T]], unprocessed: Iterable[Queued[T]] = ()) -> int:
@@ -110,8 +108,7 @@ class WriteQueue(Generic[T]):
             back = [q for q in returned if q.attempts < limit]
             self.exhausted.extend(q for q in returned if q.attempts >= limit)
             self._waiting.extend(back)
-            self._in_flight -= 1
-            self._in_flight_writes -= len(call)
+            self._in_flight -= len(call)
             self._changed.notify_all()
             return len(back)
 
@@ -122,6 +119,5 @@ class WriteQueue(Generic[T]):
             self.failed.extend(call)
             if self.error is None:
                 self.error = error
-            self._in_flight -= 1
-            self._in_flight_writes -= len(call)
+            self._in_flight -= len(call)
             self._changed.notify_all()

@@ -16,13 +16,10 @@ from typing import Any
 
 import msgspec
 
-from processor.core.values import decode_image, decode_image_json
+from processor.core.values import decode_image, decode_image_json, decode_json
 from processor.errors import RecordError
 
 __all__ = ["EventName", "StreamRecord"]
-
-
-_decode_json = msgspec.json.Decoder().decode
 
 
 _UNSET: Any = object()
@@ -96,7 +93,7 @@ class StreamRecord:
         image = ddb.get(name)
         if image is None and self._lazy and name in self._lazy:
             try:
-                image = _decode_json(self._lazy.pop(name))
+                image = decode_json(self._lazy.pop(name))
             except (msgspec.DecodeError, ValueError) as exc:
                 raise RecordError(f"{name} is not valid JSON: {exc}") from exc
             ddb[name] = image

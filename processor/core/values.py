@@ -22,6 +22,7 @@ __all__ = [
     "Image",
     "decode_image",
     "decode_image_json",
+    "decode_json",
     "decode_value",
     "plain_image",
     "to_client_image",
@@ -188,7 +189,8 @@ def decode_image(image: Image | None) -> dict[str, Any] | None:
         return {name: decode_value(value) for name, value in image.items()}
 
 
-_decode_json = msgspec.json.Decoder().decode
+#: msgspec's generic JSON decoder (records use it for images wanted as DynamoDB JSON)
+decode_json = msgspec.json.Decoder().decode
 
 #: What a decode that does not take an image raises (the Python decoder then names it).
 _NOT_TAKEN = (
@@ -233,7 +235,7 @@ def _walk_in_python(image: Any) -> dict[str, Any]:
 
 
 def _decode_json_in_python(data: bytes | msgspec.Raw) -> dict[str, Any]:
-    return _walk_in_python(_decode_json(data))
+    return _walk_in_python(decode_json(data))
 
 
 #: Whether the native walk (processor/core/_images.c) is built; without a C compiler the

@@ -187,9 +187,10 @@ class CapacityProxy(Served):
     ) -> tuple[int, dict[str, str], bytes]:
         request = json.loads(body)
         ((table, writes),) = request["RequestItems"].items()
+        items = [_item_of(w) for w in writes]
         with self._lock:
-            self.batch_calls.append([_item_of(w) for w in writes])
-        charges = [(self.partition_of(_item_of(w)), item_wcu(_item_of(w))) for w in writes]
+            self.batch_calls.append(items)
+        charges = [(self.partition_of(item), item_wcu(item)) for item in items]
         fits = self.model.admit(charges)
         if not any(fits):
             return self._throttled()
