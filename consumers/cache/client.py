@@ -200,7 +200,7 @@ class SubscribedCache:
         client = redis.Redis.from_url(
             self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
         )
-        pubsub = client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        pubsub = client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call, unused-ignore]
         try:
             pubsub.subscribe(self.channel)
             while not self._closing.is_set():

@@ -246,6 +246,7 @@ def build_app(
 ) -> App:
     """Resolve the stream, build clients, routes and the worker. Raises ConfigError."""
     clients = _clients(settings)
+    sink = make_dead_letter_sink(settings, clients)  # before any call: a bad path fails at once
     adapter, stream_arn, stream = _source(settings, clients)
     http = make_http_pool(settings)
     caches: dict[str, Any] = memory_caches if memory_caches is not None else {}
@@ -273,7 +274,7 @@ def build_app(
         settings,
         routes=built_routes,
         stats=stats,
-        sink=make_dead_letter_sink(settings, clients),
+        sink=sink,
         policy=retry_policy(settings, retention_s=adapter.retention_s),
         metrics=metrics,
         tenant_stats=tenant_stats,

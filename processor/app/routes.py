@@ -144,7 +144,10 @@ def retry_policy(
 
 
 def make_dead_letter_sink(settings: Settings, clients: AwsClients) -> DeadLetterSink:
+    """The configured destination; raises ConfigError at once when its file (the destination,
+    or SQS's overflow for letters too large for a message) cannot be written."""
     file_sink = JsonlDeadLetterSink(settings.dead_letter.path or "dead-letter.jsonl")
+    file_sink.check_writable()
     if settings.dead_letter.sqs_queue_url:
         return SqsDeadLetterSink(
             clients.sqs,

@@ -24,6 +24,7 @@ from processor.cli.parser import _parser
 from processor.errors import ConfigError, ProcessorError
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.multilang.properties import IGNORED, read_properties, to_settings
+from processor.ops.emf import EmfWriter
 from processor.ops.iam import policy_for
 from processor.ops.logs import configure_logging
 from processor.ops.metrics import HealthServer
@@ -77,7 +78,9 @@ def _load(args: argparse.Namespace) -> Settings:
     if overrides := _overrides(args):
         merged = settings.model_dump()
         merged["logging"].update(overrides["logging"])
+        links = settings.ignored_variables
         settings = Settings.model_validate(merged)
+        settings._service_links = links
     return settings
 
 
@@ -107,10 +110,21 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             port=obs.metrics_port,
         ).start()
         log.info("health_endpoint_started", port=health.port)
+    emf_stop = threading.Event()
+    emf = None
+    if obs.cloudwatch == "emf":
+        emf = EmfWriter(
+            app.metrics.registry,
+            namespace=obs.cloudwatch_namespace,
+            application=settings.checkpoints.application,
+        ).start(emf_stop, obs.cloudwatch_interval_s)
     try:
         summary = app.worker.run(stop=stop, stop_when_idle=args.stop_when_idle)
     finally:
         consumer_stop.set()
+        emf_stop.set()  # one last line with the final gains
+        if emf is not None:
+            emf.join(timeout=5)
         if health is not None:
             health.stop()
         app.close()
@@ -168,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dsp: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.logging.level, settings.logging.format)
+    for name in settings.ignored_variables:
+        log.debug("kubernetes_service_link_ignored", variable=name)
     try:
         if args.command == "check-config":
             summary = check_config(settings, offline=args.offline)

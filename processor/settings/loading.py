@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import (
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -38,6 +39,7 @@ from processor.settings.sections import (
     StreamSettings,
     TenancySettings,
 )
+from processor.settings.service_links import is_service_link
 
 __all__ = ["Settings", "load_settings"]
 
@@ -64,6 +66,13 @@ class Settings(BaseSettings):
     tenancy: TenancySettings = TenancySettings()
     routes: list[RouteSettings] = Field(default_factory=list)
     multilang: MultiLangSettings | None = None
+    #: DSP_ variables skipped as Kubernetes service links (logged at DEBUG by the caller)
+    _service_links: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def ignored_variables(self) -> tuple[str, ...]:
+        """The ``DSP_`` variables that were Kubernetes service links, not settings."""
+        return self._service_links
 
     @model_validator(mode="after")
     def _unique_routes(self) -> Settings:
@@ -196,6 +205,10 @@ def load_settings(
     ``defaults`` fill sections' keys the file does not set (below the file in precedence).
     """
     env = _read_file_variables(dict(os.environ if environ is None else environ))
+    links = tuple(
+        sorted(k for k, v in env.items() if k.startswith(ENV_PREFIX) and is_service_link(k, v))
+    )
+    env = {k: v for k, v in env.items() if k not in links}
     _check_env_names(env)
     data: dict[str, Any] = {}
     if path is not None and str(path) != "":
@@ -243,4 +256,5 @@ def load_settings(
         loaded = _Loaded(**dict(overrides or {}))
     except ValidationError as exc:
         raise _config_errors(exc) from None
+    loaded._service_links = links
     return loaded

@@ -242,6 +242,11 @@ class ObservabilitySettings(_Section):
     ready_max_stall_s: float = Field(default=60.0, gt=0)
     #: tenants with a label of their own in dsp_tenant_records_total (the rest: "other")
     max_tenant_labels: int = Field(default=100, ge=0, le=10_000)
+    #: CloudWatch metrics without an agent: "emf" writes Embedded Metric Format lines to
+    #: stdout, which ECS's awslogs driver and Lambda turn into metrics
+    cloudwatch: Literal["off", "emf"] = "off"
+    cloudwatch_namespace: str = Field(default="dsp", min_length=1, max_length=255)
+    cloudwatch_interval_s: float = Field(default=60.0, ge=1, le=3600)
 
 
 class TenancySettings(_Section):

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from processor.aws import translate_client_error
-from processor.errors import TransientError
+from processor.errors import ConfigError, TransientError
 
 __all__ = [
     "DeadLetter",
@@ -98,6 +98,42 @@ class JsonlDeadLetterSink:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+
+    def check_writable(self) -> None:
+        """Raise ConfigError naming the path unless a letter could be appended to it now.
+
+        Run at start: a destination that cannot be written would otherwise be found only by
+        the first poison record, whose shard then stalls retrying. It opens the file as a
+        write would (creating its directory), and removes what it created.
+        """
+        made: list[Path] = []
+        try:
+            missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
+            for directory in reversed(missing):
+                directory.mkdir()
+                made.append(directory)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+                made.append(self.path)
+            os.close(fd)
+        except OSError as exc:
+            where = self.path if self.path.is_absolute() else f"{self.path} in {Path.cwd()}"
+            raise ConfigError(
+                "dead_letter.path",
+                str(self.path),
+                f"cannot write the dead-letter file {where}: {exc.strerror}; set "
+                "dead_letter.path to a file in a writable directory (in the image: the data "
+                "volume /var/lib/dsp)",
+            ) from None
+        finally:
+            for created in reversed(made):
+                with contextlib.suppress(OSError):
+                    if created == self.path:
+                        created.unlink()
+                    else:
+                        created.rmdir()
 
     def send(self, entries: Sequence[DeadLetter]) -> None:
         if not entries:

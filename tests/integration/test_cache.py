@@ -46,7 +46,7 @@ def test_invalidated_names_are_published_on_the_channel(
 ) -> None:
     """With a channel, each invalidated name is published once per batch."""
     channel = f"inval-{unique}"
-    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
     pubsub.subscribe(channel)
     pubsub.get_message(timeout=1)  # the subscribe confirmation
     consumer = build(
@@ -155,12 +155,12 @@ def test_redis_cluster_invalidation_spans_slots_and_nodes(tmp_path: Path, unique
         names = [f"{unique}:o:t{i}:1" for i in range(30)]
         for name in names:
             client.set(name, "v")
-        slots = {client.keyslot(n) for n in names}  # type: ignore[no-untyped-call]
-        nodes = {client.get_node_from_key(n).name for n in names}  # type: ignore[no-untyped-call]
+        slots = {client.keyslot(n) for n in names}  # type: ignore[no-untyped-call, unused-ignore]
+        nodes = {client.get_node_from_key(n).name for n in names}  # type: ignore[no-untyped-call, unused-ignore]
         assert len(slots) > 10
         assert len(nodes) == 3
         subscriber = redis.Redis(port=cluster.ports[1])  # PUBLISH reaches every node
-        pubsub = subscriber.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = subscriber.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         pubsub.subscribe("inval")
         pubsub.get_message(timeout=1)
         ctx = context()
