@@ -183,5 +183,7 @@ def test_ecs_scaling_policy_is_well_formed() -> None:
     assert config["TargetValue"] > 0
     metric = config["CustomizedMetricSpecification"]
     assert metric["Statistic"] in {"Average", "Minimum", "Maximum", "SampleCount", "Sum"}
-    family = {d["Name"]: d["Value"] for d in metric["Dimensions"]}["TaskDefinitionFamily"]
-    assert family == task["family"]
+    # the metric comes from the task's own EMF lines (test_deploy_schemas checks which)
+    application = {d["Name"]: d["Value"] for d in metric["Dimensions"]}["application"]
+    env = {e["name"]: e["value"] for e in task["containerDefinitions"][0]["environment"]}
+    assert application == env["DSP_CHECKPOINTS__APPLICATION"]
