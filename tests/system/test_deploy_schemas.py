@@ -132,7 +132,7 @@ def test_a_broken_kubernetes_field_is_named() -> None:
 
 def test_a_broken_ecs_field_is_named() -> None:
     """botocore's report names a misspelt key and a wrong type."""
-    (_, _, task), (_, _, target), (_, _, policy) = ecs_calls()
+    (_, _, task), _, (_, _, policy) = ecs_calls()
     task = copy.deepcopy(task)
     task["containerDefinitions"][0]["stopTimeOut"] = 60
     assert 'Unknown parameter in containerDefinitions[0]: "stopTimeOut"' in botocore_errors(
