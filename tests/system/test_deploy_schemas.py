@@ -58,7 +58,9 @@ def kubernetes_errors(doc: dict[str, Any], version: str) -> list[str]:
 
 def botocore_errors(service: str, operation: str, params: dict[str, Any]) -> str:
     model = botocore.session.get_session().get_service_model(service)
-    report = ParamValidator().validate(params, model.operation_model(operation).input_shape)
+    shape = model.operation_model(operation).input_shape
+    assert shape is not None
+    report = ParamValidator().validate(params, shape)
     return str(report.generate_report()) if report.has_errors() else ""
 
 
