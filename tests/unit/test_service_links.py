@@ -13,17 +13,7 @@ from processor.errors import ConfigError
 from processor.settings import load_settings
 from processor.settings.service_links import is_service_link
 
-VALID = """
-[stream]
-table = "orders"
-[checkpoints]
-application = "orders-worker"
-[[routes]]
-name = "mirror"
-consumer = "batch_write"
-[routes.options]
-table = "orders_mirror"
-"""
+from .test_settings import VALID
 
 
 def kubelet_variables(
