@@ -71,6 +71,8 @@ class App:
     stats: dict[str, RouteStats]
     clients: AwsClients
     http: urllib3.PoolManager
+    #: the dead-letter destination, checked writable at build (one per process)
+    sink: DeadLetterSink
     memory_caches: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -301,5 +303,6 @@ def build_app(
         stats=stats,
         clients=clients,
         http=http,
+        sink=sink,
         memory_caches=caches,
     )

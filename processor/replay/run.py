@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from processor.app import build_app
-from processor.app.routes import make_dead_letter_sink, retry_policy, tenancy_for
+from processor.app.routes import retry_policy, tenancy_for
 from processor.core._rate import RateLimiter
 from processor.core.consumer import RouteStats
 from processor.core.dispatch import Dispatcher
@@ -191,7 +191,7 @@ def _replay_files(
     app = build_app(settings, routes=routes, store=MemoryLeaseStore())
     dispatcher = Dispatcher(
         app.routes,
-        make_dead_letter_sink(settings, app.clients),
+        app.sink,
         retry_policy(settings),
         stats=app.stats,
         stop=stop,
