@@ -13,6 +13,18 @@ What we add: records a consumer rejects for good (``RecordError``, a 4xx), recor
 ``batch.max_record_age_s`` and malformed records are written **whole** to our dead-letter
 destination and not reported, so they are neither retried in vain nor reduced to the
 metadata-only record of the mapping's on-failure destination.
+
+Never hang, never vanish:
+
+* At the first event, a dead-letter destination that cannot be written is refused
+  (``ConfigError``, the invocation fails visibly): a file in the read-only ``/var/task``, or
+  under ``/tmp`` (lost when the execution environment is recycled) without
+  ``[dead_letter] lambda_tmp = true``. Use ``dead_letter.sqs_queue_url`` in Lambda.
+* Each invocation watches ``context.get_remaining_time_in_millis()``: :func:`budget_margin_s`
+  before Lambda's timeout it stops retrying (consumers and dead-letter writes alike) and
+  answers. When it had to stop, every record of the batch is reported in
+  ``batchItemFailures``: none is reported as done that may not be (Lambda resumes a stream
+  from the lowest reported sequence number, so this repeats little).
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import binascii
 import os
 import threading
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -32,7 +45,7 @@ from processor.aws import AwsClients, clients_for
 from processor.core.consumer import RouteStats, StreamInfo
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
-from processor.errors import RecordError
+from processor.errors import ConfigError, RecordError, ShutdownRequested
 from processor.http import make_http_pool
 from processor.ops.logs import configure_logging
 from processor.settings import Settings, load_settings
@@ -46,12 +59,24 @@ log = structlog.get_logger()
 LAMBDA_DEFAULTS = {"checkpoints": {"application": "lambda"}, "stream": {"arn": "lambda"}}
 
 
+#: Lambda's writable scratch space; it does not outlive the execution environment
+LAMBDA_TMP = Path("/tmp")  # noqa: S108 - checked against, never written to here
+
+
+def budget_margin_s(remaining_s: float) -> float:
+    """How long before Lambda's timeout the handler stops retrying and answers: a tenth of the
+    time left, at least 1 s (the answer, a consumer call in flight) and at most 10 s."""
+    return min(10.0, max(1.0, remaining_s / 10))
+
+
 @dataclass(slots=True)
 class _Runtime:
     settings: Settings
     dispatcher: Dispatcher
     stats: dict[str, RouteStats]
     clients: AwsClients
+    #: set at the invocation's deadline: consumers and dead-letter writes stop retrying
+    stop: threading.Event
 
 
 class _Cache:
@@ -100,15 +125,33 @@ def _stream_info(first: dict[str, Any]) -> StreamInfo:
     )
 
 
+def _refuse_ephemeral_dead_letters(settings: Settings) -> None:
+    """Dead letters only in /tmp vanish with the execution environment: opt in, or use SQS."""
+    dead_letter = settings.dead_letter
+    if dead_letter.sqs_queue_url or dead_letter.lambda_tmp or not dead_letter.path:
+        return
+    path = Path(dead_letter.path)
+    if path.is_absolute() and (path == LAMBDA_TMP or LAMBDA_TMP in path.parents):
+        raise ConfigError(
+            "dead_letter.path",
+            dead_letter.path,
+            "in Lambda, /tmp is lost when the execution environment is recycled, and the "
+            "letters with it; set dead_letter.sqs_queue_url (recommended), or "
+            "dead_letter.lambda_tmp = true to accept that",
+        )
+
+
 def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime:
     settings = load_settings(os.environ.get("DSP_CONFIG"), defaults=LAMBDA_DEFAULTS)
     tune_gc()
     configure_logging(settings.logging.level, "json")
+    _refuse_ephemeral_dead_letters(settings)
     clients = clients or clients_for(
         settings.aws,
         region=os.environ.get("AWS_REGION", settings.aws.region),
         pool_size=10 + settings.batch.parallelism,
     )
+    sink = make_dead_letter_sink(settings, clients)  # before any consumer: fail at once
     stop = threading.Event()
     routes, stats = build_routes(
         settings,
@@ -122,19 +165,42 @@ def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime
     policy = replace(
         retry_policy(settings, report_exhausted=True), max_retries=0, bisect_on_error=False
     )
-    sink = make_dead_letter_sink(settings, clients)
     dispatcher = Dispatcher(
         routes, sink, policy, stats=stats, stop=stop, tenancy=tenancy_for(settings)
     )
-    return _Runtime(settings, dispatcher, stats, clients)
+    return _Runtime(settings, dispatcher, stats, clients, stop)
 
 
 def reset() -> None:
     """Forget the cached configuration (tests; a new container does this by itself)."""
     with _Cache.lock:
         if _Cache.runtime is not None:
+            _Cache.runtime.stop.set()
             _Cache.runtime.dispatcher.close()
         _Cache.runtime = None
+
+
+def _item_identifier(raw: Any) -> str | None:
+    """The sequence number Lambda knows a record by (DynamoDB Streams or Kinesis)."""
+    if not isinstance(raw, dict):
+        return None
+    if raw.get("eventSource") == "aws:kinesis":
+        number = (raw.get("kinesis") or {}).get("sequenceNumber")
+    else:
+        number = (raw.get("dynamodb") or {}).get("SequenceNumber")
+    return str(number) if number is not None else None
+
+
+def _deadline(context: Any, stop: threading.Event) -> threading.Timer | None:
+    """A timer that sets ``stop`` :func:`budget_margin_s` before Lambda's timeout."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None  # no budget given (a local call)
+    remaining_s = remaining() / 1000
+    timer = threading.Timer(max(0.0, remaining_s - budget_margin_s(remaining_s)), stop.set)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -146,6 +212,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if _Cache.runtime is None:
             _Cache.runtime = _build(raw_records[0])
         runtime = _Cache.runtime
+    runtime.stop.clear()
+    timer = _deadline(context, runtime.stop)
     records: list[StreamRecord] = []
     malformed: list[tuple[object, Exception]] = []
     for raw in raw_records:
@@ -153,7 +221,18 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             records.append(_record(raw))
         except RecordError as exc:
             malformed.append((raw, exc))
-    runtime.dispatcher.reject_malformed(malformed, None)
-    unhandled = runtime.dispatcher.dispatch(records)
+    try:
+        runtime.dispatcher.reject_malformed(malformed, None)
+        unhandled = [r.sequence_number for r in runtime.dispatcher.dispatch(records)]
+    except ShutdownRequested as exc:
+        # out of time while retrying (a consumer, or a dead-letter write that keeps failing):
+        # nothing of this batch may be reported as done
+        unhandled = [i for i in map(_item_identifier, raw_records) if i is not None]
+        log.error(  # noqa: TRY400 - an expected end, said in one line; no traceback
+            "lambda_time_budget_spent", records=len(raw_records), error=str(exc)
+        )
+    finally:
+        if timer is not None:
+            timer.cancel()
     log.info("lambda_batch_handled", records=len(raw_records), failures=len(unhandled))
-    return {"batchItemFailures": [{"itemIdentifier": r.sequence_number} for r in unhandled]}
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in unhandled]}

@@ -159,6 +159,9 @@ class DeadLetterSettings(_Section):
     #: SQS's limit for one message and for one SendMessageBatch request (1 MiB); a letter
     #: larger than this goes whole to the file at ``path`` and the queue gets its location
     sqs_max_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024)
+    #: Lambda only: accept a dead-letter file under /tmp without a queue, although /tmp is
+    #: lost when the execution environment is recycled (use sqs_queue_url instead)
+    lambda_tmp: bool = False
 
 
 def _in_range(value: int, low: int, high: int, *, extra: str = "") -> int:

@@ -297,3 +297,51 @@ def test_the_image_runs_as_the_manifests_deploy_it(
         f"SIGTERM drained in {drain_s:.1f} s (grace {grace_s} s), "
         f"whole run {time.monotonic() - started:.1f} s"
     )
+
+
+def test_the_lambda_handler_refuses_a_dead_letter_file_in_its_read_only_task_directory(
+    installed: Path, tmp_path: Path
+) -> None:
+    """Lambda's shape: the installed handler as an unprivileged user whose working directory
+    (/var/task) is read-only, with the default dead-letter file and no queue. The first event
+    fails at once with one line naming the path, instead of a poison record later retrying the
+    write until Lambda's timeout."""
+    task = Path(tempfile.mkdtemp(prefix="dsp-task-", dir="/var/tmp"))
+    try:
+        task.chmod(0o555)  # root's, read-only for the function's user
+        config = Path(tempfile.mkdtemp(prefix="dsp-lambda-", dir="/var/tmp"))
+        config.chmod(0o755)
+        (config / "lambda.toml").write_text(
+            '[[routes]]\nname = "notify"\nconsumer = "webhook"\n'
+            '[routes.options]\nurl = "http://127.0.0.1:9/hook"\nsecret = "whsec_'
+            + new_secret().removeprefix("whsec_")
+            + '"\n'
+        )
+        (config / "lambda.toml").chmod(0o644)
+        event = ROOT / "tests" / "events" / "esm_success.json"
+        invoke = (
+            "import json, processor.aws_lambda as f; "
+            f"print(f.handler(json.load(open({str(event)!r})), None))"
+        )
+        done = subprocess.run(
+            as_uid(str(installed / "python"), "-c", invoke),
+            cwd=task,
+            env={
+                "PATH": f"{installed}:/usr/bin:/bin",
+                "DSP_CONFIG": str(config / "lambda.toml"),
+                "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(task, ignore_errors=True)
+        shutil.rmtree(config, ignore_errors=True)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]  # what Lambda reports as errorMessage
+    assert last.startswith("processor.errors.ConfigError: dead_letter.path = 'dead-letter.jsonl'")
+    assert f"dead-letter.jsonl in {task}: Permission denied" in last

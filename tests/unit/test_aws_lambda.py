@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from processor import aws_lambda
+from processor.errors import ConfigError
 from processor.sinks.dead_letter import read_dead_letters
 
 from . import lambda_consumer
@@ -34,6 +37,7 @@ def dead_letters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
         f"""
 [dead_letter]
 path = "{path}"
+lambda_tmp = true  # pytest's tmp_path is under /tmp
 [[routes]]
 name = "steered"
 consumer = "tests.unit.lambda_consumer:steered"
@@ -147,3 +151,89 @@ def test_a_kinesis_record_that_is_not_a_dynamodb_change_is_dead_lettered_whole(
     (entry,) = read_dead_letters(dead_letters)
     assert entry.record == ev["Records"][0]
     assert "not JSON" in entry.error_message
+
+
+class FakeContext:
+    """Lambda's context as far as the handler uses it: a budget on the monotonic clock."""
+
+    def __init__(self, budget_s: float) -> None:
+        self._deadline = time.monotonic() + budget_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def test_a_dead_letter_write_failing_mid_invocation_is_reported_before_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The destination breaks after the cold start; a rejected record cannot be stored. With
+    3 s left, the handler stops retrying before Lambda's timeout and reports every record of
+    the batch, the rejected one and the later records of its key included: none is reported
+    as done. (On main it kept retrying the write past the timeout.)"""
+    directory = tmp_path / "letters"
+    directory.mkdir()
+    config = tmp_path / "lambda.toml"
+    config.write_text(
+        f'[dead_letter]\npath = "{directory / "dl.jsonl"}"\nlambda_tmp = true\n'
+        '[[routes]]\nname = "steered"\nconsumer = "tests.unit.lambda_consumer:steered"\n'
+    )
+    monkeypatch.setenv("DSP_CONFIG", str(config))
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    aws_lambda.reset()
+    try:
+        assert aws_lambda.handler(event("esm_success"), FakeContext(3)) == {"batchItemFailures": []}
+        directory.rmdir()
+        directory.write_text("not a directory any more")  # every append now fails
+        ev = event("esm_partial_failure")  # record 4 (key c) is rejected for good
+        context = FakeContext(3)
+        answers: list[dict[str, Any]] = []
+        worker = threading.Thread(
+            target=lambda: answers.append(aws_lambda.handler(ev, context)), daemon=True
+        )
+        worker.start()
+        worker.join(timeout=10)  # bounds the test on main, where it never answered
+        assert answers, "no answer: the handler was still retrying the dead-letter write"
+        assert context.get_remaining_time_in_millis() > 0  # answered before Lambda's timeout
+        reported = [f["itemIdentifier"] for f in answers[0]["batchItemFailures"]]
+        assert reported == seqs(ev, *range(len(ev["Records"])))
+    finally:
+        aws_lambda.reset()
+
+
+def test_a_budget_leaves_at_least_a_second_and_at_most_ten() -> None:
+    """The margin kept back from Lambda's timeout: a tenth of the time left, 1 to 10 s."""
+    assert aws_lambda.budget_margin_s(3) == 1.0
+    assert aws_lambda.budget_margin_s(60) == 6.0
+    assert aws_lambda.budget_margin_s(900) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("dead_letter", "refused"),
+    [
+        ('path = "/tmp/dl.jsonl"', "in Lambda, /tmp is lost"),
+        ('path = "/tmp/letters/dl.jsonl"', "dead_letter.lambda_tmp = true"),
+        ('path = "{not_a_dir}/dl.jsonl"\nlambda_tmp = true', "cannot write the dead-letter file"),
+    ],
+)
+def test_a_dead_letter_file_lambda_cannot_keep_is_refused_at_the_first_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_letter: str, refused: str
+) -> None:
+    """/tmp without the opt-in, or a file that cannot be written: a ConfigError naming
+    dead_letter.path at the first event, before any record is handled."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    config = tmp_path / "lambda.toml"
+    config.write_text(
+        f"[dead_letter]\n{dead_letter.format(not_a_dir=not_a_dir)}\n"
+        '[[routes]]\nname = "steered"\nconsumer = "tests.unit.lambda_consumer:steered"\n'
+    )
+    monkeypatch.setenv("DSP_CONFIG", str(config))
+    aws_lambda.reset()
+    lambda_consumer.DELIVERED.clear()
+    with pytest.raises(ConfigError) as caught:
+        aws_lambda.handler(event("esm_success"), FakeContext(3))
+    assert caught.value.key == "dead_letter.path"
+    assert refused in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert lambda_consumer.DELIVERED == []
+    aws_lambda.reset()
