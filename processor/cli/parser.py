@@ -137,17 +137,45 @@ def _status(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _letters_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--source",
+        choices=["file", "sqs", "all"],
+        default="all",
+        help="where the letters are: the file (dead_letter.path), the queue "
+        "(dead_letter.sqs_queue_url), or both (default)",
+    )
+    p.add_argument("--route", action="append", metavar="NAME", help="only this route (repeatable)")
+
+
 def _dead_letter(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    dead = sub.add_parser("dead-letter", help="work with the dead-letter file")
+    dead = sub.add_parser("dead-letter", help="work with dead letters: file and SQS queue")
     dead_sub = dead.add_subparsers(dest="dead_letter_command", required=True)
     redrive = dead_sub.add_parser(
         "redrive",
         help="send dead-lettered records back through their routes; remove what succeeds",
+        description="The file first, then the queue. A queue message is deleted only after "
+        "its record is delivered; one that fails again is replaced by a message with the new "
+        "error. Messages that are not letters stay in the queue and are named. Exit status 1 "
+        "if any record failed again.",
     )
     _common(redrive)
-    redrive.add_argument(
-        "--route", action="append", metavar="NAME", help="only this route (repeatable)"
+    _letters_source(redrive)
+    listing = dead_sub.add_parser(
+        "list",
+        help="show dead letters without consuming them (queue messages are made visible "
+        "again at once)",
     )
+    _common(listing)
+    _letters_source(listing)
+    listing.add_argument("--limit", type=int, metavar="N", help="at most N letters")
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    count = dead_sub.add_parser("count", help="how many dead letters there are, per place")
+    _common(count)
+    count.add_argument(
+        "--source", choices=["file", "sqs", "all"], default="all", help="where to count"
+    )
+    count.add_argument("--json", action="store_true", help="one JSON object")
 
 
 def _multilang(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -135,10 +135,21 @@ def policy_for(
     if url and wanted & {"run", "replay", "redrive"}:
         match = _QUEUE_URL.match(url)
         name = match["name"] if match else url.rsplit("/", 1)[-1]
+        queue = f"arn:{partition}:sqs:{region}:{account}:{name}"
         # SendMessageBatch is authorised by sqs:SendMessage
-        policy.allow(
-            "DeadLetters", {"sqs:SendMessage"}, {f"arn:{partition}:sqs:{region}:{account}:{name}"}
-        )
+        policy.allow("DeadLetters", {"sqs:SendMessage"}, {queue})
+        if "redrive" in wanted:  # dsp dead-letter redrive | list | count read the queue
+            # the *Batch calls are authorised by their single-message actions
+            policy.allow(
+                "DeadLetterQueueRedrive",
+                {
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                },
+                {queue},
+            )
     return policy
 
 

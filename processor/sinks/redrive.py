@@ -31,7 +31,7 @@ from processor.core.tenancy import Tenancy
 from processor.errors import RecordError
 from processor.sinks.dead_letter import DeadLetter, _dumps, locked_append, read_dead_letters
 
-__all__ = ["RedriveReport", "redrive_file"]
+__all__ = ["Redelivery", "RedriveReport", "identity", "redrive_file"]
 
 log = structlog.get_logger()
 
@@ -45,9 +45,12 @@ class RedriveReport:
     #: letters of a record already seen for the same route (a worker that died after
     #: dead-lettering and before its checkpoint: its successor dead-lettered the records again)
     duplicates: int = 0
+    #: queue messages that are not letters (or name an overflow letter that is not there):
+    #: left in the queue; message id and why
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _identity(entry: DeadLetter) -> tuple[str, str, str]:
+def identity(entry: DeadLetter) -> tuple[str, str, str]:
     """One record on one route: its event id and sequence number (as Lambda's
     itemIdentifier), whatever its error or attempt count."""
     record = entry.record
@@ -81,11 +84,11 @@ def _once(
     """Each record once per route (ADR 0014 addendum): repeats are counted, not sent."""
     entries = []
     for entry in letters:
-        identity = _identity(entry)
-        if identity in seen:
+        key = identity(entry)
+        if key in seen:
             report.duplicates += 1
             continue
-        seen.add(identity)
+        seen.add(key)
         entries.append(entry)
     return entries
 
@@ -102,6 +105,59 @@ def _records(letters: list[DeadLetter]) -> tuple[list[StreamRecord], list[DeadLe
     return records, malformed
 
 
+class Redelivery:
+    """Sends letters' records back through their routes, each route with its own dispatcher
+    and the normal retries; counts into ``report``."""
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        policy: RetryPolicy,
+        report: RedriveReport,
+        *,
+        only_routes: set[str] | None = None,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] | None = None,
+        tenancy: Tenancy | None = None,
+    ) -> None:
+        self._by_name = {r.name: r for r in routes}
+        self._policy = policy
+        self.report = report
+        self._only = only_routes
+        self._stop = stop or threading.Event()
+        self._sleep = sleep
+        self._tenancy = tenancy
+
+    def route(self, name: str) -> Route | None:
+        """The route to redrive ``name``'s letters through; None keeps them (unknown route,
+        or not among ``--route``)."""
+        if self._only is not None and name not in self._only:
+            return None
+        return self._by_name.get(name)
+
+    def send(self, route: Route, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Redeliver one route's letters; returns the letters to keep: those whose record
+        still does not parse, and those that failed again (with the new error and attempts)."""
+        records, malformed = _records(letters)
+        sink, stats = _Collect(), RouteStats()
+        dispatcher = Dispatcher(
+            [route],
+            sink,
+            self._policy,
+            stats={route.name: stats},
+            stop=self._stop,
+            sleep=self._sleep,
+            tenancy=self._tenancy,
+        )
+        dispatcher.dispatch(sorted(records, key=lambda r: r.sequence_int))
+        dispatcher.close()
+        report = self.report
+        report.delivered[route.name] = report.delivered.get(route.name, 0) + stats["delivered"]
+        report.failed_again += len(sink.entries)
+        report.filtered += stats["filtered"]
+        return malformed + sink.entries
+
+
 def redrive_file(
     path: str | Path,
     routes: Sequence[Route],
@@ -111,43 +167,24 @@ def redrive_file(
     stop: threading.Event | None = None,
     sleep: Callable[[float], None] | None = None,
     tenancy: Tenancy | None = None,
+    seen: set[tuple[str, str, str]] | None = None,
+    report: RedriveReport | None = None,
 ) -> RedriveReport:
+    """Redrive the file at ``path``. ``seen`` collects every (route, event id, sequence
+    number) handled, so a queue redrive after it skips the same letters."""
     path = Path(path)
-    by_name = {r.name: r for r in routes}
-    report = RedriveReport()
-    seen: set[tuple[str, str, str]] = set()
-
-    def send(route: Route, records: list[StreamRecord]) -> list[DeadLetter]:
-        """Through the route's own dispatcher; what fails again, as new letters."""
-        sink, stats = _Collect(), RouteStats()
-        dispatcher = Dispatcher(
-            [route],
-            sink,
-            policy,
-            stats={route.name: stats},
-            stop=stop or threading.Event(),
-            sleep=sleep,
-            tenancy=tenancy,
-        )
-        dispatcher.dispatch(sorted(records, key=lambda r: r.sequence_int))
-        dispatcher.close()
-        report.delivered[route.name] = stats["delivered"]
-        report.failed_again += len(sink.entries)
-        report.filtered += stats["filtered"]
-        return sink.entries
-
+    report = report if report is not None else RedriveReport()
+    seen = seen if seen is not None else set()
+    redelivery = Redelivery(
+        routes, policy, report, only_routes=only_routes, stop=stop, sleep=sleep, tenancy=tenancy
+    )
     for snapshot in _snapshot(path):
         keep: list[DeadLetter] = []
         entries = _once(read_dead_letters(snapshot), seen, report)
         for name in dict.fromkeys(e.route for e in entries):
             group = [e for e in entries if e.route == name]
-            route = by_name.get(name)
-            if route is None or (only_routes is not None and name not in only_routes):
-                keep.extend(group)
-                continue
-            records, malformed = _records(group)
-            keep.extend(malformed)  # still malformed: nothing a route can do with it
-            keep.extend(send(route, records))
+            route = redelivery.route(name)
+            keep.extend(group if route is None else redelivery.send(route, group))
         report.kept += len(keep)
         if keep:
             with locked_append(path) as fd:
@@ -156,6 +193,7 @@ def redrive_file(
         snapshot.unlink()
     log.info(
         "redrive_finished",
+        source=str(path),
         delivered=report.delivered,
         failed_again=report.failed_again,
         kept=report.kept,

@@ -19,7 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 # botocore's operation name -> the IAM action that authorises it, where they differ
-_IAM_ACTION = {"sqs:SendMessageBatch": "sqs:SendMessage"}
+# SQS's developer guide: permissions for SendMessage, DeleteMessage and ChangeMessageVisibility
+# set those of their batch versions, which cannot be granted on their own
+_IAM_ACTION = {
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+}
 
 
 @dataclass(frozen=True)

@@ -123,9 +123,15 @@ subscriptions_table = "{subscriptions}"
                 ("replay", "--from", "trim-horizon", "--idle-s", "0.5"),
                 ("replay", "--from", "trim-horizon", "--idle-s", "0.5"),  # afresh: forgets
                 ("capture", "--out", str(tmp_path / "archive.jsonl"), "--stop-when-idle", "1"),
+                ("dead-letter", "count"),
+                ("dead-letter", "list"),
+                ("dead-letter", "redrive"),  # still refused: exit 1, letters replaced
             ):
                 done = dsp(*command)
-                assert done.returncode in (0, 3), (command, done.stderr[-2000:])
+                assert done.returncode in (0, 3) or command == ("dead-letter", "redrive"), (
+                    command,
+                    done.stderr[-2000:],
+                )
                 seen[" ".join(command[:1])] = seen.get(command[0], []) + proxy.reset()
         assert receiver.attempts  # the webhook did run (and was refused)
     assert sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages")
