@@ -181,6 +181,7 @@ def test_list_and_count_read_the_queue_without_consuming_it(
     assert counted["sqs"]["visible"] == 4
     assert counted["sqs"]["in_flight"] == 0
     assert counted["file"]["letters"] == 0
+    assert len(queue_bodies(sqs, queue_url)) == 4  # nothing consumed
     receiver.script("/h", [200])
     assert "4 delivered" in dsp("dead-letter", "redrive").stdout
 
