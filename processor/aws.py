@@ -19,6 +19,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    ProfileNotFound,
     ReadTimeoutError,
 )
 
@@ -114,8 +115,10 @@ def make_clients(
     *,
     region: str,
     endpoint_url: str | None,
+    dynamodb_endpoint_url: str | None = None,
     streams_endpoint_url: str | None = None,
     kinesis_endpoint_url: str | None = None,
+    profile: str | None = None,
     retry_mode: str,
     max_attempts: int,
     pool_size: int,
@@ -127,7 +130,12 @@ def make_clients(
     botocore's default "legacy" mode does not retry ``LimitExceededException`` for the streams
     client; "standard" and "adaptive" do.
     """
-    session = boto3.session.Session(region_name=region)
+    try:
+        session = boto3.session.Session(region_name=region, profile_name=profile)
+    except ProfileNotFound as exc:
+        raise ConfigError(
+            "aws.profile", profile, "no such profile in the AWS config or credentials file"
+        ) from exc
     retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
     config = Config(
         region_name=region,
@@ -146,12 +154,15 @@ def make_clients(
     kinesis_kwargs = dict(kwargs)
     if kinesis_endpoint_url:
         kinesis_kwargs["endpoint_url"] = kinesis_endpoint_url
+    dynamodb_kwargs = dict(kwargs)
+    if dynamodb_endpoint_url:
+        dynamodb_kwargs["endpoint_url"] = dynamodb_endpoint_url
     return AwsClients(
-        dynamodb=session.client("dynamodb", **kwargs),
+        dynamodb=session.client("dynamodb", **dynamodb_kwargs),
         streams=session.client("dynamodbstreams", **streams_kwargs),
         sqs=session.client("sqs", **kwargs),
         region=region,
-        endpoint_url=endpoint_url,
+        endpoint_url=dynamodb_endpoint_url or endpoint_url,
         kinesis=session.client("kinesis", **kinesis_kwargs),
     )
 
@@ -162,8 +173,10 @@ def clients_for(settings: AwsSettings, *, pool_size: int, region: str | None = N
     return make_clients(
         region=region or settings.region,
         endpoint_url=settings.endpoint_url,
+        dynamodb_endpoint_url=settings.dynamodb_endpoint_url,
         streams_endpoint_url=settings.streams_endpoint_url,
         kinesis_endpoint_url=settings.kinesis_endpoint_url,
+        profile=settings.profile,
         retry_mode=settings.retry_mode,
         max_attempts=settings.max_attempts,
         pool_size=pool_size,

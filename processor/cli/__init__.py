@@ -81,7 +81,7 @@ def _load(args: argparse.Namespace) -> Settings:
         sections, unused = to_settings(properties)
         for key in unused:
             note = "ignored (Java daemon only)" if key in IGNORED else "unknown, ignored"
-            print(f"dsp: {args.properties}: {key}: {note}", file=sys.stderr)
+            print(f"dsp: warning: {args.properties}: {key}: {note}", file=sys.stderr)
         settings = load_settings(args.config, defaults=sections)
     else:
         settings = load_settings(args.config)

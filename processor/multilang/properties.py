@@ -1,13 +1,23 @@
 """KCL MultiLang ``.properties`` files, read as our settings.
 
-The keys a StreamsMultiLangDaemon user already has map onto our sections; keys we do not use
-are reported (never fatal), so an existing file works unchanged. Endpoints come from boto3's
-standard ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_DYNAMODB`` and
-``AWS_ENDPOINT_URL_DYNAMODB_STREAMS`` variables (or ``DSP_AWS__...``).
+Every key is honoured, warned about, or refused, never silently dropped:
+
+* **honoured**: the keys in :data:`MAPPED`. Among them are where data is read and written
+  (``dynamoDBEndpoint`` for the lease table, ``kinesisEndpoint`` for the DynamoDB stream,
+  ``regionName``) and as whom (``AWSCredentialsProvider``: ``DefaultCredentialsProvider`` /
+  ``DefaultAWSCredentialsProviderChain``, or ``ProfileCredentialsProvider|<name>``). These take
+  precedence over boto3's ``AWS_ENDPOINT_URL`` variables, because the file names them.
+* **refused** (exit 2, naming the key): a credentials provider dsp cannot honour, a DynamoDB
+  credentials provider different from the main one, an ``AT_TIMESTAMP`` starting position,
+  and any unknown key that names an endpoint, region, credentials, stream or table. Running
+  against something other than what the file says is worse than not starting.
+* **warned about**: the Java daemon's own tuning and metrics (:data:`IGNORED`), and any other
+  unknown key.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +25,12 @@ from typing import Any
 from processor.errors import ConfigError
 
 __all__ = ["IGNORED", "MAPPED", "parse_properties", "to_settings"]
+
+#: unknown keys whose name says they choose where or as whom: refused rather than ignored
+_LOCATION_WORDS = re.compile(r"endpoint|region|credential|profile|role|stream|table", re.I)
+#: the credentials providers that mean boto3's default chain
+_DEFAULT_PROVIDERS = frozenset({"DefaultCredentialsProvider", "DefaultAWSCredentialsProviderChain"})
+_PROFILE_PROVIDER = "ProfileCredentialsProvider"
 
 #: properties with a counterpart here: what each becomes
 MAPPED = {
@@ -33,6 +49,11 @@ MAPPED = {
     "shutdownGraceMillis": "multilang.shutdown_grace_s",
     "timeoutInSeconds": "multilang.timeout_s",
     "workerId": "checkpoints.owner",
+    "dynamoDBEndpoint": "aws.dynamodb_endpoint_url (the lease table)",
+    "kinesisEndpoint": "aws.streams_endpoint_url (the DynamoDB stream)",
+    "AWSCredentialsProvider": "boto3's default chain, or aws.profile",
+    "AwsCredentialsProvider": "boto3's default chain, or aws.profile",
+    "AWSCredentialsProviderDynamoDB": "the same credentials as AWSCredentialsProvider",
 }
 
 #: properties that mean something to the Java daemon only (JVM threads, KCL metrics, ...)
@@ -40,10 +61,7 @@ IGNORED = frozenset(
     {
         "processingLanguage",
         "maxActiveThreads",
-        "AWSCredentialsProvider",
-        "AwsCredentialsProvider",
-        "AWSCredentialsProviderDynamoDB",
-        "AWSCredentialsProviderCloudWatch",
+        "AWSCredentialsProviderCloudWatch",  # KCL metrics: dsp publishes none to CloudWatch
         "metricsLevel",
         "metricsEnabledDimensions",
         "retrievalMode",
@@ -52,8 +70,6 @@ IGNORED = frozenset(
         "validateSequenceNumberBeforeCheckpointing",
         "taskBackoffTimeMillis",
         "parentShardPollIntervalMillis",
-        "kinesisEndpoint",
-        "dynamoDBEndpoint",
     }
 )
 
@@ -104,9 +120,52 @@ def _flag(properties: Mapping[str, str], key: str) -> bool:
     return value == "true"
 
 
+def _endpoint(properties: Mapping[str, str], key: str) -> str:
+    """A KCL endpoint: a URL, or a bare host name as the Java SDK accepts (HTTPS)."""
+    value = properties[key].strip()
+    if not value:
+        raise ConfigError(
+            key, value, "an endpoint URL, e.g. https://dynamodb.eu-west-1.amazonaws.com"
+        )
+    return value if "://" in value else f"https://{value}"
+
+
+def _profile(properties: Mapping[str, str], key: str) -> str | None:
+    """The profile a credentials provider names; None for boto3's default chain."""
+    provider, _, argument = properties[key].strip().partition("|")
+    if provider in _DEFAULT_PROVIDERS and not argument:
+        return None
+    if provider == _PROFILE_PROVIDER:
+        return argument.strip() or "default"
+    raise ConfigError(
+        key,
+        properties[key],
+        "dsp cannot use this credentials provider, and would run as someone else; use "
+        "DefaultCredentialsProvider (the environment, a role, SSO) or "
+        "ProfileCredentialsProvider|<profile name>",
+    )
+
+
+def _credentials(properties: Mapping[str, str], aws: dict[str, Any]) -> None:
+    keys = [k for k in ("AWSCredentialsProvider", "AwsCredentialsProvider") if k in properties]
+    main = _profile(properties, keys[0]) if keys else None
+    if "AWSCredentialsProviderDynamoDB" in properties:
+        lease = _profile(properties, "AWSCredentialsProviderDynamoDB")
+        if lease != main:
+            raise ConfigError(
+                "AWSCredentialsProviderDynamoDB",
+                properties["AWSCredentialsProviderDynamoDB"],
+                "dsp uses one set of credentials for the stream and the lease table; make it "
+                "the same as AWSCredentialsProvider",
+            )
+    if main is not None:
+        aws["profile"] = main
+
+
 def to_settings(properties: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Settings sections from ``properties`` (below the TOML file and ``DSP_`` variables in
-    precedence), and the keys that were not used (to report)."""
+    precedence), and the keys that were not used (to warn about). Raises ConfigError for a
+    key that would choose where or as whom and that dsp cannot honour."""
     for required in ("executableName", "applicationName"):
         if not properties.get(required):
             raise ConfigError(required, None, "required in a MultiLang properties file")
@@ -137,7 +196,9 @@ def to_settings(properties: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]
         position = properties["initialPositionInStream"].strip().upper()
         if position not in ("TRIM_HORIZON", "LATEST"):
             raise ConfigError(
-                "initialPositionInStream", position, "TRIM_HORIZON or LATEST (DynamoDB Streams)"
+                "initialPositionInStream",
+                position,
+                "TRIM_HORIZON or LATEST (DynamoDB Streams has no AT_TIMESTAMP iterator)",
             )
         sections["stream"]["starting_position"] = position
     if "maxRecords" in properties:
@@ -165,8 +226,27 @@ def to_settings(properties: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]
         sections["multilang"]["timeout_s"] = _number(properties, "timeoutInSeconds")
     if "workerId" in properties:
         sections["checkpoints"]["owner"] = properties["workerId"]
+    _where_and_as_whom(properties, sections["aws"])
     unused = sorted(k for k in properties if k not in MAPPED)
     return {k: v for k, v in sections.items() if v}, unused
+
+
+def _where_and_as_whom(properties: Mapping[str, str], aws: dict[str, Any]) -> None:
+    """Endpoints and credentials: honoured, or refused; never ignored."""
+    if "dynamoDBEndpoint" in properties:
+        aws["dynamodb_endpoint_url"] = _endpoint(properties, "dynamoDBEndpoint")
+    if "kinesisEndpoint" in properties:
+        aws["streams_endpoint_url"] = _endpoint(properties, "kinesisEndpoint")
+    _credentials(properties, aws)
+    for key in properties:
+        if key not in MAPPED and key not in IGNORED and _LOCATION_WORDS.search(key):
+            raise ConfigError(
+                key,
+                properties[key],
+                "dsp does not know this property, and its name says it chooses where data is "
+                "read or written, or as whom; remove it, or set the matching [aws] / [stream] "
+                "setting",
+            )
 
 
 def read_properties(path: str | Path) -> dict[str, str]:

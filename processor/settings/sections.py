@@ -50,14 +50,19 @@ class _Section(BaseModel):
 class AwsSettings(_Section):
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    dynamodb_endpoint_url: str | None = None  # default: endpoint_url (tables, leases)
     streams_endpoint_url: str | None = None  # default: endpoint_url
     kinesis_endpoint_url: str | None = None  # default: endpoint_url
+    #: a named profile of ~/.aws/config and credentials (default: boto3's credential chain)
+    profile: str | None = None
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = Field(default=5, ge=1, le=20)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
 
-    @field_validator("endpoint_url", "streams_endpoint_url", "kinesis_endpoint_url")
+    @field_validator(
+        "endpoint_url", "dynamodb_endpoint_url", "streams_endpoint_url", "kinesis_endpoint_url"
+    )
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is None:

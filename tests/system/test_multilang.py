@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from processor.testing import create_table
+from processor.testing import WebhookReceiver, create_table
 from processor.testing.stream_double import Scenario, StreamDouble
 from tests.integration.helpers import stream_records
 
@@ -485,3 +485,21 @@ shutdown_grace_s = 3
     assert done.returncode == 0, done.stderr[-3000:]
     delivered = [e["sequenceNumber"] for e in events(out) if e["event"] == "record"]
     assert delivered == [w["dynamodb"]["SequenceNumber"] for w in stream_records(endpoint, table)]
+
+
+def test_the_files_endpoints_win_over_aws_endpoint_url(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """dynamoDBEndpoint and kinesisEndpoint say where to read and write: a trap endpoint in
+    AWS_ENDPOINT_URL receives nothing and the processor gets every record (on main: six
+    DescribeStream calls went to the trap and 0 of 20 records arrived)."""
+    with WebhookReceiver() as trap:
+        _, out, props = recorded_app(
+            tmp_path, dynamodb, unique, "ep", 20, dynamoDBEndpoint=endpoint,
+            kinesisEndpoint=endpoint,
+        )  # fmt: skip
+        done = multilang(tmp_path, props, {"AWS_ENDPOINT_URL": trap.url})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert trap.requests == []
+        assert trap.attempts == []
+    assert len([e for e in events(out) if e["event"] == "record"]) == 20

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from processor.aws import clients_for
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError
 from processor.multilang.properties import parse_properties, to_settings
@@ -20,7 +21,7 @@ from processor.multilang.protocol import (
     kcl_record,
     parse_line,
 )
-from processor.settings import load_settings
+from processor.settings import AwsSettings, load_settings
 
 #: a StreamsMultiLangDaemon file as users have them (AWS's sample.properties, adapted)
 SAMPLE = r"""
@@ -54,7 +55,7 @@ def test_a_users_properties_file_becomes_settings(tmp_path: Path) -> None:
     assert properties["initialPositionInStream"] == "TRIM_HORIZON"
     assert properties["workerId"] == "worker-one"
     sections, unused = to_settings(properties)
-    assert unused == ["AWSCredentialsProvider", "processingLanguage"]
+    assert unused == ["processingLanguage"]  # AWSCredentialsProvider is honoured now
     settings = load_settings(None, environ={}, defaults=sections)
     assert settings.multilang is not None
     assert settings.multilang.executable == "python3 sample_kclpy_app.py --verbose"
@@ -89,12 +90,58 @@ def test_environment_variables_override_the_properties() -> None:
         ({"initialPositionInStream": "AT_TIMESTAMP"}, "initialPositionInStream"),
         ({"maxRecords": "many"}, "maxRecords"),
         ({"callProcessRecordsEvenForEmptyRecordList": "yes"}, "callProcess"),
+        # where and as whom: refused when dsp cannot honour it, never ignored
+        (
+            {"AWSCredentialsProvider": "STSAssumeRoleSessionCredentialsProvider|arn:role"},
+            "AWSCredentialsProvider",
+        ),
+        ({"AWSCredentialsProvider": "com.example.MyProvider"}, "AWSCredentialsProvider"),
+        (
+            {"AWSCredentialsProviderDynamoDB": "ProfileCredentialsProvider|other"},
+            "AWSCredentialsProviderDynamoDB",
+        ),
+        ({"dynamoDbEndpointUrl": "http://127.0.0.1:1"}, "dynamoDbEndpointUrl"),  # misspelt
+        ({"leaseTableName": "other-leases"}, "leaseTableName"),
+        ({"dynamoDBEndpoint": ""}, "dynamoDBEndpoint"),
     ],
 )
 def test_bad_properties_name_the_key(change: dict[str, str], key: str) -> None:
     properties = {**parse_properties(SAMPLE), **change}
     with pytest.raises(ConfigError, match=key):
         to_settings(properties)
+
+
+def test_endpoints_region_and_profile_are_honoured() -> None:
+    """dynamoDBEndpoint (the lease table), kinesisEndpoint (the DynamoDB stream; a bare host
+    gets https://) and a named profile become [aws] settings."""
+    properties = {
+        **parse_properties(SAMPLE),
+        "dynamoDBEndpoint": "http://127.0.0.1:8000",
+        "kinesisEndpoint": "streams.dynamodb.eu-west-1.amazonaws.com",
+        "AWSCredentialsProvider": "ProfileCredentialsProvider|orders-dev",
+        "AWSCredentialsProviderDynamoDB": "ProfileCredentialsProvider|orders-dev",
+        "regionName": "eu-west-1",
+    }
+    sections, unused = to_settings(properties)
+    settings = load_settings(None, environ={}, defaults=sections)
+    assert settings.aws.dynamodb_endpoint_url == "http://127.0.0.1:8000"
+    assert settings.aws.streams_endpoint_url == "https://streams.dynamodb.eu-west-1.amazonaws.com"
+    assert settings.aws.profile == "orders-dev"
+    assert settings.aws.region == "eu-west-1"
+    assert "AWSCredentialsProviderDynamoDB" not in unused
+
+
+def test_a_profile_that_does_not_exist_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A named profile missing from the AWS files stops the start naming aws.profile."""
+    (tmp_path / "config").write_text("[profile present]\nregion = eu-west-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    with pytest.raises(ConfigError) as caught:
+        clients_for(AwsSettings(profile="absent"), pool_size=1)
+    assert caught.value.key == "aws.profile"
+    assert clients_for(AwsSettings(profile="present"), pool_size=1).region == "us-east-1"
 
 
 def test_routes_and_multilang_exclude_each_other(tmp_path: Path) -> None:
