@@ -49,7 +49,7 @@ from processor.sources.processors import ShardProcessor
 from processor.sources.reader import ReaderSettings, RecordWindow
 from processor.tables import DynamoDBTable
 
-__all__ = ["OFFLINE_UNCHECKED", "App", "build_app", "check_config"]
+__all__ = ["OFFLINE_UNCHECKED", "App", "build_app", "check_config", "stream_arn_for"]
 
 log = structlog.get_logger()
 
@@ -124,6 +124,11 @@ def check_config(settings: Settings, *, offline: bool = False) -> str:
         f"ok ({len(routes)} routes; stream of table {stream.table_name} resolved: "
         f"{stream.view_type}, key {', '.join(stream.key_attributes)})"
     )
+
+
+def stream_arn_for(settings: Settings, clients: AwsClients) -> str:
+    """The ARN of the stream the settings read (resolved as `dsp run` resolves it)."""
+    return _source(settings, clients)[1]
 
 
 def _source(settings: Settings, clients: AwsClients) -> tuple[StreamSource, str, StreamInfo]:

@@ -19,12 +19,13 @@ from typing import Any
 import structlog
 
 from processor._runtime import tune_gc
-from processor.app import build_app, check_config
+from processor.app import build_app, check_config, stream_arn_for
 from processor.app.routes import retry_policy, tenancy_for
 from processor.aws import clients_for
 from processor.cli.parser import _parser
 from processor.errors import ConfigError, ProcessorError
 from processor.leases.dynamodb import DynamoDBLeaseStore
+from processor.leases.kcl_import import describe, read_kcl_leases, to_lease
 from processor.multilang.properties import IGNORED, read_properties, to_settings
 from processor.ops.emf import EmfWriter
 from processor.ops.iam import policy_for
@@ -205,6 +206,33 @@ def _redrive(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if report.failed_again == 0 else EXIT_FAILURE
 
 
+def _import_kcl(settings: Settings, table: str, *, dry_run: bool = False) -> int:
+    """`dsp leases import-kcl` (and `dsp multilang` with multilang.import_kcl_lease_table)."""
+    clients = clients_for(settings.aws, pool_size=2)
+    kcl = read_kcl_leases(clients.dynamodb, table)
+    if not kcl:
+        raise ConfigError("--from-table", table, "the table holds no KCL lease")
+    print(describe(kcl))
+    if dry_run:
+        print(f"import-kcl: {len(kcl)} KCL leases read from {table}; --dry-run: nothing written")
+        return EXIT_OK
+    store = DynamoDBLeaseStore(
+        clients.dynamodb,
+        table=settings.checkpoints.table,
+        application=settings.checkpoints.application,
+        stream_arn=stream_arn_for(settings, clients),
+    )
+    store.ensure_table()
+    written = sum(store.import_lease(to_lease(lease)) for lease in kcl)
+    print(
+        f"import-kcl: {written} leases written to {settings.checkpoints.table} "
+        f"(application {settings.checkpoints.application}), {len(kcl) - written} kept "
+        "(dsp already had them)"
+    )
+    log.info("kcl_leases_imported", table=table, read=len(kcl), written=written)
+    return EXIT_OK
+
+
 def _letters(args: argparse.Namespace, settings: Settings) -> int:
     """`dsp dead-letter list` and `count`."""
     path, queue = _places(args, settings)
@@ -277,7 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(  # noqa: TRY301 - reported like every configuration error
                     "--properties", None, "give a KCL properties file or a [multilang] section"
                 )
+            if settings.multilang.import_kcl_lease_table:
+                _import_kcl(settings, settings.multilang.import_kcl_lease_table)
             return _run(args, settings)
+        if args.command == "leases":
+            return _import_kcl(settings, args.from_table, dry_run=args.dry_run)
         if args.command == "iam-policy":
             return _iam_policy(args, settings)
         if args.command == "dead-letter":

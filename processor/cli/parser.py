@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dsp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_run, _check, _replay, _capture, _status, _dead_letter, _multilang, _iam):
+    for add in (
+        _run, _check, _replay, _capture, _status, _dead_letter, _leases, _multilang, _iam,
+    ):  # fmt: skip
         add(sub)
     return parser
 
@@ -176,6 +178,27 @@ def _dead_letter(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--source", choices=["file", "sqs", "all"], default="all", help="where to count"
     )
     count.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def _leases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    leases = sub.add_parser("leases", help="work with the lease table")
+    leases_sub = leases.add_subparsers(dest="leases_command", required=True)
+    kcl = leases_sub.add_parser(
+        "import-kcl",
+        help="take the checkpoints of a Java KCL application's lease table, so dsp resumes "
+        "where the KCL stopped",
+        description="Reads every lease of the KCL table (KCL 1.x, 2.x, 3.x, with or without "
+        "the DynamoDB Streams adapter) and writes our leases for checkpoints.application: "
+        "the checkpoint as it is, SHARD_END as finished, TRIM_HORIZON/LATEST as not started. "
+        "Leases dsp already has are kept. Stop the KCL daemon first. Exit status 2 if the "
+        "table is not a KCL lease table.",
+    )
+    _common(kcl)
+    kcl.add_argument("--from-table", required=True, metavar="NAME", help="the KCL lease table")
+    kcl.add_argument("--dry-run", action="store_true", help="show what would be written")
+    kcl.add_argument(
+        "--properties", metavar="FILE", help="a KCL MultiLang properties file, as for multilang"
+    )
 
 
 def _multilang(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -109,28 +109,54 @@ class DynamoDBLeaseStore:
 
     def create_missing(self, shards: Iterable[Shard], existing: Set[str]) -> None:
         for shard in shards:
-            if shard.shard_id in existing:
-                continue
-            item: dict[str, Any] = {
-                **self._key(shard.shard_id),
-                "lease_counter": {"N": "0"},
-                "heartbeat": {"N": "0"},
-                "finished": {"BOOL": False},
-                "stream_arn": {"S": self.stream_arn},
-            }
-            if shard.parent_shard_id:
-                item["parent_shard_id"] = {"S": shard.parent_shard_id}
-            if shard.adjacent_parent_shard_id:
-                item["adjacent_parent_shard_id"] = {"S": shard.adjacent_parent_shard_id}
-            try:
-                self._client.put_item(
-                    TableName=self.table,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(shard_id)",
+            if shard.shard_id not in existing:
+                self._put_new(
+                    shard.shard_id, (shard.parent_shard_id, shard.adjacent_parent_shard_id)
                 )
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise translate_client_error(exc, "PutItem", shard_id=shard.shard_id) from exc
+
+    def import_lease(self, lease: Lease) -> bool:
+        """Write a free lease with ``lease``'s checkpoint, finished flag and parents unless one
+        exists for its shard (a lease dsp already has is never overwritten); whether it did."""
+        return self._put_new(
+            lease.shard_id,
+            (lease.parent_shard_id, lease.adjacent_parent_shard_id),
+            checkpoint=lease.checkpoint,
+            finished=lease.finished,
+        )
+
+    def _put_new(
+        self,
+        shard_id: str,
+        parents: tuple[str | None, str | None],
+        *,
+        checkpoint: str | None = None,
+        finished: bool = False,
+    ) -> bool:
+        item: dict[str, Any] = {
+            **self._key(shard_id),
+            "lease_counter": {"N": "0"},
+            "heartbeat": {"N": "0"},
+            "finished": {"BOOL": finished},
+            "stream_arn": {"S": self.stream_arn},
+        }
+        for name, parent in zip(
+            ("parent_shard_id", "adjacent_parent_shard_id"), parents, strict=True
+        ):
+            if parent:
+                item[name] = {"S": parent}
+        if checkpoint is not None:
+            item["checkpoint"] = {"S": checkpoint}
+        try:
+            self._client.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(shard_id)",
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate_client_error(exc, "PutItem", shard_id=shard_id) from exc
+            return False
+        return True
 
     def _update(self, lease: Lease, operation: str, **kwargs: Any) -> bool:
         try:

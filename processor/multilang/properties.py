@@ -54,6 +54,7 @@ MAPPED = {
     "AWSCredentialsProvider": "boto3's default chain, or aws.profile",
     "AwsCredentialsProvider": "boto3's default chain, or aws.profile",
     "AWSCredentialsProviderDynamoDB": "the same credentials as AWSCredentialsProvider",
+    "dspImportKclLeaseTable": "multilang.import_kcl_lease_table (dsp's own key)",
 }
 
 #: properties that mean something to the Java daemon only (JVM threads, KCL metrics, ...)
@@ -226,6 +227,8 @@ def to_settings(properties: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]
         sections["multilang"]["timeout_s"] = _number(properties, "timeoutInSeconds")
     if "workerId" in properties:
         sections["checkpoints"]["owner"] = properties["workerId"]
+    if properties.get("dspImportKclLeaseTable"):
+        sections["multilang"]["import_kcl_lease_table"] = properties["dspImportKclLeaseTable"]
     _where_and_as_whom(properties, sections["aws"])
     unused = sorted(k for k in properties if k not in MAPPED)
     return {k: v for k, v in sections.items() if v}, unused

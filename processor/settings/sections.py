@@ -295,3 +295,6 @@ class MultiLangSettings(_Section):
     call_process_records_even_for_empty: bool = False
     #: the child's working directory (default: dsp's)
     cwd: str | None = None
+    #: a KCL lease table to import checkpoints from at start (the cut-over from the Java
+    #: daemon; leases dsp already has are kept): `dsp leases import-kcl` does it on its own
+    import_kcl_lease_table: str | None = None

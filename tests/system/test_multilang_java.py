@@ -311,3 +311,108 @@ filter = '{{"dynamodb": {{"NewImage": {{"status": {{"S": ["paid"]}}}}}}}}'
     assert [seq for _, seq in got][:3] == [sequences[i] for i in (1, 3, 5)]
     (letter,) = read_dead_letters(letters)
     assert "not JSON" in letter.error_message
+
+
+@pytest.mark.slow(seconds=150)
+@pytest.mark.moto_only(reason="the Java daemon reads moto's Kinesis")
+def test_checkpoints_imported_from_the_java_daemons_lease_table_resume_where_it_stopped(
+    tmp_path: Path, unique: str
+) -> None:
+    """The cut-over from the Java KCL: the MultiLangDaemon runs the recorder on a stream
+    until its lease table checkpoints the sixth record, and is killed. Six more records
+    arrive. `dsp leases import-kcl` takes its lease table, and `dsp multilang` runs the same
+    processor: nothing the KCL checkpointed comes back, everything after it arrives."""
+    java = java_or_skip()
+    daemon: subprocess.Popen[bytes] | None = None
+    java_output = (tmp_path / "java.log").open("wb")
+    java_seen, dsp_seen = tmp_path / "java-seen.jsonl", tmp_path / "dsp-seen.jsonl"
+    server, h2c = h2c_moto(tmp_path)
+    application = f"kclimp-{unique}"
+    try:
+        kinesis = aws_client("kinesis", h2c)
+        dynamodb = aws_client("dynamodb", h2c)
+        kinesis.create_stream(StreamName="orders-cut", ShardCount=1)
+
+        def put(i: int) -> str:  # a table's change, as Kinesis Data Streams for DynamoDB has it
+            data = order(i, "new")
+            answer = kinesis.put_record(StreamName="orders-cut", Data=data, PartitionKey=f"k{i}")
+            return str(answer["SequenceNumber"])
+
+        before = [put(i) for i in range(6)]
+        java_properties = tmp_path / "java.properties"
+        child = f"{sys.executable} {RECORDER} 3 {java_seen}"
+        java_properties.write_text(daemon_properties(child, "orders-cut", application, h2c))
+
+        def kcl_checkpoint() -> str | None:
+            try:
+                items = dynamodb.scan(TableName=application, ConsistentRead=True)["Items"]
+            except dynamodb.exceptions.ResourceNotFoundException:
+                return None
+            marks = [i.get("checkpoint", {}).get("S") for i in items if "leaseKey" in i]
+            return marks[0] if marks else None
+
+        daemon = java_daemon(java, java_properties, java_output, cwd=tmp_path)
+        deadline = time.monotonic() + 240  # KCL 3 takes a minute to assign its first lease
+        while kcl_checkpoint() != before[-1]:
+            assert daemon.poll() is None, (tmp_path / "java.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"KCL checkpoint: {kcl_checkpoint()!r}"
+            time.sleep(0.5)
+        daemon.send_signal(signal.SIGKILL)  # mid-stream, as a cut-over would stop it
+        daemon.wait()
+        daemon = None
+        after = [put(i) for i in range(6, 12)]
+
+        config = tmp_path / "dsp.toml"
+        config.write_text(
+            f"""
+[aws]
+region = "us-east-1"
+endpoint_url = "{h2c}"
+[stream]
+source = "kinesis"
+kinesis_stream = "orders-cut"
+starting_position = "TRIM_HORIZON"
+poll_interval_min_s = 0.2
+[checkpoints]
+table = "dsp-leases-{unique}"
+application = "{application}"
+[dead_letter]
+path = "{tmp_path / "dl.jsonl"}"
+[multilang]
+executable = "{sys.executable} {RECORDER} 3 {dsp_seen}"
+"""
+        )
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+
+        def dsp(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "processor.cli", *args, "--config", str(config)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+                cwd=tmp_path,
+            )
+
+        dry = dsp("leases", "import-kcl", "--from-table", application, "--dry-run")
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        assert f"checkpoint {before[-1]}" in dry.stdout
+        imported = dsp("leases", "import-kcl", "--from-table", application)
+        assert imported.returncode == 0, imported.stderr[-3000:]
+        assert "1 leases written" in imported.stdout
+        ran = dsp("multilang", "--stop-when-idle", "2")
+        assert ran.returncode == 0, ran.stderr[-3000:]
+    finally:
+        if daemon is not None:
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait()
+        java_output.close()
+        server.terminate()
+        server.wait(timeout=30)
+    java_records = [e["sequenceNumber"] for e in events(java_seen) if e["event"] == "record"]
+    assert java_records[: len(before)] == before
+    ours = [e["sequenceNumber"] for e in events(dsp_seen) if e["event"] == "record"]
+    # nothing the KCL checkpointed comes back, everything after it arrives, in order
+    assert ours == after, (events(dsp_seen), ran.stderr[-4000:])
+    assert not (tmp_path / "dl.jsonl").exists()
