@@ -47,7 +47,9 @@ from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError, RecordError, ShutdownRequested
 from processor.http import make_http_pool
+from processor.ops.emf import EmfWriter
 from processor.ops.logs import configure_logging
+from processor.ops.metrics import Metrics
 from processor.settings import Settings, load_settings
 from processor.sources.kinesis.wire import from_kinesis
 
@@ -77,6 +79,8 @@ class _Runtime:
     clients: AwsClients
     #: set at the invocation's deadline: consumers and dead-letter writes stop retrying
     stop: threading.Event
+    #: ``[observability] cloudwatch = "emf"``: one flush per invocation (Lambda ships stdout)
+    emf: EmfWriter | None = None
 
 
 class _Cache:
@@ -168,7 +172,14 @@ def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime
     dispatcher = Dispatcher(
         routes, sink, policy, stats=stats, stop=stop, tenancy=tenancy_for(settings)
     )
-    return _Runtime(settings, dispatcher, stats, clients, stop)
+    emf = None
+    if settings.observability.cloudwatch == "emf":
+        emf = EmfWriter(
+            Metrics(stats).registry,
+            namespace=settings.observability.cloudwatch_namespace,
+            application=settings.checkpoints.application,
+        )
+    return _Runtime(settings, dispatcher, stats, clients, stop, emf)
 
 
 def reset() -> None:
@@ -235,4 +246,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if timer is not None:
             timer.cancel()
     log.info("lambda_batch_handled", records=len(raw_records), failures=len(unhandled))
+    if runtime.emf is not None:
+        runtime.emf.flush()  # this invocation's gains: Lambda turns the lines into metrics
     return {"batchItemFailures": [{"itemIdentifier": i} for i in unhandled]}

@@ -237,3 +237,29 @@ def test_a_dead_letter_file_lambda_cannot_keep_is_refused_at_the_first_event(
     assert "\n" not in str(caught.value)
     assert lambda_consumer.DELIVERED == []
     aws_lambda.reset()
+
+
+def test_emf_lines_follow_each_invocation(
+    dead_letters: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With cloudwatch = "emf", each invocation writes its gains as EMF lines on stdout (the
+    same writer as the container's): records by route and outcome, in the configured
+    namespace."""
+    monkeypatch.setenv("DSP_OBSERVABILITY__CLOUDWATCH", "emf")
+    monkeypatch.setenv("DSP_OBSERVABILITY__CLOUDWATCH_NAMESPACE", "orders-fn")
+    aws_lambda.reset()
+    capsys.readouterr()
+    aws_lambda.handler(event("esm_success"), FakeContext(3))
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    delivered = [
+        d for d in documents if d.get("route") == "steered" and d.get("outcome") == "delivered"
+    ]
+    assert [d["dsp_records_total"] for d in delivered] == [4]
+    assert {d["_aws"]["CloudWatchMetrics"][0]["Namespace"] for d in documents} == {"orders-fn"}
+    aws_lambda.handler(event("esm_success"), FakeContext(3))
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [
+        d["dsp_records_total"]
+        for d in again
+        if d.get("route") == "steered" and d.get("outcome") == "delivered"
+    ] == [4]  # the gain of this invocation, not the total
