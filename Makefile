@@ -10,7 +10,7 @@ DDB_LOCAL_VERSION := 11.1.0
 DDB_LOCAL_DIR := .cache/dynamodb-local
 DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.unpacked-$(DDB_LOCAL_VERSION)
 
-.PHONY: tools install demo test test-system test-unit test-integration test-dynamodb-local dynamodb-local soak check lint types bench fmt clean
+.PHONY: tools install demo test lambda-zip test-system test-unit test-integration test-dynamodb-local dynamodb-local soak check lint types bench fmt clean
 
 # processor/core/_images.c is compiled by the install (pyproject's ext-modules, ADR 0020), so
 # a change to it reinstalls
@@ -88,6 +88,11 @@ check: lint types test
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# the Lambda deployment package (deploy/lambda/template.yaml's CodeUri): dsp, its
+# dependencies and deploy/lambda/lambda.toml; says whether the native image walk is in it
+lambda-zip: $(STAMP)
+	$(BIN)/python deploy/lambda/build_zip.py --out dist/lambda.zip
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -22,6 +22,7 @@ from processor._runtime import tune_gc
 from processor.app import build_app, check_config, stream_arn_for
 from processor.app.routes import retry_policy, tenancy_for
 from processor.aws import clients_for
+from processor.aws_lambda import LAMBDA_DEFAULTS
 from processor.cli.parser import _parser
 from processor.errors import ConfigError, ProcessorError
 from processor.leases.dynamodb import DynamoDBLeaseStore
@@ -29,6 +30,7 @@ from processor.leases.kcl_import import describe, read_kcl_leases, to_lease
 from processor.multilang.properties import IGNORED, read_properties, to_settings
 from processor.ops.emf import EmfWriter
 from processor.ops.iam import policy_for
+from processor.ops.lambda_filters import lambda_filters
 from processor.ops.logs import configure_logging
 from processor.ops.metrics import HealthServer
 from processor.ops.status import render_json, render_table, status_rows
@@ -84,6 +86,8 @@ def _load(args: argparse.Namespace) -> Settings:
             note = "ignored (Java daemon only)" if key in IGNORED else "unknown, ignored"
             print(f"dsp: warning: {args.properties}: {key}: {note}", file=sys.stderr)
         settings = load_settings(args.config, defaults=sections)
+    elif args.command == "lambda-filters":  # a function's configuration, as the handler reads it
+        settings = load_settings(args.config, defaults=LAMBDA_DEFAULTS)
     else:
         settings = load_settings(args.config)
     if overrides := _overrides(args):
@@ -312,6 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import_kcl(settings, args.from_table, dry_run=args.dry_run)
         if args.command == "iam-policy":
             return _iam_policy(args, settings)
+        if args.command == "lambda-filters":
+            filters = lambda_filters(settings)
+            print(json.dumps(filters.criteria or {}))
+            for note in filters.notes:
+                print(f"dsp: note: no FilterCriteria: {note}", file=sys.stderr)
+            return EXIT_OK
         if args.command == "dead-letter":
             if args.dead_letter_command == "redrive":
                 return _redrive(args, settings)

@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _run, _check, _replay, _capture, _status, _dead_letter, _leases, _multilang, _iam,
+        _lambda_filters,
     ):  # fmt: skip
         add(sub)
     return parser
@@ -178,6 +179,17 @@ def _dead_letter(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--source", choices=["file", "sqs", "all"], default="all", help="where to count"
     )
     count.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def _lambda_filters(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    filters = sub.add_parser(
+        "lambda-filters",
+        help="the event source mapping's FilterCriteria, from the routes' filters (JSON)",
+        description='Prints {"Filters": [{"Pattern": ...}]} for the mapping when every '
+        "route has a filter, so Lambda drops only records no route would act on; otherwise {} "
+        "and, on stderr, why.",
+    )
+    _common(filters)
 
 
 def _leases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
