@@ -503,3 +503,56 @@ def test_the_files_endpoints_win_over_aws_endpoint_url(
         assert trap.requests == []
         assert trap.attempts == []
     assert len([e for e in events(out) if e["event"] == "record"]) == 20
+
+
+def test_dsp_import_kcl_lease_table_in_the_properties_resumes_after_the_kcl_checkpoint(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """`dspImportKclLeaseTable` in the properties: at start, the KCL table's checkpoint (the
+    fifth record) becomes our lease, and the processor gets records six to ten only. A second
+    start keeps our lease (it is further along) instead of importing again."""
+    table, out, _ = recorded_app(tmp_path, dynamodb, unique, "imp", 10)
+    wire = stream_records(endpoint, table)
+    kcl_table = f"kcl-leases-{unique}"
+    dynamodb.create_table(
+        TableName=kcl_table,
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    described = boto3_streams(endpoint).describe_stream(StreamArn=arn)["StreamDescription"]
+    (shard_id,) = [s["ShardId"] for s in described["Shards"]]
+    dynamodb.put_item(
+        TableName=kcl_table,
+        Item={  # as the KCL writes a lease (leaseKey, checkpoint, sub-sequence, counter, owner)
+            "leaseKey": {"S": shard_id},
+            "checkpoint": {"S": wire[4]["dynamodb"]["SequenceNumber"]},
+            "checkpointSubSequenceNumber": {"N": "0"},
+            "leaseCounter": {"N": "42"},
+            "leaseOwner": {"S": "java-worker-1"},
+            "ownerSwitchesSinceCheckpoint": {"N": "0"},
+        },
+    )
+    props = properties(
+        tmp_path,
+        f"{sys.executable} {RECORDER} 3 {out}",
+        unique,
+        tableName=table,
+        dspImportKclLeaseTable=kcl_table,
+    )
+    done = multilang(tmp_path, props, {"AWS_ENDPOINT_URL": endpoint})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 leases written" in done.stdout
+    records = [e["sequenceNumber"] for e in events(out) if e["event"] == "record"]
+    assert records == [r["dynamodb"]["SequenceNumber"] for r in wire[5:]]
+    again = multilang(tmp_path, props, {"AWS_ENDPOINT_URL": endpoint})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 leases written" in again.stdout
+    assert [e["sequenceNumber"] for e in events(out) if e["event"] == "record"] == records
+
+
+def boto3_streams(endpoint: str) -> Any:
+    import boto3  # noqa: PLC0415
+
+    return boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name="us-east-1")

@@ -232,3 +232,9 @@ def test_two_redrives_at_once_lose_nothing(
     delivered = {r.json()["event_id"] for r in receiver.received("/h")}
     assert len(delivered) == 9
     assert queue_bodies(sqs, queue_url) == []
+    # a record SQS handed to both (at-least-once) carries one Idempotency-Key each time
+    keys: dict[str, set[str]] = {}
+    for request in receiver.received("/h"):
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        keys.setdefault(request.json()["event_id"], set()).add(headers["idempotency-key"])
+    assert all(len(ids) == 1 for ids in keys.values())
