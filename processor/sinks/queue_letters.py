@@ -18,8 +18,8 @@ Redrive (`dsp dead-letter redrive --source sqs|all`):
 
 SQS is at-least-once. Two redrives at once, or a redrive beside running workers, lose nothing,
 but a message whose visibility runs out mid-delivery can be delivered twice. Webhook receivers
-see the same ``Idempotency-Key`` (and, signed, ``webhook-id``), and versioned ``batch_write`` routes skip
-stale writes.
+see the same ``Idempotency-Key`` (and, signed, ``webhook-id``), and versioned ``batch_write``
+routes skip stale writes.
 
 Listing (`dsp dead-letter list`) receives with a short visibility timeout and makes every
 message visible again as soon as it has been read. Counting asks the queue's attributes and
