@@ -78,15 +78,21 @@ def ecs_calls() -> list[tuple[str, str, dict[str, Any]]]:
 
 def test_every_deploy_file_is_checked() -> None:
     """No file under deploy/ escapes a check: Kubernetes and ECS here, Prometheus rules by
-    promtool (test_operations_kit), the Grafana dashboard by its own test."""
+    promtool (test_operations_kit), the Grafana dashboard by its own test, the Lambda template
+    by cfn-lint and botocore (test_lambda_deploy), its configuration and package builder by
+    test_lambda_deploy and test_lambda_package."""
     checked = {p.name for p in (DEPLOY / "kubernetes").glob("*.yaml")} | {
         "task-definition.json",
         "scaling-policy.json",
         "alerts.yml",
         "alerts.test.yml",
         "dsp.json",
+        "template.yaml",
+        "lambda.toml",
+        "build_zip.py",
     }
-    assert {p.name for p in DEPLOY.rglob("*") if p.is_file()} <= checked
+    files = {p.name for p in DEPLOY.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert files <= checked
     kinds = {doc["kind"] for _, doc in kubernetes_objects()}
     assert {"Deployment", "ConfigMap", "Service", "PersistentVolumeClaim", "ScaledObject"} <= kinds
 
