@@ -144,30 +144,30 @@ def _batches(items: list[Any]) -> Iterator[list[Any]]:
         yield items[start : start + _MAX_RECEIVE]
 
 
-def _delete(sqs: Any, queue_url: str, messages: list[QueueLetter]) -> None:
+def _per_message(
+    operation: str, method: Any, queue_url: str, messages: list[QueueLetter], **extra: Any
+) -> None:
+    """One of SQS's batch calls on ``messages``, ten at a time."""
     for batch in _batches(messages):
-        _call(
-            "DeleteMessageBatch",
-            sqs.delete_message_batch,
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(batch)
-            ],
-        )
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m.receipt_handle, **extra} for i, m in enumerate(batch)
+        ]
+        _call(operation, method, QueueUrl=queue_url, Entries=entries)
+
+
+def _delete(sqs: Any, queue_url: str, messages: list[QueueLetter]) -> None:
+    _per_message("DeleteMessageBatch", sqs.delete_message_batch, queue_url, messages)
 
 
 def _show_again(sqs: Any, queue_url: str, messages: list[QueueLetter]) -> None:
     """Make ``messages`` visible to other readers now."""
-    for batch in _batches(messages):
-        _call(
-            "ChangeMessageVisibilityBatch",
-            sqs.change_message_visibility_batch,
-            QueueUrl=queue_url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
-                for i, m in enumerate(batch)
-            ],
-        )
+    _per_message(
+        "ChangeMessageVisibilityBatch",
+        sqs.change_message_visibility_batch,
+        queue_url,
+        messages,
+        VisibilityTimeout=0,
+    )
 
 
 def redrive_queue(

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from processor.testing import WebhookReceiver, create_table
+from tests.system.cli import dsp_with
 
 from .aws_recorder import Call, recording_proxy
 
@@ -105,15 +106,7 @@ subscriptions_table = "{subscriptions}"
         with recording_proxy(endpoint, account=ACCOUNT) as proxy:
             env = {**os.environ, "DSP_AWS__ENDPOINT_URL": proxy.url}
 
-            def dsp(*args: str) -> subprocess.CompletedProcess[str]:
-                return subprocess.run(
-                    [sys.executable, "-m", "processor.cli", *args, "--config", str(config)],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                    check=False,
-                )
+            dsp = dsp_with(config, env, timeout_s=120)
 
             seen: dict[str, list[Call]] = {}
             for command in (

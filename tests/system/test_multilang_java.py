@@ -31,6 +31,7 @@ import pytest
 
 from processor.sinks.dead_letter import read_dead_letters
 from processor.testing import create_table
+from tests.system.cli import dsp_with
 
 from .test_kcl_processor import order
 from .test_multilang import RECORDER, TEE, events, multilang, properties, write_items
@@ -384,16 +385,7 @@ executable = "{sys.executable} {RECORDER} 3 {dsp_seen}"
         )
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
 
-        def dsp(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "processor.cli", *args, "--config", str(config)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=180,
-                check=False,
-                cwd=tmp_path,
-            )
+        dsp = dsp_with(config, env, timeout_s=180, cwd=tmp_path)
 
         dry = dsp("leases", "import-kcl", "--from-table", application, "--dry-run")
         assert dry.returncode == 0, dry.stderr[-3000:]

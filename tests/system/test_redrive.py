@@ -10,6 +10,7 @@ from typing import Any
 
 from processor.sinks.dead_letter import read_dead_letters
 from processor.testing import WebhookReceiver, create_table
+from tests.system.cli import dsp_with
 
 
 def test_redrive_delivers_fixed_records_and_empties_the_file(
@@ -45,15 +46,7 @@ max_attempts = 1
     )
     env = {**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint}
 
-    def dsp(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "processor.cli", *args, "--config", str(config)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    dsp = dsp_with(config, env, timeout_s=60)
 
     receiver.script("/h", [500])  # broken
     assert dsp("run", "--stop-when-idle", "0.5").returncode == 0

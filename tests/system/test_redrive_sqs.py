@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +14,9 @@ import pytest
 
 from processor.sinks.dead_letter import read_dead_letters
 from processor.testing import WebhookReceiver, create_table
+from tests.system.cli import Dsp, dsp_with
 
 pytestmark = pytest.mark.moto_only(reason="dead letters go to SQS, which moto serves")
-
-Dsp = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def queue_bodies(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
@@ -92,15 +89,7 @@ max_attempts = 1
     )
     env = {**os.environ, "DSP_AWS__ENDPOINT_URL": endpoint}
 
-    def dsp(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "processor.cli", *args, "--config", str(config)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    dsp = dsp_with(config, env, timeout_s=120)
 
     receiver.script("/h", [400])  # refused for good: every record is dead-lettered
     ran = dsp("run", "--stop-when-idle", "0.5")
