@@ -2,8 +2,12 @@
 
 Redrive (`dsp dead-letter redrive --source sqs|all`):
 
-* Messages are received with long polling and a visibility timeout longer than one
-  redelivery, so no other reader sees a message while its record is being delivered.
+* Messages are received with long polling and a visibility timeout longer than a round of
+  redeliveries, so no other reader sees a message while its record is being delivered.
+* SQS standard queues return messages in no particular order, so letters are gathered in
+  rounds (up to ``round_size``, 1,000, or until the queue is empty) and each route's letters
+  of a round are delivered in stream order: one key's records keep their order within a
+  round.
 * A message is deleted only after its record was delivered. A record that fails again is
   replaced: a new message with the new error and attempt count is sent, then the old one is
   deleted. A crash in between leaves both, so the record may be delivered twice, and never
@@ -58,13 +62,18 @@ _MAX_RECEIVE = 10
 _MAX_VISIBILITY_S = 43_200
 #: how long a peek hides a message before making it visible again (or failing to)
 _PEEK_VISIBILITY_S = 30
+#: letters gathered before a round is delivered (SQS gives no order; a round is sorted)
+ROUND_SIZE = 1000
+#: the least a message stays hidden during a redrive: a whole round's deliveries
+_ROUND_VISIBILITY_S = 900.0
 
 
 def redrive_visibility_s(policy: RetryPolicy) -> int:
-    """Longer than one redelivery: every attempt of the route's retries at the longest delay,
-    twice over, and at least a minute."""
+    """Longer than a round of redeliveries: 15 minutes, or every attempt of the route's
+    retries at the longest delay twice over if that is longer (at most SQS's 12 hours)."""
     attempts = max(policy.max_retries, 0) + 1
-    return int(min(_MAX_VISIBILITY_S, max(60.0, 2 * attempts * policy.max_delay_s)))
+    longest = max(_ROUND_VISIBILITY_S, 2 * attempts * policy.max_delay_s)
+    return int(min(_MAX_VISIBILITY_S, longest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +188,7 @@ def redrive_queue(
     visibility_s: int,
     wait_s: int = 1,
     seen: set[tuple[str, str, str]] | None = None,
+    round_size: int = ROUND_SIZE,
 ) -> RedriveReport:
     """Redrive every letter in the queue through ``redelivery``; letters that fail again go to
     ``replace_into`` (the configured destination) before their old message is deleted."""
@@ -187,8 +197,14 @@ def redrive_queue(
     overflow = _OverflowIndex()
     left: list[QueueLetter] = []
     replaced: set[tuple[str, str, str]] = set()  # sent back to this queue by this redrive
-    while messages := _receive(sqs, queue_url, visibility_s=visibility_s, wait_s=wait_s):
-        parsed = [_parse(m, overflow) for m in messages]
+    while True:
+        parsed: list[QueueLetter] = []
+        while len(parsed) < round_size and (
+            messages := _receive(sqs, queue_url, visibility_s=visibility_s, wait_s=wait_s)
+        ):
+            parsed += [_parse(m, overflow) for m in messages]
+        if not parsed:
+            break
         done: list[QueueLetter] = []
         by_route: dict[str, list[QueueLetter]] = {}
         for item in parsed:
