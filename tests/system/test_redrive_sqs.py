@@ -57,7 +57,13 @@ def setup(
     source = f"sqsdl-{unique}"
     create_table(dynamodb, source)
     for i in range(records):
-        item = {"pk": {"S": f"k{i % 3}"}, "sk": {"S": str(i)}, "pad": {"S": "x" * (pad + 1)}}
+        # three items, each changed several times: per-item order is what redrive must keep
+        item = {
+            "pk": {"S": f"k{i % 3}"},
+            "sk": {"S": "0"},
+            "n": {"N": str(i)},
+            "pad": {"S": "x" * (pad + 1)},
+        }
         dynamodb.put_item(TableName=source, Item=item)
     queue_url = sqs.create_queue(QueueName=f"dlq-{unique}")["QueueUrl"]
     overflow = tmp_path / "overflow.jsonl"
@@ -110,8 +116,9 @@ def test_six_refused_records_in_the_queue_are_delivered_and_the_queue_emptied(
     assert "6 delivered (hook: 6)" in result.stdout
     delivered = [r.json() for r in receiver.received("/h")]
     assert len(delivered) == 6
-    for key in ("k0", "k1", "k2"):  # per key, stream order
+    for key in ("k0", "k1", "k2"):  # each item's changes in stream order (pk and sk: one item)
         numbers = [int(b["sequence_number"]) for b in delivered if b["keys"]["pk"] == key]
+        assert len(numbers) == 2
         assert numbers == sorted(numbers)
     assert queue_bodies(sqs, queue_url) == []
 
