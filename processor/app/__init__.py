@@ -80,8 +80,11 @@ class App:
 
 
 def _clients(settings: Settings) -> AwsClients:
-    readers = min(settings.checkpoints.max_leases, settings.stream.reader_threads)
-    renewals = min(settings.checkpoints.max_leases, RENEWAL_THREADS)
+    cap = settings.checkpoints.max_leases
+    readers = (
+        settings.stream.reader_threads if cap is None else min(cap, settings.stream.reader_threads)
+    )
+    renewals = RENEWAL_THREADS if cap is None else min(cap, RENEWAL_THREADS)
     pool = readers + renewals + _EXTRA_CONNECTIONS + _consumer_connections(settings)
     return clients_for(settings.aws, pool_size=min(pool, 200))
 

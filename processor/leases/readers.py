@@ -38,7 +38,8 @@ class WorkerSettings:
     #: the lease table is scanned this often (or every renewal, if that is more often)
     lease_scan_interval_s: float = 2.0
     discovery_interval_s: float = 30.0
-    max_leases: int = 100
+    #: leases this process may hold; None: no cap (every shard it can take)
+    max_leases: int | None = None
     shutdown_deadline_s: float = 30.0
     tick_s: float = 0.2
     #: a reader that fails (AccessDenied, an unexpected error) is restarted, keeping its lease,

@@ -90,6 +90,9 @@ class Worker:
         self._shards: dict[str, Shard] = {}
         self._stopped: set[str] = set()  # shards this process will not take again (trimmed)
         self._takeable = 0  # ready leases nobody holds, at the last scan (idle detection)
+        #: ready shards left without a live owner after the last scan, and since when
+        self._unowned = 0
+        self._unowned_since: float | None = None
         self._take_soon = False
         self._expiring = 0  # ready leases of an owner that stopped renewing (idle detection)
         self._renewals = ThreadPoolExecutor(
@@ -137,12 +140,13 @@ class Worker:
             now=self._clock(),
             timeout_s=self.settings.lease_timeout_s,
             renew_interval_s=self.settings.renew_interval_s,
-            room=self.settings.max_leases - len(self._running),
+            room=self._room(),
             excluded=self._stopped,
             only=self._only_shards,
         )
         self._scanned = True
         self._takeable, self._expiring = scan.takeable, scan.expiring
+        taken_before = self.summary.leases_taken
         steal = scan.steal
         if steal is not None and self._store.request_handoff(steal, self.settings.owner):
             self.summary.leases_stolen += 1
@@ -163,6 +167,35 @@ class Worker:
                 checkpoint=lease.checkpoint,
             )
             self._start_reader(lease, finished)
+        self._report_unowned(scan.takeable - (self.summary.leases_taken - taken_before))
+
+    def _room(self) -> int:
+        """How many more leases this process may take: all it can, unless capped."""
+        if self.settings.max_leases is None:
+            return len(self._shards) + 1  # more than there can be to take
+        return self.settings.max_leases - len(self._running)
+
+    def _report_unowned(self, unowned: int) -> None:
+        """Ready shards that stay without a live owner longer than a lease timeout plus a scan
+        are unread changes that the retention will drop: a WARNING every scan, and /readyz
+        says so (the ``dsp_shards_unowned`` gauge shows it too)."""
+        now = self._monotonic()
+        if unowned <= 0:
+            self._unowned_since, self._unowned = None, 0
+            return
+        if self._unowned_since is None:
+            self._unowned_since = now
+        self._unowned = unowned
+        waited = now - self._unowned_since
+        if waited > self.settings.lease_timeout_s + self.settings.lease_scan_interval_s:
+            log.warning(
+                "shards_unowned",
+                count=unowned,
+                for_s=round(waited, 1),
+                max_leases=self.settings.max_leases,
+                fix="raise checkpoints.max_leases, or add replicas: unread changes are lost "
+                "once they pass the stream's retention",
+            )
 
     def _start_reader(self, lease: Lease, finished: set[str]) -> None:
         shard = self._shards.get(lease.shard_id)
@@ -268,8 +301,19 @@ class Worker:
         return self._monotonic() - self.last_tick < max(10.0, 20 * self.settings.tick_s)
 
     def ready(self, max_stall_s: float) -> tuple[bool, str]:
-        """Leases held, and every owned shard polled successfully within ``max_stall_s``."""
-        return readiness(self.state(), scanned=self._scanned, max_stall_s=max_stall_s)
+        """Leases held, and every owned shard polled successfully within ``max_stall_s``; the
+        body also names ready shards left unowned for longer than a lease timeout plus a scan
+        (ADR 0023: that does not make the process unready)."""
+        ok, why = readiness(self.state(), scanned=self._scanned, max_stall_s=max_stall_s)
+        if self._unowned_since is not None:
+            waited = self._monotonic() - self._unowned_since
+            if waited > self.settings.lease_timeout_s + self.settings.lease_scan_interval_s:
+                why += (
+                    f"; WARNING: {self._unowned} ready shard(s) unowned for {waited:.0f} s "
+                    f"(checkpoints.max_leases = {self.settings.max_leases}): raise it or add "
+                    "replicas"
+                )
+        return ok, why
 
     # -- idle ---------------------------------------------------------------------------------
 

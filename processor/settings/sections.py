@@ -145,7 +145,9 @@ class CheckpointSettings(_Section):
     renew_interval_s: float = Field(default=10.0, gt=0)
     #: how often the lease table is scanned for free, expired or handed-off leases
     lease_scan_interval_s: float = Field(default=2.0, gt=0)
-    max_leases: int = Field(default=100, ge=1)
+    #: at most this many leases per process; none (the default): every shard it can take.
+    #: The reader pool bounds the threads, so a cap only spreads shards over replicas.
+    max_leases: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _renew_faster_than_timeout(self) -> CheckpointSettings:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import replace as dc_replace
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from processor.core.consumer import RouteStats, StreamInfo
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
@@ -672,3 +674,60 @@ def test_a_thousand_shards_are_read_by_a_bounded_number_of_threads() -> None:
         assert mine == sorted(mine)
     # the worker's main loop (this test's thread), 8 readers, the scheduler, 16 renewals
     assert most - before <= 1 + 8 + 1 + 16, most - before
+
+
+def test_by_default_one_process_reads_every_shard_of_a_wide_stream() -> None:
+    """150 open shards and default settings: one process takes and reads all of them (on
+    main, checkpoints.max_leases defaulted to 100 and 50 shards were silently never read)."""
+    streams = FakeStreams(
+        {
+            f"s{i:03d}": (
+                Shard(f"s{i:03d}", None, str(i * 10 + 1), None),
+                [raw(f"k{i}", i * 10 + 1)],
+            )
+            for i in range(150)
+        }
+    )
+    store = MemoryLeaseStore()
+    collector = Collector()
+    worker = make_worker(streams, store, collector)
+    assert worker.settings.max_leases is None
+    summary = worker.run(stop=threading.Event(), stop_when_idle=0.3)
+    assert summary.leases_taken == 150
+    assert len(collector.seen) == 150
+
+
+def test_a_capped_process_warns_while_ready_shards_stay_unowned() -> None:
+    """With an explicit cap below the shard count, the shards left over for longer than a
+    lease timeout plus a scan are a WARNING naming the count and the setting, and /readyz's
+    body says so (the process stays ready: ADR 0023)."""
+    streams = FakeStreams(
+        {
+            f"s{i}": (Shard(f"s{i}", None, str(i * 10 + 1), None), [raw("a", i * 10 + 1)])
+            for i in range(3)
+        }
+    )
+    worker = make_worker(streams, MemoryLeaseStore(), Collector())
+    worker.settings = dc_replace(
+        worker.settings, max_leases=2, lease_timeout_s=0.2, renew_interval_s=0.05
+    )
+    stop = threading.Event()
+    with capture_logs() as logs:
+        thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not any(e["event"] == "shards_unowned" for e in logs):
+                assert time.monotonic() < deadline, "no shards_unowned warning"
+                time.sleep(0.02)
+            ok, why = worker.ready(max_stall_s=5)
+        finally:
+            stop.set()
+            thread.join(30)
+    warning = next(e for e in logs if e["event"] == "shards_unowned")
+    assert warning["log_level"] == "warning"
+    assert (warning["count"], warning["max_leases"]) == (1, 2)
+    assert "max_leases" in warning["fix"]
+    assert ok
+    assert "WARNING: 1 ready shard(s) unowned" in why
+    assert "checkpoints.max_leases = 2" in why
