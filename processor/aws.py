@@ -19,6 +19,8 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
     ProfileNotFound,
     ReadTimeoutError,
 )
@@ -69,6 +71,36 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+#: error codes that mean "these credentials may not do this" (or are not valid at all)
+_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+        "InvalidSignatureException",
+    }
+)
+_DENIED_FIX = (
+    "the credentials may not do this: grant what `dsp iam-policy --config FILE` prints, or "
+    "check which identity runs dsp"
+)
+_CREDENTIALS_FIX = (
+    "no AWS credentials were found: give the process a role, or set AWS_PROFILE / aws.profile "
+    "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+)
+
+
+def _unreachable_fix(exc: BotoCoreError) -> str:
+    endpoint = getattr(exc, "kwargs", {}).get("endpoint_url")
+    where = f" {endpoint}" if endpoint else ""
+    return (
+        f"nothing answered at{where}: check aws.endpoint_url (or the region) and that the "
+        "network lets dsp reach it"
+    )
+
+
 def translate_client_error(
     exc: ClientError | BotoCoreError,
     operation: str,
@@ -93,10 +125,16 @@ def translate_client_error(
             return TransientError(message, throttled=True, shard_id=shard_id, consumer=consumer)
         if code in _SERVER_CODES or status >= 500 or status == 429:
             return TransientError(message, shard_id=shard_id, consumer=consumer)
-        return ProcessorError(message, shard_id=shard_id, consumer=consumer)
+        fix = _DENIED_FIX if code in _DENIED_CODES else None
+        return ProcessorError(message, shard_id=shard_id, consumer=consumer, fix=fix)
     if isinstance(exc, _CONNECTION_ERRORS):
-        return TransientError(f"{operation}: {exc}", shard_id=shard_id, consumer=consumer)
-    return ProcessorError(f"{operation}: {exc}", shard_id=shard_id, consumer=consumer)
+        return TransientError(
+            f"{operation}: {exc}", shard_id=shard_id, consumer=consumer, fix=_unreachable_fix(exc)
+        )
+    fix = (
+        _CREDENTIALS_FIX if isinstance(exc, NoCredentialsError | PartialCredentialsError) else None
+    )
+    return ProcessorError(f"{operation}: {exc}", shard_id=shard_id, consumer=consumer, fix=fix)
 
 
 @dataclass(slots=True)

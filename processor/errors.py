@@ -55,12 +55,15 @@ class ProcessorError(Exception):
         shard_id: str | None = None,
         sequence_number: str | None = None,
         consumer: str | None = None,
+        fix: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.shard_id = shard_id
         self.sequence_number = sequence_number
         self.consumer = consumer
+        #: for a person: the likely fix (set by the adapter that knows the cause)
+        self.fix = fix
 
 
 class ConfigError(ProcessorError):
@@ -139,9 +142,14 @@ class TransientError(ProcessorError):
         shard_id: str | None = None,
         sequence_number: str | None = None,
         consumer: str | None = None,
+        fix: str | None = None,
     ) -> None:
         super().__init__(
-            message, shard_id=shard_id, sequence_number=sequence_number, consumer=consumer
+            message,
+            shard_id=shard_id,
+            sequence_number=sequence_number,
+            consumer=consumer,
+            fix=fix,
         )
         self.retry_after = retry_after
         self.throttled = throttled

@@ -343,5 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dsp: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except ProcessorError as exc:
-        log.exception("run_failed", error_type=type(exc).__name__, error=str(exc))
-        return EXIT_FAILURE
+        # for a person: one line, what failed and the likely fix; the traceback at DEBUG
+        log.debug("run_failed", error_type=type(exc).__name__, error=str(exc), exc_info=True)
+        fix = f"; {exc.fix}" if exc.fix else ""
+        print(f"dsp {args.command}: {exc}{fix}", file=sys.stderr)
+        # check-config answers "is this configuration usable here": 0 or 2, as documented
+        return EXIT_CONFIG if args.command == "check-config" else EXIT_FAILURE

@@ -18,7 +18,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="the TOML configuration file (default: $DSP_CONFIG; without either, "
         "the configuration comes from DSP_ variables alone)",
     )
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )  # debug, Debug and DEBUG alike
     p.add_argument("--log-format", choices=["auto", "json", "console"])
 
 

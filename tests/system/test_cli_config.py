@@ -274,3 +274,71 @@ def test_filter_extensions_admit_numeric_on_n_values(tmp_path: Path) -> None:
     config_file.write_text(config("orders", "x", filter=line))
     ok = check_config(tmp_path, None, config_file.read_text(), "--offline")
     assert ok.returncode == 0, ok.stderr
+
+
+UNREACHABLE = """
+[aws]
+endpoint_url = "http://127.0.0.1:9"
+max_attempts = 1
+connect_timeout_s = 1
+[stream]
+table = "orders"
+[checkpoints]
+application = "one-line"
+[[routes]]
+name = "m"
+consumer = "batch_write"
+[routes.options]
+table = "mirror"
+"""
+
+
+def _check_config(
+    tmp_path: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "dsp.toml"
+    path.write_text(UNREACHABLE)
+    return subprocess.run(
+        [sys.executable, "-m", "processor.cli", "check-config", "--config", str(path), *args],
+        env={k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DSP_"))} | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_unreachable_endpoint_is_one_line_with_the_fix_and_exit_2(tmp_path: Path) -> None:
+    """Nothing answers at the endpoint: one line naming the call, the endpoint and the fix,
+    exit 2 as documented (on main: exit 1 and a 6.7 KB JSON traceback)."""
+    done = _check_config(tmp_path, {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"})
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("dsp check-config: DescribeTable: Could not connect")
+    assert "nothing answered at http://127.0.0.1:9/: check aws.endpoint_url" in line
+
+
+def test_missing_credentials_are_one_line_with_the_fix(tmp_path: Path) -> None:
+    """No credentials anywhere (no variables, no files, no instance metadata): one line."""
+    done = _check_config(
+        tmp_path,
+        {
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "Unable to locate credentials; no AWS credentials were found" in line
+
+
+def test_the_traceback_is_there_at_debug_and_log_levels_ignore_case(tmp_path: Path) -> None:
+    """`--log-level debug` is accepted, and at DEBUG the traceback is logged too."""
+    done = _check_config(
+        tmp_path, {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}, "--log-level", "debug",
+        "--log-format", "json",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert '"run_failed"' in done.stderr
+    assert "Traceback" in done.stderr

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from processor.app import worker_settings
+from processor.aws import translate_client_error
 from processor.errors import ConfigError
 from processor.settings import load_settings
 
@@ -309,3 +311,26 @@ def test_reader_threads_bound_the_pool_and_must_be_positive(tmp_path: Path) -> N
     settings = load_settings(write(tmp_path, VALID), environ={"DSP_STREAM__READER_THREADS": "8"})
     assert worker_settings(settings).reader_threads == 8
     assert worker_settings(load_settings(write(tmp_path, VALID))).reader_threads == 32
+
+
+def test_vendor_errors_carry_a_fix_for_a_person() -> None:
+    """The adapter names the likely fix of an unreachable endpoint, missing credentials and
+    an access denial (botocore's own exception objects)."""
+    unreachable = translate_client_error(
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:9/"), "DescribeTable"
+    )
+    assert unreachable.fix is not None
+    assert "http://127.0.0.1:9/" in unreachable.fix
+    missing = translate_client_error(NoCredentialsError(), "DescribeTable")
+    assert missing.fix is not None
+    assert "AWS_PROFILE" in missing.fix
+    denied = translate_client_error(
+        ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Query"),
+        "Query",
+    )
+    assert denied.fix is not None
+    assert "dsp iam-policy" in denied.fix
+    other = translate_client_error(
+        ClientError({"Error": {"Code": "ValidationException", "Message": "x"}}, "Query"), "Query"
+    )
+    assert other.fix is None
