@@ -178,6 +178,9 @@ def worker_settings(settings: Settings) -> WorkerSettings:
         lease_scan_interval_s=settings.checkpoints.lease_scan_interval_s,
         discovery_interval_s=settings.stream.discovery_interval_s,
         max_leases=settings.checkpoints.max_leases,
+        cleanup_interval_s=(
+            settings.checkpoints.cleanup_interval_s if settings.checkpoints.cleanup else None
+        ),
         shutdown_deadline_s=settings.shutdown.deadline_s,
         reader_restart_base_s=settings.stream.reader_restart_base_s,
         reader_restart_max_s=settings.stream.reader_restart_max_s,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 
+from processor.leases.cleanup import cleaned
 from processor.leases.model import Lease
 from processor.leases.policy import lease_to_steal, leases_to_take
 from processor.sources.lineage import Shard, ready_shards
@@ -45,7 +46,11 @@ def plan(
 ) -> ScanPlan:
     """Decide one scan: ``room`` is how many more leases this worker may hold; ``excluded``
     shards it will not take again (trimmed); ``only`` limits it to some shards (replay)."""
-    finished = frozenset(lease.shard_id for lease in leases if lease.finished)
+    shards = list(shards)
+    # a shard whose lease was cleaned up (a descendant has a lease) counts as finished
+    finished = frozenset(lease.shard_id for lease in leases if lease.finished) | cleaned(
+        shards, leases
+    )
     known = {lease.shard_id for lease in leases}
     ready = {s.shard_id for s in ready_shards(shards, finished, known)} - excluded
     if only is not None:

@@ -107,12 +107,53 @@ class DynamoDBLeaseStore:
     def _key(self, shard_id: str) -> dict[str, Any]:
         return {"application": {"S": self.application}, "shard_id": {"S": shard_id}}
 
-    def create_missing(self, shards: Iterable[Shard], existing: Set[str]) -> None:
+    def create_missing(
+        self, shards: Iterable[Shard], existing: Set[str], *, from_start: Set[str] = frozenset()
+    ) -> None:
         for shard in shards:
             if shard.shard_id not in existing:
                 self._put_new(
-                    shard.shard_id, (shard.parent_shard_id, shard.adjacent_parent_shard_id)
+                    shard.shard_id,
+                    (shard.parent_shard_id, shard.adjacent_parent_shard_id),
+                    from_start=shard.shard_id in from_start,
                 )
+
+    def delete(self, observed: Lease) -> bool:
+        values: dict[str, Any] = {
+            ":c": {"N": str(observed.counter)},
+            ":hb": {"N": repr(observed.heartbeat)},
+            ":fin": {"BOOL": observed.finished},
+        }
+        condition = "lease_counter = :c AND heartbeat = :hb AND finished = :fin AND "
+        if observed.owner is None:
+            condition += "attribute_not_exists(#owner)"
+        else:
+            condition += "#owner = :o"
+            values[":o"] = {"S": observed.owner}
+        try:
+            self._client.delete_item(
+                TableName=self.table,
+                Key=self._key(observed.shard_id),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise translate_client_error(exc, "DeleteItem", shard_id=observed.shard_id) from exc
+        except BotoCoreError as exc:
+            raise translate_client_error(exc, "DeleteItem", shard_id=observed.shard_id) from exc
+        return True
+
+    def mark_from_start(self, observed: Lease) -> bool:
+        return self._update(
+            observed,
+            "UpdateItem",
+            UpdateExpression="SET from_start = :t",
+            ConditionExpression="lease_counter = :c AND attribute_not_exists(checkpoint)",
+            ExpressionAttributeValues={":t": {"BOOL": True}, ":c": {"N": str(observed.counter)}},
+        )
 
     def import_lease(self, lease: Lease) -> bool:
         """Write a free lease with ``lease``'s checkpoint, finished flag and parents unless one
@@ -131,6 +172,7 @@ class DynamoDBLeaseStore:
         *,
         checkpoint: str | None = None,
         finished: bool = False,
+        from_start: bool = False,
     ) -> bool:
         item: dict[str, Any] = {
             **self._key(shard_id),
@@ -146,6 +188,8 @@ class DynamoDBLeaseStore:
                 item[name] = {"S": parent}
         if checkpoint is not None:
             item["checkpoint"] = {"S": checkpoint}
+        if from_start:
+            item["from_start"] = {"BOOL": True}
         try:
             self._client.put_item(
                 TableName=self.table,
@@ -331,4 +375,5 @@ def _lease_from_item(item: dict[str, Any]) -> Lease:
         last_error=s("last_error"),
         failures=int(item["failures"]["N"]) if "failures" in item else 0,
         adjacent_parent_shard_id=s("adjacent_parent_shard_id"),
+        from_start=bool(item.get("from_start", {"BOOL": False})["BOOL"]),
     )

@@ -37,7 +37,9 @@ class MemoryLeaseStore:
         with self._lock:
             return list(self.leases.values())
 
-    def create_missing(self, shards: Iterable[Shard], existing: Set[str]) -> None:
+    def create_missing(
+        self, shards: Iterable[Shard], existing: Set[str], *, from_start: Set[str] = frozenset()
+    ) -> None:
         with self._lock:
             for shard in shards:
                 self.leases.setdefault(
@@ -49,13 +51,35 @@ class MemoryLeaseStore:
                         0.0,
                         parent_shard_id=shard.parent_shard_id,
                         adjacent_parent_shard_id=shard.adjacent_parent_shard_id,
+                        from_start=shard.shard_id in from_start,
                     ),
                 )
 
+    def delete(self, observed: Lease) -> bool:
+        with self._lock:
+            current = self.leases.get(observed.shard_id)
+            if current is None or (
+                current.counter,
+                current.heartbeat,
+                current.finished,
+                current.owner,
+            ) != (observed.counter, observed.heartbeat, observed.finished, observed.owner):
+                return False
+            del self.leases[observed.shard_id]
+            return True
+
+    def mark_from_start(self, observed: Lease) -> bool:
+        with self._lock:
+            current = self.leases.get(observed.shard_id)
+            if current is None or current.counter != observed.counter or current.checkpoint:
+                return False
+            self.leases[observed.shard_id] = replace(current, from_start=True)
+            return True
+
     def take(self, observed: Lease, owner: str) -> Lease | None:
         with self._lock:
-            current = self.leases[observed.shard_id]
-            if current != observed or current.finished:
+            current = self.leases.get(observed.shard_id)
+            if current is None or current != observed or current.finished:
                 return None
             taken = replace(
                 current,
@@ -69,9 +93,10 @@ class MemoryLeaseStore:
 
     def request_handoff(self, observed: Lease, requester: str) -> bool:
         with self._lock:
-            current = self.leases[observed.shard_id]
+            current = self.leases.get(observed.shard_id)
             if (
-                current.owner != observed.owner
+                current is None
+                or current.owner != observed.owner
                 or current.counter != observed.counter
                 or current.handoff_to
             ):
@@ -80,8 +105,8 @@ class MemoryLeaseStore:
             return True
 
     def _check(self, lease: Lease) -> Lease:
-        current = self.leases[lease.shard_id]
-        if current.owner != lease.owner or current.counter != lease.counter:
+        current = self.leases.get(lease.shard_id)
+        if current is None or current.owner != lease.owner or current.counter != lease.counter:
             raise LeaseLostError("lease was taken over", shard_id=lease.shard_id)
         return current
 
@@ -114,8 +139,8 @@ class MemoryLeaseStore:
 
     def release(self, lease: Lease, *, handoff: bool = False) -> None:
         with self._lock:
-            current = self.leases[lease.shard_id]
-            if current.owner == lease.owner and current.counter == lease.counter:
+            current = self.leases.get(lease.shard_id)
+            if current and current.owner == lease.owner and current.counter == lease.counter:
                 if handoff:
                     released = replace(current, owner=None, heartbeat=self._clock())
                 else:

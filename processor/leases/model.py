@@ -42,6 +42,9 @@ class Lease:
     failures: int = 0
     #: the second parent of a merged shard (Kinesis)
     adjacent_parent_shard_id: str | None = None
+    #: without a checkpoint, read from TRIM_HORIZON whatever ``starting_position`` says: a
+    #: parent was read by us (set when the lease is created; its parent's lease may be gone)
+    from_start: bool = False
 
     @property
     def parent_shard_ids(self) -> tuple[str, ...]:
@@ -58,7 +61,19 @@ class LeaseStore(Protocol):
 
     def list_leases(self) -> list[Lease]: ...
 
-    def create_missing(self, shards: Iterable[Shard], existing: Set[str]) -> None: ...
+    def create_missing(
+        self, shards: Iterable[Shard], existing: Set[str], *, from_start: Set[str] = frozenset()
+    ) -> None:
+        """A free lease for each shard not in ``existing``, in the order given; those in
+        ``from_start`` are marked to begin at TRIM_HORIZON."""
+
+    def delete(self, observed: Lease) -> bool:
+        """Delete ``observed`` if nobody changed it since it was read (cleanup); whether it
+        did. A lease already gone counts as not deleted."""
+
+    def mark_from_start(self, observed: Lease) -> bool:
+        """Record that ``observed``'s shard begins at TRIM_HORIZON (its parent's lease is about
+        to go); whether it was written (it is not when the lease changed meanwhile)."""
 
     def take(self, observed: Lease, owner: str) -> Lease | None:
         """Take ``observed`` if nobody changed it since it was read; None if somebody did."""

@@ -40,6 +40,10 @@ class WorkerSettings:
     discovery_interval_s: float = 30.0
     #: leases this process may hold; None: no cap (every shard it can take)
     max_leases: int | None = None
+    #: a cleanup pass this often (ADR 0024); None: leases are never deleted
+    cleanup_interval_s: float | None = 60.0
+    #: at most this many deletes per cleanup pass (the rest wait for the next)
+    cleanup_max_deletes: int = 100
     shutdown_deadline_s: float = 30.0
     tick_s: float = 0.2
     #: a reader that fails (AccessDenied, an unexpected error) is restarted, keeping its lease,
@@ -62,7 +66,8 @@ class RunSummary:
     leases_handed_off: int = 0
     trimmed_skips: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     stream_retries: dict[str, int] = field(default_factory=dict)
-    outcomes: dict[str, str] = field(default_factory=dict)
+    #: leases this process deleted, by reason (children_started, left_stream, trimmed_unread)
+    leases_deleted: dict[str, int] = field(default_factory=dict)
 
     def absorb(self, running: Running) -> ReaderOutcome:
         """Add an ended reader's figures; its outcome (FAILED if it had none)."""
@@ -70,7 +75,6 @@ class RunSummary:
         outcome = running.outcome or ReaderOutcome.FAILED
         self.records_read += reader.records_read
         self.reader_failures += reader.failures_total
-        self.outcomes[reader.shard_id] = outcome.value
         self.trimmed_skips.extend((reader.shard_id, a, b) for a, b in reader.trimmed_skips)
         for cause, count in reader.stream_retries.items():
             self.stream_retries[cause] = self.stream_retries.get(cause, 0) + count
@@ -165,6 +169,8 @@ def snapshot(
     now: float,
     reader_threads: int = 0,
     pool: StepPool | None = None,
+    leases: dict[str, int] | None = None,
+    lease_scan_items: int = 0,
 ) -> WorkerSnapshot:
     """Counters (ended readers' in ``summary`` plus the running ones'), and per owned shard
     its lag and last poll."""
@@ -183,6 +189,9 @@ def snapshot(
         "reader_threads": reader_threads,
         "readers_busy": pool.busy if pool is not None else 0,
         "readers_queued": pool.queued if pool is not None else 0,
+        "leases": dict(leases or {}),
+        "lease_scan_items": lease_scan_items,
+        "leases_deleted": dict(summary.leases_deleted),
         "shards": [
             {
                 "shard_id": r.reader.shard_id,

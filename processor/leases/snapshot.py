@@ -41,6 +41,12 @@ class WorkerSnapshot(TypedDict):
     reader_threads: int
     readers_busy: int
     readers_queued: int
+    #: the lease table at the last scan, by state (owned, free, finished, trimmed_unread)
+    leases: dict[str, int]
+    #: items the last lease scan read (the whole application's leases: cleanup bounds it)
+    lease_scan_items: int
+    #: leases this process deleted, by reason (ADR 0024)
+    leases_deleted: dict[str, int]
     shards: list[ShardSnapshot]
 
 

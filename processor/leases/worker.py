@@ -16,7 +16,7 @@ from __future__ import annotations
 import resource
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -26,6 +26,7 @@ from processor.core._rate import RateLimiter
 from processor.core.dispatch import Dispatcher
 from processor.errors import ProcessorError, StreamNotFoundError
 from processor.leases.balancing import plan
+from processor.leases.cleanup import lease_states, plan_cleanup, shards_to_create
 from processor.leases.model import Lease, LeaseStore
 from processor.leases.readers import (
     Running,
@@ -106,15 +107,86 @@ class Worker:
         #: sees each wait before a reader's restart (tests record the backoff)
         self._on_restart_wait: Callable[[float], None] | None = None
         self._pool: StepPool | None = None  # started with the first reader
+        self._next_cleanup = 0.0  # the first discovery cleans up what an older run left
+        self._lease_states: dict[str, int] = {}
+        self._scan_items = 0
 
     # -- discovery and leases -----------------------------------------------------------------
 
-    def _discover(self) -> None:
+    def _discover(self, *, cleanup: bool = False) -> None:
+        """List the shards and give the new ones leases; with ``cleanup``, a cleanup pass on
+        the same views. The leases are read *before* the stream is listed: a lease read then
+        belongs to a shard that was in the listing unless it left the stream (ADR 0024)."""
+        leases = self._store.list_leases()
         description = self._adapter.describe(self._stream_arn)
         self._shards = {s.shard_id: s for s in description.shards}
-        leases = self._store.list_leases()
-        self._store.create_missing(description.shards, {lease.shard_id for lease in leases})
-        log.debug("shards_discovered", shards=len(self._shards))
+        missing, from_start = shards_to_create(description.shards, leases)
+        if missing:
+            known = {lease.shard_id for lease in leases}
+            self._store.create_missing(missing, known, from_start=from_start)
+        log.debug("shards_discovered", shards=len(self._shards), new=len(missing))
+        if cleanup:
+            self._cleanup(leases, description.shards)
+
+    def _cleanup(self, leases: list[Lease], listed: Sequence[Shard]) -> None:
+        """One cleanup pass (ADR 0024): conditional deletes, bounded, repeatable; a failed one
+        is tried again by a later pass and never stops the worker."""
+        todo = plan_cleanup(
+            leases,
+            listed,
+            on_trimmed=self.settings.reader.on_trimmed,
+            now=self._clock(),
+            timeout_s=self.settings.lease_timeout_s,
+            limit=self.settings.cleanup_max_deletes,
+        )
+        self._lease_states = todo.states
+        if todo.trimmed_unread:
+            log.error(
+                "leases_trimmed_unread",
+                count=len(todo.trimmed_unread),
+                shards=[lease.shard_id for lease in todo.trimmed_unread][:20],
+                checkpoints=[lease.checkpoint for lease in todo.trimmed_unread][:20],
+                policy=self.settings.reader.on_trimmed,
+                fix=(
+                    "these shards left the stream before they were read to the end: their "
+                    'remaining records are lost. on_trimmed = "skip" deletes their leases so '
+                    'their children are read; "fail" keeps them and blocks the children'
+                ),
+            )
+        marked_all = all(
+            self._store_call(self._store.mark_from_start, c) for c in todo.mark_from_start
+        )
+        deletions = [d for d in todo.delete if marked_all or d.reason != "left_stream"]
+        deleted: dict[str, int] = {}
+        failed = 0
+        for deletion in deletions:
+            outcome = self._store_call(self._store.delete, deletion.lease)
+            if outcome is None:
+                failed += 1
+            elif outcome:
+                deleted[deletion.reason] = deleted.get(deletion.reason, 0) + 1
+                self._stopped.discard(deletion.lease.shard_id)
+        for reason, count in deleted.items():
+            self.summary.leases_deleted[reason] = self.summary.leases_deleted.get(reason, 0) + count
+        if deleted or failed or todo.more:
+            log.info(
+                "leases_cleaned",
+                deleted=sum(deleted.values()),
+                by_reason=deleted,
+                failed=failed,
+                left_for_next_pass=todo.more,
+                leases_before=len(leases),
+            )
+        # shards this process will not take again are forgotten once their lease is gone
+        self._stopped &= {lease.shard_id for lease in leases}
+
+    def _store_call(self, call: Callable[[Lease], bool], lease: Lease) -> bool | None:
+        """A cleanup write; None when it failed (logged, retried by a later pass)."""
+        try:
+            return call(lease)
+        except ProcessorError as exc:
+            log.warning("lease_cleanup_failed", shard_id=lease.shard_id, error=str(exc))
+            return None
 
     def _discover_children(self, shard_id: str) -> None:
         """A shard ended: find its children at once (ShardFilter) instead of a full describe.
@@ -126,15 +198,20 @@ class Worker:
         if known_shard is None or known_shard.is_closed:
             return
         children = self._adapter.child_shards(self._stream_arn, shard_id)
-        known = {lease.shard_id for lease in self._store.list_leases()}
+        leases = self._store.list_leases()
         for child in children:
             self._shards[child.shard_id] = child
-        self._store.create_missing(children, known)
+        missing, from_start = shards_to_create(children, leases)
+        self._store.create_missing(
+            missing, {lease.shard_id for lease in leases}, from_start=from_start
+        )
         log.info("child_shards_found", parent=shard_id, children=[c.shard_id for c in children])
 
     def _take_leases(self) -> None:
+        leases = self._store.list_leases()
+        self._scan_items = len(leases)
         scan = plan(
-            self._store.list_leases(),
+            leases,
             self._shards.values(),
             owner=self.settings.owner,
             now=self._clock(),
@@ -146,6 +223,12 @@ class Worker:
         )
         self._scanned = True
         self._takeable, self._expiring = scan.takeable, scan.expiring
+        self._lease_states = lease_states(
+            leases,
+            now=self._clock(),
+            timeout_s=self.settings.lease_timeout_s,
+            trimmed=self._lease_states.get("trimmed_unread", 0),
+        )
         taken_before = self.summary.leases_taken
         steal = scan.steal
         if steal is not None and self._store.request_handoff(steal, self.settings.owner):
@@ -204,7 +287,7 @@ class Worker:
         # starting position: otherwise the records between the split and now would be lost.
         position: tuple[str, str | None] = (
             ("TRIM_HORIZON", None)
-            if any(p in finished for p in parents)
+            if lease.from_start or any(p in finished for p in parents)
             else (self.settings.starting_position, None)
         )
         if self._position_for is not None:
@@ -294,6 +377,8 @@ class Worker:
             now=self._monotonic(),
             reader_threads=self.settings.reader_threads,
             pool=self._pool,
+            leases=self._lease_states,
+            lease_scan_items=self._scan_items,
         )
 
     def alive(self) -> bool:
@@ -356,14 +441,18 @@ class Worker:
         a lease scan and renewals."""
         if self._reap():
             self._next_take = now  # children of a finished shard may be ready
-        if now >= self._next_discovery:
+        cleanup_every = self.settings.cleanup_interval_s
+        cleanup = cleanup_every is not None and now >= self._next_cleanup
+        if now >= self._next_discovery or cleanup:
             try:
-                self._discover()
+                self._discover(cleanup=cleanup)
             except StreamNotFoundError:
                 raise
             except ProcessorError as exc:
                 log.warning("shard_discovery_failed", error=str(exc))
             self._next_discovery = now + self.settings.discovery_interval_s
+            if cleanup_every is not None and cleanup:
+                self._next_cleanup = now + cleanup_every
         if self._take_soon:
             self._take_soon = False
             self._next_take = now

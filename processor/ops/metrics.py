@@ -87,6 +87,29 @@ def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
         "Readers due to run but waiting for a free reader thread (stream.reader_threads)",
         value=state["readers_queued"],
     )
+    table = GaugeMetricFamily(
+        "dsp_leases",
+        "The application's leases at this worker's last scan, by state: owned (a live owner), "
+        "free, finished, trimmed_unread (unfinished, its shard gone from the stream)",
+        labels=["state"],
+    )
+    for lease_state, count in sorted(state["leases"].items()):
+        table.add_metric([lease_state], count)
+    yield table
+    yield GaugeMetricFamily(
+        "dsp_lease_scan_items",
+        "Items this worker's last lease scan read (cleanup keeps it near the live stream's)",
+        value=state["lease_scan_items"],
+    )
+    deleted = CounterMetricFamily(
+        "dsp_leases_deleted",
+        "Leases this worker's cleanup deleted, by reason: children_started, left_stream, "
+        "trimmed_unread",
+        labels=["reason"],
+    )
+    for reason in ("children_started", "left_stream", "trimmed_unread"):
+        deleted.add_metric([reason], state["leases_deleted"].get(reason, 0))
+    yield deleted
     yield CounterMetricFamily(
         "dsp_trimmed_ranges_skipped",
         "Trimmed ranges skipped (on_trimmed = skip)",

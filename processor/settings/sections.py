@@ -148,6 +148,11 @@ class CheckpointSettings(_Section):
     #: at most this many leases per process; none (the default): every shard it can take.
     #: The reader pool bounds the threads, so a cap only spreads shards over replicas.
     max_leases: int | None = Field(default=None, ge=1)
+    #: delete leases lineage no longer needs (finished shards whose children started, shards
+    #: gone from the stream) with the KCL's rules (ADR 0024); false keeps every lease forever
+    cleanup: bool = True
+    #: how often a cleanup pass runs (a DescribeStream, then at most 100 conditional deletes)
+    cleanup_interval_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _renew_faster_than_timeout(self) -> CheckpointSettings:

@@ -73,6 +73,11 @@ class MemorySource:
             last = records[-1]["dynamodb"]["SequenceNumber"] if records else "0"
             self.shards[shard_id] = (replace(shard, ending_sequence_number=last), records)
 
+    def remove(self, shard_id: str) -> None:
+        """The shard leaves the stream (past the retention): no longer listed or readable."""
+        with self._lock:
+            del self.shards[shard_id]
+
     # -- StreamSource -------------------------------------------------------------------------
 
     def describe(self, stream_arn: str, *, children_of: str | None = None) -> StreamDescription:

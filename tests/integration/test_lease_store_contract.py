@@ -150,3 +150,51 @@ def test_a_handoff_is_requested_once_and_reserved_for_the_requester(
     store.release(lease, handoff=True)
     released = by_id(store)["s2"]
     assert (released.owner, released.handoff_to, released.heartbeat) == (None, "b", 1001.0)
+
+
+def test_from_start_is_kept_and_marked_only_before_a_checkpoint(
+    make_store: Callable[[Clock], LeaseStore],
+) -> None:
+    store = make_store([1000.0])
+    store.ensure_table()
+    store.create_missing(SHARDS, set(), from_start={"s3"})
+    leases = by_id(store)
+    assert (leases["s1"].from_start, leases["s3"].from_start) == (False, True)
+    assert store.mark_from_start(leases["s2"])
+    assert by_id(store)["s2"].from_start
+    taken = store.take(by_id(store)["s1"], "w1")
+    assert taken is not None
+    store.checkpoint(taken, "5", finished=False)
+    assert not store.mark_from_start(by_id(store)["s1"])  # it has a checkpoint: nothing to mark
+    assert not by_id(store)["s1"].from_start
+
+
+def test_a_delete_lands_only_on_the_lease_as_it_was_read(
+    make_store: Callable[[Clock], LeaseStore],
+) -> None:
+    """Cleanup deletes are conditional: a lease taken, renewed, checkpointed or released since
+    it was read stays; a lease already gone is not deleted twice."""
+    now = [1000.0]
+    store = make_store(now)
+    store.ensure_table()
+    store.create_missing(SHARDS, set())
+    observed = by_id(store)
+    taken = store.take(observed["s1"], "w1")
+    assert taken is not None
+    assert not store.delete(observed["s1"])  # taken since it was read
+    now[0] += 1
+    done = store.checkpoint(taken, "9", finished=True)
+    assert not store.delete(taken)  # checkpointed since
+    finished = by_id(store)["s1"]
+    assert finished.finished
+    assert finished == done
+    store.release(done)
+    assert not store.delete(finished)  # released since (the owner changed)
+    released = by_id(store)["s1"]
+    assert store.delete(released)
+    assert not store.delete(released)  # already gone
+    assert "s1" not in by_id(store)
+    # a lease that was deleted cannot be taken, renewed or checkpointed any more
+    assert store.take(released, "w2") is None
+    with pytest.raises(LeaseLostError):
+        store.checkpoint(done, "9", finished=True)

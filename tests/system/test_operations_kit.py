@@ -39,6 +39,9 @@ class FakeWorker:
             "reader_threads": 32,
             "readers_busy": 1,
             "readers_queued": 0,
+            "leases": {},
+            "lease_scan_items": 0,
+            "leases_deleted": {},
             "shards": [{"shard_id": "s1", "lag_s": 1.0}],
         }
 

@@ -38,6 +38,9 @@ class FakeWorker:
             "reader_threads": 32,
             "readers_busy": 1,
             "readers_queued": 0,
+            "leases": {},
+            "lease_scan_items": 0,
+            "leases_deleted": {},
             "shards": [{"shard_id": f"s{i}", "lag_s": lag} for i, lag in enumerate(self.lags)],
         }
 
