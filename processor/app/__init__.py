@@ -129,6 +129,12 @@ def check_config(settings: Settings, *, offline: bool = False) -> str:
     )
 
 
+def stream_source(settings: Settings, clients: AwsClients) -> tuple[StreamSource, str]:
+    """The stream the settings read, resolved as `dsp run` resolves it: adapter and ARN."""
+    adapter, arn, _ = _source(settings, clients)
+    return adapter, arn
+
+
 def stream_arn_for(settings: Settings, clients: AwsClients) -> str:
     """The ARN of the stream the settings read (resolved as `dsp run` resolves it)."""
     return _source(settings, clients)[1]

@@ -19,12 +19,13 @@ from typing import Any
 import structlog
 
 from processor._runtime import tune_gc
-from processor.app import build_app, check_config, stream_arn_for
+from processor.app import build_app, check_config, stream_arn_for, stream_source
 from processor.app.routes import retry_policy, tenancy_for
 from processor.aws import clients_for
 from processor.aws_lambda import LAMBDA_DEFAULTS
 from processor.cli.parser import _parser
 from processor.errors import ConfigError, ProcessorError
+from processor.leases.cleanup import plan_cleanup
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.kcl_import import describe, read_kcl_leases, to_lease
 from processor.multilang.properties import IGNORED, read_properties, to_settings
@@ -157,9 +158,79 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         application=settings.checkpoints.application,
         stream_arn="",
     )
-    rows = status_rows(store.list_leases(), now=time.time())
+    leases = store.list_leases()
+    listed: set[str] | None = None
+    try:  # after the leases: a lease read before the listing began is listed unless it left
+        source, arn = stream_source(settings, clients)
+        listed = {shard.shard_id for shard in source.describe(arn).shards}
+    except ProcessorError as exc:
+        print(f"dsp status: the stream was not listed ({exc}); trimmed leases not shown")
+    rows = status_rows(leases, now=time.time(), listed=listed)
     print(render_json(rows) if args.json else render_table(rows))
     return EXIT_OK
+
+
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    """`dsp leases prune`: the worker's cleanup rules (ADR 0024) over the whole table at once,
+    for a table an older version filled; a dry run unless --apply."""
+    clients = clients_for(settings.aws, pool_size=2)
+    store = DynamoDBLeaseStore(
+        clients.dynamodb,
+        table=settings.checkpoints.table,
+        application=settings.checkpoints.application,
+        stream_arn="",
+    )
+    leases = store.list_leases()  # before the listing (see _status)
+    source, arn = stream_source(settings, clients)
+    listed = source.describe(arn).shards
+    todo = plan_cleanup(
+        leases,
+        listed,
+        on_trimmed=settings.stream.on_trimmed,
+        now=time.time(),
+        timeout_s=settings.checkpoints.lease_timeout_s,
+        limit=len(leases),
+    )
+    by_reason: dict[str, int] = {}
+    for deletion in todo.delete:
+        by_reason[deletion.reason] = by_reason.get(deletion.reason, 0) + 1
+    reasons = ", ".join(
+        f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(by_reason.items())
+    )
+    print(
+        f"prune: {len(leases)} leases of {settings.checkpoints.application} in "
+        f"{settings.checkpoints.table}; the stream lists {len(listed)} shards; "
+        f"{len(todo.delete)} to delete ({reasons or 'none'}), "
+        f"{len(leases) - len(todo.delete)} kept"
+    )
+    for lease in todo.trimmed_unread:
+        print(
+            f"prune: trimmed unread: {lease.shard_id} left the stream before it was read to "
+            f"the end (checkpoint {lease.checkpoint or 'none'}); stream.on_trimmed = "
+            f"{settings.stream.on_trimmed!r} "
+            + ("deletes it" if settings.stream.on_trimmed == "skip" else "keeps it")
+        )
+    if not args.apply:
+        print("prune: dry run: nothing deleted; --apply deletes them")
+        return EXIT_OK
+    marked = all(store.mark_from_start(child) for child in todo.mark_from_start)
+    deleted = failed = 0
+    for deletion in todo.delete:
+        if deletion.reason == "left_stream" and not marked:
+            continue  # a child's start could not be recorded: its parent stays this time
+        try:
+            deleted += store.delete(deletion.lease)
+        except ProcessorError as exc:
+            failed += 1
+            log.warning("lease_prune_failed", shard_id=deletion.lease.shard_id, error=str(exc))
+    changed = len(todo.delete) - deleted - failed
+    print(
+        f"prune: {deleted} deleted"
+        + (f", {changed} changed since they were read (kept; run it again)" if changed else "")
+        + (f", {failed} failed (run it again)" if failed else "")
+    )
+    log.info("leases_pruned", deleted=deleted, changed=changed, failed=failed)
+    return EXIT_OK if failed == 0 else EXIT_FAILURE
 
 
 def _places(args: argparse.Namespace, settings: Settings) -> tuple[str | None, str | None]:
@@ -313,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _import_kcl(settings, settings.multilang.import_kcl_lease_table)
             return _run(args, settings)
         if args.command == "leases":
+            if args.leases_command == "prune":
+                return _prune(args, settings)
             return _import_kcl(settings, args.from_table, dry_run=args.dry_run)
         if args.command == "iam-policy":
             return _iam_policy(args, settings)

@@ -213,6 +213,17 @@ def _leases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     kcl.add_argument(
         "--properties", metavar="FILE", help="a KCL MultiLang properties file, as for multilang"
     )
+    prune = leases_sub.add_parser(
+        "prune",
+        help="delete the leases lineage no longer needs (a table an older version filled)",
+        description="Applies the worker's lease cleanup rules (ADR 0024) to the whole table at "
+        "once: a finished lease goes once every child started or its shard left the stream; "
+        "an unfinished lease of a shard that left the stream is reported and deleted only "
+        'with stream.on_trimmed = "skip". A dry run unless --apply. Safe beside running '
+        "workers: every delete is conditional on the lease as it was read.",
+    )
+    _common(prune)
+    prune.add_argument("--apply", action="store_true", help="delete (default: only show)")
 
 
 def _multilang(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

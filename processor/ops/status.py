@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,8 +13,12 @@ from processor.ops.tables import render
 __all__ = ["render_json", "render_table", "status_rows"]
 
 
-def status_rows(leases: Sequence[Lease], *, now: float) -> list[dict[str, Any]]:
-    """One row per shard, parents before children (shard ids sort in creation order)."""
+def status_rows(
+    leases: Sequence[Lease], *, now: float, listed: Set[str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per shard, parents before children (shard ids sort in creation order);
+    ``listed``: the shards the stream lists now, when known (an unfinished lease whose shard
+    is not among them lost records to the retention: ``trimmed_unread``)."""
     rows = []
     for lease in sorted(leases, key=lambda item: item.shard_id):
         rows.append(
@@ -32,6 +36,9 @@ def status_rows(leases: Sequence[Lease], *, now: float) -> list[dict[str, Any]]:
                 # the owner's reader keeps failing: runs in a row and the last error
                 "failures": lease.failures,
                 "last_error": lease.last_error,
+                "trimmed_unread": (
+                    None if listed is None else not lease.finished and lease.shard_id not in listed
+                ),
             }
         )
     return rows
@@ -47,6 +54,7 @@ def _totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "owners": len({r["owner"] for r in rows if r["owner"]}),
         "max_lag_s": max(lags) if lags else None,
         "failing": sum(1 for r in rows if r["last_error"]),
+        "trimmed_unread": sum(1 for r in rows if r["trimmed_unread"]),
     }
 
 
@@ -86,6 +94,13 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
         f"\n{t['shards']} shards: {t['owned']} owned by {t['owners']} worker(s), "
         f"{t['unowned']} unowned, {t['finished']} finished; max lag {lag}"
     )
+    for r in rows:
+        if r["trimmed_unread"]:
+            out.append(
+                f"trimmed unread: {r['shard_id']} left the stream (past its retention) before "
+                f"it was read to the end (checkpoint {r['checkpoint'] or 'none'}): its later "
+                "records are lost; stream.on_trimmed decides whether its children go on"
+            )
     for r in rows:  # the whole error, one line per failing shard
         if r["last_error"]:
             out.append(

@@ -67,6 +67,7 @@ class KinesisShard:
     records: list[_Record] = field(default_factory=list)
     ending_sequence: int | None = None  # set when split or merged
     trimmed: int = 0  # records before this index are gone
+    closed_at: float | None = None  # when it was split or merged (the double's clock)
 
     @property
     def open(self) -> bool:
@@ -101,6 +102,16 @@ class _Stream:
     created: float
     retention_hours: int = 24
     shards: dict[str, KinesisShard] = field(default_factory=dict)
+    next_id: int = 0
+    #: resharding on the clock (:meth:`KinesisDouble.reshard_every`): how often, when next,
+    #: the shard count to split from and merge back to, and how long a closed shard stays
+    reshard_s: float | None = None
+    reshards: int = 0
+    next_reshard: float = 0.0
+    base_shards: int = 0
+    retention_s: float | None = None
+    #: shards that left the stream (past ``retention_s``), oldest first
+    departed: list[KinesisShard] = field(default_factory=list)
 
 
 @dataclass
@@ -177,6 +188,7 @@ class KinesisDouble(Served):
         """Put one record; (shard id, sequence number)."""
         with self._lock:
             stream = self._streams[name]
+            self._advance(stream)
             hash_key = int(explicit_hash_key) if explicit_hash_key else hash_key_of(partition_key)
             shard = next(s for s in stream.shards.values() if s.open and s.covers(hash_key))
             sequence = next(self._sequences)
@@ -226,6 +238,53 @@ class KinesisDouble(Served):
             )  # fmt: skip
             return child.shard_id
 
+    def reshard_every(self, name: str, every_s: float, *, retention_s: float | None = None) -> None:
+        """Reshard on the clock, as a stream scaled on demand for months: every ``every_s``
+        each open shard splits in two, and the next time adjacent pairs merge back (two
+        parents), and so on; a shard closed ``retention_s`` ago leaves ListShards (and
+        GetShardIterator answers ResourceNotFoundException for it)."""
+        with self._lock:
+            stream = self._streams[name]
+            stream.reshard_s, stream.retention_s = every_s, retention_s
+            stream.next_reshard = self.clock() + every_s
+            stream.base_shards = len([s for s in stream.shards.values() if s.open])
+
+    def departed(self, name: str) -> list[KinesisShard]:
+        """Shards that left the stream (past the retention), oldest first."""
+        with self._lock:
+            self._advance(self._streams[name])
+            return list(self._streams[name].departed)
+
+    def generations(self, name: str) -> int:
+        """How many reshards the clock made so far."""
+        with self._lock:
+            self._advance(self._streams[name])
+            return self._streams[name].reshards
+
+    def _advance(self, stream: _Stream) -> None:
+        """Reshard and forget what the clock says is due (under the lock)."""
+        now = self.clock()
+        while stream.reshard_s is not None and now >= stream.next_reshard:
+            at = stream.next_reshard
+            open_shards = sorted(
+                (s for s in stream.shards.values() if s.open), key=lambda s: s.starting_hash
+            )
+            if len(open_shards) <= stream.base_shards:
+                for shard in open_shards:
+                    self.split(stream.name, shard.shard_id)
+            else:
+                for low, high in zip(open_shards[::2], open_shards[1::2], strict=False):
+                    self.merge(stream.name, low.shard_id, high.shard_id)
+            for shard in stream.shards.values():
+                if not shard.open and shard.closed_at is None:
+                    shard.closed_at = at
+            stream.next_reshard += stream.reshard_s
+            stream.reshards += 1
+        if stream.retention_s is not None:
+            for shard_id, shard in list(stream.shards.items()):
+                if shard.closed_at is not None and now - shard.closed_at >= stream.retention_s:
+                    stream.departed.append(stream.shards.pop(shard_id))
+
     def trim(self, name: str, shard_id: str, first_kept_index: int) -> None:
         """Move a shard's trim horizon: its records before the index are gone."""
         with self._lock:
@@ -242,7 +301,8 @@ class KinesisDouble(Served):
         parent: str | None = None,
         adjacent_parent: str | None = None,
     ) -> KinesisShard:
-        shard_id = f"shardId-{len(stream.shards):012d}"
+        shard_id = f"shardId-{stream.next_id:012d}"
+        stream.next_id += 1
         shard = KinesisShard(shard_id, start, end, next(self._sequences), parent, adjacent_parent)
         stream.shards[shard_id] = shard
         return shard
@@ -276,6 +336,8 @@ class KinesisDouble(Served):
         operation = target.rpartition(".")[2]
         with self._lock:
             self.calls[operation] += 1
+            for stream in self._streams.values():
+                self._advance(stream)
             try:
                 handler = self._handlers().get(operation)
                 if handler is None:

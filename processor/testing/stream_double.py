@@ -16,6 +16,15 @@ Scenarios are data::
 
 Shard ids sort in creation order; sequence numbers grow across generations, so for every
 item key, reading parents before children gives the changes in order.
+
+Months in minutes: with ``rollover_s`` every open shard closes and opens its child on the
+double's clock, as DynamoDB Streams does about every four hours, and with ``retention_s`` a
+shard closed that long ago leaves ``DescribeStream`` (GetShardIterator then answers
+ResourceNotFoundException)::
+
+    scenario = Scenario.rolling(lineages=4, rollover_s=2.0, retention_s=10.0)
+    with StreamDouble(scenario) as double:
+        sequence = double.write("k1")  # to the open shard of k1's lineage
 """
 
 from __future__ import annotations
@@ -24,8 +33,9 @@ import itertools
 import json
 import threading
 import time
+import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +43,9 @@ from processor.testing._local_server import AwsError, LocalJsonServer, Served
 
 __all__ = ["Scenario", "ShardSpec", "StreamDouble"]
 
+#: rolling scenarios: shard n's sequence numbers start at ROLLING_BASE + n * ROLLING_GAP
+ROLLING_BASE = 100_000_000_000_000_000_000
+ROLLING_GAP = 10**12
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/double/stream/2026-01-01T00:00:00.000"
 _ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
 
@@ -44,6 +57,9 @@ class ShardSpec:
     keys: list[str]  # one record per entry, in order: the item key it changes
     closed: bool = True
     first_sequence: int = 0  # set by Scenario
+    lineage: int = 0  # rolling scenarios: which lineage (keys hash to one)
+    closed_at: float | None = None  # rolling scenarios: when it closed (the double's clock)
+    times: list[float] = field(default_factory=list)  # written records' creation times
 
     def sequence(self, index: int) -> int:
         return self.first_sequence + index
@@ -61,6 +77,10 @@ class Scenario:
     deny_get_records: bool = False  # GetRecords answers AccessDeniedException (a missing grant)
     trim_horizon: dict[str, int] = field(default_factory=dict)  # shard -> first index kept
     created: float = 1_795_000_000.0
+    #: every open shard closes and opens its child this often (the double's clock); None: never
+    rollover_s: float | None = None
+    #: a shard closed this long ago leaves the stream; None: shards stay
+    retention_s: float | None = None
 
     def __post_init__(self) -> None:
         self.renumber()
@@ -111,6 +131,22 @@ class Scenario:
         return cls(shards)
 
     @classmethod
+    def rolling(
+        cls, *, lineages: int, rollover_s: float, retention_s: float | None = None
+    ) -> Scenario:
+        """``lineages`` open shards, empty, that roll over every ``rollover_s`` and leave the
+        stream ``retention_s`` after they closed; records come from :meth:`StreamDouble.write`.
+        """
+        shards = [
+            ShardSpec(f"shardId-{0:012d}-{lineage:08x}", None, [], False, lineage=lineage)
+            for lineage in range(lineages)
+        ]
+        scenario = cls(shards, rollover_s=rollover_s, retention_s=retention_s)
+        for index, shard in enumerate(shards):  # room for any number of writes per shard
+            shard.first_sequence = ROLLING_BASE + index * ROLLING_GAP
+        return scenario
+
+    @classmethod
     def flat(cls, shards: int, *, records_per_shard: int = 2, closed: bool = False) -> Scenario:
         """Many independent shards (no lineage): for pagination and scale."""
         return cls(
@@ -151,9 +187,20 @@ class _Iterator:
 class StreamDouble(Served):
     """Serve a :class:`Scenario` at ``endpoint`` until closed (use as a context manager)."""
 
-    def __init__(self, scenario: Scenario, *, stream_arn: str = STREAM_ARN) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        stream_arn: str = STREAM_ARN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.scenario = scenario
         self.stream_arn = stream_arn
+        self._clock = clock
+        self._next_roll = clock() + scenario.rollover_s if scenario.rollover_s else None
+        self.generation = 0
+        #: shards that left the stream (past the retention), oldest first
+        self.departed: list[ShardSpec] = []
         self._lock = threading.Lock()
         self._iterators: dict[str, _Iterator] = {}
         self._ids = itertools.count(1)
@@ -178,6 +225,7 @@ class StreamDouble(Served):
 
     def _serve(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:
+            self._advance()
             self.calls[operation] += 1
             self.call_times.setdefault(operation, []).append(time.monotonic())
             try:
@@ -312,7 +360,12 @@ class StreamDouble(Served):
                 "ExpiredIteratorException",
                 "Iterator expired. The iterator was created too long ago",
             )
-        shard = scenario.shard(iterator.shard_id)
+        try:
+            shard = scenario.shard(iterator.shard_id)
+        except KeyError:  # it left the stream (past the retention) with its records
+            raise AwsError(
+                "TrimmedDataAccessException", f"records of {iterator.shard_id} were trimmed"
+            ) from None
         if iterator.position < scenario.trim_horizon.get(shard.shard_id, 0):
             raise AwsError(
                 "TrimmedDataAccessException", f"records of {shard.shard_id} were trimmed"
@@ -340,7 +393,11 @@ class StreamDouble(Served):
             "eventSource": "aws:dynamodb",
             "awsRegion": "us-east-1",
             "dynamodb": {
-                "ApproximateCreationDateTime": self.scenario.created + index,
+                "ApproximateCreationDateTime": (
+                    shard.times[index]
+                    if index < len(shard.times)
+                    else self.scenario.created + index
+                ),
                 "Keys": {"pk": {"S": key}},
                 "NewImage": {
                     "pk": {"S": key},
@@ -352,6 +409,57 @@ class StreamDouble(Served):
                 "StreamViewType": "NEW_AND_OLD_IMAGES",
             },
         }
+
+    # -- the clock ------------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Roll over and forget what the clock says is due (called under the lock)."""
+        scenario = self.scenario
+        now = self._clock()
+        while self._next_roll is not None and scenario.rollover_s and now >= self._next_roll:
+            self._roll(self._next_roll)
+            self._next_roll += scenario.rollover_s
+        if scenario.retention_s is not None:
+            kept = []
+            for shard in scenario.shards:
+                if shard.closed_at is not None and now - shard.closed_at >= scenario.retention_s:
+                    self.departed.append(shard)
+                else:
+                    kept.append(shard)
+            scenario.shards = kept
+
+    def _roll(self, at: float) -> None:
+        self.generation += 1
+        scenario = self.scenario
+        base = max(s.first_sequence for s in scenario.shards) + ROLLING_GAP
+        children: list[ShardSpec] = []
+        for shard in sorted(scenario.shards, key=lambda s: s.lineage):
+            if shard.closed:
+                continue
+            shard.closed, shard.closed_at = True, at
+            child = ShardSpec(
+                f"shardId-{self.generation:012d}-{shard.lineage:08x}",
+                shard.shard_id,
+                [],
+                False,
+                first_sequence=base + len(children) * ROLLING_GAP,
+                lineage=shard.lineage,
+            )
+            children.append(child)
+        scenario.shards.extend(children)
+
+    def write(self, key: str) -> int:
+        """A change to item ``key`` in the open shard of its lineage (rolling scenarios); its
+        sequence number."""
+        with self._lock:
+            self._advance()
+            open_shards = sorted(
+                (s for s in self.scenario.shards if not s.closed), key=lambda s: s.lineage
+            )
+            shard = open_shards[zlib.crc32(key.encode()) % len(open_shards)]
+            shard.keys.append(key)
+            shard.times.append(time.time())
+            return shard.sequence(len(shard.keys) - 1)
 
     # -- test controls ------------------------------------------------------------------------
 

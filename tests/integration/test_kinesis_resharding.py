@@ -174,7 +174,7 @@ versioned = true
     # each change exactly once: the window covered every redelivery
     assert sorted(r.event_id for r in records) == sorted(writer.event_ids.values())
     for key in KEYS:  # each key's versions in creation order, across shards
-        versions = [int(r.new_image["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
+        versions = [int((r.new_image or {})["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
         assert versions == [1, 2, 3, 4, 5, 6], (key, versions)
     # parents before children: every record of a parent was handed over before its child's
     position: dict[str, list[int]] = {}
@@ -325,7 +325,7 @@ def test_expired_iterators_and_throttled_reads_lose_nothing_on_kinesis(
     records = collected()
     assert len(records) == 5 * len(KEYS)
     for key in KEYS:
-        versions = [int(r.new_image["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
+        versions = [int((r.new_image or {})["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
         assert versions == [1, 2, 3, 4, 5], (key, versions)
 
 
@@ -380,3 +380,51 @@ def test_a_checkpoint_older_than_the_retention_is_not_skipped_silently(policy: s
         runner.join(timeout=10)
     assert seen == ["k5", "k6", "k7"]
     assert reader.trimmed_skips == [(sequences[1], sequences[5])]
+
+
+def test_months_of_splits_and_merges_keep_the_lease_table_to_the_live_stream(
+    tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """The Kinesis double reshards on its clock every 0.8 s (splits, then merges back: two
+    parents), and a shard closed 3 s ago leaves ListShards: over 16 reshards every change is
+    delivered once in key order, and cleanup keeps the lease table near what the stream lists
+    (without it, every shard ever created stays)."""
+    table, name = f"orders-{unique}", f"orders-kds-{unique}"
+    create_table(dynamodb, table, keys=("pk",))
+    with KinesisDouble() as double:
+        double.create_stream(name, shards=2)
+        double.reshard_every(name, 0.8, retention_s=3.0)
+        kinesis = client(double)
+        writer = Writer(kinesis, name, table)
+        config = config_for(tmp_path, unique, name, table, stream="discovery_interval_s = 1")
+        text = config.read_text().replace(
+            "[checkpoints]\n",
+            "[checkpoints]\nlease_timeout_s = 4\nrenew_interval_s = 1\n"
+            "lease_scan_interval_s = 0.3\ncleanup_interval_s = 0.5\n",
+        )
+        config.write_text(text)
+        with running(config, environ_for(endpoint, double)) as app:
+            version = 0
+            while double.generations(name) < 16:
+                version += 1
+                for key in KEYS:
+                    writer.put(key, version)
+                time.sleep(0.1)
+            wanted = {(key, v) for key in KEYS for v in range(1, version + 1)}
+
+            def delivered() -> int:
+                return len({(r.keys["pk"], (r.new_image or {})["version"]) for r in collected()})
+
+            wait_for(lambda: delivered() >= len(wanted))
+            time.sleep(2.0)  # more cleanup passes
+            listed = len(double.shards(name))
+            leases = app.worker.state()["lease_scan_items"]
+            created = len(double.shards(name)) + len(double.departed(name))
+    order: dict[str, list[int]] = {}
+    for record in collected():
+        order.setdefault(record.keys["pk"], []).append(int((record.new_image or {})["version"]))
+    for key, versions in order.items():
+        assert versions == sorted(versions), key
+        assert versions == list(range(1, version + 1)), key
+    assert leases <= 3 * listed + 6, (leases, listed, created)
+    assert created > 2 * leases
