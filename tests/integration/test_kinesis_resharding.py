@@ -174,7 +174,7 @@ versioned = true
     # each change exactly once: the window covered every redelivery
     assert sorted(r.event_id for r in records) == sorted(writer.event_ids.values())
     for key in KEYS:  # each key's versions in creation order, across shards
-        versions = [int((r.new_image or {})["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
+        versions = [int(r.new_image["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
         assert versions == [1, 2, 3, 4, 5, 6], (key, versions)
     # parents before children: every record of a parent was handed over before its child's
     position: dict[str, list[int]] = {}
@@ -325,7 +325,7 @@ def test_expired_iterators_and_throttled_reads_lose_nothing_on_kinesis(
     records = collected()
     assert len(records) == 5 * len(KEYS)
     for key in KEYS:
-        versions = [int((r.new_image or {})["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
+        versions = [int(r.new_image["version"]) for r in records if r.keys["pk"] == key]  # type: ignore[index]
         assert versions == [1, 2, 3, 4, 5], (key, versions)
 
 
