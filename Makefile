@@ -10,7 +10,7 @@ DDB_LOCAL_VERSION := 11.1.0
 DDB_LOCAL_DIR := .cache/dynamodb-local
 DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.unpacked-$(DDB_LOCAL_VERSION)
 
-.PHONY: tools install demo test lambda-zip test-system test-unit test-integration test-dynamodb-local dynamodb-local soak check lint types bench fmt clean
+.PHONY: tools install demo test lambda-zip test-system test-unit test-integration test-dynamodb-local dynamodb-local soak soak-month check lint types bench fmt clean
 
 # processor/core/_images.c is compiled by the install (pyproject's ext-modules, ADR 0020), so
 # a change to it reinstalls
@@ -57,6 +57,11 @@ test-unit: $(STAMP)
 # records, concurrent redrives, a SIGKILL; under 3 minutes
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak tests/system
+
+# 300 shard generations (about 50 days of DynamoDB Streams rollovers) in about 2 minutes: the
+# lease table, items per lease scan, RSS and CPU per 1,000 records must stay flat
+soak-month: $(STAMP)
+	$(BIN)/python -m benchmarks.soak_month
 
 test-integration: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests/integration

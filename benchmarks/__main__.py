@@ -24,6 +24,7 @@ from benchmarks import (
     idle,
     parallel,
     scale,
+    soak_month,
     staleness,
     tenants,
     webhooks,
@@ -175,6 +176,7 @@ def main() -> int:
             staleness.rows(endpoint),
             scale.rows(endpoint),
             idle.rows(endpoint),
+            soak_month.rows(endpoint),
         ]
     table = "\n\n".join("\n".join(section) for section in sections)
     print(table)

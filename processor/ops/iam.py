@@ -19,7 +19,7 @@ from processor.settings import Settings
 __all__ = ["COMMANDS", "Policy", "account_of", "policy_for"]
 
 #: the dsp commands a policy can be asked for
-COMMANDS = ("run", "replay", "capture", "status", "redrive", "check-config")
+COMMANDS = ("run", "replay", "capture", "status", "prune", "redrive", "check-config")
 
 _STREAM_ARN = re.compile(
     r"^arn:(?P<partition>[\w-]+):dynamodb:(?P<region>[\w-]+):(?P<account>\d{12}):"
@@ -111,7 +111,8 @@ def policy_for(
 
     policy = Policy()
     wanted = set(commands)
-    if wanted & {"run", "replay", "capture", "redrive", "check-config"}:  # resolve the stream
+    # resolve the stream (status and prune list its shards to find leases of shards gone)
+    if wanted & {"run", "replay", "capture", "redrive", "check-config", "status", "prune"}:
         if settings.stream.source == "kinesis":
             _kinesis(
                 settings, policy, wanted, table_arn, f"arn:{partition}:kinesis:{region}:{account}"
@@ -125,10 +126,15 @@ def policy_for(
         if create_lease_table:
             actions.add("dynamodb:CreateTable")
         policy.allow("LeasesAndCheckpoints", actions, {leases})
+    if "run" in wanted and settings.checkpoints.cleanup:  # lease cleanup (ADR 0024)
+        policy.allow("LeaseCleanup", {"dynamodb:DeleteItem"}, {leases})
     if "replay" in wanted:  # a replay started afresh deletes its own namespace's leases
         policy.allow("ReplayLeases", {"dynamodb:DeleteItem"}, {leases})
     if "status" in wanted:
         policy.allow("Status", {"dynamodb:Query"}, {leases})
+    if "prune" in wanted:  # dsp leases prune --apply
+        actions = {"dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:UpdateItem"}
+        policy.allow("LeasePrune", actions, {leases})
     if wanted & {"run", "replay", "redrive", "check-config"}:
         _consumers(settings, policy, table_arn)
     url = settings.dead_letter.sqs_queue_url
@@ -179,6 +185,8 @@ def _kinesis(
             "FindTheStream", {"dynamodb:DescribeTable"}, {table_arn(settings.stream.table)}
         )
     policy.allow("ReadTheStream", {"kinesis:DescribeStreamSummary"}, {stream})
+    if wanted & {"status", "prune"}:
+        policy.allow("ReadTheStream", {"kinesis:ListShards"}, {stream})
     if wanted & {"run", "replay", "capture"}:
         actions = {"kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"}
         policy.allow("ReadTheStream", actions, {stream})

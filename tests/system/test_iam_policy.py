@@ -113,6 +113,7 @@ subscriptions_table = "{subscriptions}"
                 ("check-config",),
                 ("run", "--stop-when-idle", "1"),
                 ("status",),
+                ("leases", "prune", "--apply"),
                 ("replay", "--from", "trim-horizon", "--idle-s", "0.5"),
                 ("replay", "--from", "trim-horizon", "--idle-s", "0.5"),  # afresh: forgets
                 ("capture", "--out", str(tmp_path / "archive.jsonl"), "--stop-when-idle", "1"),
