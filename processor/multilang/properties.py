@@ -46,6 +46,7 @@ MAPPED = {
     "callProcessRecordsEvenForEmptyRecordList": "multilang.call_process_records_even_for_empty",
     "failoverTimeMillis": "checkpoints.lease_timeout_s (renewals at a third of it)",
     "maxLeasesForWorker": "checkpoints.max_leases",
+    "cleanupLeasesUponShardCompletion": "checkpoints.cleanup (the same rules, ADR 0024)",
     "shutdownGraceMillis": "multilang.shutdown_grace_s",
     "timeoutInSeconds": "multilang.timeout_s",
     "workerId": "checkpoints.owner",
@@ -67,7 +68,6 @@ IGNORED = frozenset(
         "metricsEnabledDimensions",
         "retrievalMode",
         "shardSyncIntervalMillis",
-        "cleanupLeasesUponShardCompletion",
         "validateSequenceNumberBeforeCheckpointing",
         "taskBackoffTimeMillis",
         "parentShardPollIntervalMillis",
@@ -218,6 +218,8 @@ def to_settings(properties: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]
         timeout = _number(properties, "failoverTimeMillis") / 1000
         sections["checkpoints"]["lease_timeout_s"] = timeout
         sections["checkpoints"]["renew_interval_s"] = timeout / 3
+    if "cleanupLeasesUponShardCompletion" in properties:
+        sections["checkpoints"]["cleanup"] = _flag(properties, "cleanupLeasesUponShardCompletion")
     if "maxLeasesForWorker" in properties:
         sections["checkpoints"]["max_leases"] = int(_number(properties, "maxLeasesForWorker"))
     if "shutdownGraceMillis" in properties:

@@ -75,6 +75,17 @@ def test_a_users_properties_file_becomes_settings(tmp_path: Path) -> None:
     assert settings.routes == []
 
 
+@pytest.mark.parametrize(("value", "cleanup"), [("false", False), ("true", True), (None, True)])
+def test_the_kcls_lease_cleanup_switch_is_honoured(value: str | None, cleanup: bool) -> None:
+    """cleanupLeasesUponShardCompletion (the KCL's default: true) is checkpoints.cleanup."""
+    properties = parse_properties(SAMPLE)
+    if value is not None:
+        properties["cleanupLeasesUponShardCompletion"] = value
+    sections, unused = to_settings(properties)
+    assert "cleanupLeasesUponShardCompletion" not in unused
+    assert load_settings(None, environ={}, defaults=sections).checkpoints.cleanup is cleanup
+
+
 def test_environment_variables_override_the_properties() -> None:
     sections, _ = to_settings(parse_properties(SAMPLE))
     settings = load_settings(None, environ={"DSP_MULTILANG__TIMEOUT_S": "5"}, defaults=sections)
