@@ -101,6 +101,20 @@ def log_events(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far, user + system (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident memory now (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def threads_of(pid: int) -> int:
     """How many threads the process runs now (from /proc)."""
     return len(os.listdir(f"/proc/{pid}/task"))

@@ -4,26 +4,19 @@ seconds per 1,000 records (from /proc, over the delivery span)."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 import uuid
-from pathlib import Path
 
 import boto3
 import redis
 
-from benchmarks._dsp import dsp_run
+from benchmarks._dsp import cpu_seconds, dsp_run
 from processor.testing import WebhookReceiver, create_table
 
 RATE_PER_S = 50
 DURATION_S = 20
 POLL_FLOOR_S = 0.05
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rows(endpoint: str) -> list[str]:
@@ -66,7 +59,7 @@ table = "{mirror}"
 """
         with dsp_run(endpoint, config) as worker:
             written: dict[str, float] = {}
-            cpu_start = _cpu_seconds(worker.pid)
+            cpu_start = cpu_seconds(worker.pid)
             started = time.monotonic()
             n = RATE_PER_S * DURATION_S
             for i in range(n):
@@ -76,7 +69,7 @@ table = "{mirror}"
                 written[sk] = time.time()
                 ddb.put_item(TableName=table, Item={"pk": {"S": "TENANT#e2e"}, "sk": {"S": sk}})
             receiver.wait_for(n, timeout_s=60, path="/e2e")
-            cpu = _cpu_seconds(worker.pid) - cpu_start
+            cpu = cpu_seconds(worker.pid) - cpu_start
         lags = sorted(
             (r.received_wall - written[r.json()["keys"]["sk"]]) * 1000
             for r in receiver.received("/e2e")

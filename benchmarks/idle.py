@@ -7,20 +7,13 @@ this process, not in the measured one."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-from benchmarks._dsp import dsp_on_double, log_events, threads_of
+from benchmarks._dsp import cpu_seconds, dsp_on_double, log_events, threads_of
 from processor.testing.stream_double import Scenario
 
 WINDOW_S = 20.0
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
 def idle_cost(
@@ -38,9 +31,9 @@ def idle_cost(
             assert time.monotonic() < deadline, "the worker did not take every lease"
             time.sleep(0.2)
         time.sleep(5.0)  # every reader backed off to its idle poll interval
-        before, started = _cpu_s(process.pid), time.monotonic()
+        before, started = cpu_seconds(process.pid), time.monotonic()
         time.sleep(window_s)
-        used, elapsed = _cpu_s(process.pid) - before, time.monotonic() - started
+        used, elapsed = cpu_seconds(process.pid) - before, time.monotonic() - started
         threads = threads_of(process.pid)
     return used / (shards * elapsed / 3600), threads
 

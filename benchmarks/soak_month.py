@@ -36,6 +36,7 @@ from typing import Any
 
 import boto3
 
+from benchmarks._dsp import cpu_seconds, rss_mib
 from processor.testing import moto_server
 from processor.testing.stream_double import Scenario, StreamDouble
 
@@ -58,18 +59,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _metric(text: str, name: str) -> float | None:
@@ -168,7 +157,7 @@ consumer = "benchmarks._dsp:noop"
         )
         print("|---:|---:|---:|---:|---:|---:|---:|", file=out)
         try:
-            cpu_before, records_before = _cpu_s(worker.pid), 0
+            cpu_before, records_before = cpu_seconds(worker.pid), 0
             target = every
             while target <= generations:
                 while double.generation < target:
@@ -190,14 +179,14 @@ consumer = "benchmarks._dsp:noop"
                     scan = _metric(text, "dsp_lease_scan_items")
                 except OSError:
                     records, scan = 0, None
-                cpu = _cpu_s(worker.pid)
+                cpu = cpu_seconds(worker.pid)
                 handled = max(records - records_before, 1)
                 sample = Sample(
                     generation=double.generation,
                     leases=leases,
                     scan_items=int(scan) if scan is not None else leases,
                     listed=len(scenario.shards),
-                    rss_mib=_rss_mib(worker.pid),
+                    rss_mib=rss_mib(worker.pid),
                     cpu_ms_per_1000=(cpu - cpu_before) * 1000 / handled * 1000,
                     records=records,
                 )

@@ -21,7 +21,7 @@ import structlog
 from processor._runtime import tune_gc
 from processor.app import build_app, check_config, stream_arn_for, stream_source
 from processor.app.routes import retry_policy, tenancy_for
-from processor.aws import clients_for
+from processor.aws import AwsClients, clients_for
 from processor.aws_lambda import LAMBDA_DEFAULTS
 from processor.cli.parser import _parser
 from processor.errors import ConfigError, ProcessorError
@@ -150,14 +150,21 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILURE if summary.reader_failures else EXIT_OK
 
 
-def _status(args: argparse.Namespace, settings: Settings) -> int:
-    clients = clients_for(settings.aws, pool_size=2)
-    store = DynamoDBLeaseStore(
+def _lease_store(
+    settings: Settings, clients: AwsClients, *, stream_arn: str = ""
+) -> DynamoDBLeaseStore:
+    """The application's leases (``stream_arn``: recorded in leases this command writes)."""
+    return DynamoDBLeaseStore(
         clients.dynamodb,
         table=settings.checkpoints.table,
         application=settings.checkpoints.application,
-        stream_arn="",
+        stream_arn=stream_arn,
     )
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    clients = clients_for(settings.aws, pool_size=2)
+    store = _lease_store(settings, clients)
     leases = store.list_leases()
     listed: set[str] | None = None
     try:  # after the leases: a lease read before the listing began is listed unless it left
@@ -174,12 +181,7 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
     """`dsp leases prune`: the worker's cleanup rules (ADR 0024) over the whole table at once,
     for a table an older version filled; a dry run unless --apply."""
     clients = clients_for(settings.aws, pool_size=2)
-    store = DynamoDBLeaseStore(
-        clients.dynamodb,
-        table=settings.checkpoints.table,
-        application=settings.checkpoints.application,
-        stream_arn="",
-    )
+    store = _lease_store(settings, clients)
     leases = store.list_leases()  # before the listing (see _status)
     source, arn = stream_source(settings, clients)
     listed = source.describe(arn).shards
@@ -291,12 +293,7 @@ def _import_kcl(settings: Settings, table: str, *, dry_run: bool = False) -> int
     if dry_run:
         print(f"import-kcl: {len(kcl)} KCL leases read from {table}; --dry-run: nothing written")
         return EXIT_OK
-    store = DynamoDBLeaseStore(
-        clients.dynamodb,
-        table=settings.checkpoints.table,
-        application=settings.checkpoints.application,
-        stream_arn=stream_arn_for(settings, clients),
-    )
+    store = _lease_store(settings, clients, stream_arn=stream_arn_for(settings, clients))
     store.ensure_table()
     written = sum(store.import_lease(to_lease(lease)) for lease in kcl)
     print(
