@@ -164,6 +164,8 @@ url = "{receiver.url}/changes"
     shards_ever = listed + departed
     assert leases <= 3 * listed + 8, (leases, listed, shards_ever)
     assert shards_ever > 4 * leases
-    print(f"leases {leases} for {listed} listed, {shards_ever} ever; RSS {rss_warm} -> {rss_end} KiB")
+    print(
+        f"leases {leases} for {listed} listed, {shards_ever} ever; RSS {rss_warm} -> {rss_end} KiB"
+    )
     assert rss_end < 1.25 * rss_warm, (rss_warm, rss_end)
     assert time.monotonic() - started < 120

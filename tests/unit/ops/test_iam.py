@@ -56,13 +56,23 @@ def test_the_account_partition_and_region_come_from_the_stream_arn(tmp_path: Pat
 
 def test_a_worker_only_policy_leaves_out_replay_and_table_creation(tmp_path: Path) -> None:
     s = settings(tmp_path, f'[stream]\narn = "{STREAM}"\n')
+    leases = "arn:aws:dynamodb:us-east-1:210987654321:table/dsp-leases"
     full = actions(policy_for(s).document())
     worker = actions(policy_for(s, commands=("run",), create_lease_table=False).document())
     assert "dynamodb:DeleteItem" in full  # replay restarts delete their own leases
-    assert "dynamodb:DeleteItem" not in worker
+    assert worker["dynamodb:DeleteItem"] == {leases}  # lease cleanup, on the lease table only
     assert "dynamodb:CreateTable" not in worker
+    keep = settings(tmp_path, f'[stream]\narn = "{STREAM}"\n[checkpoints]\napplication = "w"\n'
+                    "cleanup = false\n")  # fmt: skip
+    assert "dynamodb:DeleteItem" not in actions(policy_for(keep, commands=("run",)).document())
+    # status reads the leases, and lists the stream to name leases of shards gone from it
     status = actions(policy_for(s, commands=("status",)).document())
-    assert set(status) == {"dynamodb:Query"}
+    assert set(status) == {"dynamodb:Query", "dynamodb:DescribeStream"}
+    assert status["dynamodb:Query"] == {leases}
+    prune = actions(policy_for(s, commands=("prune",)).document())
+    assert set(prune) == {
+        "dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:DescribeStream"
+    }  # fmt: skip
 
 
 def test_without_an_account_anywhere_the_error_names_the_flag(tmp_path: Path) -> None:
@@ -115,4 +125,6 @@ def test_a_kinesis_source_is_granted_its_stream_by_name_or_arn(tmp_path: Path) -
         "arn:aws:kinesis:us-east-1:123456789012:stream/orders-kds"
     }
     status = actions(policy_for(by_name, account="123456789012", commands=("status",)).document())
-    assert not any(a.startswith("kinesis:") for a in status)
+    assert {a for a in status if a.startswith("kinesis:")} == {
+        "kinesis:DescribeStreamSummary", "kinesis:ListShards"
+    }  # fmt: skip
