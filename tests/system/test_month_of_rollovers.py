@@ -54,7 +54,6 @@ def lease_count(dynamodb: Any, table: str, application: str) -> int:
 def test_two_replicas_and_a_sigkill_through_33_generations(
     tmp_path: Path, endpoint: str, dynamodb: Any, unique: str
 ) -> None:
-    started = time.monotonic()
     scenario = Scenario.rolling(lineages=4, rollover_s=ROLLOVER_S, retention_s=RETENTION_S)
     table, application = f"month-{unique}", f"month-{unique}"
     with WebhookReceiver() as receiver, StreamDouble(scenario) as double:
@@ -168,4 +167,3 @@ url = "{receiver.url}/changes"
         f"leases {leases} for {listed} listed, {shards_ever} ever; RSS {rss_warm} -> {rss_end} KiB"
     )
     assert rss_end < 1.25 * rss_warm, (rss_warm, rss_end)
-    assert time.monotonic() - started < 120
