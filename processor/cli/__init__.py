@@ -64,10 +64,22 @@ def _iam_policy(args: argparse.Namespace, settings: Settings) -> int:
         commands=tuple(c.strip() for c in args.commands.split(",") if c.strip()),
         create_lease_table=not args.no_create_table,
     )
+    if args.json:
+        print(json.dumps({"policy": policy.document(), "notes": policy.notes}, indent=2))
+        return EXIT_OK
     print(policy.to_json())
     for note in policy.notes:
         print(f"dsp: note: {note}", file=sys.stderr)
     return EXIT_OK
+
+
+def _json_failure(args: argparse.Namespace, exc: ProcessorError) -> None:
+    """check-config --json: the failure as one JSON object on stdout too."""
+    if getattr(args, "json", False) and args.command == "check-config":
+        answer = {"ok": False, "error": str(exc), "fix": exc.fix}
+        if isinstance(exc, ConfigError):
+            answer["key"] = exc.key
+        print(json.dumps(answer))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -362,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _load(args)
     except ConfigError as exc:
+        _json_failure(args, exc)
         print(f"dsp: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.logging.level, settings.logging.format)
@@ -370,7 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             summary = check_config(settings, offline=args.offline)
-            print(f"{args.config or 'environment'}: {summary}")
+            where = args.config or "environment"
+            if args.json:
+                print(json.dumps({"ok": True, "config": where, "summary": summary}))
+            else:
+                print(f"{where}: {summary}")
             return EXIT_OK
         if args.command == "multilang":
             if settings.multilang is None:
@@ -410,9 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return runner(args, settings, stop)
         return _run(args, settings)
     except ConfigError as exc:
+        _json_failure(args, exc)
         print(f"dsp: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except ProcessorError as exc:
+        _json_failure(args, exc)
         # for a person: one line, what failed and the likely fix; the traceback at DEBUG
         log.debug("run_failed", error_type=type(exc).__name__, error=str(exc), exc_info=True)
         fix = f"; {exc.fix}" if exc.fix else ""

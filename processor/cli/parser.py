@@ -24,6 +24,38 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=["auto", "json", "console"])
 
 
+#: what each command's exit status means (every `--help` ends with its own)
+_EXIT_STATUS = {
+    "run": "0 stopped cleanly (signal or --stop-when-idle); 1 a shard reader failed during the "
+    "run, or a fatal AWS error; 2 bad configuration (nothing was read)",
+    "check-config": "0 the configuration is usable; 2 it is not (the line says what and the fix)",
+    "replay": "0 done; 1 a runtime failure; 2 bad configuration; 3 some records were dead-lettered",
+    "capture": "0 done; 1 a runtime failure; 2 bad configuration",
+    "redrive": "0 every letter delivered (or none left); 1 some failed again (they stay, with the "
+    "new error); 2 bad configuration",
+    "prune": "0 done (or a dry run); 1 some deletes failed (run it again); 2 bad configuration",
+}
+_DEFAULT_EXIT = (
+    "0 done; 1 a runtime failure (AWS unreachable, access denied, ...); 2 bad configuration"
+)
+
+
+def _add(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    *,
+    exits: str | None = None,
+    **kwargs: str,
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with its exit statuses."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        epilog=f"exit status: {exits or _EXIT_STATUS.get(name, _DEFAULT_EXIT)}",
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return parser
+
+
 def _stop_when_idle(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stop-when-idle",
@@ -35,7 +67,11 @@ def _stop_when_idle(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dsp", description="Read a DynamoDB Stream and fan every change out to consumers."
+        prog="dsp",
+        description="Read a DynamoDB Stream and fan every change out to consumers.",
+        epilog="exit status: 0 done; 1 a runtime failure; 2 bad configuration (nothing was "
+        "read); 3 replay: some records were dead-lettered. `dsp COMMAND --help` says what "
+        "each one means for that command.",
     )
     parser.add_argument("--version", action="version", version=f"dsp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,17 +84,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    run = sub.add_parser("run", help="run the worker until stopped (SIGINT/SIGTERM)")
+    run = _add(sub, "run", help="run the worker until stopped (SIGINT/SIGTERM)")
     _common(run)
     _stop_when_idle(run)
 
 
 def _check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    check = sub.add_parser(
+    check = _add(
+        sub,
         "check-config",
         help="validate the configuration as `dsp run` does (stream, routes, consumers) and exit",
     )
     _common(check)
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object on stdout: {"ok": true, "summary": ...} or {"ok": false, '
+        '"key": ..., "error": ..., "fix": ...}',
+    )
     check.add_argument(
         "--offline",
         action="store_true",
@@ -67,7 +110,8 @@ def _check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    replay = sub.add_parser(
+    replay = _add(
+        sub,
         "replay",
         help="deliver a chosen range of the stream (or of archives) again through the routes",
         description=(
@@ -112,9 +156,7 @@ def _replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _capture(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    capture = sub.add_parser(
-        "capture", help="archive raw stream records (JSONL, .gz) past retention"
-    )
+    capture = _add(sub, "capture", help="archive raw stream records (JSONL, .gz) past retention")
     _common(capture)
     capture.add_argument(
         "--out",
@@ -134,7 +176,7 @@ def _capture(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _status(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    status = sub.add_parser("status", help="the lease table: shards, owners, checkpoints, lag")
+    status = _add(sub, "status", help="the lease table: shards, owners, checkpoints, lag")
     _common(status)
     status.add_argument(
         "--properties", metavar="FILE", help="a KCL properties file (dsp multilang's)"
@@ -154,9 +196,10 @@ def _letters_source(p: argparse.ArgumentParser) -> None:
 
 
 def _dead_letter(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    dead = sub.add_parser("dead-letter", help="work with dead letters: file and SQS queue")
+    dead = _add(sub, "dead-letter", help="work with dead letters: file and SQS queue")
     dead_sub = dead.add_subparsers(dest="dead_letter_command", required=True)
-    redrive = dead_sub.add_parser(
+    redrive = _add(
+        dead_sub,
         "redrive",
         help="send dead-lettered records back through their routes; remove what succeeds",
         description="The file first, then the queue. A queue message is deleted only after "
@@ -166,7 +209,8 @@ def _dead_letter(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     )
     _common(redrive)
     _letters_source(redrive)
-    listing = dead_sub.add_parser(
+    listing = _add(
+        dead_sub,
         "list",
         help="show dead letters without consuming them (queue messages are made visible "
         "again at once)",
@@ -175,7 +219,7 @@ def _dead_letter(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     _letters_source(listing)
     listing.add_argument("--limit", type=int, metavar="N", help="at most N letters")
     listing.add_argument("--json", action="store_true", help="one JSON array")
-    count = dead_sub.add_parser("count", help="how many dead letters there are, per place")
+    count = _add(dead_sub, "count", help="how many dead letters there are, per place")
     _common(count)
     count.add_argument(
         "--source", choices=["file", "sqs", "all"], default="all", help="where to count"
@@ -184,7 +228,8 @@ def _dead_letter(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _lambda_filters(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    filters = sub.add_parser(
+    filters = _add(
+        sub,
         "lambda-filters",
         help="the event source mapping's FilterCriteria, from the routes' filters (JSON)",
         description='Prints {"Filters": [{"Pattern": ...}]} for the mapping when every '
@@ -195,9 +240,10 @@ def _lambda_filters(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _leases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    leases = sub.add_parser("leases", help="work with the lease table")
+    leases = _add(sub, "leases", help="work with the lease table")
     leases_sub = leases.add_subparsers(dest="leases_command", required=True)
-    kcl = leases_sub.add_parser(
+    kcl = _add(
+        leases_sub,
         "import-kcl",
         help="take the checkpoints of a Java KCL application's lease table, so dsp resumes "
         "where the KCL stopped",
@@ -213,7 +259,8 @@ def _leases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     kcl.add_argument(
         "--properties", metavar="FILE", help="a KCL MultiLang properties file, as for multilang"
     )
-    prune = leases_sub.add_parser(
+    prune = _add(
+        leases_sub,
         "prune",
         help="delete the leases lineage no longer needs (a table an older version filled)",
         description="Applies the worker's lease cleanup rules (ADR 0024) to the whole table at "
@@ -227,7 +274,8 @@ def _leases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _multilang(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    multilang = sub.add_parser(
+    multilang = _add(
+        sub,
         "multilang",
         help="run unchanged amazon_kclpy record processors (KCL MultiLang), one child per shard",
         description="Reads a KCL MultiLang properties file (executableName, applicationName, "
@@ -243,7 +291,8 @@ def _multilang(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def _iam(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    iam = sub.add_parser(
+    iam = _add(
+        sub,
         "iam-policy",
         help="print the least-privilege IAM policy for what this configuration uses",
         description="Actions and resource ARNs for exactly the features the configuration "
@@ -260,6 +309,11 @@ def _iam(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--commands",
         default=",".join(COMMANDS),
         help=f"the dsp commands the role runs (default: all of {','.join(COMMANDS)})",
+    )
+    iam.add_argument(
+        "--json",
+        action="store_true",
+        help='{"policy": ..., "notes": [...]} on stdout (the notes are otherwise on stderr)',
     )
     iam.add_argument(
         "--no-create-table",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from processor.cli.parser import _parser
 from processor.testing import create_table
 
 BASE = """
@@ -342,3 +345,59 @@ def test_the_traceback_is_there_at_debug_and_log_levels_ignore_case(tmp_path: Pa
     assert done.returncode == 2
     assert '"run_failed"' in done.stderr
     assert "Traceback" in done.stderr
+
+
+def test_check_config_json_for_scripts(tmp_path: Path) -> None:
+    """--json: one object on stdout, for success, a bad key and an unreachable endpoint."""
+    ok = check_config(tmp_path, None, config("orders", "x"), "--offline", "--json")
+    assert ok.returncode == 0, ok.stderr
+    answer = json.loads(ok.stdout)
+    assert answer["ok"] is True
+    assert answer["summary"].startswith("ok (1 routes; not checked offline")
+    broken = config("orders", "x").replace(
+        'table = "orders"\n', 'table = "orders"\npoll_interval_min_s = -1\n', 1
+    )
+    bad = check_config(tmp_path, None, broken, "--offline", "--json")
+    assert bad.returncode == 2
+    failed = json.loads(bad.stdout)
+    assert failed["ok"] is False
+    assert failed["key"].startswith("stream")
+    unreachable = _check_config(
+        tmp_path, {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}, "--json"
+    )
+    assert unreachable.returncode == 2
+    gone = json.loads(unreachable.stdout)
+    assert gone["ok"] is False
+    assert "check aws.endpoint_url" in gone["fix"]
+
+
+def test_every_help_lists_its_exit_statuses() -> None:
+    """`dsp --help` and every `dsp COMMAND [SUBCOMMAND] --help` end with their exit codes."""
+    pending = [_parser()]
+    seen = 0
+    while pending:
+        parser = pending.pop()
+        seen += 1
+        assert "exit status: 0 " in parser.format_help(), parser.prog
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+    assert seen >= 16
+
+
+def test_iam_policy_json_carries_the_notes(tmp_path: Path) -> None:
+    """--json: the policy and its notes in one object (the notes are otherwise on stderr)."""
+    path = tmp_path / "dsp.toml"
+    path.write_text(
+        config("orders", "x", consumer="tests.integration.transforms:collect", options="")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "processor.cli", "iam-policy", "--json", "--config", str(path),
+         "--account", "123456789012"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["policy"]["Version"] == "2012-10-17"
+    assert any("tests.integration.transforms:collect" in note for note in answer["notes"])
+    assert done.stderr == ""
