@@ -32,12 +32,15 @@ demo: $(STAMP) $(DEMO_DEPS)
 # promtool (Debian's prometheus package) unit-tests the alert rules in deploy/prometheus
 PROMTOOL := $(shell command -v promtool 2>/dev/null)
 # a JRE runs DynamoDB Local and the Java KCL MultiLangDaemon that `dsp multilang` is
-# cross-checked against (tests/system/test_multilang_java.py)
+# cross-checked against (tests/system/test_multilang_java.py); redis-server: when no Redis
+# answers on 127.0.0.1:6379 the suite starts its own, and the cluster tests start three
+# (Debian packages, installed only when missing; apt needs root)
 tools:
 ifeq ($(PROMTOOL),)
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 endif
 	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null)
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null)
 
 # the whole suite: unit, integration (in-process, real local servers) and system (spawns dsp,
 # a replica fleet or a JVM). Most of its time is waiting on servers and subprocesses, so it

@@ -10,13 +10,21 @@ test-dynamodb-local``). Tests that need what only moto offers carry
 ``@pytest.mark.moto_only(reason)`` and are skipped, with that reason printed, on the other
 backend.
 
-Redis must answer at 127.0.0.1:6379 (`.ci/run` starts one if needed): these tests fail,
-never skip, when it does not.
+Redis: the one answering at 127.0.0.1:6379 when there is one; otherwise the suite starts its
+own ``redis-server`` on a free loopback port for the session (``make tools`` installs it) and
+passes its URL to pytest-xdist's workers in ``DSP_TEST_REDIS_URL``. Tests fail, never skip,
+when no Redis can be had.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +37,54 @@ import structlog
 
 from processor.testing import WebhookReceiver, dynamodb_local, moto_server
 
-REDIS_URL = os.environ.get("DSP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as probe:
+            probe.sendall(b"PING\r\n")
+            return probe.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _own_redis() -> str:
+    """A redis-server of this session's own on a free loopback port; its URL. Stopped when
+    the process that started it (pytest, or its xdist controller) exits."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError(
+            "no Redis answers at 127.0.0.1:6379 and redis-server is not installed: run "
+            "`make tools` (it installs Debian's redis-server) or start a Redis there"
+        )
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = int(free.getsockname()[1])
+    workdir = tempfile.mkdtemp(prefix="dsp-test-redis-")
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    atexit.register(process.terminate)
+    deadline = time.monotonic() + 10
+    while not _redis_answers(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _redis_url() -> str:
+    """The URL every test uses: given, the machine's, or our own (started once, by the
+    process that loads this first; xdist workers inherit it through the environment)."""
+    if "DSP_TEST_REDIS_URL" not in os.environ:
+        os.environ["DSP_TEST_REDIS_URL"] = (
+            "redis://127.0.0.1:6379/0" if _redis_answers(6379) else _own_redis()
+        )
+    return os.environ["DSP_TEST_REDIS_URL"]
+
+
+REDIS_URL = _redis_url()
 BACKEND = os.environ.get("DSP_TEST_BACKEND", "moto")
 DYNAMODB_LOCAL_DIR = os.environ.get("DSP_TEST_DYNAMODB_LOCAL_DIR", ".cache/dynamodb-local")
 BACKENDS = ("moto", "dynamodb-local")
@@ -117,7 +172,7 @@ def redis_client() -> redis.Redis:
     try:
         client.ping()
     except redis.RedisError as exc:  # fail loudly: CI must never silently skip Redis
-        pytest.fail(f"Redis is not answering at {REDIS_URL}: {exc} (run .ci/run, which starts it)")
+        pytest.fail(f"Redis is not answering at {REDIS_URL}: {exc}")
     return client
 
 

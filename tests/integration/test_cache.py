@@ -1,4 +1,4 @@
-"""The cache consumer against the real Redis on 127.0.0.1:6379 and in-process."""
+"""The cache consumer against a real Redis (the session's, see tests/conftest.py) and in-process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from consumers.cache import MemoryCache, build
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError, TransientError
 from processor.testing import make_record
+from tests.conftest import REDIS_URL
 
 from .helpers import context
 from .redis_cluster import RedisCluster
@@ -31,7 +32,7 @@ def test_redis_entries_of_changed_keys_are_unlinked_and_others_kept(
     consumer = build(
         {
             "keys": [f"{unique}:o:{{pk}}:{{sk}}", f"{unique}:list:{{pk}}"],
-            "redis_url": "redis://127.0.0.1:6379/0",
+            "redis_url": REDIS_URL,
         },
         context(),
     )
@@ -50,7 +51,7 @@ def test_invalidated_names_are_published_on_the_channel(
     pubsub.subscribe(channel)
     pubsub.get_message(timeout=1)  # the subscribe confirmation
     consumer = build(
-        {"keys": ["order:{pk}:{sk}"], "redis_url": "redis://127.0.0.1:6379/0", "channel": channel},
+        {"keys": ["order:{pk}:{sk}"], "redis_url": REDIS_URL, "channel": channel},
         context(),
     )
     consumer([rec("a", "1"), rec("a", "1"), rec("b", "2")])

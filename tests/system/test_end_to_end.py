@@ -16,6 +16,7 @@ from standardwebhooks import Webhook
 
 from processor.core.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table, scan_all
+from tests.conftest import REDIS_URL
 
 TENANTS = ("acme", "globex", "initech", "umbrella")
 SECRET = new_secret()
@@ -59,7 +60,7 @@ name = "invalidate"
 consumer = "cache"
 [routes.options]
 keys = ["e2e-{unique}:order:{{pk}}:{{sk}}"]
-redis_url = "redis://127.0.0.1:6379/0"
+redis_url = "{REDIS_URL}"
 """
     )
     return path

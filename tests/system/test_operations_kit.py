@@ -39,9 +39,9 @@ class FakeWorker:
             "reader_threads": 32,
             "readers_busy": 1,
             "readers_queued": 0,
-            "leases": {},
-            "lease_scan_items": 0,
-            "leases_deleted": {},
+            "leases": {"owned": 1, "free": 0, "finished": 0, "trimmed_unread": 0},
+            "lease_scan_items": 1,
+            "leases_deleted": {"children_started": 1},
             "shards": [{"shard_id": "s1", "lag_s": 1.0}],
         }
 
