@@ -15,6 +15,10 @@ DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.unpacked-$(DDB_LOCAL_VERSION)
 # processor/core/_images.c is compiled by the install (pyproject's ext-modules, ADR 0020), so
 # a change to it reinstalls
 $(STAMP): pyproject.toml processor/core/_images.c
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "dsp needs Python 3.11 or newer; '$(PY)' is $$($(PY) --version 2>&1 || echo missing)."; \
+	  echo "Install one (python.org, pyenv, or your package manager) and run: make PY=python3.11"; \
+	  exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

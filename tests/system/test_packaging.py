@@ -63,3 +63,28 @@ def test_the_wheel_installs_and_runs_in_a_fresh_virtualenv(tmp_path: Path) -> No
     assert installed_version == version
     assert location.startswith(str(env))  # the installed copy, not this source tree
     assert native == "True"  # the wheel carries the compiled image walk (ADR 0020)
+
+
+def test_make_says_which_python_it_needs_before_it_builds_anything(tmp_path: Path) -> None:
+    """`make` with a Python older than 3.11 (macOS' 3.9, Ubuntu 22.04's 3.10) stops at once
+    with what to do, instead of pip's resolver error halfway through the install."""
+    for name in ("Makefile", "pyproject.toml"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    (tmp_path / "processor" / "core").mkdir(parents=True)
+    (tmp_path / "processor" / "core" / "_images.c").write_text("")
+    old = tmp_path / "python3.9"
+    old.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "--version" ]; then echo "Python 3.9.6"; exit 0; fi\n'
+        "exit 1\n"  # `-c 'sys.exit(sys.version_info < (3, 11))'` fails, as on 3.9
+    )
+    old.chmod(0o755)
+    done = subprocess.run(
+        ["make", "install", f"PY={old}"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "dsp needs Python 3.11 or newer; " in done.stdout
+    assert "is Python 3.9.6" in done.stdout
+    assert "make PY=python3.11" in done.stdout
+    assert not (tmp_path / ".venv").exists()
