@@ -10,7 +10,7 @@ DDB_LOCAL_VERSION := 11.1.0
 DDB_LOCAL_DIR := .cache/dynamodb-local
 DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.unpacked-$(DDB_LOCAL_VERSION)
 
-.PHONY: tools install demo test lambda-zip test-system test-unit test-integration test-dynamodb-local dynamodb-local soak soak-month check lint types bench fmt clean
+.PHONY: tools install demo test lambda-zip test-system test-unit test-integration test-dynamodb-local dynamodb-local soak soak-month docs check lint types bench fmt clean
 
 # processor/core/_images.c is compiled by the install (pyproject's ext-modules, ADR 0020), so
 # a change to it reinstalls
@@ -64,6 +64,11 @@ test-unit: $(STAMP)
 # records, concurrent redrives, a SIGKILL; under 3 minutes
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak tests/system
+
+# the options tables in docs/ rendered from the settings and option models (meanings kept);
+# tests/unit/test_docs.py fails when they drift
+docs: $(STAMP)
+	$(BIN)/python -m processor.settings.reference --write
 
 # 300 shard generations (about 50 days of DynamoDB Streams rollovers) in about 2 minutes: the
 # lease table, items per lease scan, RSS and CPU per 1,000 records must stay flat

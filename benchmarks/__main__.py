@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -97,6 +98,23 @@ def decode_rows(bodies: list[bytes]) -> list[str]:
         )
     lines += [
         "",
+        "| in Lambda: the event arrives JSON-decoded (no json.loads on either side), records/s "
+        "per core | our handler's path | Powertools data classes | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for images, label in (
+        (False, "consumer reads keys only"),
+        (True, "consumer reads both images"),
+    ):
+        _, ours_l, power_l, r_l = side_by_side(
+            label,
+            decode.lambda_ours(images=images, bodies=bodies),
+            decode.lambda_powertools(images=images, bodies=bodies),
+            bodies,
+        )
+        lines.append(f"| {label} | {ours_l:,.0f} | {power_l:,.0f} | {r_l:.1f}x |")
+    lines += [
+        "",
         "| decode + route + consumer, records/s per core | Kinesis Data Streams source | "
         "DynamoDB Streams source | ratio |",
         "|---|---:|---:|---:|",
@@ -159,6 +177,32 @@ def webhook_rows() -> list[str]:
     return lines
 
 
+def _commit() -> str:
+    """The commit measured (with "+changes" when the tree differs from it)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+            check=True, cwd=RESULTS.parent,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+            text=True, check=True, cwd=RESULTS.parent,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     tune_gc()  # as `dsp run` does; both sides of every comparison run under it
@@ -183,13 +227,14 @@ def main() -> int:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     RESULTS.write_text(
         "# Benchmark results\n\n"
-        f"Produced by `make bench` on {stamp} ({platform.python_implementation()} "
-        f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores). Each row "
+        f"Produced by `make bench` on {stamp} at commit {_commit()} "
+        f"({platform.python_implementation()} {platform.python_version()}, "
+        f"{platform.machine()}, {_cpu_model()}, {os.cpu_count()} cores). Each row "
         f"runs ours and its baseline alternately in one process, {ROUNDS} rounds, medians. "
         "Decode rows: 3 recorded GetRecords pages of 1,000 records (10 attributes, both "
         "images), CPU time of one core; the route has an eventName filter.\n\n" + table + "\n"
     )
-    print(f"\nwritten to {RESULTS}")
+    print(f"\nwritten to {RESULTS}; `python -m benchmarks.publish` puts it in docs/performance.md")
     return 0
 
 

@@ -401,3 +401,12 @@ def test_iam_policy_json_carries_the_notes(tmp_path: Path) -> None:
     assert answer["policy"]["Version"] == "2012-10-17"
     assert any("tests.integration.transforms:collect" in note for note in answer["notes"])
     assert done.stderr == ""
+
+
+def test_the_readmes_quickstart_configuration_is_valid(tmp_path: Path) -> None:
+    """The README's ten-line quickstart: its TOML passes check-config (offline)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    toml = readme.split("cat > worker.toml <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    done = check_config(tmp_path, None, toml, "--offline")
+    assert done.returncode == 0, done.stderr
+    assert "ok (1 routes" in done.stdout

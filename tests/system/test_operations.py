@@ -205,7 +205,7 @@ def test_a_reader_denied_access_backs_off_stays_unready_and_shows_in_status(
     """Issue 15, item 5. GetRecords answers AccessDenied for every shard: the reader restarts
     with backoff (not every 2 s), /readyz answers 503 for the whole outage (no flicker),
     `dsp status` names the failing shard and the error, and SIGTERM ends the run with exit
-    status 1 (a shard reader failed), as the README's exit-status table says."""
+    status 1 (a shard reader failed), as docs/cli.md's exit statuses say."""
     scenario = Scenario.flat(1, records_per_shard=3, closed=False)
     scenario.deny_get_records = True
     port = free_port()
