@@ -38,7 +38,8 @@ def _ratios(tables: str) -> list[tuple[str, float]]:
             match = re.fullmatch(r"([0-9.,]+)x(?: fewer)?", cells[index])
             if match:
                 versus = header[index - 1] if index > 1 else ""
-                label = f"{cells[0]} (vs {versus})" if versus else cells[0]
+                context = re.split(r"[,:(]", header[0])[0].strip()
+                label = f"{context}: {cells[0]}" + (f" (vs {versus})" if versus else "")
                 found.append((label, float(match.group(1).replace(",", ""))))
     return found
 
