@@ -53,15 +53,41 @@ def _fail(message: str, fragment: Any, path: tuple[str, ...]) -> NoReturn:
     raise PatternError(message, fragment, path=".".join(path) or "the top level")
 
 
+def _merge(key: str, first: Any, second: Any) -> Any:
+    """A key repeated in one object, as event-ruler compiles it: object values add their
+    paths up (the AWS docs' "Boolean AND" example writes ``"dynamodb"`` twice); the same leaf
+    constrained twice is refused (event-ruler silently keeps the last)."""
+    if isinstance(first, dict) and isinstance(second, dict):
+        merged = dict(first)
+        for inner, value in second.items():
+            merged[inner] = _merge(inner, merged[inner], value) if inner in merged else value
+        return merged
+    if isinstance(first, list) and isinstance(second, list):
+        instead = f"give its values as one list: {_text({key: first + second})}"
+    else:
+        instead = "give it one value: a list of values, or one object of fields"
+    raise PatternError(
+        f"the field {json.dumps(key)} is constrained twice; {instead} (a key may repeat only "
+        "when both of its values are objects: their fields add up, as in AWS's Boolean AND "
+        "example)"
+    )
+
+
+def _text(value: Any) -> str:
+    """Pattern JSON as written: numbers are kept as their text (``JsonNumber``)."""
+    if isinstance(value, JsonNumber):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
-        if key in seen:
-            raise PatternError(
-                f"the key {json.dumps(key)} appears twice in one object; "
-                "merge its values into one list"
-            )
-        seen[key] = value
+        seen[key] = _merge(key, seen[key], value) if key in seen else value
     return seen
 
 
