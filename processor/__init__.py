@@ -25,6 +25,7 @@ from processor.core.egress import (
     pinned_request,
 )
 from processor.core.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
+from processor.core.handlers import RecordHandler, record_handler
 from processor.core.records import EventName, StreamRecord
 from processor.core.redaction import redact_text, redact_url
 from processor.core.retry import RetryPolicy
@@ -79,6 +80,7 @@ __all__ = [
     "LeaseLostError",
     "ProcessorError",
     "RecordError",
+    "RecordHandler",
     "RetryPolicy",
     "Route",
     "RouteStats",
@@ -102,6 +104,7 @@ __all__ = [
     "parse_retry_after",
     "pinned_request",
     "plain_image",
+    "record_handler",
     "redact_text",
     "redact_url",
     "secret_key",

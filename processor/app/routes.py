@@ -23,6 +23,7 @@ from processor.core.consumer import (
     load_callable,
 )
 from processor.core.egress import EgressPolicy
+from processor.core.handlers import RecordHandler
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route, compile_filters
 from processor.core.tenancy import Tenancy, TenantResolver
@@ -65,9 +66,12 @@ def _build_consumer(
                 msg = "unknown option; check its spelling"
             raise ConfigError(f"routes.{index}.options.{loc}", value, msg) from None
     try:
-        return load_callable(route.consumer)
+        consumer = load_callable(route.consumer)
     except ValueError as exc:
         raise ConfigError(key, route.consumer, str(exc)) from None
+    if route.kind == "record" and not isinstance(consumer, RecordHandler):
+        return RecordHandler(consumer)  # a function of one record (docs/consumers.md)
+    return consumer
 
 
 def egress_policy(settings: Settings) -> EgressPolicy:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from processor.core.consumer import builtin_consumers
@@ -55,6 +56,17 @@ class RouteSettings(_Section):
     filter_extensions: bool = False
     filter: str | list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    #: "record": ``consumer`` is your function of one record (docs/consumers.md)
+    kind: Literal["batch", "record"] = "batch"
+
+    @model_validator(mode="after")
+    def _record_kind_is_for_functions(self) -> RouteSettings:
+        if self.kind == "record" and self.consumer in builtin_consumers():
+            raise ValueError(
+                f'route "{self.name}": kind = "record" is for your own function '
+                '("package.module:function"); the built-in consumers take batches'
+            )
+        return self
 
     @field_validator("consumer")
     @classmethod
