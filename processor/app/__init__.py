@@ -40,6 +40,7 @@ from processor.leases.worker import RENEWAL_THREADS, PositionFor, Worker, Worker
 from processor.multilang.shard import MultiLangProcessor
 from processor.ops.metrics import Metrics
 from processor.settings import Settings
+from processor.settings.sections import parse_timestamp
 from processor.sinks.dead_letter import DeadLetterSink
 from processor.sources.base import StreamSource
 from processor.sources.dynamodb import StreamsAdapter, resolve_stream
@@ -179,6 +180,13 @@ def worker_settings(settings: Settings) -> WorkerSettings:
     return WorkerSettings(
         owner=settings.checkpoints.owner_id,
         starting_position=settings.stream.starting_position,
+        starting_timestamp=(
+            parse_timestamp(str(settings.stream.starting_timestamp))
+            if settings.stream.starting_timestamp is not None
+            else None
+        ),
+        native_at_timestamp=settings.stream.source == "kinesis",
+        timestamp_granularity_s=settings.stream.timestamp_granularity_s,
         lease_timeout_s=settings.checkpoints.lease_timeout_s,
         renew_interval_s=settings.checkpoints.renew_interval_s,
         lease_scan_interval_s=settings.checkpoints.lease_scan_interval_s,

@@ -33,6 +33,11 @@ log = structlog.get_logger()
 class WorkerSettings:
     owner: str
     starting_position: str = "TRIM_HORIZON"
+    #: with starting_position AT_TIMESTAMP: the time (epoch seconds); ``native``: the source
+    #: has an AT_TIMESTAMP iterator (Kinesis), else records before it are skipped (ADR 0025)
+    starting_timestamp: float | None = None
+    native_at_timestamp: bool = False
+    timestamp_granularity_s: float = 1.0
     lease_timeout_s: float = 30.0
     renew_interval_s: float = 10.0
     #: the lease table is scanned this often (or every renewal, if that is more often)

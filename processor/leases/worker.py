@@ -42,6 +42,7 @@ from processor.sources.lineage import Shard
 from processor.sources.pool import StepPool, WakingEvent
 from processor.sources.processors import DispatchProcessor, ReaderOutcome, ShardProcessor
 from processor.sources.reader import RecordWindow, ShardReader
+from processor.sources.start import created_since
 
 __all__ = ["PositionFor", "RunSummary", "Worker", "WorkerSettings"]
 
@@ -290,6 +291,17 @@ class Worker:
             if lease.from_start or any(p in finished for p in parents)
             else (self.settings.starting_position, None)
         )
+        window = self._window
+        at = self.settings.starting_timestamp
+        live = self._position_for is None  # a replay has its own start and window
+        if live and self.settings.starting_position == "AT_TIMESTAMP" and at is not None:
+            # every shard without a checkpoint skips what was made before the time (a child
+            # of a read parent included: its earlier records are not wanted either)
+            if lease.checkpoint is None and self.settings.native_at_timestamp:
+                position = ("AT_TIMESTAMP", repr(at))
+            elif lease.checkpoint is None:
+                position = ("TRIM_HORIZON", None)
+                window = created_since(at, self.settings.timestamp_granularity_s)
         if self._position_for is not None:
             chosen = self._position_for(shard, lease)
             if chosen is None:  # nothing of this shard is wanted (replay range)
@@ -311,7 +323,7 @@ class Worker:
             stop=stop,
             monotonic=self._monotonic,
             clock=self._clock,
-            window=self._window,
+            window=window,
             rate=self._rate,
         )
         running = Running(reader=reader)

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import re
 import socket
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -83,7 +84,10 @@ class StreamSettings(_Section):
     #: hold each record this long to restore each key's creation order and drop exact
     #: duplicates (Kinesis Data Streams may deliver late or twice); 0: off
     reorder_window_ms: int = Field(default=0, ge=0, le=60_000)
-    starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
+    starting_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
+    #: with AT_TIMESTAMP: RFC 3339 (2026-12-01T00:00:00Z) or epoch seconds; native on Kinesis,
+    #: emulated on DynamoDB Streams (TRIM_HORIZON, records created before it skipped)
+    starting_timestamp: float | str | None = None
     get_records_limit: int = Field(default=1000, ge=1, le=1000)
     poll_interval_min_s: float = Field(default=0.25, gt=0, le=60)
     poll_interval_max_s: float = Field(default=2.0, gt=0, le=300)
@@ -125,6 +129,17 @@ class StreamSettings(_Section):
             raise ValueError("set stream.table (the table whose stream to read) or stream.arn")
         if self.poll_interval_max_s < self.poll_interval_min_s:
             raise ValueError("poll_interval_max_s must be >= poll_interval_min_s")
+        if self.starting_position == "AT_TIMESTAMP" and self.starting_timestamp is None:
+            raise ValueError(
+                'starting_position = "AT_TIMESTAMP" needs starting_timestamp (RFC 3339, e.g. '
+                '"2026-12-01T00:00:00Z", or epoch seconds)'
+            )
+        if self.starting_timestamp is not None:
+            if self.starting_position != "AT_TIMESTAMP":
+                raise ValueError(
+                    'starting_timestamp is read only with starting_position = "AT_TIMESTAMP"'
+                )
+            parse_timestamp(str(self.starting_timestamp))
         if self.idle_poll_interval_s is not None and (
             self.idle_poll_interval_s < self.poll_interval_max_s
         ):
@@ -135,6 +150,24 @@ class StreamSettings(_Section):
         if self.reader_restart_max_s < self.reader_restart_base_s:
             raise ValueError("reader_restart_max_s must be >= reader_restart_base_s")
         return self
+
+
+def parse_timestamp(text: str) -> float:
+    """RFC 3339 (a zone is required: ``Z`` or an offset) or epoch seconds, as epoch seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"starting_timestamp {text!r} is neither RFC 3339 (2026-12-01T00:00:00Z) nor "
+            "epoch seconds"
+        ) from None
+    if when.tzinfo is None:
+        raise ValueError(f"starting_timestamp {text!r} needs a zone: Z or an offset like +01:00")
+    return when.timestamp()
 
 
 class CheckpointSettings(_Section):

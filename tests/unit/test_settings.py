@@ -334,3 +334,52 @@ def test_vendor_errors_carry_a_fix_for_a_person() -> None:
         ClientError({"Error": {"Code": "ValidationException", "Message": "x"}}, "Query"), "Query"
     )
     assert other.fix is None
+
+
+@pytest.mark.parametrize(
+    ("given", "epoch"),
+    [
+        ('"2026-12-01T00:00:00Z"', 1796083200.0),
+        ('"2026-12-01T01:00:00+01:00"', 1796083200.0),
+        ("1796083200", 1796083200.0),
+        ("1796083200.5", 1796083200.5),
+    ],
+)
+def test_at_timestamp_takes_rfc_3339_or_epoch_seconds(
+    tmp_path: Path, given: str, epoch: float
+) -> None:
+    s = load_settings(
+        write(
+            tmp_path,
+            VALID.replace(
+                "[stream]\n",
+                f'[stream]\nstarting_position = "AT_TIMESTAMP"\nstarting_timestamp = {given}\n',
+            ),
+        ),
+        environ={},
+    )
+    assert worker_settings(s).starting_timestamp == epoch
+    assert worker_settings(s).native_at_timestamp is False  # DynamoDB Streams: emulated
+
+
+@pytest.mark.parametrize(
+    ("stream", "message"),
+    [
+        ('starting_position = "AT_TIMESTAMP"', "needs starting_timestamp"),
+        (
+            'starting_position = "AT_TIMESTAMP"\nstarting_timestamp = "2026-12-01T00:00:00"',
+            "needs a zone",
+        ),
+        (
+            'starting_position = "AT_TIMESTAMP"\nstarting_timestamp = "yesterday"',
+            "neither RFC 3339",
+        ),
+        ('starting_timestamp = "2026-12-01T00:00:00Z"', "read only with starting_position"),
+    ],
+)
+def test_at_timestamp_mistakes_name_the_key(tmp_path: Path, stream: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        load_settings(
+            write(tmp_path, VALID.replace("[stream]\n", f"[stream]\n{stream}\n")), environ={}
+        )
+    assert "stream" in str(refused.value)
