@@ -40,7 +40,13 @@ from typing import Any
 import structlog
 
 from processor._runtime import tune_gc
-from processor.app.routes import build_routes, make_dead_letter_sink, retry_policy, tenancy_for
+from processor.app.routes import (
+    build_routes,
+    make_dead_letter_sink,
+    refuse_windows,
+    retry_policy,
+    tenancy_for,
+)
 from processor.aws import AwsClients, clients_for
 from processor.core.consumer import RouteStats, StreamInfo
 from processor.core.dispatch import Dispatcher
@@ -150,6 +156,9 @@ def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime
     tune_gc()
     configure_logging(settings.logging.level, "json")
     _refuse_ephemeral_dead_letters(settings)
+    refuse_windows(
+        settings, "Lambda", "use the event source mapping's TumblingWindowInSeconds instead"
+    )
     clients = clients or clients_for(
         settings.aws,
         region=os.environ.get("AWS_REGION", settings.aws.region),

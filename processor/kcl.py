@@ -22,7 +22,13 @@ import structlog
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclpy
 
-from processor.app.routes import build_routes, make_dead_letter_sink, retry_policy, tenancy_for
+from processor.app.routes import (
+    build_routes,
+    make_dead_letter_sink,
+    refuse_windows,
+    retry_policy,
+    tenancy_for,
+)
 from processor.aws import clients_for
 from processor.core.consumer import StreamInfo
 from processor.core.dispatch import Dispatcher
@@ -51,6 +57,7 @@ class RoutesRecordProcessor(kclpy.RecordProcessorBase):  # type: ignore[misc]
     def _routes(self) -> Dispatcher:
         if self._dispatcher is None:
             settings = self._settings
+            refuse_windows(settings, "the Java KCL's record processor", "use dsp run")
             clients = clients_for(settings.aws, pool_size=10 + settings.batch.parallelism)
             table = settings.stream.table or ""
             stream = StreamInfo(

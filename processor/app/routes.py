@@ -37,6 +37,7 @@ __all__ = [
     "close_routes",
     "egress_policy",
     "make_dead_letter_sink",
+    "refuse_windows",
     "retry_policy",
     "tenancy_for",
 ]
@@ -72,6 +73,18 @@ def _build_consumer(
     if route.kind == "record" and not isinstance(consumer, RecordHandler):
         return RecordHandler(consumer)  # a function of one record (docs/consumers.md)
     return consumer
+
+
+def refuse_windows(settings: Settings, where: str, instead: str) -> None:
+    """Tumbling windows keep their state with dsp's own checkpoints: ConfigError elsewhere."""
+    for index, route in enumerate(settings.routes):
+        if route.tumbling_window_s is not None:
+            raise ConfigError(
+                f"routes.{index}.tumbling_window_s",
+                route.tumbling_window_s,
+                f"windows keep their state with dsp run's checkpoints, which {where} does not "
+                f"have; {instead}",
+            )
 
 
 def egress_policy(settings: Settings) -> EgressPolicy:
@@ -118,6 +131,7 @@ def build_routes(
                 consumer,
                 compile_filters(route.filters, extensions=route.filter_extensions),
                 watch=watch if callable(watch) else None,
+                window_s=route.tumbling_window_s,
             )
         )
         stats[route.name] = context.stats

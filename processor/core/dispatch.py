@@ -35,13 +35,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 from tenacity import (
     Retrying,
     retry_if_exception,
+    retry_if_not_exception_type,
+    stop_after_attempt,
     stop_never,
     stop_when_event_set,
+    wait_random_exponential,
 )
 from tenacity.stop import stop_base
 
@@ -65,6 +69,7 @@ from processor.core.retry import (
 )
 from processor.core.routing import Route
 from processor.core.tenancy import Tenancy, TenantStats
+from processor.core.windows import TumblingWindows, Window, check_state
 from processor.errors import RecordError, ShutdownRequested
 from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, now_utc
 
@@ -138,6 +143,9 @@ class Dispatcher:
             base_delay_s=policy.base_delay_s,
             tenant_stats=self.tenant_stats,
         )
+        sizes = {r.name: r.window_s for r in self.routes if r.window_s}
+        #: this reader's (shard's) tumbling windows, when a route has one
+        self.windows = TumblingWindows(sizes, self._window_call, clock=clock) if sizes else None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -165,6 +173,9 @@ class Dispatcher:
             if not selected:
                 continue
             self.tenant_stats.add_records(route.name, selected, "routed")
+            if route.window_s and self.windows is not None:
+                self.windows.deliver(route.name, selected)
+                continue
             dead = self._deliver_route(route, selected, stats)
             log.info(
                 "batch_dispatched",
@@ -177,6 +188,64 @@ class Dispatcher:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
         return sorted(self._unhandled.values(), key=lambda r: r.sequence_int)
+
+    def _window_call(
+        self, name: str, records: list[StreamRecord], window: Window
+    ) -> dict[str, Any] | None:
+        """One call of a windowed route: retried as any consumer call (``max_retries``, full
+        jitter); a RecordError, a bad state or exhausted retries dead-letter the call's
+        records, and the window keeps its state (None)."""
+        route = next(r for r in self.routes if r.name == name)
+        stats = self._stats[name]
+        first_attempt_at = now_utc(self._clock)
+        retries = self._policy.max_retries
+        retrying = Retrying(
+            stop=(stop_after_attempt(retries + 1) if retries >= 0 else stop_never)
+            | stop_when_event_set(self._stop),
+            wait=wait_random_exponential(
+                multiplier=self._policy.base_delay_s, max=self._policy.max_delay_s
+            ),
+            retry=retry_if_not_exception_type((RecordError, ShutdownRequested)),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        attempts = 0
+
+        def call() -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            stats.add("calls")
+            state = route.consumer(records, window)
+            check_state(name, state)  # a RecordError: never retried
+            if self.windows is not None and not window.is_final:
+                self.windows.check_fits(name, state)
+            return dict(state)
+
+        try:
+            state = retrying(call)
+        except ShutdownRequested:
+            raise
+        except Exception as exc:
+            if self._stop.is_set():
+                raise ShutdownRequested("stop requested while retrying a window") from exc
+            if records:
+                self._letters.exhausted(
+                    route, records, _Exhausted(records, exc, attempts), first_attempt_at
+                )
+                stats.add("dead_lettered", len(records))
+            log.error(  # noqa: TRY400 - the error is the message
+                "window_call_failed",
+                route=name,
+                window_start=window.start,
+                is_final=window.is_final,
+                state=window.state,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return None
+        stats.add("delivered", len(records))
+        if window.is_final:
+            stats.add("windows_closed")
+        return state
 
     def _set_aside(self, records: list[StreamRecord]) -> None:
         """Records without a tenant under ``[tenancy] missing = skip | dead_letter``."""

@@ -29,6 +29,9 @@ class Route:
     filters: tuple[FilterPattern, ...] = ()
     #: optional: called with every batch before filtering (a consumer watching its own config)
     watch: Callable[[Sequence[Any]], None] | None = None
+    #: a tumbling window of this many seconds: the consumer is ``handle(records, window)``
+    #: returning the window's state (processor/core/windows.py)
+    window_s: int | None = None
 
     def accepts(self, raw_record: dict[str, Any]) -> bool:
         return not self.filters or any(f.matches(raw_record) for f in self.filters)

@@ -310,7 +310,14 @@ class DynamoDBLeaseStore:
             failures=failure[1] if failure else 0,
         )
 
-    def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease:
+    def checkpoint(
+        self,
+        lease: Lease,
+        sequence_number: str | None,
+        *,
+        finished: bool,
+        window_state: str | None = None,
+    ) -> Lease:
         now = self._clock()
         sets = ["heartbeat = :now", "finished = :fin"]
         values = {
@@ -321,10 +328,16 @@ class DynamoDBLeaseStore:
         if sequence_number is not None:
             sets.append("checkpoint = :seq")
             values[":seq"] = {"S": sequence_number}
+        remove = ""
+        if window_state:
+            sets.append("window_state = :ws")
+            values[":ws"] = {"S": window_state}
+        elif window_state == "":
+            remove = " REMOVE window_state"
         ok = self._update(
             lease,
             "UpdateItem",
-            UpdateExpression="SET " + ", ".join(sets),
+            UpdateExpression="SET " + ", ".join(sets) + remove,
             ExpressionAttributeValues=values,
             **self._held_condition(lease),
         )
@@ -339,6 +352,7 @@ class DynamoDBLeaseStore:
             heartbeat=now,
             finished=finished,
             checkpoint=sequence_number if sequence_number is not None else lease.checkpoint,
+            window_state=(window_state or None) if window_state is not None else lease.window_state,
         )
 
     def release(self, lease: Lease, *, handoff: bool = False) -> None:
@@ -376,4 +390,5 @@ def _lease_from_item(item: dict[str, Any]) -> Lease:
         failures=int(item["failures"]["N"]) if "failures" in item else 0,
         adjacent_parent_shard_id=s("adjacent_parent_shard_id"),
         from_start=bool(item.get("from_start", {"BOOL": False})["BOOL"]),
+        window_state=s("window_state"),
     )

@@ -124,7 +124,14 @@ class MemoryLeaseStore:
             self.leases[lease.shard_id] = current
             return current
 
-    def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease:
+    def checkpoint(
+        self,
+        lease: Lease,
+        sequence_number: str | None,
+        *,
+        finished: bool,
+        window_state: str | None = None,
+    ) -> Lease:
         with self._lock:
             current = self._check(lease)
             current = replace(
@@ -132,6 +139,9 @@ class MemoryLeaseStore:
                 heartbeat=self._clock(),
                 finished=finished,
                 checkpoint=sequence_number if sequence_number is not None else current.checkpoint,
+                window_state=(
+                    (window_state or None) if window_state is not None else current.window_state
+                ),
             )
             self.leases[lease.shard_id] = current
             self.checkpoints.append((lease.shard_id, sequence_number, finished))

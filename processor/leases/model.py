@@ -45,6 +45,8 @@ class Lease:
     #: without a checkpoint, read from TRIM_HORIZON whatever ``starting_position`` says: a
     #: parent was read by us (set when the lease is created; its parent's lease may be gone)
     from_start: bool = False
+    #: the shard's tumbling windows (compressed JSON), written with the checkpoint
+    window_state: str | None = None
 
     @property
     def parent_shard_ids(self) -> tuple[str, ...]:
@@ -87,7 +89,16 @@ class LeaseStore(Protocol):
         """Extend the lease, recording the reader's lag and its failure (last error, runs in a
         row that failed; None clears it); the answer carries ``handoff_to``."""
 
-    def checkpoint(self, lease: Lease, sequence_number: str | None, *, finished: bool) -> Lease: ...
+    def checkpoint(
+        self,
+        lease: Lease,
+        sequence_number: str | None,
+        *,
+        finished: bool,
+        window_state: str | None = None,
+    ) -> Lease:
+        """Record the position (and, unless None, the windows' state in the same conditional
+        write; "" clears it)."""
 
     def release(self, lease: Lease, *, handoff: bool = False) -> None:
         """Give the lease up; with ``handoff`` it stays reserved for ``handoff_to`` a while."""

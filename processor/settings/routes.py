@@ -58,6 +58,21 @@ class RouteSettings(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     #: "record": ``consumer`` is your function of one record (docs/consumers.md)
     kind: Literal["batch", "record"] = "batch"
+    #: a tumbling window (seconds, 1..900, as Lambda's TumblingWindowInSeconds): ``consumer``
+    #: is ``handle(records, window) -> state`` (docs/consumers.md, ADR 0025)
+    tumbling_window_s: int | None = Field(default=None, ge=1, le=900)
+
+    @model_validator(mode="after")
+    def _windows_are_for_functions(self) -> RouteSettings:
+        if self.tumbling_window_s is not None and (
+            self.consumer in builtin_consumers() or self.kind == "record"
+        ):
+            raise ValueError(
+                f'route "{self.name}": tumbling_window_s takes your window function '
+                '("package.module:function" called as handle(records, window) -> state), '
+                'not a built-in consumer or kind = "record"'
+            )
+        return self
 
     @model_validator(mode="after")
     def _record_kind_is_for_functions(self) -> RouteSettings:

@@ -251,10 +251,14 @@ class ShardReader:
         *,
         finished: bool = False,
         handled_time: float | None = None,
+        window_state: str | None = None,
     ) -> None:
         """Checkpoint: every record up to ``sequence_number`` is handled (``finished``: the
-        whole shard). Raises LeaseLostError when another owner holds the lease."""
-        self.lease = self._store.checkpoint(self.lease, sequence_number, finished=finished)
+        whole shard), with the shard's window states when given, in the same write. Raises
+        LeaseLostError when another owner holds the lease."""
+        self.lease = self._store.checkpoint(
+            self.lease, sequence_number, finished=finished, window_state=window_state
+        )
         with self._lock:
             if sequence_number is not None:
                 self.last_handled = sequence_number

@@ -198,3 +198,24 @@ def test_a_delete_lands_only_on_the_lease_as_it_was_read(
     assert store.take(released, "w2") is None
     with pytest.raises(LeaseLostError):
         store.checkpoint(done, "9", finished=True)
+
+
+def test_window_state_travels_with_the_checkpoint(
+    make_store: Callable[[Clock], LeaseStore],
+) -> None:
+    """Set with a checkpoint, kept by one that gives none, cleared by "" (a shard's end)."""
+    store = make_store([1000.0])
+    store.ensure_table()
+    store.create_missing(SHARDS, set())
+    taken = store.take(by_id(store)["s1"], "w1")
+    assert taken is not None
+    held = store.checkpoint(
+        taken, "3", finished=False, window_state="eJyrVkosSVSyUlAqS8wpTgUAJjoFAA=="
+    )
+    assert by_id(store)["s1"].window_state == "eJyrVkosSVSyUlAqS8wpTgUAJjoFAA=="
+    held = store.checkpoint(held, "4", finished=False)
+    assert by_id(store)["s1"].window_state == "eJyrVkosSVSyUlAqS8wpTgUAJjoFAA=="
+    assert held.window_state == "eJyrVkosSVSyUlAqS8wpTgUAJjoFAA=="
+    done = store.checkpoint(held, "9", finished=True, window_state="")
+    assert by_id(store)["s1"].window_state is None
+    assert done.window_state is None
