@@ -90,19 +90,23 @@ def powertools_baseline(*, images: bool) -> Callable[[bytes], int]:
     )
 
     def run(body: bytes) -> int:
-        event = DynamoDBStreamEvent(json.loads(body))
-        n = 0
-        for record in event.records:
-            if record.raw_event["eventName"] not in ("INSERT", "MODIFY", "REMOVE"):
-                continue
-            ddb = record.dynamodb
-            assert ddb is not None
-            n += len(ddb.keys or {})
-            if images:
-                n += len(ddb.new_image or {}) + len(ddb.old_image or {})
-        return n
+        return _powertools_count(DynamoDBStreamEvent(json.loads(body)), images=images)
 
     return run
+
+
+def _powertools_count(event: Any, *, images: bool) -> int:
+    """What the Powertools handler of both baselines does with a DynamoDBStreamEvent."""
+    n = 0
+    for record in event.records:
+        if record.raw_event["eventName"] not in ("INSERT", "MODIFY", "REMOVE"):
+            continue
+        ddb = record.dynamodb
+        assert ddb is not None
+        n += len(ddb.keys or {})
+        if images:
+            n += len(ddb.new_image or {}) + len(ddb.old_image or {})
+    return n
 
 
 def dispatched(*, tenancy: bool) -> Callable[[bytes], int]:
@@ -246,16 +250,6 @@ def lambda_powertools(*, images: bool, bodies: list[bytes]) -> Callable[[bytes],
     events = _events(bodies)
 
     def run(body: bytes) -> int:
-        event = DynamoDBStreamEvent(events[body])
-        n = 0
-        for record in event.records:
-            if record.raw_event["eventName"] not in ("INSERT", "MODIFY", "REMOVE"):
-                continue
-            ddb = record.dynamodb
-            assert ddb is not None
-            n += len(ddb.keys or {})
-            if images:
-                n += len(ddb.new_image or {}) + len(ddb.old_image or {})
-        return n
+        return _powertools_count(DynamoDBStreamEvent(events[body]), images=images)
 
     return run
