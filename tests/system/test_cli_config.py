@@ -242,7 +242,10 @@ def test_check_config_accepts_a_good_configuration_online(
     [
         ('filter = \'{"a": [{"numeric": [">", 10, "<", 5]}]}\'', "lower bound must be less"),
         ('filter = \'{"a": [{"anything-but": []}]}\'', "anything-but takes"),
-        ('filter = \'{"a": [1], "a": [2]}\'', 'the key "a" appears twice'),
+        (
+            'filter = \'{"a": [1], "a": [2]}\'',
+            'the field "a" is constrained twice; give its values as one list: {"a": [1, 2]}',
+        ),
         ('filter = \'{"a": [{"wildcard": "x**"}]}\'', "consecutive wildcard"),
         ('filter = \'{"a": [{"prefixx": "x"}]}\'', "unknown operator"),
         (
