@@ -59,7 +59,6 @@ def _letters(path: Path, *, claimed: bool = False) -> list[str]:
 def test_soak_three_workers_flapping_receiver_poison_redrive_and_a_sigkill(
     tmp_path: Path, endpoint: str, unique: str
 ) -> None:
-    started = time.monotonic()
     scenario = Scenario.tree(generations=2, fanout=2, roots=3, records_per_shard=40, keys=12)
     scenario.created = time.time()  # written now: within the stream's 24 h retention
     dead_letters = tmp_path / "dead-letters.jsonl"
@@ -217,4 +216,3 @@ breaker_cool_down_s = 0.5
         first.setdefault(key, []).append(sequence)
     for key, sequences in first.items():
         assert sequences == sorted(sequences), key
-    assert time.monotonic() - started < 180

@@ -69,7 +69,7 @@ def test_a_busy_task_does_not_starve_a_waiting_one() -> None:
 
     def poller() -> Steps:
         for _ in range(20):
-            polls.append(time.monotonic())
+            polls.append(busy_steps)  # how far the busy task got by each poll
             yield 0.01
         return None
 
@@ -79,8 +79,11 @@ def test_a_busy_task_does_not_starve_a_waiting_one() -> None:
         polling.join(10)
         stop.set()
         assert not polling.is_alive()
-        gaps = [b - a for a, b in itertools.pairwise(polls)]
-        assert max(gaps) < 0.5, gaps  # not starved (a starved poller waits forever)
+        # not starved: between two polls the busy task ran a bounded number of its steps (a
+        # starved poller would see the busy task run on and on); counted, not timed, so a
+        # loaded machine (fewer steps per 10 ms) cannot break it
+        steps_between = [b - a for a, b in itertools.pairwise(polls)]
+        assert max(steps_between) < 200, steps_between
         assert busy_steps > 20
     finally:
         pool.close()
@@ -100,12 +103,10 @@ def test_setting_a_tasks_stop_runs_it_at_once() -> None:
     try:
         task = pool.submit(reader(), name="r", stop=stop)
         _wait_until(lambda: pool.steps_run >= 1)
-        started = time.monotonic()
         stop.set()
-        task.join(5)
+        task.join(5)  # its wait was an hour: joined at all, it was woken
         assert woke.is_set()
         assert task.result == "stopped"
-        assert time.monotonic() - started < 2
     finally:
         pool.close()
 
