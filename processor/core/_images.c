@@ -367,15 +367,15 @@ walk_typed(PyObject *value)
     }
 }
 
+/* Check the typed Struct and find its slots' offsets into ``found``; changes nothing. */
 static int
-configure_typed(PyObject *type, PyObject *unset_value, PyObject *descriptors)
+check_typed(PyObject *type, PyObject *descriptors, Py_ssize_t found[N_TAGS])
 {
     if (!PyType_Check(type) || !PyTuple_CheckExact(descriptors) ||
         PyTuple_GET_SIZE(descriptors) != N_TAGS) {
         PyErr_SetString(PyExc_TypeError, "configure: a Struct type, UNSET and its 10 fields");
         return -1;
     }
-    Py_ssize_t found[N_TAGS];
     for (int i = 0; i < N_TAGS; i++) {
         PyObject *d = PyTuple_GET_ITEM(descriptors, i);
         if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
@@ -394,9 +394,6 @@ configure_typed(PyObject *type, PyObject *unset_value, PyObject *descriptors)
         }
         found[i] = def->offset;
     }
-    memcpy(offsets, found, sizeof(offsets));
-    Py_XSETREF(typed_type, (PyTypeObject *)Py_NewRef(type));
-    Py_XSETREF(unset, Py_NewRef(unset_value));
     return 0;
 }
 
@@ -409,15 +406,21 @@ images_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         "configure(create_decimal, a2b_base64, binary, typed, unset, fields)");
         return NULL;
     }
-    if (configure_typed(args[3], args[4], args[5]) < 0) {
-        return NULL;
-    }
+    /* Atomic: everything that can fail comes first, so a failure leaves the module as it was
+       (never a typed type with no create_decimal to call). */
     if (strict_mode == NULL) {
         strict_mode = Py_BuildValue("(s)", "strict_mode");
         if (strict_mode == NULL) {
             return NULL;
         }
     }
+    Py_ssize_t found[N_TAGS];
+    if (check_typed(args[3], args[5], found) < 0) {
+        return NULL;
+    }
+    memcpy(offsets, found, sizeof(offsets));
+    Py_XSETREF(typed_type, (PyTypeObject *)Py_NewRef(args[3]));
+    Py_XSETREF(unset, Py_NewRef(args[4]));
     Py_XSETREF(create_decimal, Py_NewRef(args[0]));
     Py_XSETREF(a2b_base64, Py_NewRef(args[1]));
     Py_XSETREF(binary_type, Py_NewRef(args[2]));

@@ -4,18 +4,20 @@ ones. Also: it is built here, it leaks nothing, and deep nesting is an error, no
 
 from __future__ import annotations
 
+import binascii
 import gc
 import json
 import tracemalloc
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgspec
 import pytest
-from boto3.dynamodb.types import TypeDeserializer
+from boto3.dynamodb.types import Binary, TypeDeserializer
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from processor.core import values
+from processor.core import _images, values
 from processor.core.values import decode_image, decode_image_json, decode_value
 from processor.errors import RecordError
 from tests.unit.core.test_records import _strings, client_values, to_wire
@@ -44,9 +46,13 @@ def test_every_path_gives_type_deserializers_values(path: str, image: dict[str, 
     """Exactly TypeDeserializer's values and reprs (Decimal exponents, Binary, sets)."""
     deserialize = TypeDeserializer().deserialize
     expected = {k: deserialize(v) for k, v in image.items()}
+    declined = dict(values.DECLINED)
     decoded = PATHS[path]({k: to_wire(v) for k, v in image.items()})
     assert decoded == expected
     assert repr(decoded) == repr(expected)
+    # a valid image is taken by the walk it was given to, not by the slow path behind it: a
+    # walk that declined everything would give the same values and pass the asserts above
+    assert dict(values.DECLINED) == declined
 
 
 # -- hostile values: near-misses of every tag ------------------------------------------------
@@ -223,3 +229,18 @@ def test_the_walk_leaks_nothing() -> None:
         tracemalloc.stop()
     # one leaked object per decode would be 5,000 x (at least 16 bytes) = 80 KB at least
     assert after - before < 40_000
+
+
+def test_a_failed_configure_leaves_the_walk_as_it_was() -> None:
+    """configure() checks everything before it changes anything (a half-configured module
+    would call a NULL create_decimal)."""
+    image: dict[str, Any] = {"n": {"N": "1.50"}, "s": {"SS": ["b", "a"]}}
+    before = decode_image_json(json.dumps(image).encode())
+    with pytest.raises(TypeError):
+        _images.configure(
+            values._create_decimal, binascii.a2b_base64, Binary, int, msgspec.UNSET, ()
+        )
+    declined = dict(values.DECLINED)
+    assert decode_image_json(json.dumps(image).encode()) == before
+    assert decode_image(image) == before
+    assert dict(values.DECLINED) == declined  # still taken natively, by the old configuration
