@@ -1,4 +1,6 @@
-"""The whole error tree of the processor.
+"""The whole error tree of the processor: every public error class of ``processor`` is defined
+here (consumers, which use only the public API, define theirs beside them); a test compares
+this drawing with the classes.
 
 Branches are chosen by what the caller must do, never by where an error came from::
 
@@ -6,7 +8,8 @@ Branches are chosen by what the caller must do, never by where an error came fro
     ├── ConfigError            stop at start; exit status 2; names the key, the value, the fix
     ├── PatternError           a filter pattern is malformed (a ValueError too); names the path
     ├── RecordError            this record can never succeed: dead-letter it, never retry
-    │   └── MissingTenant      (consumers.webhook) a URL needs {tenant}; the record has none
+    │   ├── MissingTenant      (consumers.webhook) a URL needs {tenant}; the record has none
+    │   └── DestinationNotAllowed  (core.egress) the policy refuses a webhook destination
     ├── TransientError         retry with backoff: throttling, 5xx/429, timeouts, Redis down
     ├── StreamError            the stream position is unusable; the reader must act
     │   ├── IteratorExpiredError    re-acquire after the last handled sequence number
@@ -18,6 +21,7 @@ Branches are chosen by what the caller must do, never by where an error came fro
     ├── ShardEndNotCheckpointed (sources.reader) a finished shard's end was not checkpointed
     ├── ChildDied, ChildTimedOut (multilang.child) a KCL MultiLang child failed its lease
     ├── ProtocolError          (multilang.shard) a MultiLang child broke the protocol
+    ├── ConditionFailed        (tables) a conditional write's condition did not hold
     └── InvalidSignature       (core.signatures) a webhook request's signature does not verify
 
 Adapters translate vendor errors exactly once (``raise ... from exc``); the context
@@ -31,12 +35,20 @@ import json
 from processor.core.redaction import redact_text, shown_value
 
 __all__ = [
+    "ChildDied",
+    "ChildTimedOut",
+    "CircuitOpen",
+    "ConditionFailed",
     "ConfigError",
+    "DestinationNotAllowed",
+    "InvalidSignature",
     "IteratorExpiredError",
     "LeaseLostError",
     "PatternError",
     "ProcessorError",
+    "ProtocolError",
     "RecordError",
+    "ShardEndNotCheckpointed",
     "ShutdownRequested",
     "StreamError",
     "StreamNotFoundError",
@@ -177,3 +189,62 @@ class LeaseLostError(ProcessorError):
 
 class ShutdownRequested(ProcessorError):
     """A stop was requested while work was waiting; the work is abandoned, not failed."""
+
+
+# -- raised in one module, caught or shown in others: here too, so the tree is whole ------
+
+
+class ConditionFailed(ProcessorError):
+    """(processor.tables) A conditional write's condition did not hold (nothing was written)."""
+
+
+class ChildDied(ProcessorError):
+    """(multilang.child) The child exited, or closed its stdout, while the daemon waited."""
+
+
+class ChildTimedOut(ProcessorError):
+    """(multilang.child) The child did not answer within ``timeoutInSeconds``."""
+
+
+class ProtocolError(ProcessorError):
+    """(multilang.shard) The child answered what the protocol does not allow at that point."""
+
+
+class ShardEndNotCheckpointed(ProcessorError):
+    """(sources.reader) The processor did not checkpoint the end of a finished shard: its
+    children wait."""
+
+
+class InvalidSignature(ProcessorError, ValueError):
+    """(core.signatures) The request was not signed with a known secret, or is too old (or
+    too new)."""
+
+
+class CircuitOpen(ProcessorError):
+    """(core.flow) Calls to ``host`` are suspended; the next probe is allowed in ``retry_in_s``."""
+
+    def __init__(
+        self, host: str, retry_in_s: float, failures: int, *, probing: bool = False
+    ) -> None:
+        super().__init__(
+            f"circuit open for {host} after {failures} consecutive failures; "
+            + ("a probe is in flight" if probing else f"next probe in {retry_in_s:.1f} s")
+        )
+        self.host = host
+        self.retry_in_s = retry_in_s
+        #: half-open with the probe out: the answer is moments away
+        self.probing = probing
+
+
+class DestinationNotAllowed(RecordError):
+    """(core.egress) A webhook destination the policy refuses; never connected to: dead-letter
+    it."""
+
+    reason_code = "destination_not_allowed"
+
+    def __init__(self, host: str, address: str | None, why: str) -> None:
+        at = f" ({address})" if address else ""
+        super().__init__(f"destination_not_allowed: {host}{at}: {why}")
+        self.host = host
+        self.address = address
+        self.why = why

@@ -16,13 +16,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from processor.aws import error_code, translate_client_error
-from processor.errors import ProcessorError, RecordError
+from processor.errors import ConditionFailed, RecordError
 
 __all__ = ["ConditionFailed", "DynamoDBTable", "WriteAnswer"]
-
-
-class ConditionFailed(ProcessorError):
-    """A conditional write's condition did not hold (nothing was written)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import urllib3
 
-from processor.errors import RecordError
+from processor.errors import DestinationNotAllowed
 
 __all__ = [
     "DestinationNotAllowed",
@@ -110,19 +110,6 @@ def system_resolver(host: str, port: int) -> list[str]:
     except (socket.gaierror, UnicodeError) as exc:
         raise DestinationNotAllowed(host, None, f"cannot resolve: {exc}") from None
     return [str(info[4][0]) for info in infos]
-
-
-class DestinationNotAllowed(RecordError):
-    """A webhook destination the policy refuses; never connected to (dead-letter it)."""
-
-    reason_code = "destination_not_allowed"
-
-    def __init__(self, host: str, address: str | None, why: str) -> None:
-        at = f" ({address})" if address else ""
-        super().__init__(f"destination_not_allowed: {host}{at}: {why}")
-        self.host = host
-        self.address = address
-        self.why = why
 
 
 @dataclass(frozen=True, slots=True)

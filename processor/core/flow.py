@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
-from processor.errors import ProcessorError
+from processor.errors import CircuitOpen
 
 __all__ = ["CircuitBreaker", "CircuitOpen", "FairScheduler", "TokenBuckets"]
 
@@ -24,22 +24,6 @@ T = TypeVar("T")
 #: how often callers look again while a half-open breaker's probe is in flight
 PROBE_POLL_S = 0.05
 BreakerState = Literal["closed", "open", "half_open"]
-
-
-class CircuitOpen(ProcessorError):
-    """Calls to ``host`` are suspended; the next probe is allowed in ``retry_in_s``."""
-
-    def __init__(
-        self, host: str, retry_in_s: float, failures: int, *, probing: bool = False
-    ) -> None:
-        super().__init__(
-            f"circuit open for {host} after {failures} consecutive failures; "
-            + ("a probe is in flight" if probing else f"next probe in {retry_in_s:.1f} s")
-        )
-        self.host = host
-        self.retry_in_s = retry_in_s
-        #: half-open with the probe out: the answer is moments away
-        self.probing = probing
 
 
 class CircuitBreaker:

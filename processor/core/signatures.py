@@ -47,7 +47,7 @@ import secrets as _random
 import time
 from collections.abc import Callable, Sequence
 
-from processor.errors import ProcessorError
+from processor.errors import InvalidSignature
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -110,10 +110,6 @@ def standard_headers(
 SIGNATURE_HEADER = "X-DSP-Signature"
 TIMESTAMP_HEADER = "X-DSP-Timestamp"
 DEFAULT_TOLERANCE_S = 300.0
-
-
-class InvalidSignature(ProcessorError, ValueError):
-    """The request was not signed with a known secret, or is too old (or too new)."""
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import structlog
 
-from processor.errors import ProcessorError
+from processor.errors import ChildDied, ChildTimedOut
 from processor.multilang.protocol import encode, parse_line
 
 __all__ = ["Child", "ChildDied", "ChildTimedOut"]
@@ -29,14 +29,6 @@ log = structlog.get_logger()
 _EOF = object()
 #: the longest piece of newline-less stderr output logged as one event
 STDERR_PIECE = 4000
-
-
-class ChildDied(ProcessorError):
-    """The child exited, or closed its stdout, while the daemon waited for it."""
-
-
-class ChildTimedOut(ProcessorError):
-    """The child did not answer within ``timeoutInSeconds``."""
 
 
 class Child:

@@ -19,7 +19,7 @@ import structlog
 
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
-from processor.errors import LeaseLostError, ProcessorError, TransientError
+from processor.errors import LeaseLostError, ProcessorError, ProtocolError, TransientError
 from processor.multilang.child import Child, ChildDied, ChildFactory, ChildTimedOut
 from processor.multilang.protocol import (
     SHARD_END,
@@ -39,10 +39,6 @@ from processor.sources.reader import ShardReader
 __all__ = ["MultiLangProcessor", "ProtocolError"]
 
 log = structlog.get_logger()
-
-
-class ProtocolError(ProcessorError):
-    """The child answered something the protocol does not allow at that point."""
 
 
 def _spawn(command: Sequence[str], shard_id: str, cwd: str | None) -> Child:

@@ -36,7 +36,7 @@ from processor.core.reorder import ReorderWindow
 from processor.errors import (
     IteratorExpiredError,
     LeaseLostError,
-    ProcessorError,
+    ShardEndNotCheckpointed,
     ShutdownRequested,
     TransientError,
     TrimmedDataError,
@@ -78,10 +78,6 @@ class ReaderSettings:
     #: the least time between two GetRecords calls on the shard, even while catching up
     #: (Kinesis: 0.2 s, its 5 calls per second per shard); 0: the next page at once
     min_read_interval_s: float = 0.0
-
-
-class ShardEndNotCheckpointed(ProcessorError):
-    """The processor did not checkpoint the end of a finished shard: its children wait."""
 
 
 class ShardReader:
