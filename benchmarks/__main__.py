@@ -23,6 +23,7 @@ from benchmarks import (
     e2e,
     fairness,
     idle,
+    lambda_path,
     parallel,
     scale,
     soak_month,
@@ -210,6 +211,7 @@ def main() -> int:
     with moto_server() as endpoint:
         sections = [
             decode_rows(bodies),
+            lambda_path.rows(),
             webhook_rows(),
             fairness.rows(),
             tenants.rows(),
