@@ -140,3 +140,21 @@ def test_the_performance_page_is_one_bench_run_published_whole() -> None:
     page = PAGE.read_text()
     assert publish(page, RESULTS.read_text()) == page, "run python -m benchmarks.publish"
     assert "Produced by `make bench` on " in page
+
+
+def test_a_row_written_by_make_docs_is_refused_until_its_meaning_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--write adds the new field's row with a placeholder meaning, which check() refuses."""
+    monkeypatch.setattr(reference, "_model", lambda path: _WithANewField)
+    table = (
+        "<!-- options: any.module:Model x. -->\n"
+        "| key | type | default | meaning |\n|---|---|---|---|\n"
+        "| `x.existing` | int | `1` | a field with its meaning |\n"
+        "<!-- /options -->\n"
+    )
+    written = reference.render(table)
+    assert "| `x.added_without_docs` | str |" in written
+    assert check(written, where="page.md") == [
+        "page.md: x.added_without_docs: write what it does in the meaning column"
+    ]
