@@ -34,6 +34,8 @@ def _capture_get_records_body(
     """before-parse hook: take successful GetRecords bodies out of botocore's parser."""
     if response_dict.get("status_code") != 200:
         return  # errors go through botocore's parser, retries and modeled exceptions
+    if "DspBody" in customized_response_dict:
+        return  # taken already (the body left is the "{}" put in its place)
     customized_response_dict["DspBody"] = response_dict.get("body") or b"{}"
     response_dict["body"] = b"{}"
 
@@ -59,8 +61,11 @@ class StreamsAdapter:
         self._describe_lock = threading.Lock()
         self._sleep = sleep
         self._monotonic = monotonic
+        # once per client, however many adapters share it (one per stream of a process)
         client.meta.events.register(
-            "before-parse.dynamodb-streams.GetRecords", _capture_get_records_body
+            "before-parse.dynamodb-streams.GetRecords",
+            _capture_get_records_body,
+            unique_id="dsp-capture-get-records-body",
         )
 
     def _call(self, operation: str, method: Callable[..., Any], **kwargs: Any) -> Any:

@@ -38,7 +38,12 @@ class KinesisSource:
         self._client = client
         self._info = info
         # successful GetRecords bodies skip botocore's parser, as on DynamoDB Streams
-        client.meta.events.register("before-parse.kinesis.GetRecords", _capture_get_records_body)
+        # once per client, however many sources share it (one per stream of a process)
+        client.meta.events.register(
+            "before-parse.kinesis.GetRecords",
+            _capture_get_records_body,
+            unique_id="dsp-capture-kinesis-get-records-body",
+        )
         self._lock = threading.Lock()
         self._ending: dict[str, int] = {}  # closed shard -> EndingSequenceNumber
         self._last: dict[str, int] = {}  # shard -> last sequence number read or resumed after
