@@ -23,6 +23,7 @@ from dataclasses import replace
 import structlog
 
 from processor.core._rate import RateLimiter
+from processor.core._waiting import Steps
 from processor.core.dispatch import Dispatcher
 from processor.errors import ProcessorError, StreamNotFoundError
 from processor.leases.balancing import plan
@@ -44,7 +45,7 @@ from processor.sources.processors import DispatchProcessor, ReaderOutcome, Shard
 from processor.sources.reader import RecordWindow, ShardReader
 from processor.sources.start import created_since
 
-__all__ = ["PositionFor", "RunSummary", "Worker", "WorkerSettings"]
+__all__ = ["PositionFor", "RunSummary", "Worker", "WorkerSettings", "run_workers", "shut_down"]
 
 #: Where a shard without a checkpoint starts: (iterator type, sequence number), or None to
 #: skip it (replay ranges). Without one: lineage, then ``starting_position``.
@@ -72,7 +73,14 @@ class Worker:
         processor_for: Callable[[Lease, threading.Event], ShardProcessor] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        stream: str = "default",
+        pool: Callable[[], StepPool] | None = None,
     ) -> None:
+        #: the stream's name among the process's streams (logs, metrics, `dsp status`)
+        self.stream = stream
+        #: the reader pool this worker shares with other streams' workers (their owner closes
+        #: it); None: its own, started with the first reader
+        self._shared_pool = pool
         self._adapter = adapter
         self._stream_arn = stream_arn
         self._store = store
@@ -328,10 +336,11 @@ class Worker:
         )
         running = Running(reader=reader)
         if self._pool is None:
-            self._pool = StepPool(self.settings.reader_threads)
+            shared = self._shared_pool
+            self._pool = shared() if shared else StepPool(self.settings.reader_threads)
         running.task = self._pool.submit(
-            restart_steps(running, self.settings, self._on_restart_wait),
-            name=f"reader-{lease.shard_id}",
+            _bound(self.stream, restart_steps(running, self.settings, self._on_restart_wait)),
+            name=f"reader-{self.stream}-{lease.shard_id}",
             stop=stop,
         )
         self._running[lease.shard_id] = running
@@ -387,7 +396,7 @@ class Worker:
             list(self._running.values()),
             takeable=self._takeable,
             now=self._monotonic(),
-            reader_threads=self.settings.reader_threads,
+            reader_threads=self._pool.size if self._pool else self.settings.reader_threads,
             pool=self._pool,
             leases=self._lease_states,
             lease_scan_items=self._scan_items,
@@ -424,29 +433,27 @@ class Worker:
     # -- main loop ----------------------------------------------------------------------------
 
     def run(self, *, stop: threading.Event, stop_when_idle: float | None = None) -> RunSummary:
-        self._store.ensure_table()
-        log.info("worker_started", owner=self.settings.owner, stream_arn=self._stream_arn)
-        try:
-            while not stop.is_set():
-                now = self._monotonic()
-                self.last_tick = now
-                self._tick(now)
-                if stop_when_idle is not None:
-                    idle = self._idle(now)
-                    if idle is not None and idle >= stop_when_idle:
-                        log.info("worker_idle", idle_s=round(idle, 2))
-                        break
-                stop.wait(self.settings.tick_s)
-        finally:
-            self._shutdown()
-        log.info(
-            "worker_stopped",
-            records_read=self.summary.records_read,
-            shards_finished=self.summary.shards_finished,
-            leases_lost=self.summary.leases_lost,
-            peak_rss_mb=_peak_rss_mb(),
-        )
+        run_workers([self], stop=stop, stop_when_idle=stop_when_idle)
         return self.summary
+
+    def now(self) -> float:
+        """The worker's monotonic clock (injectable: tests never sleep for real)."""
+        return self._monotonic()
+
+    def begin(self) -> None:
+        """Before the first tick: the lease table exists."""
+        self._store.ensure_table()
+        log.info(
+            "worker_started",
+            owner=self.settings.owner,
+            stream=self.stream,
+            stream_arn=self._stream_arn,
+        )
+
+    def tick(self, now: float) -> None:
+        """One turn of the main loop (see :func:`run_workers`)."""
+        self.last_tick = now
+        self._tick(now)
 
     def _tick(self, now: float) -> None:
         """One turn of the main loop: reap ended readers, then whatever is due of discovery,
@@ -479,7 +486,7 @@ class Worker:
             self._renew()
             self._next_renewal = now + self.settings.renew_interval_s
 
-    def _idle(self, now: float) -> float | None:
+    def idle(self, now: float) -> float | None:
         """How long nothing was there to read, or None while something is (or soon is)."""
         if self._takeable or self._take_soon or self._expiring:
             self._idle_started = None
@@ -491,18 +498,30 @@ class Worker:
         self._idle_started = self._idle_started or now
         return now - self._idle_started
 
-    def _shutdown(self) -> None:
-        """Drain, checkpoint, then release: readers finish their batch and checkpoint while
-        their leases keep being renewed (a slow drain must not let another replica take a
-        shard mid-batch); leases are released once their reader stopped."""
+    def stop_readers(self) -> None:
+        """Shutdown, first step: every reader finishes its in-flight batch and checkpoints."""
         for running in self._running.values():
             running.reader.stop.set()
-        self._drain(self._monotonic() + self.settings.shutdown_deadline_s)
+
+    def draining(self) -> list[Running]:
+        """The readers still running (shutdown waits for them, renewing their leases)."""
+        return [r for r in self._running.values() if r.is_alive()]
+
+    def renew_due(self, now: float) -> float:
+        """Renew the leases if due; when the next renewal is due."""
+        if now >= self._next_renewal:
+            self._renew()
+            self._next_renewal = now + self.settings.renew_interval_s
+        return self._next_renewal
+
+    def finish(self) -> None:
+        """Shutdown, last step: release the leases of readers that stopped, log the end."""
         for shard_id, running in self._running.items():
             if running.is_alive():
                 log.error(
                     "reader_did_not_stop",
                     shard_id=shard_id,
+                    stream=self.stream,
                     deadline_s=self.settings.shutdown_deadline_s,
                 )
                 continue
@@ -510,23 +529,78 @@ class Worker:
                 self._release(running.reader.lease)
         self._reap()
         self._renewals.shutdown(wait=False)
-        if self._pool is not None:
+        if self._pool is not None and self._shared_pool is None:
             self._pool.close()
+        log.info(
+            "worker_stopped",
+            stream=self.stream,
+            records_read=self.summary.records_read,
+            shards_finished=self.summary.shards_finished,
+            leases_lost=self.summary.leases_lost,
+            peak_rss_mb=_peak_rss_mb(),
+        )
 
-    def _drain(self, deadline: float) -> None:
-        """Wait for the readers until ``deadline``, renewing their leases as usual."""
-        next_renewal = self._monotonic() + self.settings.renew_interval_s
-        while True:
-            alive = [r for r in self._running.values() if r.is_alive()]
-            now = self._monotonic()
-            if not alive or now >= deadline:
-                return
-            if now >= next_renewal:
-                self._renew()
-                next_renewal = now + self.settings.renew_interval_s
-            task = alive[0].task
-            assert task is not None
-            task.join(max(0.0, min(deadline, next_renewal) - now))
+
+def run_workers(
+    workers: Sequence[Worker],
+    *,
+    stop: threading.Event,
+    stop_when_idle: float | None = None,
+) -> None:
+    """The main loop of one or several streams' workers (one thread): tick each in turn until
+    ``stop`` is set or, with ``stop_when_idle``, every stream has been idle that long; then
+    drain, checkpoint and release (:func:`shut_down`)."""
+    monotonic = workers[0].now
+    for worker in workers:
+        worker.begin()
+    tick_s = min(w.settings.tick_s for w in workers)
+    try:
+        while not stop.is_set():
+            now = monotonic()
+            for worker in workers:
+                worker.tick(now)
+            if stop_when_idle is not None:
+                idles = [w.idle(now) for w in workers]
+                idle = (
+                    None
+                    if any(i is None for i in idles)
+                    else min(i for i in idles if i is not None)
+                )
+                if idle is not None and idle >= stop_when_idle:
+                    log.info("worker_idle", idle_s=round(idle, 2))
+                    break
+            stop.wait(tick_s)
+    finally:
+        shut_down(workers)
+
+
+def shut_down(workers: Sequence[Worker]) -> None:
+    """Drain, checkpoint, then release: readers finish their batch and checkpoint while their
+    leases keep being renewed (a slow drain must not let another replica take a shard
+    mid-batch); leases are released once their reader stopped. Every stream's readers stop
+    at once and share the deadline."""
+    monotonic = workers[0].now
+    for worker in workers:
+        worker.stop_readers()
+    deadline = monotonic() + max(w.settings.shutdown_deadline_s for w in workers)
+    while True:
+        now = monotonic()
+        alive = [r for w in workers for r in w.draining()]
+        if not alive or now >= deadline:
+            break
+        next_renewal = min(w.renew_due(now) for w in workers)
+        task = alive[0].task
+        assert task is not None
+        task.join(max(0.0, min(deadline, next_renewal) - now))
+    for worker in workers:
+        worker.finish()
+
+
+def _bound(stream: str, steps: Steps[None]) -> Steps[None]:
+    """``steps`` with the stream's name in every log line they write (a pooled task runs in
+    a context of its own, so the binding stays the reader's)."""
+    structlog.contextvars.bind_contextvars(stream=stream)
+    yield from steps
 
 
 def _peak_rss_mb() -> float:
