@@ -156,6 +156,7 @@ def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime
     tune_gc()
     configure_logging(settings.logging.level, "json")
     _refuse_ephemeral_dead_letters(settings)
+    settings.only_stream  # noqa: B018 - a function reads its mapping's one stream: ConfigError
     refuse_windows(
         settings, "Lambda", "use the event source mapping's TumblingWindowInSeconds instead"
     )

@@ -59,9 +59,9 @@ class RoutesRecordProcessor(kclpy.RecordProcessorBase):  # type: ignore[misc]
             settings = self._settings
             refuse_windows(settings, "the Java KCL's record processor", "use dsp run")
             clients = clients_for(settings.aws, pool_size=10 + settings.batch.parallelism)
-            table = settings.stream.table or ""
+            config = settings.only_stream  # one KCL application reads one stream
             stream = StreamInfo(
-                settings.stream.kinesis_stream or "", table, "NEW_AND_OLD_IMAGES", ()
+                config.kinesis_stream or "", config.table or "", "NEW_AND_OLD_IMAGES", ()
             )
             routes, stats = build_routes(
                 settings,

@@ -7,6 +7,7 @@ takes its collaborators as arguments.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from processor.app.routes import (
     retry_policy,
     tenancy_for,
 )
+from processor.app.streams import reader_threads, resolve, stream_settings, worker_settings
 from processor.aws import AwsClients, clients_for
 from processor.core._rate import RateLimiter
 from processor.core.consumer import (
@@ -32,25 +34,31 @@ from processor.core.dispatch import Dispatcher
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import TenantStats
-from processor.errors import ConfigError
 from processor.http import make_http_pool
 from processor.leases.dynamodb import DynamoDBLeaseStore
+from processor.leases.fleet import Fleet, SharedPool
 from processor.leases.model import Lease, LeaseStore
-from processor.leases.worker import RENEWAL_THREADS, PositionFor, Worker, WorkerSettings
+from processor.leases.worker import RENEWAL_THREADS, PositionFor, Worker
 from processor.multilang.shard import MultiLangProcessor
 from processor.ops.metrics import Metrics
-from processor.settings import Settings
-from processor.settings.sections import parse_timestamp
+from processor.settings import Settings, StreamSettings
+from processor.settings.sections import DEFAULT_STREAM
 from processor.sinks.dead_letter import DeadLetterSink
 from processor.sources.base import StreamSource
-from processor.sources.dynamodb import StreamsAdapter, resolve_stream
-from processor.sources.kinesis.adapter import READS_PER_SECOND as KINESIS_READS_PER_SECOND
-from processor.sources.kinesis.adapter import KinesisSource, resolve_kinesis_stream
 from processor.sources.processors import ShardProcessor
-from processor.sources.reader import ReaderSettings, RecordWindow
-from processor.tables import DynamoDBTable
+from processor.sources.reader import RecordWindow
 
-__all__ = ["OFFLINE_UNCHECKED", "App", "build_app", "check_config", "stream_arn_for"]
+__all__ = [
+    "OFFLINE_UNCHECKED",
+    "App",
+    "StreamRun",
+    "SummedStats",
+    "build_app",
+    "check_config",
+    "stream_arn_for",
+    "stream_source",
+    "worker_settings",
+]
 
 log = structlog.get_logger()
 
@@ -60,20 +68,57 @@ log = structlog.get_logger()
 _EXTRA_CONNECTIONS = 8
 
 
+class SummedStats(RouteStats):
+    """A route's figures over every stream it takes (read-only: the parts are counted)."""
+
+    def __init__(self, parts: list[RouteStats]) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def add(self, name: str, amount: float = 1) -> None:
+        raise TypeError("count in a stream's own RouteStats")
+
+    def snapshot(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for part in self.parts:
+            total.update(part.snapshot())
+        return dict(total)
+
+    def __getitem__(self, name: str) -> int:
+        return self.snapshot().get(name, 0)
+
+
+@dataclass(slots=True)
+class StreamRun:
+    """One stream of the process: what it is, its routes and their figures, its worker."""
+
+    name: str
+    info: StreamInfo
+    arn: str
+    routes: list[Route]
+    stats: dict[str, RouteStats]
+    worker: Worker
+
+
 @dataclass(slots=True)
 class App:
     """Everything a run needs, built and validated."""
 
     settings: Settings
-    worker: Worker
+    #: every stream's worker on one main loop (one stream: a fleet of one)
+    worker: Fleet
     metrics: Metrics
+    #: the first stream (the only one of a single [stream])
     stream: StreamInfo
+    #: every route object of every stream
     routes: list[Route]
+    #: per route, over every stream it takes
     stats: dict[str, RouteStats]
     clients: AwsClients
     http: urllib3.PoolManager
     #: the dead-letter destination, checked writable at build (one per process)
     sink: DeadLetterSink
+    streams: dict[str, StreamRun] = field(default_factory=dict)
     memory_caches: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -82,10 +127,11 @@ class App:
 
 def _clients(settings: Settings) -> AwsClients:
     cap = settings.checkpoints.max_leases
-    readers = (
-        settings.stream.reader_threads if cap is None else min(cap, settings.stream.reader_threads)
-    )
-    renewals = RENEWAL_THREADS if cap is None else min(cap, RENEWAL_THREADS)
+    threads = reader_threads(settings)
+    readers = threads if cap is None else min(cap * len(settings.named_streams), threads)
+    renewals = RENEWAL_THREADS * len(settings.named_streams)
+    if cap is not None:
+        renewals = min(cap, RENEWAL_THREADS) * len(settings.named_streams)
     pool = readers + renewals + _EXTRA_CONNECTIONS + _consumer_connections(settings)
     return clients_for(settings.aws, pool_size=min(pool, 200))
 
@@ -98,122 +144,59 @@ OFFLINE_UNCHECKED = (
 
 
 def check_config(settings: Settings, *, offline: bool = False) -> str:
-    """Validate ``settings`` the way `dsp run` does before it reads anything: resolve the
-    stream, then build every route (consumers, options, filters) through
-    :func:`build_routes`, and close them. Raises ConfigError (or the AWS error) as a run
-    would. Returns a one-line summary."""
+    """Validate ``settings`` the way `dsp run` does before it reads anything: resolve every
+    stream, then build every route (consumers, options, filters) for each stream it takes
+    through :func:`build_routes`, and close them. Raises ConfigError (or the AWS error) as a
+    run would. Returns a one-line summary."""
     stop = threading.Event()
     http = make_http_pool(settings)
-    clients: AwsClients | None = None
-    if offline:
-        arn = settings.stream.arn or f"arn:aws:dynamodb:::table/{settings.stream.table}/stream/-"
-        stream = StreamInfo(arn, settings.stream.table or "?", "NEW_AND_OLD_IMAGES", ())
-    else:
-        clients = _clients(settings)
-        _, _, stream = _source(settings, clients)
-    routes, _ = build_routes(
-        settings,
-        stream=stream,
-        clients=clients,
-        http=http,
-        memory_caches={},
-        stop=stop,
-        offline=offline,
-    )
+    clients: AwsClients | None = None if offline else _clients(settings)
+    resolved: list[str] = []
+    built: set[str] = set()
+    for name, config in settings.named_streams:
+        if clients is None:
+            arn = config.arn or f"arn:aws:dynamodb:::table/{config.table}/stream/-"
+            stream = StreamInfo(arn, config.table or "?", "NEW_AND_OLD_IMAGES", ())
+        else:
+            _, _, stream = resolve(config, clients)
+            what = f"table {stream.table_name}" if stream.table_name else stream.stream_arn
+            resolved.append(
+                f"{'' if name == DEFAULT_STREAM else name + ': '}stream of {what} resolved: "
+                f"{stream.view_type}, key {', '.join(stream.key_attributes) or '-'}"
+            )
+        routes, _ = build_routes(
+            settings,
+            stream=stream,
+            clients=clients,
+            http=http,
+            memory_caches={},
+            stop=stop,
+            offline=offline,
+            stream_name=name,
+        )
+        built.update(route.name for route in routes)
+        close_routes(routes, http)
     stop.set()
-    close_routes(routes, http)
+    count = f"{len(built)} routes"
+    if len(settings.named_streams) > 1:
+        count += f", {len(settings.named_streams)} streams"
     if offline:
-        return f"ok ({len(routes)} routes; not checked offline: {OFFLINE_UNCHECKED})"
-    return (
-        f"ok ({len(routes)} routes; stream of table {stream.table_name} resolved: "
-        f"{stream.view_type}, key {', '.join(stream.key_attributes)})"
-    )
+        return f"ok ({count}; not checked offline: {OFFLINE_UNCHECKED})"
+    return f"ok ({count}; {'; '.join(resolved)})"
 
 
-def stream_source(settings: Settings, clients: AwsClients) -> tuple[StreamSource, str]:
-    """The stream the settings read, resolved as `dsp run` resolves it: adapter and ARN."""
-    adapter, arn, _ = _source(settings, clients)
+def stream_source(
+    settings: Settings, clients: AwsClients, name: str | None = None
+) -> tuple[StreamSource, str]:
+    """The stream the settings read (``name``: one of several), resolved as `dsp run`
+    resolves it: adapter and ARN."""
+    adapter, arn, _ = resolve(stream_settings(settings, name), clients)
     return adapter, arn
 
 
-def stream_arn_for(settings: Settings, clients: AwsClients) -> str:
+def stream_arn_for(settings: Settings, clients: AwsClients, name: str | None = None) -> str:
     """The ARN of the stream the settings read (resolved as `dsp run` resolves it)."""
-    return _source(settings, clients)[1]
-
-
-def _source(settings: Settings, clients: AwsClients) -> tuple[StreamSource, str, StreamInfo]:
-    """The stream to read (the table's latest, or the configured ARN), its adapter and what it
-    carries (table, view type, key schema)."""
-    if settings.stream.source == "kinesis":
-        return _kinesis_source(settings, clients)
-    stream_arn = resolve_stream(clients, table=settings.stream.table, arn=settings.stream.arn)
-    adapter = StreamsAdapter(
-        clients.streams, describe_rate_per_s=settings.stream.describe_rate_per_s
-    )
-    return adapter, stream_arn, adapter.describe(stream_arn).info
-
-
-def _kinesis_source(
-    settings: Settings, clients: AwsClients
-) -> tuple[StreamSource, str, StreamInfo]:
-    """A table's Kinesis Data Streams destination. KDS records carry both images; the key
-    schema comes from the table (``stream.table``) when it is named."""
-    stream = settings.stream
-    assert stream.kinesis_stream is not None  # the settings say so
-    arn = resolve_kinesis_stream(clients, stream.kinesis_stream)
-    keys: tuple[str, ...] = ()
-    if stream.table:
-        found = DynamoDBTable(clients.dynamodb, stream.table).key_attributes()
-        if found is None:
-            where = clients.endpoint_url or f"region {clients.region}"
-            raise ConfigError(
-                "stream.table", stream.table, f"no such table at {where}; check the name"
-            )
-        keys = found
-    info = StreamInfo(arn, stream.table or "", "NEW_AND_OLD_IMAGES", keys)
-    source = KinesisSource(clients.kinesis, info=info)
-    return source, arn, source.describe(arn).info
-
-
-def worker_settings(settings: Settings) -> WorkerSettings:
-    """The worker's and its readers' knobs, from [stream], [checkpoints], [batch], [shutdown]."""
-    return WorkerSettings(
-        owner=settings.checkpoints.owner_id,
-        starting_position=settings.stream.starting_position,
-        starting_timestamp=(
-            parse_timestamp(str(settings.stream.starting_timestamp))
-            if settings.stream.starting_timestamp is not None
-            else None
-        ),
-        native_at_timestamp=settings.stream.source == "kinesis",
-        timestamp_granularity_s=settings.stream.timestamp_granularity_s,
-        lease_timeout_s=settings.checkpoints.lease_timeout_s,
-        renew_interval_s=settings.checkpoints.renew_interval_s,
-        lease_scan_interval_s=settings.checkpoints.lease_scan_interval_s,
-        discovery_interval_s=settings.stream.discovery_interval_s,
-        max_leases=settings.checkpoints.max_leases,
-        cleanup_interval_s=(
-            settings.checkpoints.cleanup_interval_s if settings.checkpoints.cleanup else None
-        ),
-        shutdown_deadline_s=settings.shutdown.deadline_s,
-        reader_restart_base_s=settings.stream.reader_restart_base_s,
-        reader_restart_max_s=settings.stream.reader_restart_max_s,
-        reader_threads=settings.stream.reader_threads,
-        reader=ReaderSettings(
-            get_records_limit=settings.stream.get_records_limit,
-            max_records=settings.batch.max_records,
-            max_window_s=settings.batch.max_window_ms / 1000,
-            on_trimmed=settings.stream.on_trimmed,
-            poll_interval_min_s=settings.stream.poll_interval_min_s,
-            poll_interval_max_s=settings.stream.poll_interval_max_s,
-            idle_poll_interval_s=settings.stream.idle_poll_interval_s,
-            idle_after_s=settings.stream.idle_after_s,
-            reorder_window_s=settings.stream.reorder_window_ms / 1000,
-            min_read_interval_s=(
-                1 / KINESIS_READS_PER_SECOND if settings.stream.source == "kinesis" else 0.0
-            ),
-        ),
-    )
+    return stream_source(settings, clients, name)[1]
 
 
 def _dispatchers(
@@ -225,9 +208,13 @@ def _dispatchers(
     policy: RetryPolicy,
     metrics: Metrics,
     tenant_stats: TenantStats,
+    stream: str = DEFAULT_STREAM,
 ) -> Callable[[threading.Event], Dispatcher]:
     """A Dispatcher per reader (each with its reader's stop event), sharing routes and stats."""
     tenancy = tenancy_for(settings)
+
+    def observe(route: str, seconds: float) -> None:
+        metrics.observe_call(route, seconds, stream=stream)
 
     def dispatcher_for(stop: threading.Event) -> Dispatcher:
         return Dispatcher(
@@ -236,7 +223,7 @@ def _dispatchers(
             policy,
             stats=stats,
             stop=stop,
-            observe=metrics.observe_call,
+            observe=observe,
             tenancy=tenancy,
             tenant_stats=tenant_stats,
         )
@@ -264,70 +251,110 @@ def build_app(
     *,
     memory_caches: dict[str, Any] | None = None,
     consumer_stop: threading.Event | None = None,
-    routes: tuple[list[Route], dict[str, RouteStats]] | None = None,
-    store: LeaseStore | None = None,
-    position_for: PositionFor | None = None,
-    window: RecordWindow | None = None,
+    routes: (
+        tuple[list[Route], dict[str, RouteStats]]
+        | Callable[[str], tuple[list[Route], dict[str, RouteStats]]]
+        | None
+    ) = None,
+    store_for: Callable[[str, str], LeaseStore] | None = None,
+    positions: Callable[[StreamSettings], tuple[PositionFor, RecordWindow]] | None = None,
     rate: RateLimiter | None = None,
     only_shards: frozenset[str] | None = None,
 ) -> App:
-    """Resolve the stream, build clients, routes and the worker. Raises ConfigError."""
+    """Resolve every stream, build clients, routes and a worker per stream. Raises ConfigError.
+
+    ``routes``: these instead of the configured ones, for every stream (or a stream's own,
+    by name); ``store_for``: the
+    lease store of a stream (its namespace, its ARN) instead of the lease table's;
+    ``positions``: where a stream's shards start and which records count (a replay's range)."""
     clients = _clients(settings)
     sink = make_dead_letter_sink(settings, clients)  # before any call: a bad path fails at once
-    adapter, stream_arn, stream = _source(settings, clients)
     http = make_http_pool(settings)
     caches: dict[str, Any] = memory_caches if memory_caches is not None else {}
     stop_consumers = consumer_stop or threading.Event()
-    if routes is None:
-        routes = build_routes(
-            settings,
-            stream=stream,
-            clients=clients,
-            http=http,
-            memory_caches=caches,
-            stop=stop_consumers,
-        )
-    built_routes, stats = routes
-    if store is None:
-        store = DynamoDBLeaseStore(
-            clients.dynamodb,
-            table=settings.checkpoints.table,
-            application=settings.checkpoints.application,
-            stream_arn=stream_arn,
-        )
     tenant_stats = TenantStats(settings.observability.max_tenant_labels)
-    metrics = Metrics(stats, http=http, tenants=tenant_stats)
-    dispatcher_for = _dispatchers(
-        settings,
-        routes=built_routes,
-        stats=stats,
-        sink=sink,
-        policy=retry_policy(settings, retention_s=adapter.retention_s),
-        metrics=metrics,
-        tenant_stats=tenant_stats,
-    )
-    worker = Worker(
-        processor_for=_processors(settings, dispatcher_for),
-        adapter=adapter,
-        stream_arn=stream_arn,
-        store=store,
-        dispatcher_for=dispatcher_for,
-        position_for=position_for,
-        window=window,
-        rate=rate,
-        only_shards=only_shards,
-        settings=worker_settings(settings),
-    )
-    metrics.worker = worker
+    metrics = Metrics({}, http=http, tenants=tenant_stats)
+    several = len(settings.named_streams) > 1
+    pool = SharedPool(reader_threads(settings)) if several else None
+    runs: dict[str, StreamRun] = {}
+    for name, config in settings.named_streams:
+        adapter, stream_arn, stream = resolve(config, clients)
+        if routes is None:
+            built_routes, stats = build_routes(
+                settings,
+                stream=stream,
+                clients=clients,
+                http=http,
+                memory_caches=caches,
+                stop=stop_consumers,
+                stream_name=name,
+            )
+        elif callable(routes):
+            built_routes, stats = routes(name)
+        else:
+            built_routes, stats = routes
+        position_for, window = positions(config) if positions is not None else (None, None)
+        namespace = settings.lease_namespace(name)
+        if store_for is not None:
+            store = store_for(namespace, stream_arn)
+        else:
+            store = DynamoDBLeaseStore(
+                clients.dynamodb,
+                table=settings.checkpoints.table,
+                application=namespace,
+                stream_arn=stream_arn,
+            )
+        dispatcher_for = _dispatchers(
+            settings,
+            routes=built_routes,
+            stats=stats,
+            sink=sink,
+            policy=retry_policy(settings, retention_s=adapter.retention_s),
+            metrics=metrics,
+            tenant_stats=tenant_stats,
+            stream=name,
+        )
+        worker = Worker(
+            processor_for=_processors(settings, dispatcher_for),
+            adapter=adapter,
+            stream_arn=stream_arn,
+            store=store,
+            dispatcher_for=dispatcher_for,
+            position_for=position_for,
+            window=window,
+            rate=rate,
+            only_shards=only_shards,
+            settings=worker_settings(settings, config),
+            stream=name,
+            pool=pool,
+        )
+        runs[name] = StreamRun(name, stream, stream_arn, built_routes, stats, worker)
+    fleet = Fleet({name: run.worker for name, run in runs.items()}, pool=pool)
+    metrics.streams = {name: run.stats for name, run in runs.items()}
+    metrics.worker = fleet
+    all_routes = list({id(r): r for run in runs.values() for r in run.routes}.values())
+    by_route: dict[str, list[RouteStats]] = {}
+    for run in runs.values():
+        for route_name, route_stats in run.stats.items():
+            parts = by_route.setdefault(route_name, [])
+            if all(route_stats is not part for part in parts):
+                parts.append(route_stats)
+    summed: dict[str, RouteStats] = {
+        route_name: parts[0] if len(parts) == 1 else SummedStats(parts)
+        for route_name, parts in by_route.items()
+    }
+    metrics.route_stats = summed
+    first = next(iter(runs.values()))
     return App(
         settings=settings,
-        worker=worker,
+        worker=fleet,
         metrics=metrics,
-        stream=stream,
-        routes=built_routes,
-        stats=stats,
+        stream=first.info,
+        routes=all_routes,
+        stats=summed,
         clients=clients,
         http=http,
         sink=sink,
+        streams=runs,
         memory_caches=caches,
     )

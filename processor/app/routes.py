@@ -106,11 +106,15 @@ def build_routes(
     stop: threading.Event,
     sleep: Callable[[float], None] | None = None,
     offline: bool = False,
+    stream_name: str | None = None,
 ) -> tuple[list[Route], dict[str, RouteStats]]:
     """Build every route's consumer and filter: the one validation path of `dsp run` and
-    `dsp check-config` (``offline``: without AWS; see ConsumerContext.offline)."""
+    `dsp check-config` (``offline``: without AWS; see ConsumerContext.offline). With
+    ``stream_name``, only the routes that take that stream's records (``routes.N.streams``)."""
     routes, stats = [], {}
     for index, route in enumerate(settings.routes):
+        if stream_name is not None and route.streams and stream_name not in route.streams:
+            continue
         context = ConsumerContext(
             route=route.name,
             config_key=f"routes.{index}",

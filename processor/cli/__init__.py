@@ -38,7 +38,8 @@ from processor.ops.status import render_json, render_table, status_rows
 from processor.ops.summary import stats_table
 from processor.ops.tables import render
 from processor.replay.run import run_capture, run_replay
-from processor.settings import Settings, load_settings
+from processor.settings import Settings, StreamSettings, load_settings
+from processor.settings.sections import DEFAULT_STREAM
 from processor.sinks.queue_letters import (
     count_queue,
     file_letters,
@@ -109,7 +110,7 @@ def _load(args: argparse.Namespace) -> Settings:
         links = settings.ignored_variables
         settings = Settings.model_validate(merged)
         settings._service_links = links
-    return settings
+    return settings.for_streams(getattr(args, "stream", None))
 
 
 def _on_signals(stop: threading.Event) -> None:
@@ -163,44 +164,66 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _lease_store(
-    settings: Settings, clients: AwsClients, *, stream_arn: str = ""
+    settings: Settings, clients: AwsClients, *, stream: str, stream_arn: str = ""
 ) -> DynamoDBLeaseStore:
-    """The application's leases (``stream_arn``: recorded in leases this command writes)."""
+    """The leases of one of the application's streams (``stream_arn``: recorded in leases
+    this command writes)."""
     return DynamoDBLeaseStore(
         clients.dynamodb,
         table=settings.checkpoints.table,
-        application=settings.checkpoints.application,
+        application=settings.lease_namespace(stream),
         stream_arn=stream_arn,
     )
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    """The lease table, grouped by stream (one table, or one JSON object, per stream)."""
     clients = clients_for(settings.aws, pool_size=2)
-    store = _lease_store(settings, clients)
-    leases = store.list_leases()
-    listed: set[str] | None = None
-    try:  # after the leases: a lease read before the listing began is listed unless it left
-        source, arn = stream_source(settings, clients)
-        listed = {shard.shard_id for shard in source.describe(arn).shards}
-    except ProcessorError as exc:
-        print(f"dsp status: the stream was not listed ({exc}); trimmed leases not shown")
-    rows = status_rows(leases, now=time.time(), listed=listed)
-    print(render_json(rows) if args.json else render_table(rows))
+    several = len(settings.named_streams) > 1
+    tables: list[str] = []
+    documents: dict[str, Any] = {}
+    for name, _ in settings.named_streams:
+        leases = _lease_store(settings, clients, stream=name).list_leases()
+        listed: set[str] | None = None
+        try:  # after the leases: a lease read before the listing began is listed unless it left
+            source, arn = stream_source(settings, clients, name)
+            listed = {shard.shard_id for shard in source.describe(arn).shards}
+        except ProcessorError as exc:
+            where = f"the stream {name}" if several else "the stream"
+            tables.append(f"dsp status: {where} was not listed ({exc}); trimmed leases not shown")
+        rows = status_rows(leases, now=time.time(), listed=listed)
+        documents[name] = json.loads(render_json(rows))
+        heading = f"stream {name} ({settings.lease_namespace(name)}):\n" if several else ""
+        tables.append(heading + render_table(rows))
+    if args.json:
+        print(json.dumps({"streams": documents} if several else documents[DEFAULT_STREAM]))
+    else:
+        print("\n\n".join(tables))
     return EXIT_OK
 
 
 def _prune(args: argparse.Namespace, settings: Settings) -> int:
     """`dsp leases prune`: the worker's cleanup rules (ADR 0024) over the whole table at once,
-    for a table an older version filled; a dry run unless --apply."""
+    for a table an older version filled; a dry run unless --apply. Every stream in turn."""
+    failed = 0
+    for name, stream in settings.named_streams:
+        failed += _prune_stream(args, settings, name, stream)
+    return EXIT_OK if failed == 0 else EXIT_FAILURE
+
+
+def _prune_stream(
+    args: argparse.Namespace, settings: Settings, name: str, stream: StreamSettings
+) -> int:
+    """Prune one stream's leases; how many deletes failed."""
     clients = clients_for(settings.aws, pool_size=2)
-    store = _lease_store(settings, clients)
+    store = _lease_store(settings, clients, stream=name)
     leases = store.list_leases()  # before the listing (see _status)
-    source, arn = stream_source(settings, clients)
+    source, arn = stream_source(settings, clients, name)
     listed = source.describe(arn).shards
     todo = plan_cleanup(
         leases,
         listed,
-        on_trimmed=settings.stream.on_trimmed,
+        on_trimmed=stream.on_trimmed,
         now=time.time(),
         timeout_s=settings.checkpoints.lease_timeout_s,
         limit=len(leases),
@@ -212,7 +235,7 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
         f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(by_reason.items())
     )
     print(
-        f"prune: {len(leases)} leases of {settings.checkpoints.application} in "
+        f"prune: {len(leases)} leases of {settings.lease_namespace(name)} in "
         f"{settings.checkpoints.table}; the stream lists {len(listed)} shards; "
         f"{len(todo.delete)} to delete ({reasons or 'none'}), "
         f"{len(leases) - len(todo.delete)} kept"
@@ -221,12 +244,12 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"prune: trimmed unread: {lease.shard_id} left the stream before it was read to "
             f"the end (checkpoint {lease.checkpoint or 'none'}); stream.on_trimmed = "
-            f"{settings.stream.on_trimmed!r} "
-            + ("deletes it" if settings.stream.on_trimmed == "skip" else "keeps it")
+            f"{stream.on_trimmed!r} "
+            + ("deletes it" if stream.on_trimmed == "skip" else "keeps it")
         )
     if not args.apply:
         print("prune: dry run: nothing deleted; --apply deletes them")
-        return EXIT_OK
+        return 0
     marked = all(store.mark_from_start(child) for child in todo.mark_from_start)
     deleted = failed = 0
     for deletion in todo.delete:
@@ -243,8 +266,8 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
         + (f", {changed} changed since they were read (kept; run it again)" if changed else "")
         + (f", {failed} failed (run it again)" if failed else "")
     )
-    log.info("leases_pruned", deleted=deleted, changed=changed, failed=failed)
-    return EXIT_OK if failed == 0 else EXIT_FAILURE
+    log.info("leases_pruned", stream=name, deleted=deleted, changed=changed, failed=failed)
+    return failed
 
 
 def _places(args: argparse.Namespace, settings: Settings) -> tuple[str | None, str | None]:
@@ -305,12 +328,15 @@ def _import_kcl(settings: Settings, table: str, *, dry_run: bool = False) -> int
     if dry_run:
         print(f"import-kcl: {len(kcl)} KCL leases read from {table}; --dry-run: nothing written")
         return EXIT_OK
-    store = _lease_store(settings, clients, stream_arn=stream_arn_for(settings, clients))
+    settings.only_stream  # noqa: B018 - a KCL application reads one stream: --stream names it
+    name = settings.named_streams[0][0]
+    arn = stream_arn_for(settings, clients, name)
+    store = _lease_store(settings, clients, stream=name, stream_arn=arn)
     store.ensure_table()
     written = sum(store.import_lease(to_lease(lease)) for lease in kcl)
     print(
         f"import-kcl: {written} leases written to {settings.checkpoints.table} "
-        f"(application {settings.checkpoints.application}), {len(kcl) - written} kept "
+        f"(application {settings.lease_namespace(name)}), {len(kcl) - written} kept "
         "(dsp already had them)"
     )
     log.info("kcl_leases_imported", table=table, read=len(kcl), written=written)

@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run = _add(sub, "run", help="run the worker until stopped (SIGINT/SIGTERM)")
     _common(run)
+    _streams(run)
     _stop_when_idle(run)
 
 
@@ -109,6 +110,16 @@ def _check(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
 
 
+def _streams(p: argparse.ArgumentParser) -> None:
+    """--stream: with [[streams]], only these (by name)."""
+    p.add_argument(
+        "--stream",
+        action="append",
+        metavar="NAME",
+        help="with [[streams]]: only this stream (repeatable; default: every stream)",
+    )
+
+
 def _replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     replay = _add(
         sub,
@@ -122,6 +133,7 @@ def _replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ),
     )
     _common(replay)
+    _streams(replay)
     replay.add_argument(
         "--from",
         dest="start",
@@ -158,6 +170,7 @@ def _replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _capture(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     capture = _add(sub, "capture", help="archive raw stream records (JSONL, .gz) past retention")
     _common(capture)
+    _streams(capture)
     capture.add_argument(
         "--out",
         required=True,
@@ -178,6 +191,7 @@ def _capture(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _status(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status = _add(sub, "status", help="the lease table: shards, owners, checkpoints, lag")
     _common(status)
+    _streams(status)
     status.add_argument(
         "--properties", metavar="FILE", help="a KCL properties file (dsp multilang's)"
     )
@@ -254,6 +268,7 @@ def _leases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "table is not a KCL lease table.",
     )
     _common(kcl)
+    _streams(kcl)
     kcl.add_argument("--from-table", required=True, metavar="NAME", help="the KCL lease table")
     kcl.add_argument("--dry-run", action="store_true", help="show what would be written")
     kcl.add_argument(
@@ -270,6 +285,7 @@ def _leases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "workers: every delete is conditional on the lease as it was read.",
     )
     _common(prune)
+    _streams(prune)
     prune.add_argument("--apply", action="store_true", help="delete (default: only show)")
 
 

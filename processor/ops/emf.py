@@ -3,7 +3,9 @@
 ECS's ``awslogs`` driver and Lambda hand stdout to CloudWatch Logs, which turns each line that
 carries an ``_aws`` block into metrics. The figures are the Prometheus ones, read from the
 same registry, with the same names and with labels as dimensions, plus ``application`` (the
-lease namespace, ``checkpoints.application``) on every one:
+lease namespace, ``checkpoints.application``) on every one. The ``stream`` label of several
+streams per worker is not a dimension: counters and gauges are summed over the streams,
+``dsp_iterator_age_seconds`` is the max over every stream's shards:
 
 =============================  =========  ==================================================
 metric                         unit       dimension sets
@@ -100,8 +102,8 @@ class EmfWriter:
                 key = (sample.name, tuple(sample.labels.get(k, "") for k in exported.labels))
                 if exported.kind == "max":
                     values[key] = max(values.get(key, 0.0), float(sample.value))
-                else:
-                    values[key] = float(sample.value)
+                else:  # the labels left out (stream) are summed over
+                    values[key] = values.get(key, 0.0) + float(sample.value)
         for name, exported in EMF_METRICS.items():
             if exported.kind == "max" and not exported.labels:
                 values.setdefault((name, ()), 0.0)  # no shard owned: 0 behind, not missing

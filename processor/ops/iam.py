@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from processor.errors import ConfigError
-from processor.settings import Settings
+from processor.settings import Settings, StreamSettings
 
 __all__ = ["COMMANDS", "Policy", "account_of", "policy_for"]
 
@@ -42,11 +42,12 @@ def _partition(region: str) -> str:
 def account_of(settings: Settings) -> str | None:
     """The account id, where the configuration names it (a stream ARN, a Kinesis stream ARN
     or a queue URL)."""
-    if settings.stream.arn and (match := _STREAM_ARN.match(settings.stream.arn)):
-        return match["account"]
-    kinesis = settings.stream.kinesis_stream
-    if kinesis and (match := _KINESIS_ARN.match(kinesis)):
-        return match["account"]
+    for _, stream in settings.named_streams:
+        if stream.arn and (match := _STREAM_ARN.match(stream.arn)):
+            return match["account"]
+        kinesis = stream.kinesis_stream
+        if kinesis and (match := _KINESIS_ARN.match(kinesis)):
+            return match["account"]
     url = settings.dead_letter.sqs_queue_url
     if url and (match := _QUEUE_URL.match(url)):
         return match["account"]
@@ -111,14 +112,14 @@ def policy_for(
 
     policy = Policy()
     wanted = set(commands)
-    # resolve the stream (status and prune list its shards to find leases of shards gone)
+    # resolve every stream (status and prune list its shards to find leases of shards gone)
     if wanted & {"run", "replay", "capture", "redrive", "check-config", "status", "prune"}:
-        if settings.stream.source == "kinesis":
-            _kinesis(
-                settings, policy, wanted, table_arn, f"arn:{partition}:kinesis:{region}:{account}"
-            )
-        else:
-            _dynamodb_stream(settings, policy, wanted, table_arn)
+        for _, stream in settings.named_streams:
+            if stream.source == "kinesis":
+                kinesis = f"arn:{partition}:kinesis:{region}:{account}"
+                _kinesis(stream, policy, wanted, table_arn, kinesis)
+            else:
+                _dynamodb_stream(stream, policy, wanted, table_arn)
     leases = table_arn(settings.checkpoints.table)
     if wanted & {"run", "replay", "capture"}:
         actions = {"dynamodb:DescribeTable", "dynamodb:Query", "dynamodb:PutItem"}
@@ -159,14 +160,14 @@ def policy_for(
     return policy
 
 
-def _dynamodb_stream(settings: Settings, policy: Policy, wanted: set[str], table_arn: Any) -> None:
-    if settings.stream.arn:
-        stream = settings.stream.arn
+def _dynamodb_stream(
+    config: StreamSettings, policy: Policy, wanted: set[str], table_arn: Any
+) -> None:
+    if config.arn:
+        stream = config.arn
     else:
-        stream = f"{table_arn(str(settings.stream.table))}/stream/*"
-        policy.allow(
-            "FindTheStream", {"dynamodb:DescribeTable"}, {table_arn(str(settings.stream.table))}
-        )
+        stream = f"{table_arn(str(config.table))}/stream/*"
+        policy.allow("FindTheStream", {"dynamodb:DescribeTable"}, {table_arn(str(config.table))})
     policy.allow("ReadTheStream", {"dynamodb:DescribeStream"}, {stream})
     if wanted & {"run", "replay", "capture"}:
         policy.allow(
@@ -175,25 +176,25 @@ def _dynamodb_stream(settings: Settings, policy: Policy, wanted: set[str], table
 
 
 def _kinesis(
-    settings: Settings, policy: Policy, wanted: set[str], table_arn: Any, streams: str
+    config: StreamSettings, policy: Policy, wanted: set[str], table_arn: Any, streams: str
 ) -> None:
     """The table's Kinesis Data Streams destination (``source = "kinesis"``)."""
-    name = str(settings.stream.kinesis_stream)
+    name = str(config.kinesis_stream)
     stream = name if name.startswith("arn:") else f"{streams}:stream/{name}"
-    if settings.stream.table:  # the table's key schema
-        policy.allow(
-            "FindTheStream", {"dynamodb:DescribeTable"}, {table_arn(settings.stream.table)}
-        )
+    if config.table:  # the table's key schema
+        policy.allow("FindTheStream", {"dynamodb:DescribeTable"}, {table_arn(config.table)})
     policy.allow("ReadTheStream", {"kinesis:DescribeStreamSummary"}, {stream})
     if wanted & {"status", "prune"}:
         policy.allow("ReadTheStream", {"kinesis:ListShards"}, {stream})
     if wanted & {"run", "replay", "capture"}:
         actions = {"kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"}
         policy.allow("ReadTheStream", actions, {stream})
-        policy.notes.append(
+        note = (
             "stream.kinesis_stream: if the stream is encrypted with a customer managed KMS key, "
             "also allow kms:Decrypt on that key"
         )
+        if note not in policy.notes:
+            policy.notes.append(note)
 
 
 def _consumers(settings: Settings, policy: Policy, table_arn: Any) -> None:

@@ -70,7 +70,7 @@ def lambda_filters(settings: Settings) -> LambdaFilters:
              "filters (a quota increase allows more): merge patterns, or filter in the routes "
              "only"],
         )  # fmt: skip
-    if settings.stream.source == "kinesis":
+    if settings.only_stream.source == "kinesis":  # one mapping reads one stream
         distinct = [
             json.dumps({"data": json.loads(p)}, sort_keys=True, separators=(",", ":"))
             for p in distinct

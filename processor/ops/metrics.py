@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from processor.core.consumer import RouteStats
 from processor.core.tenancy import TenantStats
 from processor.leases.snapshot import WorkerSnapshot
+from processor.settings.sections import DEFAULT_STREAM
 
 __all__ = ["HealthServer", "Metrics"]
 
@@ -31,49 +32,82 @@ __all__ = ["HealthServer", "Metrics"]
 _OUTCOMES = ("delivered", "filtered", "dead_lettered", "too_old", "unhandled")
 
 
-def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
-    """The worker's own figures: reading, leases, lag, retries, failures."""
-    yield CounterMetricFamily(
-        "dsp_records_read", "Records read from the stream", value=state["records_read"]
+def _worker_families(states: Mapping[str, WorkerSnapshot]) -> Iterable[Metric]:
+    """Each stream's worker's figures (label ``stream``): reading, leases, lag, retries,
+    failures; and the reader pool the streams share."""
+    read = CounterMetricFamily(
+        "dsp_records_read", "Records read from the stream", labels=["stream"]
     )
     leases = CounterMetricFamily(
-        "dsp_lease_events", "Lease changes of this process", labels=["event"]
+        "dsp_lease_events", "Lease changes of this process", labels=["stream", "event"]
     )
-    leases.add_metric(["taken"], state["leases_taken"])
-    leases.add_metric(["lost"], state["leases_lost"])
-    leases.add_metric(["handed_off"], state["leases_handed_off"])
-    leases.add_metric(["stolen"], state["leases_stolen"])
-    yield leases
-    yield GaugeMetricFamily(
-        "dsp_leases_owned", "Shards this process reads now", value=len(state["shards"])
+    owned = GaugeMetricFamily(
+        "dsp_leases_owned", "Shards this process reads now", labels=["stream"]
     )
     age = GaugeMetricFamily(
         "dsp_iterator_age_seconds",
         "How far behind the shard's tip: Kinesis' MillisBehindLatest, or now minus the "
         "creation time of the last record read (0 when caught up)",
-        labels=["shard"],
+        labels=["stream", "shard"],
     )
-    for shard in state["shards"]:
-        age.add_metric([shard["shard_id"]], shard["lag_s"])
-    yield age
     stream_retries = CounterMetricFamily(
         "dsp_stream_retries",
         "Stream call retries (after botocore's own) by cause: throttling, 5xx, ...",
-        labels=["cause"],
+        labels=["stream", "cause"],
     )
-    for cause, count in state["stream_retries"].items():
-        stream_retries.add_metric([cause], count)
-    yield stream_retries
-    yield CounterMetricFamily(
+    failures = CounterMetricFamily(
         "dsp_reader_failures",
         "Shard readers that ended with an error (the shard is taken again at a later scan)",
-        value=state["reader_failures"],
+        labels=["stream"],
     )
-    yield GaugeMetricFamily(
+    unowned = GaugeMetricFamily(
         "dsp_shards_unowned",
         "Ready shards that no live worker owns, as of this worker's last lease scan",
-        value=state["shards_unowned"],
+        labels=["stream"],
     )
+    table = GaugeMetricFamily(
+        "dsp_leases",
+        "The application's leases at this worker's last scan, by state: owned (a live owner), "
+        "free, finished, trimmed_unread (unfinished, its shard gone from the stream)",
+        labels=["stream", "state"],
+    )
+    scanned = GaugeMetricFamily(
+        "dsp_lease_scan_items",
+        "Items this worker's last lease scan read (cleanup keeps it near the live stream's)",
+        labels=["stream"],
+    )
+    deleted = CounterMetricFamily(
+        "dsp_leases_deleted",
+        "Leases this worker's cleanup deleted, by reason: children_started, left_stream, "
+        "trimmed_unread",
+        labels=["stream", "reason"],
+    )
+    skipped = CounterMetricFamily(
+        "dsp_trimmed_ranges_skipped",
+        "Trimmed ranges skipped (on_trimmed = skip)",
+        labels=["stream"],
+    )
+    for name, state in states.items():
+        read.add_metric([name], state["records_read"])
+        leases.add_metric([name, "taken"], state["leases_taken"])
+        leases.add_metric([name, "lost"], state["leases_lost"])
+        leases.add_metric([name, "handed_off"], state["leases_handed_off"])
+        leases.add_metric([name, "stolen"], state["leases_stolen"])
+        owned.add_metric([name], len(state["shards"]))
+        for shard in state["shards"]:
+            age.add_metric([name, shard["shard_id"]], shard["lag_s"])
+        for cause, count in state["stream_retries"].items():
+            stream_retries.add_metric([name, cause], count)
+        failures.add_metric([name], state["reader_failures"])
+        unowned.add_metric([name], state["shards_unowned"])
+        for lease_state, count in sorted(state["leases"].items()):
+            table.add_metric([name, lease_state], count)
+        scanned.add_metric([name], state["lease_scan_items"])
+        for reason in ("children_started", "left_stream", "trimmed_unread"):
+            deleted.add_metric([name, reason], state["leases_deleted"].get(reason, 0))
+        skipped.add_metric([name], state["trimmed_skips"])
+    yield from (read, leases, owned, age, stream_retries, failures, unowned)
+    state = next(iter(states.values()))  # the pool is the streams' one
     threads = GaugeMetricFamily(
         "dsp_reader_threads",
         "The reader pool's threads: its bound (limit) and those running a reader now (busy)",
@@ -87,34 +121,7 @@ def _worker_families(state: WorkerSnapshot) -> Iterable[Metric]:
         "Readers due to run but waiting for a free reader thread (stream.reader_threads)",
         value=state["readers_queued"],
     )
-    table = GaugeMetricFamily(
-        "dsp_leases",
-        "The application's leases at this worker's last scan, by state: owned (a live owner), "
-        "free, finished, trimmed_unread (unfinished, its shard gone from the stream)",
-        labels=["state"],
-    )
-    for lease_state, count in sorted(state["leases"].items()):
-        table.add_metric([lease_state], count)
-    yield table
-    yield GaugeMetricFamily(
-        "dsp_lease_scan_items",
-        "Items this worker's last lease scan read (cleanup keeps it near the live stream's)",
-        value=state["lease_scan_items"],
-    )
-    deleted = CounterMetricFamily(
-        "dsp_leases_deleted",
-        "Leases this worker's cleanup deleted, by reason: children_started, left_stream, "
-        "trimmed_unread",
-        labels=["reason"],
-    )
-    for reason in ("children_started", "left_stream", "trimmed_unread"):
-        deleted.add_metric([reason], state["leases_deleted"].get(reason, 0))
-    yield deleted
-    yield CounterMetricFamily(
-        "dsp_trimmed_ranges_skipped",
-        "Trimmed ranges skipped (on_trimmed = skip)",
-        value=state["trimmed_skips"],
-    )
+    yield from (table, scanned, deleted, skipped)
 
 
 class _EngineCollector(Collector):
@@ -123,24 +130,29 @@ class _EngineCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         records = CounterMetricFamily(
-            "dsp_records", "Records per route by outcome", labels=["route", "outcome"]
+            "dsp_records",
+            "Records per stream and route by outcome",
+            labels=["stream", "route", "outcome"],
         )
         retries = CounterMetricFamily(
-            "dsp_retries", "Consumer retries per route by cause", labels=["route", "cause"]
+            "dsp_retries",
+            "Consumer retries per stream and route by cause",
+            labels=["stream", "route", "cause"],
         )
         consumer = CounterMetricFamily(
             "dsp_consumer_events",
             "What each consumer did (puts, posts, ...)",
-            labels=["route", "event"],
+            labels=["stream", "route", "event"],
         )
-        for route, stats in self._m.route_stats.items():
-            for name, value in stats.snapshot().items():
-                if name in _OUTCOMES:
-                    records.add_metric([route, name], value)
-                elif name.startswith("retry:"):
-                    retries.add_metric([route, name.split(":", 1)[1]], value)
-                elif name not in ("retries", "calls", "bisections"):
-                    consumer.add_metric([route, name], value)
+        for stream, by_route in self._m.stream_stats().items():
+            for route, stats in by_route.items():
+                for name, value in stats.snapshot().items():
+                    if name in _OUTCOMES:
+                        records.add_metric([stream, route, name], value)
+                    elif name.startswith("retry:"):
+                        retries.add_metric([stream, route, name.split(":", 1)[1]], value)
+                    elif name not in ("retries", "calls", "bisections"):
+                        consumer.add_metric([stream, route, name], value)
         yield records
         yield retries
         yield consumer
@@ -156,7 +168,9 @@ class _EngineCollector(Collector):
             yield per_tenant
         worker = self._m.worker
         if worker is not None:
-            yield from _worker_families(worker.state())
+            states = getattr(worker, "states", None)
+            by_stream = states() if callable(states) else {DEFAULT_STREAM: worker.state()}
+            yield from _worker_families(by_stream)
         if self._m.http is not None:
             new = int(getattr(self._m.http, "connections_opened", 0))
             reused = max(0, int(getattr(self._m.http, "requests_sent", 0)) - new)
@@ -183,18 +197,24 @@ class Metrics:
         self.route_stats = route_stats
         self.tenants = tenants
         self.http = http
+        #: per stream, its routes' figures (None: ``route_stats`` is the one stream's)
+        self.streams: Mapping[str, Mapping[str, RouteStats]] | None = None
         self.worker: Any = None  # set once the worker exists (it exposes state())
         self._latency = Histogram(
             "dsp_consumer_call_seconds",
             "Duration of one consumer call",
-            ["route"],
+            ["stream", "route"],
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.registry.register(_EngineCollector(self))
 
-    def observe_call(self, route: str, seconds: float) -> None:
-        self._latency.labels(route).observe(seconds)
+    def observe_call(self, route: str, seconds: float, *, stream: str = DEFAULT_STREAM) -> None:
+        self._latency.labels(stream, route).observe(seconds)
+
+    def stream_stats(self) -> Mapping[str, Mapping[str, RouteStats]]:
+        """Each stream's routes' figures."""
+        return self.streams if self.streams is not None else {DEFAULT_STREAM: self.route_stats}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,6 +24,7 @@ from processor.core.tenancy import TenantResolver
 from processor.errors import ConfigError
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.memory import MemoryLeaseStore
+from processor.leases.worker import PositionFor
 from processor.ops.summary import stats_table
 from processor.ops.tables import render
 from processor.replay.progress import Progress
@@ -34,7 +35,8 @@ from processor.replay.range import (
     read_archive,
     replay_namespace,
 )
-from processor.settings import Settings
+from processor.settings import Settings, StreamSettings
+from processor.sources.reader import RecordWindow
 
 __all__ = ["run_capture", "run_replay"]
 
@@ -79,9 +81,12 @@ def _select_routes(settings: Settings, names: list[str] | None) -> Settings:
     return settings.model_copy(update={"routes": [r for r in settings.routes if r.name in names]})
 
 
-def _summary(settings: Settings, stats: dict[str, RouteStats], rng: ReplayRange) -> int:
+def _summary(settings: Settings, stats: dict[str, RouteStats], ranges: list[ReplayRange]) -> int:
     print(stats_table(settings, stats))
-    skipped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(rng.skipped.items()))
+    counts: Counter[str] = Counter()
+    for rng in ranges:
+        counts.update(rng.skipped)
+    skipped = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(counts.items()))
     if skipped:
         print(f"not delivered (outside the selection): {skipped}")
     dead = sum(s["dead_lettered"] for s in stats.values())
@@ -91,17 +96,21 @@ def _summary(settings: Settings, stats: dict[str, RouteStats], rng: ReplayRange)
     return EXIT_OK
 
 
-def _dry_routes(settings: Settings, dry: _DryRun) -> tuple[list[Route], dict[str, RouteStats]]:
-    """The configured routes with their filters, each counting instead of delivering."""
+def _dry_routes(
+    settings: Settings, dry: _DryRun, stream: str | None = None
+) -> tuple[list[Route], dict[str, RouteStats]]:
+    """The configured routes (of ``stream``) with their filters, each counting instead of
+    delivering."""
+    chosen = [r for r in settings.routes if not (stream and r.streams and stream not in r.streams)]
     routes = [
         Route(
             r.name,
             dry.consumer(r.name),  # type: ignore[arg-type]
             compile_filters(r.filters, extensions=r.filter_extensions),
         )
-        for r in settings.routes
+        for r in chosen
     ]
-    return routes, {r.name: RouteStats() for r in settings.routes}
+    return routes, {r.name: RouteStats() for r in chosen}
 
 
 def _forget_earlier_run(dynamodb: Any, settings: Settings, namespace: str) -> None:
@@ -119,17 +128,24 @@ def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Eve
     end = parse_bound(args.end, flag="--to", allow_trim=False) if args.end else None
     settings = _select_routes(settings, args.route)
     resolver = TenantResolver.from_settings(settings.tenancy.attribute, settings.tenancy.pattern)
-    rng = ReplayRange(
-        start,
-        end,
-        frozenset(args.tenant) if args.tenant else None,
-        resolver,
-        granularity_s=settings.stream.timestamp_granularity_s,
-        at_timestamp=settings.stream.source == "kinesis",
-    )
+    ranges: list[ReplayRange] = []  # one per stream: its precision and its kind of start
+
+    def range_for(stream: StreamSettings) -> ReplayRange:
+        rng = ReplayRange(
+            start,
+            end,
+            frozenset(args.tenant) if args.tenant else None,
+            resolver,
+            granularity_s=stream.timestamp_granularity_s,
+            at_timestamp=stream.source == "kinesis",
+        )
+        ranges.append(rng)
+        return rng
+
     dry = _DryRun(resolver) if args.dry_run else None
-    routes = _dry_routes(settings, dry) if dry is not None else None
-    if args.from_file:
+    if args.from_file:  # an archive is one stream's records: that stream's routes
+        rng = range_for(settings.only_stream)
+        routes = _dry_routes(settings, dry) if dry is not None else None
         return _replay_files(args, settings, rng, stop, routes=routes, dry=dry)
     namespace = replay_namespace(
         settings.checkpoints.application,
@@ -142,17 +158,24 @@ def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Eve
     replay_settings = settings.model_copy(
         update={"checkpoints": settings.checkpoints.model_copy(update={"application": namespace})}
     )
+
+    def positions(stream: StreamSettings) -> tuple[PositionFor, RecordWindow]:
+        rng = range_for(stream)
+        return rng.position_for, rng.window
+
     app = build_app(
         replay_settings,
-        routes=routes,
-        store=MemoryLeaseStore() if dry is not None else None,
-        position_for=rng.position_for,
-        window=rng.window,
+        routes=(lambda stream: _dry_routes(settings, dry, stream)) if dry is not None else None,
+        store_for=(lambda namespace, arn: MemoryLeaseStore()) if dry is not None else None,
+        positions=positions,
         rate=RateLimiter(args.rate) if args.rate else None,
         only_shards=frozenset(args.shard) if args.shard else None,
     )
     if dry is None and not args.resume:
-        _forget_earlier_run(app.clients.dynamodb, replay_settings, namespace)
+        for name, _ in replay_settings.named_streams:
+            _forget_earlier_run(
+                app.clients.dynamodb, replay_settings, replay_settings.lease_namespace(name)
+            )
     log.info("replay_started", namespace=namespace, start=str(start), end=str(end) if end else None)
     progress = Progress(
         app.worker,
@@ -169,7 +192,7 @@ def run_replay(args: argparse.Namespace, settings: Settings, stop: threading.Eve
         return EXIT_OK
     if stop.is_set():
         print(f"replay interrupted; continue with the same command plus --resume ({namespace})")
-    return _summary(settings, app.stats, rng)
+    return _summary(settings, app.stats, ranges)
 
 
 def _progress_file(paths: list[str], rng: ReplayRange) -> Path:
@@ -188,7 +211,7 @@ def _replay_files(
     routes: tuple[list[Route], dict[str, RouteStats]] | None,
     dry: _DryRun | None,
 ) -> int:
-    app = build_app(settings, routes=routes, store=MemoryLeaseStore())
+    app = build_app(settings, routes=routes, store_for=lambda namespace, arn: MemoryLeaseStore())
     dispatcher = Dispatcher(
         app.routes,
         app.sink,
@@ -239,11 +262,30 @@ def _replay_files(
     if not stop.is_set():
         state.unlink(missing_ok=True)
     print(f"replayed {handled} archived records from {len(paths)} file(s)")
-    return _summary(settings, app.stats, rng)
+    return _summary(settings, app.stats, [rng])
+
+
+def _archive_base(out: str, stream: str, several: bool) -> Path:
+    """Where a stream's archive goes: ``--out`` itself, or with several streams
+    ``archive.jsonl.gz`` -> ``archive-<stream>.jsonl.gz``, rotated as
+    ``archive-<stream>-000001.jsonl.gz``... (one archive per stream: a file replay reads one
+    stream's records)."""
+    base = Path(out)
+    if not several:
+        return base
+    stem, dot, rest = base.name.partition(".")
+    return base.with_name(f"{stem}-{stream}{dot}{rest}")
 
 
 def run_capture(args: argparse.Namespace, settings: Settings, stop: threading.Event) -> int:
-    writer = ArchiveWriter(args.out, rotate_bytes=int(args.rotate_mb * 1024 * 1024))
+    several = len(settings.named_streams) > 1
+    writers = {
+        name: ArchiveWriter(
+            _archive_base(args.out, name, several),
+            rotate_bytes=int(args.rotate_mb * 1024 * 1024),
+        )
+        for name, _ in settings.named_streams
+    }
     capture_settings = settings.model_copy(
         update={
             "checkpoints": settings.checkpoints.model_copy(
@@ -251,14 +293,22 @@ def run_capture(args: argparse.Namespace, settings: Settings, stop: threading.Ev
             )
         }
     )
-    stats = {"capture": RouteStats()}
-    app = build_app(capture_settings, routes=([Route("capture", writer)], stats))
+    stats = {name: {"capture": RouteStats()} for name in writers}
+
+    def capture_route(stream: str) -> tuple[list[Route], dict[str, RouteStats]]:
+        return [Route("capture", writers[stream])], stats[stream]
+
+    app = build_app(capture_settings, routes=capture_route)
     try:
         summary = app.worker.run(stop=stop, stop_when_idle=args.stop_when_idle)
     finally:
-        writer.close()
+        for writer in writers.values():
+            writer.close()
         app.close()
-    files = ", ".join(str(f) for f in writer.files) or "no file (nothing to capture)"
-    captured = stats["capture"]["delivered"]
-    print(f"captured {captured} records from {summary.records_read} read into {files}")
+    files = ", ".join(str(f) for w in writers.values() for f in w.files)
+    captured = sum(s["capture"]["delivered"] for s in stats.values())
+    print(
+        f"captured {captured} records from {summary.records_read} read into "
+        f"{files or 'no file (nothing to capture)'}"
+    )
     return EXIT_OK

@@ -3,8 +3,9 @@
 Precedence: command-line flag, then environment, then the TOML file, then the default.
 Nested keys use ``__``: ``DSP_AWS__ENDPOINT_URL``, ``DSP_STREAM__TABLE``,
 ``DSP_BATCH__MAX_RETRIES``. A route's keys are addressed by its name:
-``DSP_ROUTES__<NAME>__OPTIONS__SECRET`` (name upper-cased, ``-`` as ``_``). ``DSP_ROUTES``
-replaces the whole list with JSON.
+``DSP_ROUTES__<NAME>__OPTIONS__SECRET`` (name upper-cased, ``-`` as ``_``), and a
+``[[streams]]`` entry's likewise: ``DSP_STREAMS__<NAME>__TABLE``. ``DSP_ROUTES`` and
+``DSP_STREAMS`` replace the whole list with JSON.
 
 Every value is checked at start. Any problem raises :class:`~processor.errors.ConfigError`
 naming the key, the value and what would be valid.
@@ -21,6 +22,7 @@ from processor.settings.sections import (
     HttpSettings,
     LoggingSettings,
     MultiLangSettings,
+    NamedStreamSettings,
     ObservabilitySettings,
     ShutdownSettings,
     StreamSettings,
@@ -37,6 +39,7 @@ __all__ = [
     "HttpSettings",
     "LoggingSettings",
     "MultiLangSettings",
+    "NamedStreamSettings",
     "ObservabilitySettings",
     "RouteSettings",
     "Settings",

@@ -26,6 +26,7 @@ from pydantic_settings import (
 from processor.errors import MISSING, ConfigError
 from processor.settings.routes import RouteSettings
 from processor.settings.sections import (
+    DEFAULT_STREAM,
     ENV_PREFIX,
     AwsSettings,
     BatchSettings,
@@ -34,6 +35,7 @@ from processor.settings.sections import (
     HttpSettings,
     LoggingSettings,
     MultiLangSettings,
+    NamedStreamSettings,
     ObservabilitySettings,
     ShutdownSettings,
     StreamSettings,
@@ -55,7 +57,9 @@ class Settings(BaseSettings):
     )
 
     aws: AwsSettings = AwsSettings()
-    stream: StreamSettings
+    #: the one stream this worker reads; or ``streams``, several (exactly one of the two)
+    stream: StreamSettings | None = None
+    streams: list[NamedStreamSettings] = Field(default_factory=list)
     checkpoints: CheckpointSettings
     dead_letter: DeadLetterSettings = DeadLetterSettings()
     batch: BatchSettings = BatchSettings()
@@ -73,6 +77,95 @@ class Settings(BaseSettings):
     def ignored_variables(self) -> tuple[str, ...]:
         """The ``DSP_`` variables that were Kubernetes service links, not settings."""
         return self._service_links
+
+    @property
+    def named_streams(self) -> list[tuple[str, StreamSettings]]:
+        """Every stream this configuration reads, with its name (``[stream]``: "default")."""
+        if self.stream is not None:
+            return [(DEFAULT_STREAM, self.stream)]
+        return [(entry.name, entry) for entry in self.streams]
+
+    @property
+    def only_stream(self) -> StreamSettings:
+        """The stream of a configuration that reads one; ConfigError naming ``streams`` for
+        one that reads several (a command that handles one stream at a time)."""
+        named = self.named_streams
+        if len(named) != 1:
+            names = ", ".join(name for name, _ in named)
+            raise ConfigError(
+                "streams",
+                names,
+                "this handles one stream; choose one with --stream, or use a configuration "
+                "with a single [stream]",
+            )
+        return named[0][1]
+
+    def lease_namespace(self, stream: str, application: str | None = None) -> str:
+        """The application key of ``stream``'s leases in the lease table: the application for
+        ``default`` (a single ``[stream]``), ``<application>/<stream>`` for the others."""
+        app = application if application is not None else self.checkpoints.application
+        return app if stream == DEFAULT_STREAM else f"{app}/{stream}"
+
+    def for_streams(self, names: list[str] | None) -> Settings:
+        """These settings reading only the streams ``names`` (all when None or empty);
+        ConfigError naming ``--stream`` for a name that is not configured."""
+        if not names:
+            return self
+        known = [name for name, _ in self.named_streams]
+        for name in names:
+            if name not in known:
+                raise ConfigError("--stream", name, f"no such stream; streams: {', '.join(known)}")
+        if self.stream is not None:
+            return self
+        kept = [entry for entry in self.streams if entry.name in names]
+        routes = [r for r in self.routes if r.streams is None or set(r.streams) & set(names)]
+        copy = self.model_copy(update={"streams": kept, "routes": routes})
+        copy._service_links = self._service_links
+        return copy
+
+    @model_validator(mode="after")
+    def _one_stream_form(self) -> Settings:
+        # ConfigError (not ValueError) passes through pydantic as it is: it names the key
+        if self.stream is None and not self.streams:
+            raise ConfigError(
+                "stream",
+                MISSING,
+                "add a [stream] section (the table whose stream to read), or [[streams]] "
+                "entries to read several",
+            )
+        if self.stream is not None and self.streams:
+            raise ConfigError(
+                "streams",
+                [entry.name for entry in self.streams],
+                "[stream] reads one stream and [[streams]] several; keep one form (a "
+                '[[streams]] entry named "default" keeps [stream]\'s checkpoints)',
+            )
+        seen: set[str] = set()
+        for index, entry in enumerate(self.streams):
+            if entry.name in seen:
+                raise ConfigError(
+                    f"streams.{index}.name", entry.name, "used twice; stream names must be unique"
+                )
+            seen.add(entry.name)
+        names = [name for name, _ in self.named_streams]
+        for index, entry in enumerate(self.streams):
+            takers = [r for r in self.routes if r.streams is None or entry.name in r.streams]
+            if self.routes and not takers:
+                raise ConfigError(
+                    f"streams.{index}.name",
+                    entry.name,
+                    "no route takes this stream's records (every route's streams leaves it "
+                    "out); add it to a route's streams, or remove the entry",
+                )
+        for index, route in enumerate(self.routes):
+            for name in route.streams or ():
+                if name not in names:
+                    raise ConfigError(
+                        f"routes.{index}.streams",
+                        route.streams,
+                        f"no stream named {name!r}; streams: {', '.join(names)}",
+                    )
+        return self
 
     @model_validator(mode="after")
     def _unique_routes(self) -> Settings:
@@ -108,25 +201,27 @@ class _TomlSource(PydanticBaseSettingsSource):
         return self._data
 
 
-def _route_env_overrides(routes: list[Any], environ: Mapping[str, str]) -> list[Any]:
-    """Apply ``DSP_ROUTES__<NAME>__KEY[__SUBKEY]`` variables to the route of that name."""
-    prefix = f"{ENV_PREFIX}ROUTES__"
+def _named_env_overrides(entries: list[Any], environ: Mapping[str, str], section: str) -> list[Any]:
+    """Apply ``DSP_<SECTION>__<NAME>__KEY[__SUBKEY]`` variables to the entry of that name
+    (``[[routes]]``, ``[[streams]]``)."""
+    prefix = f"{ENV_PREFIX}{section.upper()}__"
     by_env_name = {
-        str(r.get("name", "")).upper().replace("-", "_"): r for r in routes if isinstance(r, dict)
+        str(r.get("name", "")).upper().replace("-", "_"): r for r in entries if isinstance(r, dict)
     }
     for var, raw in environ.items():
         if not var.upper().startswith(prefix):
             continue
         name, _, rest = var[len(prefix) :].partition("__")
-        route = by_env_name.get(name.upper())
-        if route is None or not rest:
-            raise ConfigError(var, raw, f"no route named {name.lower()!r} in the configuration")
+        entry = by_env_name.get(name.upper())
+        if entry is None or not rest:
+            what = section.removesuffix("s")
+            raise ConfigError(var, raw, f"no {what} named {name.lower()!r} in the configuration")
         path = [p.lower() for p in rest.split("__")]
-        target = route
+        target = entry
         for part in path[:-1]:
             target = target.setdefault(part, {})
         target[path[-1]] = _env_value(raw)
-    return routes
+    return entries
 
 
 def _env_value(raw: str) -> Any:
@@ -222,16 +317,23 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", str(file), f"not valid TOML: {exc}") from None
     for section, values in (defaults or {}).items():
+        if section == "stream" and "streams" in data:
+            continue  # [[streams]] replaces [stream]: its defaults do not apply
         current = data.get(section)
         data[section] = {**values, **(current if isinstance(current, dict) else {})}
-    if f"{ENV_PREFIX}ROUTES" in {k.upper() for k in env}:
-        raw_routes = next(v for k, v in env.items() if k.upper() == f"{ENV_PREFIX}ROUTES")
-        data["routes"] = _env_value(raw_routes)
-        env = {k: v for k, v in env.items() if k.upper() != f"{ENV_PREFIX}ROUTES"}
-    if isinstance(data.get("routes"), list):
-        data["routes"] = _route_env_overrides(data["routes"], env)
-    route_vars = {k for k in env if k.upper().startswith(f"{ENV_PREFIX}ROUTES__")}
-    env = {k: v for k, v in env.items() if k not in route_vars}
+    for section in ("routes", "streams"):
+        whole = f"{ENV_PREFIX}{section.upper()}"
+        if whole in {k.upper() for k in env}:
+            raw = next(v for k, v in env.items() if k.upper() == whole)
+            data[section] = _env_value(raw)
+            env = {k: v for k, v in env.items() if k.upper() != whole}
+        named_vars = {k for k in env if k.upper().startswith(f"{whole}__")}
+        if isinstance(data.get(section), list) or named_vars:
+            entries = data.get(section)
+            data[section] = _named_env_overrides(
+                entries if isinstance(entries, list) else [], env, section
+            )
+        env = {k: v for k, v in env.items() if k not in named_vars}
 
     class _Loaded(Settings):
         @classmethod

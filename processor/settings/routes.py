@@ -61,6 +61,8 @@ class RouteSettings(_Section):
     #: a tumbling window (seconds, 1..900, as Lambda's TumblingWindowInSeconds): ``consumer``
     #: is ``handle(records, window) -> state`` (docs/consumers.md, ADR 0025)
     tumbling_window_s: int | None = Field(default=None, ge=1, le=900)
+    #: the ``[[streams]]`` whose records this route takes (by name); none: every stream
+    streams: list[str] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _windows_are_for_functions(self) -> RouteSettings:

@@ -29,6 +29,7 @@ __all__ = [
     "HttpSettings",
     "LoggingSettings",
     "MultiLangSettings",
+    "NamedStreamSettings",
     "ObservabilitySettings",
     "ShutdownSettings",
     "StreamSettings",
@@ -150,6 +151,19 @@ class StreamSettings(_Section):
         if self.reader_restart_max_s < self.reader_restart_base_s:
             raise ValueError("reader_restart_max_s must be >= reader_restart_base_s")
         return self
+
+
+#: the name `[stream]` has among several streams (its leases keep the bare application's
+#: namespace, so a `[[streams]]` entry named so keeps a former `[stream]`'s checkpoints)
+DEFAULT_STREAM = "default"
+
+
+class NamedStreamSettings(StreamSettings):
+    """A ``[[streams]]`` entry: a name, then the keys of ``[stream]``."""
+
+    #: names the stream in routes' ``streams``, metrics' ``stream`` label, logs, `dsp status`
+    #: and its leases' namespace (``<application>/<name>``; ``default``: ``<application>``)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$")
 
 
 def parse_timestamp(text: str) -> float:

@@ -16,7 +16,7 @@ from benchmarks.publish import PAGE, RESULTS, publish
 from processor.cli.parser import _parser
 from processor.settings import Settings
 from processor.settings.reference import PAGES, check
-from processor.settings.sections import MultiLangSettings
+from processor.settings.sections import MultiLangSettings, StreamSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -84,8 +84,9 @@ def test_defaults_toml_names_every_key() -> None:
     sections: dict[str, type[BaseModel]] = {
         name: field.annotation  # type: ignore[misc]
         for name, field in Settings.model_fields.items()
-        if name not in ("routes", "multilang")
+        if name not in ("routes", "multilang", "stream", "streams")
     }
+    sections["stream"] = StreamSettings  # [[streams]] entries: a name and these keys
     sections["multilang"] = MultiLangSettings
     missing = [
         f"{name}.{key}"

@@ -35,8 +35,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_valid_file_loads_with_defaults(tmp_path: Path) -> None:
     """A minimal file loads; everything else takes its documented default."""
     s = load_settings(write(tmp_path, VALID), environ={})
-    assert s.stream.table == "orders"
-    assert s.stream.starting_position == "TRIM_HORIZON"
+    assert s.only_stream.table == "orders"
+    assert s.only_stream.starting_position == "TRIM_HORIZON"
     assert s.checkpoints.table == "dsp-leases"
     assert s.batch.max_records == 100
     assert s.routes[0].filters == ['{"eventName": ["INSERT", "MODIFY", "REMOVE"]}']
@@ -62,7 +62,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     )
     assert s.aws.endpoint_url == "http://127.0.0.1:5000"
     assert s.batch.max_retries == 7
-    assert s.stream.starting_position == "LATEST"
+    assert s.only_stream.starting_position == "LATEST"
 
 
 def test_route_options_are_overridable_by_route_name(tmp_path: Path) -> None:
@@ -237,7 +237,7 @@ def test_configuration_from_the_environment_alone() -> None:
             "DSP_ROUTES": '[{"name": "m", "consumer": "batch_write", "options": {"table": "x"}}]',
         },
     )
-    assert s.stream.table == "orders"
+    assert s.only_stream.table == "orders"
     assert s.routes[0].name == "m"
 
 
@@ -288,7 +288,10 @@ def test_a_kinesis_source_loads(tmp_path: Path) -> None:
         '[stream]\ntable = "orders"\nsource = "kinesis"\nkinesis_stream = "orders-kds"',
     )
     settings = load_settings(write(tmp_path, text))
-    assert (settings.stream.source, settings.stream.kinesis_stream) == ("kinesis", "orders-kds")
+    assert (settings.only_stream.source, settings.only_stream.kinesis_stream) == (
+        "kinesis",
+        "orders-kds",
+    )
 
 
 def test_an_idle_poll_interval_below_the_maximum_is_refused(tmp_path: Path) -> None:
@@ -301,7 +304,7 @@ def test_an_idle_poll_interval_below_the_maximum_is_refused(tmp_path: Path) -> N
         write(tmp_path, VALID),
         environ={"DSP_STREAM__IDLE_POLL_INTERVAL_S": "10", "DSP_STREAM__IDLE_AFTER_S": "30"},
     )
-    assert (s.stream.idle_poll_interval_s, s.stream.idle_after_s) == (10.0, 30.0)
+    assert (s.only_stream.idle_poll_interval_s, s.only_stream.idle_after_s) == (10.0, 30.0)
 
 
 def test_reader_threads_bound_the_pool_and_must_be_positive(tmp_path: Path) -> None:

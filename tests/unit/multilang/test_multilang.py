@@ -62,11 +62,13 @@ def test_a_users_properties_file_becomes_settings(tmp_path: Path) -> None:
     assert settings.multilang.shutdown_grace_s == 10
     assert settings.multilang.timeout_s == 60
     assert settings.multilang.call_process_records_even_for_empty is True
-    assert settings.stream.arn is not None
-    assert settings.stream.arn.endswith("stream/2026-01-01T00:00:00.000")
-    assert settings.stream.poll_interval_min_s == settings.stream.poll_interval_max_s == 0.5
+    assert settings.only_stream.arn is not None
+    assert settings.only_stream.arn.endswith("stream/2026-01-01T00:00:00.000")
+    assert (
+        settings.only_stream.poll_interval_min_s == settings.only_stream.poll_interval_max_s == 0.5
+    )
     assert settings.batch.max_records == 500
-    assert settings.stream.get_records_limit == 500
+    assert settings.only_stream.get_records_limit == 500
     assert settings.checkpoints.application == "orders-kcl"
     assert settings.checkpoints.lease_timeout_s == 15
     assert settings.checkpoints.renew_interval_s == 5

@@ -182,3 +182,32 @@ def test_the_writer_flushes_on_its_interval_and_once_more_at_stop() -> None:
 def test_units_are_cloudwatch_units(unit: str) -> None:
     """Every unit used is one CloudWatch accepts (aws-embedded-metrics' Unit)."""
     assert Unit(unit).value == unit
+
+
+class FakeFleet:
+    """Two streams' workers (several streams per worker): ``states()`` per stream."""
+
+    def __init__(self) -> None:
+        self.workers = {"orders": FakeWorker(), "payments": FakeWorker()}
+        self.workers["payments"].lags = [600.0]
+
+    def states(self) -> dict[str, Any]:
+        return {name: worker.state() for name, worker in self.workers.items()}
+
+
+def test_several_streams_add_up_in_one_process_document() -> None:
+    """The stream label is not a dimension: counters and gauges are the sum over the streams,
+    iterator age the max over every stream's shards (before, the last stream's won)."""
+    orders, payments = RouteStats(), RouteStats()
+    orders.add("delivered", 40)
+    payments.add("delivered", 2)
+    metrics = Metrics({})
+    metrics.streams = {"orders": {"hook": orders}, "payments": {"hook": payments}}
+    metrics.worker = FakeFleet()
+    docs = by_dimensions(writer(metrics).documents())
+    app = ("application", "orders-fanout")
+    process = docs[(app,)]
+    assert process["dsp_records_read_total"] == 2000
+    assert process["dsp_leases_owned"] == 4
+    assert process["dsp_iterator_age_seconds"] == 600.0
+    assert docs[(app, ("route", "hook"), ("outcome", "delivered"))]["dsp_records_total"] == 42
