@@ -1,59 +1,64 @@
 """dynamodb-stream-processor: read a DynamoDB Stream, fan every change out to consumers.
 
 The names below are the public API; consumers (built-in and users') import only these.
-"""
+Each is imported on first use (PEP 562): `import processor`, or a submodule such as
+`processor.aws_lambda`, does not import the whole engine (a Lambda function's cold start)."""
 
-from importlib import metadata as _metadata
+from __future__ import annotations
 
-from processor.aws import THROTTLING_CODES, translate_client_error
-from processor.core.consumer import (
-    BatchResult,
-    Consumer,
-    ConsumerContext,
-    ConsumerFactory,
-    RouteStats,
-    StreamInfo,
-    declare_aws_connections,
-    load_callable,
-)
-from processor.core.dispatch import Dispatcher
-from processor.core.egress import (
-    DestinationNotAllowed,
-    EgressPolicy,
-    check_url_template,
-    host_is_templated,
-    pinned_request,
-)
-from processor.core.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
-from processor.core.handlers import RecordHandler, record_handler
-from processor.core.records import EventName, StreamRecord
-from processor.core.redaction import redact_text, redact_url
-from processor.core.retry import RetryPolicy
-from processor.core.routing import FilterPattern, Route
-from processor.core.signatures import (
-    InvalidSignature,
-    new_secret,
-    secret_key,
-    signature_headers,
-    standard_headers,
-    verify,
-)
-from processor.core.values import decode_image, decode_value, plain_image, to_client_image
-from processor.core.waits import WaitRetryAfter, parse_retry_after
-from processor.errors import (
-    ConfigError,
-    IteratorExpiredError,
-    LeaseLostError,
-    ProcessorError,
-    RecordError,
-    ShutdownRequested,
-    StreamError,
-    StreamNotFoundError,
-    TransientError,
-    TrimmedDataError,
-)
-from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, JsonlDeadLetterSink
-from processor.tables import ConditionFailed, DynamoDBTable, WriteAnswer
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and readers see; at run time, __getattr__ below
+    from processor.aws import THROTTLING_CODES, translate_client_error
+    from processor.core.consumer import (
+        BatchResult,
+        Consumer,
+        ConsumerContext,
+        ConsumerFactory,
+        RouteStats,
+        StreamInfo,
+        declare_aws_connections,
+        load_callable,
+    )
+    from processor.core.dispatch import Dispatcher
+    from processor.core.egress import (
+        DestinationNotAllowed,
+        EgressPolicy,
+        check_url_template,
+        host_is_templated,
+        pinned_request,
+    )
+    from processor.core.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
+    from processor.core.handlers import RecordHandler, record_handler
+    from processor.core.records import EventName, StreamRecord
+    from processor.core.redaction import redact_text, redact_url
+    from processor.core.retry import RetryPolicy
+    from processor.core.routing import FilterPattern, Route
+    from processor.core.signatures import (
+        InvalidSignature,
+        new_secret,
+        secret_key,
+        signature_headers,
+        standard_headers,
+        verify,
+    )
+    from processor.core.values import decode_image, decode_value, plain_image, to_client_image
+    from processor.core.waits import WaitRetryAfter, parse_retry_after
+    from processor.errors import (
+        ConfigError,
+        IteratorExpiredError,
+        LeaseLostError,
+        ProcessorError,
+        RecordError,
+        ShutdownRequested,
+        StreamError,
+        StreamNotFoundError,
+        TransientError,
+        TrimmedDataError,
+    )
+    from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, JsonlDeadLetterSink
+    from processor.tables import ConditionFailed, DynamoDBTable, WriteAnswer
 
 __all__ = [
     "THROTTLING_CODES",
@@ -115,7 +120,90 @@ __all__ = [
     "verify",
 ]
 
-try:  # the version lives in pyproject.toml alone; installed metadata carries it here
-    __version__ = _metadata.version("dynamodb-stream-processor")
-except _metadata.PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+#: where each public name is defined
+_HOMES: dict[str, str] = {
+    "THROTTLING_CODES": "processor.aws",
+    "BatchResult": "processor.core.consumer",
+    "CircuitBreaker": "processor.core.flow",
+    "CircuitOpen": "processor.core.flow",
+    "ConditionFailed": "processor.tables",
+    "ConfigError": "processor.errors",
+    "Consumer": "processor.core.consumer",
+    "ConsumerContext": "processor.core.consumer",
+    "ConsumerFactory": "processor.core.consumer",
+    "DeadLetter": "processor.sinks.dead_letter",
+    "DeadLetterSink": "processor.sinks.dead_letter",
+    "DestinationNotAllowed": "processor.core.egress",
+    "Dispatcher": "processor.core.dispatch",
+    "DynamoDBTable": "processor.tables",
+    "EgressPolicy": "processor.core.egress",
+    "EventName": "processor.core.records",
+    "FairScheduler": "processor.core.flow",
+    "FilterPattern": "processor.core.routing",
+    "InvalidSignature": "processor.core.signatures",
+    "IteratorExpiredError": "processor.errors",
+    "JsonlDeadLetterSink": "processor.sinks.dead_letter",
+    "LeaseLostError": "processor.errors",
+    "ProcessorError": "processor.errors",
+    "RecordError": "processor.errors",
+    "RecordHandler": "processor.core.handlers",
+    "RetryPolicy": "processor.core.retry",
+    "Route": "processor.core.routing",
+    "RouteStats": "processor.core.consumer",
+    "ShutdownRequested": "processor.errors",
+    "StreamError": "processor.errors",
+    "StreamInfo": "processor.core.consumer",
+    "StreamNotFoundError": "processor.errors",
+    "StreamRecord": "processor.core.records",
+    "TokenBuckets": "processor.core.flow",
+    "TransientError": "processor.errors",
+    "TrimmedDataError": "processor.errors",
+    "WaitRetryAfter": "processor.core.waits",
+    "WriteAnswer": "processor.tables",
+    "check_url_template": "processor.core.egress",
+    "declare_aws_connections": "processor.core.consumer",
+    "decode_image": "processor.core.values",
+    "decode_value": "processor.core.values",
+    "host_is_templated": "processor.core.egress",
+    "load_callable": "processor.core.consumer",
+    "new_secret": "processor.core.signatures",
+    "parse_retry_after": "processor.core.waits",
+    "pinned_request": "processor.core.egress",
+    "plain_image": "processor.core.values",
+    "record_handler": "processor.core.handlers",
+    "redact_text": "processor.core.redaction",
+    "redact_url": "processor.core.redaction",
+    "secret_key": "processor.core.signatures",
+    "signature_headers": "processor.core.signatures",
+    "standard_headers": "processor.core.signatures",
+    "to_client_image": "processor.core.values",
+    "translate_client_error": "processor.aws",
+    "verify": "processor.core.signatures",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use (then an ordinary attribute)."""
+    if name == "__version__":
+        value: Any = _version()
+    else:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module 'processor' has no attribute {name!r}")
+        value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "__version__"})
+
+
+def _version() -> str:
+    """The version lives in pyproject.toml alone; installed metadata carries it here."""
+    from importlib import metadata  # noqa: PLC0415 - only when asked for
+
+    try:
+        return metadata.version("dynamodb-stream-processor")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"

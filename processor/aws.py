@@ -7,12 +7,10 @@ adapters sees only ``processor.errors``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -21,7 +19,6 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     PartialCredentialsError,
-    ProfileNotFound,
     ReadTimeoutError,
 )
 
@@ -137,16 +134,48 @@ def translate_client_error(
     return ProcessorError(f"{operation}: {exc}", shard_id=shard_id, consumer=consumer, fix=fix)
 
 
-@dataclass(slots=True)
 class AwsClients:
-    """The boto3 clients the process shares (low-level clients are thread-safe)."""
+    """The boto3 clients the process shares (low-level clients are thread-safe), each made on
+    first use: a process that never calls a service never pays for its client (a Lambda
+    function whose routes call no AWS service imports no boto3 at all: its cold start)."""
 
-    dynamodb: Any
-    streams: Any
-    sqs: Any
-    region: str
-    endpoint_url: str | None
-    kinesis: Any = None
+    def __init__(
+        self,
+        make: Callable[[str], Any],
+        *,
+        region: str,
+        endpoint_url: str | None,
+    ) -> None:
+        self._make = make
+        self._made: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.region = region
+        self.endpoint_url = endpoint_url
+
+    def _client(self, service: str) -> Any:
+        client = self._made.get(service)
+        if client is None:
+            with self._lock:
+                client = self._made.get(service)
+                if client is None:
+                    client = self._made[service] = self._make(service)
+        return client
+
+    @property
+    def dynamodb(self) -> Any:
+        return self._client("dynamodb")
+
+    @property
+    def streams(self) -> Any:
+        return self._client("dynamodbstreams")
+
+    @property
+    def sqs(self) -> Any:
+        return self._client("sqs")
+
+    @property
+    def kinesis(self) -> Any:
+        return self._client("kinesis")
 
 
 def make_clients(
@@ -163,46 +192,58 @@ def make_clients(
     connect_timeout_s: float = 5.0,
     read_timeout_s: float = 30.0,
 ) -> AwsClients:
-    """Build clients with standard/adaptive retries and a pool sized for the threads sharing it.
+    """Clients with standard/adaptive retries and a pool sized for the threads sharing it,
+    each made on first use; a named profile is checked now (a bad one is a ConfigError at
+    start).
 
     botocore's default "legacy" mode does not retry ``LimitExceededException`` for the streams
     client; "standard" and "adaptive" do.
     """
-    try:
-        session = boto3.session.Session(region_name=region, profile_name=profile)
-    except ProfileNotFound as exc:
-        raise ConfigError(
-            "aws.profile", profile, "no such profile in the AWS config or credentials file"
-        ) from exc
-    retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
-    config = Config(
-        region_name=region,
-        retries=retries,
-        max_pool_connections=pool_size,
-        connect_timeout=connect_timeout_s,
-        read_timeout=read_timeout_s,
-        tcp_keepalive=True,
-    )
-    kwargs: dict[str, Any] = {"config": config}
-    if endpoint_url:
-        kwargs["endpoint_url"] = endpoint_url
-    streams_kwargs = dict(kwargs)
-    if streams_endpoint_url:
-        streams_kwargs["endpoint_url"] = streams_endpoint_url
-    kinesis_kwargs = dict(kwargs)
-    if kinesis_endpoint_url:
-        kinesis_kwargs["endpoint_url"] = kinesis_endpoint_url
-    dynamodb_kwargs = dict(kwargs)
-    if dynamodb_endpoint_url:
-        dynamodb_kwargs["endpoint_url"] = dynamodb_endpoint_url
-    return AwsClients(
-        dynamodb=session.client("dynamodb", **dynamodb_kwargs),
-        streams=session.client("dynamodbstreams", **streams_kwargs),
-        sqs=session.client("sqs", **kwargs),
-        region=region,
-        endpoint_url=dynamodb_endpoint_url or endpoint_url,
-        kinesis=session.client("kinesis", **kinesis_kwargs),
-    )
+    endpoints = {
+        "dynamodb": dynamodb_endpoint_url or endpoint_url,
+        "dynamodbstreams": streams_endpoint_url or endpoint_url,
+        "kinesis": kinesis_endpoint_url or endpoint_url,
+        "sqs": endpoint_url,
+    }
+    sessions: list[Any] = []
+    lock = threading.Lock()
+
+    def session() -> Any:
+        with lock:
+            if not sessions:
+                import boto3  # noqa: PLC0415 - only once a client is wanted (cold start)
+                from botocore.exceptions import ProfileNotFound  # noqa: PLC0415
+
+                try:
+                    sessions.append(boto3.session.Session(region_name=region, profile_name=profile))
+                except ProfileNotFound as exc:
+                    raise ConfigError(
+                        "aws.profile",
+                        profile,
+                        "no such profile in the AWS config or credentials file",
+                    ) from exc
+            return sessions[0]
+
+    def make(service: str) -> Any:
+        from botocore.config import Config  # noqa: PLC0415 - only once a client is wanted
+
+        retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
+        config = Config(
+            region_name=region,
+            retries=retries,
+            max_pool_connections=pool_size,
+            connect_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
+            tcp_keepalive=True,
+        )
+        kwargs: dict[str, Any] = {"config": config}
+        if endpoints[service]:
+            kwargs["endpoint_url"] = endpoints[service]
+        return session().client(service, **kwargs)
+
+    if profile is not None:
+        session()  # a profile that does not exist stops the start, naming aws.profile
+    return AwsClients(make, region=region, endpoint_url=dynamodb_endpoint_url or endpoint_url)
 
 
 def clients_for(settings: AwsSettings, *, pool_size: int, region: str | None = None) -> AwsClients:

@@ -35,7 +35,7 @@ import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -53,11 +53,12 @@ from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError, RecordError, ShutdownRequested
 from processor.http import make_http_pool
-from processor.ops.emf import EmfWriter
 from processor.ops.logs import configure_logging
-from processor.ops.metrics import Metrics
 from processor.settings import Settings, load_settings
 from processor.sources.kinesis.wire import from_kinesis
+
+if TYPE_CHECKING:
+    from processor.ops.emf import EmfWriter
 
 __all__ = ["handler", "reset"]
 
@@ -184,6 +185,10 @@ def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime
     )
     emf = None
     if settings.observability.cloudwatch == "emf":
+        # prometheus_client only when asked for: it is a tenth of a cold start
+        from processor.ops.emf import EmfWriter  # noqa: PLC0415
+        from processor.ops.metrics import Metrics  # noqa: PLC0415
+
         emf = EmfWriter(
             Metrics(stats).registry,
             namespace=settings.observability.cloudwatch_namespace,

@@ -244,7 +244,7 @@ def test_configuration_from_the_environment_alone() -> None:
 def test_the_botocore_pool_covers_batch_write_concurrency(tmp_path: Path) -> None:
     """Every batch_write call that may be in flight at once gets a connection: concurrency
     per route (default 4) times the key groups that may call it together."""
-    from processor.app import _EXTRA_CONNECTIONS  # noqa: PLC0415
+    from processor.app.build import _EXTRA_CONNECTIONS  # noqa: PLC0415
     from processor.app.routes import _consumer_connections  # noqa: PLC0415
 
     text = VALID + (
