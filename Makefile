@@ -96,6 +96,7 @@ test-dynamodb-local: $(STAMP) $(DDB_LOCAL_STAMP) tools
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/hadolint Dockerfile
 
 types: $(STAMP)

@@ -32,7 +32,7 @@ from benchmarks import (
     webhooks,
 )
 from benchmarks.pages import page
-from processor._runtime import tune_gc
+from processor.process import tune_gc
 from processor.testing import moto_server
 
 ROUNDS = 7

@@ -103,14 +103,14 @@ def _powertools() -> Callable[[dict[str, Any]], Any]:
 
 
 def _powertools_kinesis() -> Callable[[dict[str, Any]], Any]:
+    # the deserializer Powertools' DynamoDB stream records use (Binary stays base64 text)
+    from aws_lambda_powertools.shared.dynamodb_deserializer import (  # noqa: PLC0415
+        TypeDeserializer,
+    )
     from aws_lambda_powertools.utilities.batch import (  # noqa: PLC0415
         BatchProcessor,
         EventType,
         process_partial_response,
-    )
-    # the deserializer Powertools' DynamoDB stream records use (Binary stays base64 text)
-    from aws_lambda_powertools.shared.dynamodb_deserializer import (  # noqa: PLC0415
-        TypeDeserializer,
     )
 
     deserializer = TypeDeserializer()

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from processor.core.consumer import RouteStats
+from processor.core.dead_letters import DeadLetter
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
-from processor.sinks.dead_letter import DeadLetter
 from processor.testing import make_record
 
 RECORDS = [make_record({"pk": {"S": f"k{i % 50}"}}) for i in range(400)]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # what type checkers and readers see; at run time, __getattr_
         declare_aws_connections,
         load_callable,
     )
+    from processor.core.dead_letters import DeadLetter, DeadLetterSink
     from processor.core.dispatch import Dispatcher
     from processor.core.egress import (
         DestinationNotAllowed,
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # what type checkers and readers see; at run time, __getattr_
     from processor.core.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
     from processor.core.handlers import RecordHandler, record_handler
     from processor.core.records import EventName, StreamRecord
-    from processor.core.redaction import redact_text, redact_url
     from processor.core.retry import RetryPolicy
     from processor.core.routing import FilterPattern, Route
     from processor.core.signatures import (
@@ -57,7 +57,8 @@ if TYPE_CHECKING:  # what type checkers and readers see; at run time, __getattr_
         TransientError,
         TrimmedDataError,
     )
-    from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, JsonlDeadLetterSink
+    from processor.redaction import redact_text, redact_url
+    from processor.sinks.jsonl import JsonlDeadLetterSink
     from processor.tables import ConditionFailed, DynamoDBTable, WriteAnswer
 
 __all__ = [
@@ -131,8 +132,8 @@ _HOMES: dict[str, str] = {
     "Consumer": "processor.core.consumer",
     "ConsumerContext": "processor.core.consumer",
     "ConsumerFactory": "processor.core.consumer",
-    "DeadLetter": "processor.sinks.dead_letter",
-    "DeadLetterSink": "processor.sinks.dead_letter",
+    "DeadLetter": "processor.core.dead_letters",
+    "DeadLetterSink": "processor.core.dead_letters",
     "DestinationNotAllowed": "processor.core.egress",
     "Dispatcher": "processor.core.dispatch",
     "DynamoDBTable": "processor.tables",
@@ -142,7 +143,7 @@ _HOMES: dict[str, str] = {
     "FilterPattern": "processor.core.routing",
     "InvalidSignature": "processor.core.signatures",
     "IteratorExpiredError": "processor.errors",
-    "JsonlDeadLetterSink": "processor.sinks.dead_letter",
+    "JsonlDeadLetterSink": "processor.sinks.jsonl",
     "LeaseLostError": "processor.errors",
     "ProcessorError": "processor.errors",
     "RecordError": "processor.errors",
@@ -171,8 +172,8 @@ _HOMES: dict[str, str] = {
     "pinned_request": "processor.core.egress",
     "plain_image": "processor.core.values",
     "record_handler": "processor.core.handlers",
-    "redact_text": "processor.core.redaction",
-    "redact_url": "processor.core.redaction",
+    "redact_text": "processor.redaction",
+    "redact_url": "processor.redaction",
     "secret_key": "processor.core.signatures",
     "signature_headers": "processor.core.signatures",
     "standard_headers": "processor.core.signatures",

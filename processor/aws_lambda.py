@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from processor._runtime import tune_gc
 from processor.app.routes import (
     build_routes,
     make_dead_letter_sink,
@@ -54,6 +53,7 @@ from processor.core.records import StreamRecord
 from processor.errors import ConfigError, RecordError, ShutdownRequested
 from processor.http import make_http_pool
 from processor.ops.logs import configure_logging
+from processor.process import tune_gc
 from processor.settings import Settings, load_settings
 from processor.sources.kinesis.wire import from_kinesis
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 
-from processor.core.redaction import redact_text, shown_value
+from processor.redaction import redact_text, shown_value
 
 __all__ = [
     "ChildDied",

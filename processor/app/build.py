@@ -25,28 +25,28 @@ from processor.app.routes import (
 )
 from processor.app.streams import reader_threads, resolve, stream_settings, worker_settings
 from processor.aws import AwsClients, clients_for
-from processor.core._rate import RateLimiter
 from processor.core.consumer import (
     RouteStats,
     StreamInfo,
 )
+from processor.core.dead_letters import DeadLetterSink
 from processor.core.dispatch import Dispatcher
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import TenantStats
 from processor.http import make_http_pool
 from processor.leases.dynamodb import DynamoDBLeaseStore
-from processor.leases.fleet import Fleet, SharedPool
 from processor.leases.model import Lease, LeaseStore
-from processor.leases.worker import RENEWAL_THREADS, PositionFor, Worker
 from processor.multilang.shard import MultiLangProcessor
 from processor.ops.metrics import Metrics
+from processor.runtime.fleet import Fleet, SharedPool
+from processor.runtime.processors import ShardProcessor
+from processor.runtime.rate import RateLimiter
+from processor.runtime.reader import RecordWindow
+from processor.runtime.worker import RENEWAL_THREADS, PositionFor, Worker
 from processor.settings import Settings, StreamSettings
 from processor.settings.sections import DEFAULT_STREAM
-from processor.sinks.dead_letter import DeadLetterSink
 from processor.sources.base import StreamSource
-from processor.sources.processors import ShardProcessor
-from processor.sources.reader import RecordWindow
 
 __all__ = [
     "OFFLINE_UNCHECKED",

@@ -13,7 +13,6 @@ import urllib3
 from pydantic import ValidationError
 
 from processor.aws import AwsClients
-from processor.core._waiting import interruptible_sleep
 from processor.core.consumer import (
     ConsumerContext,
     RouteStats,
@@ -22,14 +21,17 @@ from processor.core.consumer import (
     builtin_consumers,
     load_callable,
 )
+from processor.core.dead_letters import DeadLetterSink
 from processor.core.egress import EgressPolicy
 from processor.core.handlers import RecordHandler
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route, compile_filters
 from processor.core.tenancy import Tenancy, TenantResolver
+from processor.core.waits import interruptible_sleep
 from processor.errors import ConfigError
 from processor.settings import RouteSettings, Settings
-from processor.sinks.dead_letter import DeadLetterSink, JsonlDeadLetterSink, SqsDeadLetterSink
+from processor.sinks.jsonl import JsonlDeadLetterSink
+from processor.sinks.sqs import SqsDeadLetterSink
 from processor.sources.dynamodb import RETENTION_S
 
 __all__ = [

@@ -41,17 +41,14 @@ import structlog
 from tenacity import (
     Retrying,
     retry_if_exception,
-    retry_if_not_exception_type,
-    stop_after_attempt,
     stop_never,
     stop_when_event_set,
-    wait_random_exponential,
 )
 from tenacity.stop import stop_base
 
-from processor.core._waiting import interruptible_sleep
-from processor.core.consumer import BatchResult, RouteStats
-from processor.core.dead_lettering import DeadLetterWriter
+from processor.core.batches import call_consumer, consumer_outcome, key_groups
+from processor.core.consumer import RouteStats
+from processor.core.dead_letters import DeadLetter, DeadLetterSink, DeadLetterWriter, now_utc
 from processor.core.records import StreamRecord
 from processor.core.retry import (
     RetryPolicy,
@@ -59,7 +56,6 @@ from processor.core.retry import (
     _created,
     _Exhausted,
     _log_retry,
-    _PartialFailure,
     _retryable,
     _StopAfterCharged,
     _StopHoldingWhenTooOld,
@@ -69,39 +65,14 @@ from processor.core.retry import (
 )
 from processor.core.routing import Route
 from processor.core.tenancy import Tenancy, TenantStats
-from processor.core.windows import TumblingWindows, Window, check_state
+from processor.core.waits import interruptible_sleep
+from processor.core.window_calls import WindowCallContext, call_window
+from processor.core.windows import TumblingWindows, Window
 from processor.errors import RecordError, ShutdownRequested
-from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, now_utc
 
-__all__ = ["Dispatcher", "key_groups"]
+__all__ = ["Dispatcher"]
 
 log = structlog.get_logger()
-
-
-def key_groups(records: Sequence[StreamRecord], groups: int) -> list[list[StreamRecord]]:
-    """Split records into at most ``groups`` lists; one key's records all in one list, in order.
-
-    Keys are dealt to groups in order of first appearance, so groups stay balanced.
-    """
-    if groups <= 1:
-        return [list(records)] if records else []
-    assignment: dict[str, int] = {}
-    out: list[list[StreamRecord]] = [[] for _ in range(groups)]
-    for record in records:
-        index = assignment.setdefault(record.key_id, len(assignment) % groups)
-        out[index].append(record)
-    return [group for group in out if group]
-
-
-def _resume_point(remaining: list[StreamRecord], failed: frozenset[str]) -> list[StreamRecord]:
-    """Per key: the first failed record and everything after it, in stream order."""
-    blocked: set[str] = set()
-    retry = []
-    for record in remaining:
-        if record.key_id in blocked or record.event_id in failed:
-            blocked.add(record.key_id)
-            retry.append(record)
-    return retry
 
 
 class Dispatcher:
@@ -192,60 +163,16 @@ class Dispatcher:
     def _window_call(
         self, name: str, records: list[StreamRecord], window: Window
     ) -> dict[str, Any] | None:
-        """One call of a windowed route: retried as any consumer call (``max_retries``, full
-        jitter); a RecordError, a bad state or exhausted retries dead-letter the call's
-        records, and the window keeps its state (None)."""
-        route = next(r for r in self.routes if r.name == name)
-        stats = self._stats[name]
-        first_attempt_at = now_utc(self._clock)
-        retries = self._policy.max_retries
-        retrying = Retrying(
-            stop=(stop_after_attempt(retries + 1) if retries >= 0 else stop_never)
-            | stop_when_event_set(self._stop),
-            wait=wait_random_exponential(
-                multiplier=self._policy.base_delay_s, max=self._policy.max_delay_s
+        """One call of a windowed route (:func:`~processor.core.window_calls.call_window`)."""
+        return call_window(
+            next(r for r in self.routes if r.name == name),
+            records,
+            window,
+            WindowCallContext(
+                self._policy, self._stats[name], self._letters, self.windows, self._stop,
+                self._sleep, self._clock,
             ),
-            retry=retry_if_not_exception_type((RecordError, ShutdownRequested)),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        attempts = 0
-
-        def call() -> dict[str, Any]:
-            nonlocal attempts
-            attempts += 1
-            stats.add("calls")
-            state = route.consumer(records, window)
-            check_state(name, state)  # a RecordError: never retried
-            if self.windows is not None and not window.is_final:
-                self.windows.check_fits(name, state)
-            return dict(state)
-
-        try:
-            state = retrying(call)
-        except ShutdownRequested:
-            raise
-        except Exception as exc:
-            if self._stop.is_set():
-                raise ShutdownRequested("stop requested while retrying a window") from exc
-            if records:
-                self._letters.exhausted(
-                    route, records, _Exhausted(records, exc, attempts), first_attempt_at
-                )
-                stats.add("dead_lettered", len(records))
-            log.error(  # noqa: TRY400 - the error is the message
-                "window_call_failed",
-                route=name,
-                window_start=window.start,
-                is_final=window.is_final,
-                state=window.state,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            return None
-        stats.add("delivered", len(records))
-        if window.is_final:
-            stats.add("windows_closed")
-        return state
+        )  # fmt: skip
 
     def _set_aside(self, records: list[StreamRecord]) -> None:
         """Records without a tenant under ``[tenancy] missing = skip | dead_letter``."""
@@ -392,14 +319,14 @@ class Dispatcher:
             stats.add("calls")
             started = time.perf_counter()
             try:
-                result = _call_consumer(route, remaining)
+                result = call_consumer(route, remaining)
             finally:
                 if self._observe is not None:
                     self._observe(route.name, time.perf_counter() - started)
             if result is None:
                 remaining = []
                 return
-            remaining, failure = _outcome(result, remaining, attempts, rejected)
+            remaining, failure = consumer_outcome(result, remaining, attempts, rejected)
             if failure is not None:
                 if failure.held:  # nothing was attempted: no retry spent
                     charged.calls -= 1
@@ -434,35 +361,3 @@ class Dispatcher:
     ) -> None:
         """Dead-letter records that could not even be parsed (route ``-``, no attempts)."""
         self._letters.malformed(items, shard_id)
-
-
-def _outcome(
-    result: BatchResult,
-    records: list[StreamRecord],
-    attempts: int,
-    rejected: list[tuple[StreamRecord, str, int]],
-) -> tuple[list[StreamRecord], _PartialFailure | None]:
-    """After a call that reported failures: what to retry (from each key's first failure on),
-    the failure to raise for it, and (appended to ``rejected``) what the consumer refused."""
-    retry = _resume_point(records, result.failed_event_ids)
-    retried = {r.event_id for r in retry}
-    for record in records:
-        if record.event_id in result.rejected and record.event_id not in retried:
-            rejected.append((record, result.rejected[record.event_id], attempts))
-    if not retry:
-        return retry, None
-    held = bool(result.held) and all(r.event_id in result.held for r in retry)
-    failure = _PartialFailure(
-        len(result.failed_event_ids), len(retry), result.retry_after, result.reasons, held=held
-    )
-    return retry, failure
-
-
-def _call_consumer(route: Route, records: list[StreamRecord]) -> BatchResult | None:
-    result = route.consumer(records)
-    if result is not None and not isinstance(result, BatchResult):
-        raise TypeError(
-            f"consumer of route {route.name!r} returned {type(result).__name__}; "
-            "expected None or processor.BatchResult"
-        )
-    return result

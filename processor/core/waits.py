@@ -1,4 +1,5 @@
-"""The one Retry-After wait: full-jitter exponential backoff that honours a server's answer.
+"""Waiting: the one Retry-After wait (full-jitter exponential backoff that honours a server's
+answer) and the one interruptible sleep.
 
 Every retry that talks to a server (the dispatcher's per-route retries, the webhook's
 per-request retries) waits with :class:`WaitRetryAfter`, and every ``Retry-After`` header is
@@ -8,12 +9,13 @@ read with :func:`parse_retry_after`.
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 from collections.abc import Callable
 
 from tenacity import RetryCallState, wait_random_exponential
 
-__all__ = ["WaitRetryAfter", "parse_retry_after"]
+__all__ = ["WaitRetryAfter", "interruptible_sleep", "parse_retry_after"]
 
 
 def parse_retry_after(value: str | None, *, clock: Callable[[], float] = time.time) -> float | None:
@@ -46,3 +48,12 @@ class WaitRetryAfter:
         if retry_after:
             delay = max(delay, min(float(retry_after), self.max_s))
         return delay
+
+
+def interruptible_sleep(stop: threading.Event) -> Callable[[float], None]:
+    """A ``sleep(seconds)`` that returns early once ``stop`` is set."""
+
+    def sleep(seconds: float) -> None:
+        stop.wait(seconds)
+
+    return sleep

@@ -32,9 +32,8 @@ from processor.multilang.protocol import (
     shard_ended,
     shutdown_requested,
 )
+from processor.runtime.processors import ReaderOutcome, ShardContext
 from processor.settings import MultiLangSettings
-from processor.sources.processors import ReaderOutcome
-from processor.sources.reader import ShardReader
 
 __all__ = ["MultiLangProcessor", "ProtocolError"]
 
@@ -46,7 +45,7 @@ def _spawn(command: Sequence[str], shard_id: str, cwd: str | None) -> Child:
 
 
 class MultiLangProcessor:
-    """A :class:`~processor.sources.processors.ShardProcessor` feeding a child process."""
+    """A :class:`~processor.runtime.processors.ShardProcessor` feeding a child process."""
 
     def __init__(
         self,
@@ -66,20 +65,20 @@ class MultiLangProcessor:
 
     # -- ShardProcessor --------------------------------------------------------------------------
 
-    def start(self, reader: ShardReader) -> None:
+    def start(self, reader: ShardContext) -> None:
         self._range = CheckpointRange(reader.last_handled)
         self._finished = False
         self._child = self._spawn(self._command, reader.shard_id)
         position = reader.last_handled or reader.initial_position
         self._call(reader, initialize(reader.shard_id, position), checkpointer=False)
 
-    def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+    def process(self, reader: ShardContext, batch: list[StreamRecord]) -> None:
         for record in batch:
             self._range.delivered(record.sequence_number)
         behind = int(reader.lag_s * 1000)
         self._call(reader, process_records(batch, behind), checkpointer=True)
 
-    def shard_ended(self, reader: ShardReader) -> bool:
+    def shard_ended(self, reader: ShardContext) -> bool:
         self._range.ended = True
         self._call(reader, shard_ended(), checkpointer=True)
         if not self._finished:
@@ -89,7 +88,7 @@ class MultiLangProcessor:
     def reject_malformed(self, items: Sequence[tuple[object, Exception]], shard_id: str) -> None:
         self._malformed.reject_malformed(items, shard_id)
 
-    def finish(self, reader: ShardReader, outcome: ReaderOutcome) -> None:
+    def finish(self, reader: ShardContext, outcome: ReaderOutcome) -> None:
         child, self._child = self._child, None
         if child is None:
             return
@@ -123,7 +122,7 @@ class MultiLangProcessor:
 
     def _call(
         self,
-        reader: ShardReader,
+        reader: ShardContext,
         message: dict[str, Any],
         *,
         checkpointer: bool,
@@ -157,7 +156,7 @@ class MultiLangProcessor:
                 raise ProtocolError(f"unexpected {kind!r} message while waiting for {action!r}")
 
     def _checkpoint(
-        self, reader: ShardReader, child: Child, request: dict[str, Any], *, allowed: bool
+        self, reader: ShardContext, child: Child, request: dict[str, Any], *, allowed: bool
     ) -> None:
         error = self._write_checkpoint(reader, request) if allowed else "InvalidStateException"
         log.info(
@@ -168,7 +167,7 @@ class MultiLangProcessor:
         )
         child.send(checkpoint_reply(request, error))
 
-    def _write_checkpoint(self, reader: ShardReader, request: dict[str, Any]) -> str | None:
+    def _write_checkpoint(self, reader: ShardContext, request: dict[str, Any]) -> str | None:
         sequence = request.get("sequenceNumber")
         sub = request.get("subSequenceNumber")
         try:

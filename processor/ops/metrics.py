@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from processor.core.consumer import RouteStats
 from processor.core.tenancy import TenantStats
-from processor.leases.snapshot import WorkerSnapshot
+from processor.runtime.snapshot import WorkerSnapshot
 from processor.settings.sections import DEFAULT_STREAM
 
 __all__ = ["HealthServer", "Metrics"]

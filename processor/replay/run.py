@@ -15,7 +15,6 @@ import structlog
 
 from processor.app import build_app
 from processor.app.routes import retry_policy, tenancy_for
-from processor.core._rate import RateLimiter
 from processor.core.consumer import RouteStats
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
@@ -24,7 +23,6 @@ from processor.core.tenancy import TenantResolver
 from processor.errors import ConfigError
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.memory import MemoryLeaseStore
-from processor.leases.worker import PositionFor
 from processor.ops.summary import stats_table
 from processor.ops.tables import render
 from processor.replay.progress import Progress
@@ -35,8 +33,10 @@ from processor.replay.range import (
     read_archive,
     replay_namespace,
 )
+from processor.runtime.rate import RateLimiter
+from processor.runtime.reader import RecordWindow
+from processor.runtime.worker import PositionFor
 from processor.settings import Settings, StreamSettings
-from processor.sources.reader import RecordWindow
 
 __all__ = ["run_capture", "run_replay"]
 

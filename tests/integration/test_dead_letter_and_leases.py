@@ -11,14 +11,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from processor.core.dead_letters import DeadLetter
 from processor.errors import LeaseLostError
 from processor.leases.dynamodb import DynamoDBLeaseStore
-from processor.sinks.dead_letter import (
-    DeadLetter,
-    JsonlDeadLetterSink,
-    SqsDeadLetterSink,
-    read_dead_letters,
-)
+from processor.sinks.jsonl import JsonlDeadLetterSink, read_dead_letters
+from processor.sinks.sqs import SqsDeadLetterSink
 from processor.sources.lineage import Shard
 from processor.testing import make_record
 

@@ -258,15 +258,15 @@ def test_the_readers_lag_is_kinesis_millis_behind_latest() -> None:
     GetRecords says, not now minus the creation time: changes made just now that sat an hour
     behind a backlog are an hour behind."""
     from processor.leases.memory import MemoryLeaseStore  # noqa: PLC0415
+    from processor.runtime.processors import DispatchProcessor, ShardContext  # noqa: PLC0415
+    from processor.runtime.reader import ReaderSettings, ShardReader  # noqa: PLC0415
     from processor.sources.kinesis import KinesisSource  # noqa: PLC0415
-    from processor.sources.processors import DispatchProcessor  # noqa: PLC0415
-    from processor.sources.reader import ReaderSettings, ShardReader  # noqa: PLC0415
 
     now = [1_795_000_000.0]
     lags: list[float] = []
 
     class Recording(DispatchProcessor):
-        def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+        def process(self, reader: ShardContext, batch: list[StreamRecord]) -> None:
             lags.append(reader.lag_s)
             reader.commit(batch[-1].sequence_number)
 
@@ -336,14 +336,18 @@ def test_a_checkpoint_older_than_the_retention_is_not_skipped_silently(policy: s
     `on_trimmed` applies as on DynamoDB Streams: stop the shard, or go on from the horizon
     with the lost range logged."""
     from processor.leases.memory import MemoryLeaseStore  # noqa: PLC0415
+    from processor.runtime.processors import (  # noqa: PLC0415
+        DispatchProcessor,
+        ReaderOutcome,
+        ShardContext,
+    )
+    from processor.runtime.reader import ReaderSettings, ShardReader  # noqa: PLC0415
     from processor.sources.kinesis import KinesisSource  # noqa: PLC0415
-    from processor.sources.processors import DispatchProcessor, ReaderOutcome  # noqa: PLC0415
-    from processor.sources.reader import ReaderSettings, ShardReader  # noqa: PLC0415
 
     seen: list[str] = []
 
     class Recording(DispatchProcessor):
-        def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+        def process(self, reader: ShardContext, batch: list[StreamRecord]) -> None:
             seen.extend(str(r.keys["pk"]) for r in batch)
             reader.commit(batch[-1].sequence_number)
 

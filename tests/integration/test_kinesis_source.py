@@ -19,15 +19,15 @@ import pytest
 
 from processor.app import build_app
 from processor.core.consumer import RouteStats
+from processor.core.dead_letters import DeadLetter
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route, compile_filters
-from processor.leases.worker import Worker, WorkerSettings
+from processor.runtime.reader import ReaderSettings
+from processor.runtime.worker import Worker, WorkerSettings
 from processor.settings import load_settings
-from processor.sinks.dead_letter import DeadLetter
 from processor.sources.kinesis.adapter import KinesisSource
-from processor.sources.reader import ReaderSettings
 from processor.testing import MemoryLeaseStore, create_table, kds_payload, put_change
 from tests.integration.helpers import kinesis_config
 

@@ -9,7 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from processor.sinks.dead_letter import DeadLetter, read_dead_letters
+from processor.core.dead_letters import DeadLetter
+from processor.sinks.jsonl import read_dead_letters
 from processor.testing import WebhookReceiver, create_table, scan_all
 from tests.conftest import BACKEND
 

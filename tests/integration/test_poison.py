@@ -11,7 +11,7 @@ import pytest
 
 from processor.app import build_app
 from processor.settings import load_settings
-from processor.sinks.dead_letter import read_dead_letters
+from processor.sinks.jsonl import read_dead_letters
 from processor.testing import create_table
 
 from . import transforms

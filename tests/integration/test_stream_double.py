@@ -14,7 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from processor.app import build_app
-from processor.leases.worker import RunSummary
+from processor.runtime.worker import RunSummary
 from processor.settings import load_settings
 from processor.testing.stream_double import Scenario, StreamDouble
 

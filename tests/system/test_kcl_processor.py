@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from processor.core.records import StreamRecord
 from processor.multilang.protocol import checkpoint_reply, encode, parse_line
-from processor.sinks.dead_letter import read_dead_letters
+from processor.sinks.jsonl import read_dead_letters
 from processor.testing import kds_payload
 
 

@@ -29,7 +29,7 @@ import amazon_kclpy
 import boto3
 import pytest
 
-from processor.sinks.dead_letter import read_dead_letters
+from processor.sinks.jsonl import read_dead_letters
 from processor.testing import create_table
 from tests.system.cli import dsp_with
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from processor.sinks.dead_letter import read_dead_letters
+from processor.sinks.jsonl import read_dead_letters
 from processor.testing import WebhookReceiver, create_table
 from tests.system.cli import dsp_with
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from processor.sinks.dead_letter import read_dead_letters
+from processor.sinks.jsonl import read_dead_letters
 from processor.testing import WebhookReceiver, create_table
 from tests.system.cli import Dsp, dsp_with
 

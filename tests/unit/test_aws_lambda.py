@@ -14,7 +14,7 @@ import pytest
 
 from processor import aws_lambda
 from processor.errors import ConfigError
-from processor.sinks.dead_letter import read_dead_letters
+from processor.sinks.jsonl import read_dead_letters
 
 from . import lambda_consumer
 

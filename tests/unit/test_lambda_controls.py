@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processor.core.batches import key_groups
 from processor.core.consumer import BatchResult, RouteStats
-from processor.core.dispatch import Dispatcher, key_groups
+from processor.core.dead_letters import DeadLetter
+from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.errors import TransientError
-from processor.sinks.dead_letter import DeadLetter
 from processor.testing import make_record
 
 NOW = 1_700_000_000.0

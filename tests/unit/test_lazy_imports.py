@@ -36,7 +36,7 @@ def test_import_processor_imports_no_engine() -> None:
 
 def test_the_lambda_handler_module_imports_neither_the_worker_nor_prometheus() -> None:
     modules = imported_after("from processor import aws_lambda")
-    assert "processor.leases.worker" not in modules
+    assert "processor.runtime.worker" not in modules
     assert "processor.app.build" not in modules
     assert "prometheus_client" not in modules  # only with cloudwatch = "emf"
 

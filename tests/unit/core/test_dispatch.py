@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from processor.core.consumer import BatchResult, RouteStats
+from processor.core.dead_letters import DeadLetter
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route, compile_filters
 from processor.core.waits import parse_retry_after
 from processor.errors import RecordError, ShutdownRequested, TransientError
-from processor.sinks.dead_letter import DeadLetter
 from processor.testing import make_record
 
 

@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 
 from processor import aws_lambda
 from processor.core.consumer import RouteStats
+from processor.core.dead_letters import DeadLetter
 from processor.core.dispatch import Dispatcher
 from processor.core.handlers import RecordHandler, record_handler
 from processor.core.records import StreamRecord
@@ -28,7 +29,6 @@ from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.errors import ConfigError, RecordError
 from processor.settings import load_settings
-from processor.sinks.dead_letter import DeadLetter
 from processor.testing import make_record
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -14,17 +14,17 @@ import pytest
 
 from processor import aws_lambda
 from processor.core.consumer import RouteStats
+from processor.core.dead_letters import DeadLetter
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.windows import MAX_STATE_BYTES, TumblingWindows, Window
 from processor.errors import ConfigError
-from processor.leases.worker import Worker, WorkerSettings
+from processor.runtime.reader import ReaderSettings
+from processor.runtime.worker import Worker, WorkerSettings
 from processor.settings import load_settings
-from processor.sinks.dead_letter import DeadLetter
 from processor.sources.lineage import Shard
-from processor.sources.reader import ReaderSettings
 from processor.testing import MemoryLeaseStore, make_record
 from tests.unit.leases.test_worker import ARN, FakeStreams
 

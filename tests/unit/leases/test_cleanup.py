@@ -17,9 +17,9 @@ from processor.core.routing import Route
 from processor.errors import TransientError
 from processor.leases.cleanup import cleaned, plan_cleanup, shards_to_create
 from processor.leases.model import Lease
-from processor.leases.worker import Worker, WorkerSettings
+from processor.runtime.reader import ReaderSettings
+from processor.runtime.worker import Worker, WorkerSettings
 from processor.sources.lineage import Shard
-from processor.sources.reader import ReaderSettings
 from processor.testing import MemoryLeaseStore
 from tests.unit.leases.test_worker import ARN, Collector, FakeStreams, ListSink, raw
 

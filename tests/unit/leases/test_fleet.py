@@ -1,4 +1,4 @@
-"""Several streams' workers on one main loop and one reader pool (processor.leases.fleet),
+"""Several streams' workers on one main loop and one reader pool (processor.runtime.fleet),
 against in-memory sources: each stream read whole into its own routes, the pool's bound
 shared, the figures per stream and added up, and shutdown releasing every stream's leases."""
 
@@ -12,15 +12,15 @@ import structlog
 from structlog.testing import capture_logs
 
 from processor.core.consumer import RouteStats, StreamInfo
+from processor.core.dead_letters import DeadLetter
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
-from processor.leases.fleet import Fleet, SharedPool
-from processor.leases.worker import Worker, WorkerSettings
-from processor.sinks.dead_letter import DeadLetter
+from processor.runtime.fleet import Fleet, SharedPool
+from processor.runtime.reader import ReaderSettings
+from processor.runtime.worker import Worker, WorkerSettings
 from processor.sources.lineage import Shard
-from processor.sources.reader import ReaderSettings
 from processor.testing import MemoryLeaseStore, MemorySource, make_record
 
 #: Kinesis numbers every stream's shards alike: the same ids in both streams

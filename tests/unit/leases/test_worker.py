@@ -11,18 +11,19 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from processor.core.consumer import RouteStats, StreamInfo
+from processor.core.dead_letters import DeadLetter
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.errors import IteratorExpiredError, StreamError
 from processor.leases.model import Lease
-from processor.leases.worker import Worker, WorkerSettings
 from processor.ops.status import render_table, status_rows
-from processor.sinks.dead_letter import DeadLetter
+from processor.runtime.processors import DispatchProcessor
+from processor.runtime.reader import ReaderSettings, ShardReader
+from processor.runtime.worker import Worker, WorkerSettings
 from processor.sources.base import Page
 from processor.sources.lineage import Shard
-from processor.sources.reader import ReaderSettings, ShardReader
 from processor.testing import MemoryLeaseStore, MemorySource, make_record
 
 ARN = "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"
@@ -319,8 +320,14 @@ def test_a_reader_delivers_nothing_while_its_lease_is_unconfirmed() -> None:
         lease=stale,
         initial_position="TRIM_HORIZON",
         store=store,
-        dispatcher=Dispatcher(
-            [Route("r", collector)], ListSink(), RetryPolicy(), stats={"r": RouteStats()}, stop=stop
+        processor=DispatchProcessor(
+            Dispatcher(
+                [Route("r", collector)],
+                ListSink(),
+                RetryPolicy(),
+                stats={"r": RouteStats()},
+                stop=stop,
+            )
         ),
         settings=ReaderSettings(lease_fence_s=5.0, poll_interval_min_s=0.01),
         stop=stop,

@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from processor.core.consumer import BatchResult
+from processor.core.dead_letters import DeadLetter
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
-from processor.sinks.dead_letter import DeadLetter, JsonlDeadLetterSink, read_dead_letters
-from processor.sinks.redrive import _snapshot, redrive_file
+from processor.replay.redrive import _snapshot, redrive_file
+from processor.sinks.jsonl import JsonlDeadLetterSink, read_dead_letters
 from processor.testing import make_record
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)

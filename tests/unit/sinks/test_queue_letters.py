@@ -12,12 +12,12 @@ import boto3
 from botocore.stub import ANY, Stubber
 
 from processor.core.consumer import BatchResult
+from processor.core.dead_letters import DeadLetter
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
-from processor.sinks.dead_letter import DeadLetter
-from processor.sinks.queue_letters import redrive_queue
-from processor.sinks.redrive import Redelivery, RedriveReport
+from processor.replay.queue_letters import redrive_queue
+from processor.replay.redrive import Redelivery, RedriveReport
 from processor.testing import make_record
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 
 from processor.leases.memory import MemoryLeaseStore
+from processor.runtime.processors import DispatchProcessor
+from processor.runtime.reader import ReaderSettings, ShardReader
 from processor.sources.lineage import Shard
-from processor.sources.processors import DispatchProcessor
-from processor.sources.reader import ReaderSettings, ShardReader
 from processor.testing import MemorySource
 
 

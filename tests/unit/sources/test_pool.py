@@ -11,8 +11,8 @@ from collections.abc import Generator
 import pytest
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from processor.core._waiting import drive, just, retry_steps
-from processor.sources.pool import StepPool, WakingEvent
+from processor.runtime.pool import StepPool, WakingEvent
+from processor.runtime.steps import drive, just, retry_steps
 
 Steps = Generator[float, None, object]
 
@@ -242,7 +242,7 @@ def test_a_step_that_never_returns_does_not_keep_the_process_alive() -> None:
 
     script = """
 import threading
-from processor.sources.pool import StepPool
+from processor.runtime.pool import StepPool
 pool = StepPool(2, name="stuck")
 def stuck():
     threading.Event().wait()  # a consumer call that never returns

@@ -5,6 +5,7 @@ worker's snapshot."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import structlog
@@ -16,48 +17,27 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from processor.core._waiting import Steps, retry_steps
 from processor.errors import LeaseLostError, ProcessorError
-from processor.leases.model import LeaseStore
-from processor.leases.snapshot import WorkerSnapshot
-from processor.sources.pool import StepPool, Task
-from processor.sources.processors import ReaderOutcome
-from processor.sources.reader import ReaderSettings, ShardReader
+from processor.leases.model import Lease, LeaseStore
+from processor.runtime.pool import StepPool, Task
+from processor.runtime.processors import ReaderOutcome
+from processor.runtime.reader import ShardReader
+from processor.runtime.settings import WorkerSettings
+from processor.runtime.snapshot import WorkerSnapshot
+from processor.runtime.steps import Steps, retry_steps
 
-__all__ = ["RunSummary", "Running", "WorkerSettings", "renew_one", "restart_steps", "snapshot"]
+__all__ = [
+    "RunSummary",
+    "Running",
+    "WorkerSettings",
+    "release",
+    "renew_all",
+    "renew_one",
+    "restart_steps",
+    "snapshot",
+]
 
 log = structlog.get_logger()
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    owner: str
-    starting_position: str = "TRIM_HORIZON"
-    #: with starting_position AT_TIMESTAMP: the time (epoch seconds); ``native``: the source
-    #: has an AT_TIMESTAMP iterator (Kinesis), else records before it are skipped (ADR 0025)
-    starting_timestamp: float | None = None
-    native_at_timestamp: bool = False
-    timestamp_granularity_s: float = 1.0
-    lease_timeout_s: float = 30.0
-    renew_interval_s: float = 10.0
-    #: the lease table is scanned this often (or every renewal, if that is more often)
-    lease_scan_interval_s: float = 2.0
-    discovery_interval_s: float = 30.0
-    #: leases this process may hold; None: no cap (every shard it can take)
-    max_leases: int | None = None
-    #: a cleanup pass this often (ADR 0024); None: leases are never deleted
-    cleanup_interval_s: float | None = 60.0
-    #: at most this many deletes per cleanup pass (the rest wait for the next)
-    cleanup_max_deletes: int = 100
-    shutdown_deadline_s: float = 30.0
-    tick_s: float = 0.2
-    #: a reader that fails (AccessDenied, an unexpected error) is restarted, keeping its lease,
-    #: after a full-jitter exponential backoff from this base up to the cap
-    reader_restart_base_s: float = 1.0
-    reader_restart_max_s: float = 60.0
-    #: the most threads reading shards at once, however many shards are owned
-    reader_threads: int = 32
-    reader: ReaderSettings = field(default_factory=ReaderSettings)
 
 
 @dataclass(slots=True)
@@ -164,6 +144,24 @@ def renew_one(store: LeaseStore, running: Running, owner: str) -> None:
         running.reader.stop.set()
     except ProcessorError as exc:
         log.warning("lease_renew_failed", shard_id=running.reader.shard_id, error=str(exc))
+
+
+def renew_all(store: LeaseStore, running: list[Running], owner: str, executor: Executor) -> None:
+    """Renew every owned lease, in parallel: one slow call must not delay the others."""
+    if len(running) <= 1:
+        for item in running:
+            renew_one(store, item, owner)
+        return
+    list(executor.map(lambda item: renew_one(store, item, owner), running))
+
+
+def release(store: LeaseStore, lease: Lease, *, handoff: bool = False) -> None:
+    """Give a lease up (``handoff``: to the replica that asked); a failure is logged, and
+    the lease times out instead."""
+    try:
+        store.release(lease, handoff=handoff)
+    except ProcessorError as exc:
+        log.warning("lease_release_failed", shard_id=lease.shard_id, error=str(exc))
 
 
 def snapshot(

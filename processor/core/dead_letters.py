@@ -1,12 +1,17 @@
-"""Writing dead letters: records a route rejected, records that exhausted their retries,
-records that could not be parsed. Nothing may be lost, so a sink outage is retried until the
-letters are stored or a stop is requested (then the batch is abandoned, never skipped)."""
+"""Dead letters: what one is (the record whole, the route, why, when), the sink protocol
+every destination implements (``processor.sinks``: a JSONL file, an SQS queue), and the
+writer that builds letters for records a route rejected, records that exhausted their
+retries and records that could not be parsed. Nothing may be lost, so a sink outage is
+retried until the letters are stored or a stop is requested (then the batch is abandoned,
+never skipped)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import structlog
 from tenacity import (
@@ -26,11 +31,62 @@ from processor.core.retry import (
 from processor.core.routing import Route
 from processor.core.tenancy import NO_TENANT, TenantStats
 from processor.errors import ShutdownRequested, TransientError
-from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, now_utc
 
-__all__ = ["DeadLetterWriter"]
+__all__ = ["DeadLetter", "DeadLetterSink", "DeadLetterWriter", "now_utc"]
 
 log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One record that could not be handled, with why."""
+
+    record: dict[str, Any]
+    route: str
+    error_type: str
+    error_message: str
+    attempts: int
+    shard_id: str | None
+    first_attempt_at: datetime
+    dead_lettered_at: datetime
+    tenant: str | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "error": {"type": self.error_type, "message": self.error_message},
+            "attempts": self.attempts,
+            "shard_id": self.shard_id,
+            "tenant": self.tenant,
+            "sequence_number": self.record.get("dynamodb", {}).get("SequenceNumber"),
+            "event_id": self.record.get("eventID"),
+            "first_attempt_at": self.first_attempt_at.isoformat(),
+            "dead_lettered_at": self.dead_lettered_at.isoformat(),
+            "record": self.record,
+        }
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> DeadLetter:
+        return cls(
+            record=doc["record"],
+            route=doc["route"],
+            error_type=doc["error"]["type"],
+            error_message=doc["error"]["message"],
+            attempts=int(doc["attempts"]),
+            shard_id=doc.get("shard_id"),
+            first_attempt_at=datetime.fromisoformat(doc["first_attempt_at"]),
+            dead_lettered_at=datetime.fromisoformat(doc["dead_lettered_at"]),
+            tenant=doc.get("tenant"),
+        )
+
+
+class DeadLetterSink(Protocol):
+    def send(self, entries: Sequence[DeadLetter], /) -> None:
+        """Store every entry durably before returning; raise TransientError if that failed."""
+
+
+def now_utc(clock: Callable[[], float]) -> datetime:
+    return datetime.fromtimestamp(clock(), tz=UTC)
 
 
 class DeadLetterWriter:

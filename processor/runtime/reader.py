@@ -16,21 +16,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import structlog
 from tenacity import (
     RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_when_event_set,
-    wait_random_exponential,
 )
 
-from processor.core._rate import RateLimiter
-from processor.core._waiting import Steps, drive, just, retry_steps
-from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.reorder import ReorderWindow
 from processor.errors import (
@@ -38,46 +30,22 @@ from processor.errors import (
     LeaseLostError,
     ShardEndNotCheckpointed,
     ShutdownRequested,
-    TransientError,
     TrimmedDataError,
 )
 from processor.leases.model import Lease, LeaseStore
+from processor.runtime.fencing import await_confirmed_lease
+from processor.runtime.processors import ReaderOutcome, ShardProcessor
+from processor.runtime.rate import RateLimiter
+from processor.runtime.settings import ReaderSettings, RecordWindow
+from processor.runtime.steps import Steps, drive, transient_steps
+from processor.runtime.trimmed import first_available, skip_trimmed
 from processor.sources.base import Page, StreamSource
-from processor.sources.processors import DispatchProcessor, ReaderOutcome, ShardProcessor
 
 __all__ = ["ReaderSettings", "RecordWindow", "ShardEndNotCheckpointed", "ShardReader"]
 
 log = structlog.get_logger()
 
 T = TypeVar("T")
-
-
-#: Replay's range: keeps the records of a page that are in range, and says whether the end
-#: of the range was passed (the shard is then done).
-RecordWindow = Callable[[list[StreamRecord]], tuple[list[StreamRecord], bool]]
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderSettings:
-    get_records_limit: int = 1000
-    max_records: int = 100
-    max_window_s: float = 0.0
-    on_trimmed: str = "fail"  # "fail" | "skip"
-    #: Start no batch unless the lease was confirmed this recently (half the lease timeout):
-    #: another replica may take a lease only a full timeout after its last confirmation.
-    lease_fence_s: float = 15.0
-    poll_interval_min_s: float = 0.25
-    poll_interval_max_s: float = 2.0
-    #: once a shard has had no records for ``idle_after_s``, its polls may space out to this
-    #: (None: ``poll_interval_max_s`` always). Idle polls are most of the cost at rest.
-    idle_poll_interval_s: float | None = None
-    idle_after_s: float = 60.0
-    #: hold each record this long to restore each key's creation order and drop duplicates
-    #: (Kinesis Data Streams for DynamoDB); 0: off
-    reorder_window_s: float = 0.0
-    #: the least time between two GetRecords calls on the shard, even while catching up
-    #: (Kinesis: 0.2 s, its 5 calls per second per shard); 0: the next page at once
-    min_read_interval_s: float = 0.0
 
 
 class ShardReader:
@@ -89,9 +57,8 @@ class ShardReader:
         lease: Lease,
         initial_position: str | tuple[str, str | None],
         store: LeaseStore,
-        dispatcher: Dispatcher | None = None,
         settings: ReaderSettings,
-        processor: ShardProcessor | None = None,
+        processor: ShardProcessor,
         stop: threading.Event,
         monotonic: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
@@ -119,9 +86,6 @@ class ShardReader:
             initial_position = (initial_position, None)
         self._initial_position: tuple[str, str | None] = initial_position
         self._store = store
-        if processor is None:
-            assert dispatcher is not None, "a ShardReader needs a dispatcher or a processor"
-            processor = DispatchProcessor(dispatcher)
         self.processor = processor
         #: set (with ``stop``) by the worker when a renewal found the lease taken over
         self.lease_lost = False
@@ -154,8 +118,6 @@ class ShardReader:
             self.failures += 1
             self.failures_total += 1
 
-    # -- positions ----------------------------------------------------------------------------
-
     def _iterator(self) -> str:
         if self.last_read is not None:
             return self._adapter.get_iterator(
@@ -177,23 +139,8 @@ class ShardReader:
 
     def _with_retries(self, call: Callable[[], T]) -> Steps[T]:
         """Transient failures (throttling after botocore's own retries, 5xx) back off here."""
-        retrying = Retrying(
-            stop=stop_when_event_set(self.stop),
-            wait=wait_random_exponential(
-                multiplier=0.5, max=self._settings.poll_interval_max_s * 5
-            ),
-            retry=retry_if_exception_type(TransientError),
-            before_sleep=self._log_stream_retry,
-            reraise=True,
-        )
-        try:
-            return (yield from retry_steps(retrying, lambda: just(call)))
-        except TransientError as exc:
-            if self.stop.is_set():
-                raise ShutdownRequested("stop requested while retrying a stream call") from exc
-            raise
-
-    # -- the loop -----------------------------------------------------------------------------
+        max_wait_s = self._settings.poll_interval_max_s * 5
+        return transient_steps(call, self.stop, max_wait_s, self._log_stream_retry)
 
     def run(self) -> ReaderOutcome:
         """Read until stopped, finished or failed, in this thread. May be called again after
@@ -235,6 +182,11 @@ class ShardReader:
         return outcome
 
     @property
+    def window_state(self) -> str | None:
+        """The window states written with the last checkpoint (ADR 0025)."""
+        return self.lease.window_state
+
+    @property
     def initial_position(self) -> str:
         """Where this shard starts without a checkpoint: TRIM_HORIZON, LATEST, AT_TIMESTAMP
         or a sequence number (a replay's start)."""
@@ -260,41 +212,17 @@ class ShardReader:
                 self.last_handled = sequence_number
                 self.handled_time = handled_time
 
-    def _first_available(self) -> str | None:
-        """The first sequence number still in the shard (peeks from TRIM_HORIZON)."""
-        iterator: str | None = self._adapter.get_iterator(
-            self._stream_arn, self.shard_id, "TRIM_HORIZON"
-        )
-        for _ in range(5):  # real shards may answer empty pages before the first record
-            if iterator is None:
-                return None
-            page = self._adapter.get_records(iterator, limit=1, shard_id=self.shard_id)
-            if page.records:
-                return page.records[0].sequence_number
-            iterator = page.next_iterator
-        return None
-
     def _trimmed(self, exc: TrimmedDataError) -> str:
         """Apply ``on_trimmed``: raise (fail) or restart at TRIM_HORIZON (skip). Never silent."""
         lost_after = self.last_read
-        first = self._first_available()
-        start = f"after {lost_after}" if lost_after else "from the start of the shard"
-        end = f"up to before {first}" if first else "up to the trim horizon"
-        lost = f"{start} {end}"
-        if self._settings.on_trimmed != "skip":
-            raise TrimmedDataError(
-                f"shard {self.shard_id}: records {lost} were trimmed (older than the stream's "
-                f"{self._adapter.retention_s / 3600:g} h retention) before they were read; set "
-                'stream.on_trimmed = "skip" to go on',
-                shard_id=self.shard_id,
-                sequence_number=lost_after,
-            ) from exc
-        log.error(
-            "trimmed_data_skipped",
+        first = first_available(self._adapter, self._stream_arn, self.shard_id)
+        skip_trimmed(
+            exc,
+            self.shard_id,
             lost_after=lost_after,
-            lost_before=first,
-            lost_range=lost,
-            policy="skip",
+            first=first,
+            on_trimmed=self._settings.on_trimmed,
+            source=self._adapter,
         )
         with self._lock:
             self.trimmed_skips.append((lost_after, first))
@@ -421,7 +349,9 @@ class ShardReader:
         held = len(self._reorder) if self._reorder is not None else 0
         self.caught_up = not buffer and not held
         if not buffer and not held and self.processor.wants_empty_batches:
-            yield from self._await_confirmed_lease()
+            yield from await_confirmed_lease(
+                lambda: self.lease, self._clock, self._settings.lease_fence_s, self.stop
+            )
             self.processor.process(self, [])
         wait = delay
         if buffer:
@@ -444,26 +374,6 @@ class ShardReader:
             buffer = yield from self._handle(buffer, flush=True)
         return buffer
 
-    def _await_confirmed_lease(self) -> Steps[None]:
-        """Self-fencing: wait (without delivering) until the lease was confirmed recently.
-
-        Renewals run on the worker's main thread; if they lag (a slow lease table), another
-        replica could soon see the lease as expired and take it. Not starting a batch then
-        keeps two owners from delivering the same records at once.
-        """
-        warned = False
-        while self._clock() - self.lease.heartbeat >= self._settings.lease_fence_s:
-            if not warned:
-                log.warning(
-                    "lease_not_confirmed",
-                    age_s=round(self._clock() - self.lease.heartbeat, 2),
-                    fence_s=self._settings.lease_fence_s,
-                )
-                warned = True
-            yield 0.05
-            if self.stop.is_set():
-                raise ShutdownRequested("stop requested while waiting for the lease")
-
     def _handle(self, records: list[StreamRecord], *, flush: bool) -> Steps[list[StreamRecord]]:
         """Dispatch full batches (and, with ``flush``, the rest); return what is left."""
         size = self._settings.max_records
@@ -471,7 +381,9 @@ class ShardReader:
             batch, records = records[:size], records[size:]
             last = batch[-1].sequence_number
             structlog.contextvars.bind_contextvars(sequence_number=last)
-            yield from self._await_confirmed_lease()
+            yield from await_confirmed_lease(
+                lambda: self.lease, self._clock, self._settings.lease_fence_s, self.stop
+            )
             if self._rate is not None:  # --rate: records per second across all readers
                 wait = self._rate.reserve(len(batch))
                 if wait > 0:

@@ -23,13 +23,14 @@ from pathlib import Path
 import structlog
 
 from processor.core.consumer import RouteStats
+from processor.core.dead_letters import DeadLetter
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import Tenancy
 from processor.errors import RecordError
-from processor.sinks.dead_letter import DeadLetter, _dumps, locked_append, read_dead_letters
+from processor.sinks.jsonl import dumps, locked_append, read_dead_letters
 
 __all__ = ["Redelivery", "RedriveReport", "identity", "redrive_file"]
 
@@ -188,7 +189,7 @@ def redrive_file(
         report.kept += len(keep)
         if keep:
             with locked_append(path) as fd:
-                os.write(fd, "".join(_dumps(e.to_document()) + "\n" for e in keep).encode())
+                os.write(fd, "".join(dumps(e.to_document()) + "\n" for e in keep).encode())
                 os.fsync(fd)
         snapshot.unlink()
     log.info(

@@ -2,7 +2,7 @@
 
 A long-running loop (a shard reader) is written as a *step generator*: instead of sleeping it
 yields the seconds it wants to wait, and whoever drives it decides how: :func:`drive` waits
-on a stop event in the calling thread; :class:`processor.sources.pool.StepPool` runs
+on a stop event in the calling thread; :class:`processor.runtime.pool.StepPool` runs
 thousands of them on a few threads. Retry policies stay tenacity's (:func:`retry_steps`).
 """
 
@@ -13,23 +13,25 @@ import threading
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
-from tenacity import DoAttempt, DoSleep, RetryCallState, Retrying
+import structlog
+from tenacity import (
+    DoAttempt,
+    DoSleep,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_random_exponential,
+)
 
-__all__ = ["Steps", "drive", "interruptible_sleep", "just", "retry_steps"]
+from processor.errors import ShutdownRequested, TransientError
+
+__all__ = ["Steps", "bound", "drive", "just", "retry_steps", "transient_steps"]
 
 T = TypeVar("T")
 
 #: a loop that yields the seconds it wants to wait and returns its result
 Steps = Generator[float, None, T]
-
-
-def interruptible_sleep(stop: threading.Event) -> Callable[[float], None]:
-    """A ``sleep(seconds)`` that returns early once ``stop`` is set."""
-
-    def sleep(seconds: float) -> None:
-        stop.wait(seconds)
-
-    return sleep
 
 
 def drive(steps: Steps[T], stop: threading.Event) -> T:
@@ -76,3 +78,34 @@ def retry_steps(retrying: Retrying, attempt: Callable[[], Steps[T]]) -> Steps[T]
             yield float(action)
         else:
             return action  # type: ignore[no-any-return]
+
+
+def bound(steps: Steps[T], **context: str) -> Steps[T]:
+    """``steps`` with ``context`` in every log line they write (a pooled task runs in a
+    contextvars context of its own, so the binding stays the task's)."""
+    structlog.contextvars.bind_contextvars(**context)
+    return (yield from steps)
+
+
+def transient_steps(
+    call: Callable[[], T],
+    stop: threading.Event,
+    max_wait_s: float,
+    before_sleep: Callable[[RetryCallState], None],
+) -> Steps[T]:
+    """``call`` retried on TransientError with full-jitter exponential waits (from 0.5 s up to
+    ``max_wait_s``), yielded as steps, until it succeeds or ``stop`` is set (then
+    ShutdownRequested)."""
+    retrying = Retrying(
+        stop=stop_when_event_set(stop),
+        wait=wait_random_exponential(multiplier=0.5, max=max_wait_s),
+        retry=retry_if_exception_type(TransientError),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        return (yield from retry_steps(retrying, lambda: just(call)))
+    except TransientError as exc:
+        if stop.is_set():
+            raise ShutdownRequested("stop requested while retrying a stream call") from exc
+        raise

@@ -3,9 +3,17 @@ replay progress bar (dict access is kept: these are TypedDicts)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypedDict
 
-__all__ = ["ShardSnapshot", "WorkerSnapshot", "readiness"]
+import structlog
+
+from processor.runtime.settings import WorkerSettings
+
+__all__ = ["ShardSnapshot", "UnownedShards", "WorkerSnapshot", "readiness"]
+
+log = structlog.get_logger()
 
 
 class ShardSnapshot(TypedDict):
@@ -66,3 +74,51 @@ def readiness(state: WorkerSnapshot, *, scanned: bool, max_stall_s: float) -> tu
             f"(e.g. {worst['shard_id']}: {worst['last_poll_age_s']:.0f} s{error})"
         )
     return True, f"ready: {len(state['shards'])} shard(s)"
+
+
+@dataclass(slots=True)
+class UnownedShards:
+    """Ready shards left without a live owner (ADR 0023). Past ``grace_s`` (a lease timeout
+    plus a scan) they are unread changes that the retention will drop: a WARNING every scan,
+    and a line in /readyz's body (the ``dsp_shards_unowned`` gauge shows them too). The
+    worker's settings are read at each call (``settings()``)."""
+
+    settings: Callable[[], WorkerSettings]
+    count: int = 0
+    since: float | None = None
+
+    @property
+    def grace_s(self) -> float:
+        return self.settings().lease_timeout_s + self.settings().lease_scan_interval_s
+
+    @property
+    def max_leases(self) -> int | None:
+        return self.settings().max_leases
+
+    def report(self, unowned: int, now: float) -> None:
+        """The count after a lease scan."""
+        if unowned <= 0:
+            self.since, self.count = None, 0
+            return
+        if self.since is None:
+            self.since = now
+        self.count = unowned
+        waited = now - self.since
+        if waited > self.grace_s:
+            log.warning(
+                "shards_unowned",
+                count=unowned,
+                for_s=round(waited, 1),
+                max_leases=self.max_leases,
+                fix="raise checkpoints.max_leases, or add replicas: unread changes are lost "
+                "once they pass the stream's retention",
+            )
+
+    def note(self, now: float) -> str:
+        """What /readyz adds once they are overdue (they do not make the process unready)."""
+        if self.since is None or now - self.since <= self.grace_s:
+            return ""
+        return (
+            f"; WARNING: {self.count} ready shard(s) unowned for {now - self.since:.0f} s "
+            f"(checkpoints.max_leases = {self.max_leases}): raise it or add replicas"
+        )

@@ -42,9 +42,10 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from processor.aws import translate_client_error
+from processor.core.dead_letters import DeadLetter, DeadLetterSink
 from processor.core.retry import RetryPolicy
-from processor.sinks.dead_letter import DeadLetter, DeadLetterSink, read_dead_letters
-from processor.sinks.redrive import Redelivery, RedriveReport, identity
+from processor.replay.redrive import Redelivery, RedriveReport, identity
+from processor.sinks.jsonl import read_dead_letters
 
 __all__ = [
     "QueueLetter",

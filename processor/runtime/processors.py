@@ -4,18 +4,16 @@
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import structlog
 
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 
-if TYPE_CHECKING:
-    from processor.sources.reader import ShardReader
-
-__all__ = ["DispatchProcessor", "ReaderOutcome", "ShardProcessor"]
+__all__ = ["DispatchProcessor", "ReaderOutcome", "ShardContext", "ShardProcessor"]
 
 log = structlog.get_logger()
 
@@ -27,29 +25,75 @@ class ReaderOutcome(enum.Enum):
     FAILED = "failed"  # an unexpected error; the lease is released for a retry
 
 
+class ShardContext(Protocol):
+    """What a processor sees of the shard it serves: who it is, where it stands, how to
+    commit, and the stop. The shard reader (:class:`~processor.runtime.reader.ShardReader`)
+    is one; a processor never reaches the reader's loop, its source or its lease store."""
+
+    #: set by a processor that learns the lease is gone (the run then ends)
+    lease_lost: bool
+
+    @property
+    def shard_id(self) -> str: ...
+
+    @property
+    def last_handled(self) -> str | None:
+        """The last sequence number committed (or resumed after)."""
+
+    @property
+    def initial_position(self) -> str:
+        """Where the shard starts without a checkpoint (TRIM_HORIZON, LATEST, ...)."""
+
+    @property
+    def lag_s(self) -> float:
+        """How far behind the shard's tip the reader is."""
+
+    @property
+    def reordering(self) -> bool:
+        """Batches are reordered per key: a batch's last record need not be its highest."""
+
+    @property
+    def window_state(self) -> str | None:
+        """The window states written with the last checkpoint (ADR 0025)."""
+
+    @property
+    def stop(self) -> threading.Event:
+        """Set when the run should end after this batch."""
+
+    def commit(
+        self,
+        sequence_number: str | None,
+        *,
+        finished: bool = False,
+        handled_time: float | None = None,
+        window_state: str | None = None,
+    ) -> None:
+        """Checkpoint: every record up to ``sequence_number`` is handled."""
+
+
 class ShardProcessor(Protocol):
     """What a shard's records go to: our dispatch pipeline (:class:`DispatchProcessor`), or a
     KCL MultiLang child process (:mod:`processor.multilang`). The reader reads, batches and
     keeps the lease; the processor handles batches and decides what is checkpointed, through
-    :meth:`ShardReader.commit`."""
+    :meth:`ShardContext.commit`."""
 
     #: also hand over empty batches (KCL's callProcessRecordsEvenForEmptyRecordList)
     wants_empty_batches: bool
 
-    def start(self, reader: ShardReader) -> None:
+    def start(self, shard: ShardContext) -> None:
         """Before the first batch of a run (a restarted reader starts again)."""
 
-    def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+    def process(self, shard: ShardContext, batch: list[StreamRecord]) -> None:
         """Handle one batch, in stream order; commit what is safely done."""
 
-    def shard_ended(self, reader: ShardReader) -> bool:
+    def shard_ended(self, shard: ShardContext) -> bool:
         """The shard has no more records: True once its end is checkpointed (finished)."""
 
     def reject_malformed(self, items: Sequence[tuple[object, Exception]], shard_id: str) -> None:
         """Records that could not be parsed: to the dead-letter destination."""
 
-    def finish(self, reader: ShardReader, outcome: ReaderOutcome) -> None:
-        """The run ended with ``outcome`` (see :attr:`ShardReader.lease_lost`)."""
+    def finish(self, shard: ShardContext, outcome: ReaderOutcome) -> None:
+        """The run ended with ``outcome`` (see :attr:`ShardContext.lease_lost`)."""
 
 
 class DispatchProcessor:
@@ -63,37 +107,37 @@ class DispatchProcessor:
         #: whose end passed is closed on time
         self.wants_empty_batches = self.windows is not None
 
-    def start(self, reader: ShardReader) -> None:
+    def start(self, shard: ShardContext) -> None:
         if self.windows is not None:  # the states written with the last checkpoint
-            self.windows.load(reader.lease.window_state, reader.shard_id)
+            self.windows.load(shard.window_state, shard.shard_id)
 
     def _states(self) -> str | None:
         return self.windows.dump() if self.windows is not None else None
 
-    def process(self, reader: ShardReader, batch: list[StreamRecord]) -> None:
+    def process(self, shard: ShardContext, batch: list[StreamRecord]) -> None:
         if not batch:
             if self.windows is not None and self.windows.close_due():
-                reader.commit(reader.last_handled, window_state=self._states())
+                shard.commit(shard.last_handled, window_state=self._states())
             return
         self.dispatcher.dispatch(batch)
         # the highest position of the batch: with a reorder window a batch is a prefix of the
         # arrivals in creation order per key, so its last record need not be its highest
-        last = max(batch, key=lambda r: r.sequence_int) if reader.reordering else batch[-1]
+        last = max(batch, key=lambda r: r.sequence_int) if shard.reordering else batch[-1]
         created = last.approximate_creation_time
-        reader.commit(
+        shard.commit(
             last.sequence_number,
             handled_time=created.timestamp() if created else None,
             window_state=self._states(),
         )
 
-    def shard_ended(self, reader: ShardReader) -> bool:
+    def shard_ended(self, shard: ShardContext) -> bool:
         if self.windows is not None:
             self.windows.close_all()  # is_shard_end: the children start fresh
-        reader.commit(reader.last_handled, finished=True, window_state="" if self.windows else None)
+        shard.commit(shard.last_handled, finished=True, window_state="" if self.windows else None)
         return True
 
     def reject_malformed(self, items: Sequence[tuple[object, Exception]], shard_id: str) -> None:
         self.dispatcher.reject_malformed(items, shard_id)
 
-    def finish(self, reader: ShardReader, outcome: ReaderOutcome) -> None:
+    def finish(self, shard: ShardContext, outcome: ReaderOutcome) -> None:
         self.dispatcher.close()

@@ -1,4 +1,4 @@
-"""Several streams in one process: a :class:`~processor.leases.worker.Worker` per stream, one
+"""Several streams in one process: a :class:`~processor.runtime.worker.Worker` per stream, one
 main loop, one reader pool (ADR 0026).
 
 Each stream keeps what is its own: its source, its leases (a namespace of the one lease
@@ -12,10 +12,11 @@ import threading
 from collections.abc import Mapping
 from dataclasses import fields
 
-from processor.leases.readers import RunSummary
-from processor.leases.snapshot import WorkerSnapshot
-from processor.leases.worker import Worker, run_workers
-from processor.sources.pool import StepPool
+from processor.runtime.main_loop import run_workers
+from processor.runtime.pool import StepPool
+from processor.runtime.shard_run import RunSummary
+from processor.runtime.snapshot import WorkerSnapshot
+from processor.runtime.worker import Worker
 
 __all__ = ["Fleet", "SharedPool"]
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from processor.core._waiting import Steps
+from processor.runtime.steps import Steps
 
 __all__ = ["StepPool", "Task", "WakingEvent"]
 
