@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # what type checkers and readers see; at run time, __getattr_
     )
     from processor.core.values import decode_image, decode_value, plain_image, to_client_image
     from processor.core.waits import WaitRetryAfter, parse_retry_after
+    from processor.dynamodb_table import ConditionFailed, DynamoDBTable, WriteAnswer
     from processor.errors import (
         ConfigError,
         IteratorExpiredError,
@@ -59,7 +60,6 @@ if TYPE_CHECKING:  # what type checkers and readers see; at run time, __getattr_
     )
     from processor.redaction import redact_text, redact_url
     from processor.sinks.jsonl import JsonlDeadLetterSink
-    from processor.tables import ConditionFailed, DynamoDBTable, WriteAnswer
 
 __all__ = [
     "THROTTLING_CODES",
@@ -127,7 +127,7 @@ _HOMES: dict[str, str] = {
     "BatchResult": "processor.core.consumer",
     "CircuitBreaker": "processor.core.flow",
     "CircuitOpen": "processor.core.flow",
-    "ConditionFailed": "processor.tables",
+    "ConditionFailed": "processor.dynamodb_table",
     "ConfigError": "processor.errors",
     "Consumer": "processor.core.consumer",
     "ConsumerContext": "processor.core.consumer",
@@ -136,7 +136,7 @@ _HOMES: dict[str, str] = {
     "DeadLetterSink": "processor.core.dead_letters",
     "DestinationNotAllowed": "processor.core.egress",
     "Dispatcher": "processor.core.dispatch",
-    "DynamoDBTable": "processor.tables",
+    "DynamoDBTable": "processor.dynamodb_table",
     "EgressPolicy": "processor.core.egress",
     "EventName": "processor.core.records",
     "FairScheduler": "processor.core.flow",
@@ -160,7 +160,7 @@ _HOMES: dict[str, str] = {
     "TransientError": "processor.errors",
     "TrimmedDataError": "processor.errors",
     "WaitRetryAfter": "processor.core.waits",
-    "WriteAnswer": "processor.tables",
+    "WriteAnswer": "processor.dynamodb_table",
     "check_url_template": "processor.core.egress",
     "declare_aws_connections": "processor.core.consumer",
     "decode_image": "processor.core.values",

@@ -18,10 +18,10 @@ Branches are chosen by what the caller must do, never by where an error came fro
     ├── LeaseLostError         another owner took the shard: stop reading it, checkpoint nothing
     ├── ShutdownRequested      a stop was asked for while waiting: abandon, do not checkpoint
     ├── CircuitOpen            (core.flow) a destination's breaker is open: wait for its probe
-    ├── ShardEndNotCheckpointed (sources.reader) a finished shard's end was not checkpointed
-    ├── ChildDied, ChildTimedOut (multilang.child) a KCL MultiLang child failed its lease
-    ├── ProtocolError          (multilang.shard) a MultiLang child broke the protocol
-    ├── ConditionFailed        (tables) a conditional write's condition did not hold
+    ├── ShardEndNotCheckpointed (runtime.reader) a finished shard's end was not checkpointed
+    ├── ChildDied, ChildTimedOut (kclpy_daemon.child) a KCL MultiLang child failed its lease
+    ├── ProtocolError          (kclpy_daemon.shard) a MultiLang child broke the protocol
+    ├── ConditionFailed        (dynamodb_table) a conditional write's condition did not hold
     └── InvalidSignature       (core.signatures) a webhook request's signature does not verify
 
 Adapters translate vendor errors exactly once (``raise ... from exc``); the context
@@ -195,23 +195,24 @@ class ShutdownRequested(ProcessorError):
 
 
 class ConditionFailed(ProcessorError):
-    """(processor.tables) A conditional write's condition did not hold (nothing was written)."""
+    """(processor.dynamodb_table) A conditional write's condition did not hold (nothing was
+    written)."""
 
 
 class ChildDied(ProcessorError):
-    """(multilang.child) The child exited, or closed its stdout, while the daemon waited."""
+    """(kclpy_daemon.child) The child exited, or closed its stdout, while the daemon waited."""
 
 
 class ChildTimedOut(ProcessorError):
-    """(multilang.child) The child did not answer within ``timeoutInSeconds``."""
+    """(kclpy_daemon.child) The child did not answer within ``timeoutInSeconds``."""
 
 
 class ProtocolError(ProcessorError):
-    """(multilang.shard) The child answered what the protocol does not allow at that point."""
+    """(kclpy_daemon.shard) The child answered what the protocol does not allow at that point."""
 
 
 class ShardEndNotCheckpointed(ProcessorError):
-    """(sources.reader) The processor did not checkpoint the end of a finished shard: its
+    """(runtime.reader) The processor did not checkpoint the end of a finished shard: its
     children wait."""
 
 

@@ -35,9 +35,9 @@ from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import TenantStats
 from processor.http import make_http_pool
+from processor.kclpy_daemon.shard import MultiLangProcessor
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.model import Lease, LeaseStore
-from processor.multilang.shard import MultiLangProcessor
 from processor.ops.metrics import Metrics
 from processor.runtime.fleet import Fleet, SharedPool
 from processor.runtime.processors import ShardProcessor

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from processor.aws import AwsClients
 from processor.core.consumer import StreamInfo
+from processor.dynamodb_table import DynamoDBTable
 from processor.errors import ConfigError
 from processor.runtime.reader import ReaderSettings
 from processor.runtime.worker import WorkerSettings
@@ -14,7 +15,6 @@ from processor.sources.base import StreamSource
 from processor.sources.dynamodb import StreamsAdapter, resolve_stream
 from processor.sources.kinesis.adapter import READS_PER_SECOND as KINESIS_READS_PER_SECOND
 from processor.sources.kinesis.adapter import KinesisSource, resolve_kinesis_stream
-from processor.tables import DynamoDBTable
 
 __all__ = ["reader_threads", "resolve", "stream_settings", "worker_settings"]
 

@@ -22,7 +22,7 @@ from processor.cli.dead_letters import letters, redrive
 from processor.cli.leases import import_kcl, prune, status
 from processor.cli.parser import _parser
 from processor.errors import ConfigError, ProcessorError
-from processor.multilang.properties import IGNORED, read_properties, to_settings
+from processor.kclpy_daemon.properties import IGNORED, read_properties, to_settings
 from processor.ops.emf import EmfWriter
 from processor.ops.iam import policy_for
 from processor.ops.lambda_filters import lambda_filters

@@ -13,7 +13,7 @@ from processor.app import build_app
 from processor.app.routes import retry_policy, tenancy_for
 from processor.aws import clients_for
 from processor.errors import ConfigError
-from processor.ops.tables import render
+from processor.ops.text_table import render
 from processor.replay.queue_letters import (
     count_queue,
     file_letters,

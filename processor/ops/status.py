@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from processor.leases.model import Lease
-from processor.ops.tables import render
+from processor.ops.text_table import render
 
 __all__ = ["render_json", "render_table", "status_rows"]
 

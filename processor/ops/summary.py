@@ -10,7 +10,7 @@ import structlog
 from processor.core.consumer import (
     RouteStats,
 )
-from processor.ops.tables import render
+from processor.ops.text_table import render
 from processor.settings import Settings
 
 __all__ = ["stats_table"]

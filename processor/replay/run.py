@@ -24,7 +24,7 @@ from processor.errors import ConfigError
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.memory import MemoryLeaseStore
 from processor.ops.summary import stats_table
-from processor.ops.tables import render
+from processor.ops.text_table import render
 from processor.replay.progress import Progress
 from processor.replay.range import (
     ArchiveWriter,

@@ -1,5 +1,5 @@
 """What a lease's records go to: the ShardProcessor seam. DispatchProcessor is our pipeline
-(routes, checkpoint after every delivered batch); processor.multilang has a KCL child."""
+(routes, checkpoint after every delivered batch); processor.kclpy_daemon has a KCL child."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class ShardContext(Protocol):
 
 class ShardProcessor(Protocol):
     """What a shard's records go to: our dispatch pipeline (:class:`DispatchProcessor`), or a
-    KCL MultiLang child process (:mod:`processor.multilang`). The reader reads, batches and
+    KCL MultiLang child process (:mod:`processor.kclpy_daemon`). The reader reads, batches and
     keeps the lease; the processor handles batches and decides what is checkpointed, through
     :meth:`ShardContext.commit`."""
 

@@ -1,6 +1,6 @@
 """`python -m processor.kcl`: our routes as an amazon_kclpy record processor, driven through
 the real amazon_kclpy KCLProcess by a scripted MultiLang conversation (the messages the Java
-MultiLangDaemon sends, as `processor.multilang.protocol` writes them for `dsp multilang`).
+MultiLangDaemon sends, as `processor.kclpy_daemon.protocol` writes them for `dsp multilang`).
 
 The route's consumer writes what it receives to a file; a filter keeps only paid orders; a
 record that is not a DynamoDB change is dead-lettered. After each batch the processor
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from processor.core.records import StreamRecord
-from processor.multilang.protocol import checkpoint_reply, encode, parse_line
+from processor.kclpy_daemon.protocol import checkpoint_reply, encode, parse_line
 from processor.sinks.jsonl import read_dead_letters
 from processor.testing import kds_payload
 

@@ -28,7 +28,7 @@ def test_consumers_use_only_the_public_api() -> None:
         for line in path.read_text().splitlines():
             if line.startswith(("from processor.", "import processor.")):
                 raise AssertionError(f"{path.name}: {line}")
-            # vendor errors are translated in processor's adapters (processor.tables), once
+            # vendor errors are translated in processor's adapters (processor.dynamodb_table), once
             if line.startswith(("from botocore", "import botocore")):
                 raise AssertionError(f"{path.name}: {line}")
 
@@ -125,11 +125,3 @@ def test_processor_testing_imports_without_the_test_extra() -> None:
     code = "import sys, processor.testing; print(sorted(m for m in sys.modules if m == 'moto'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
-
-
-def test_the_old_cache_client_path_still_imports() -> None:
-    """README of earlier releases told services `from consumers.cache_client import ...`."""
-    from consumers.cache import SubscribedCache  # noqa: PLC0415
-    from consumers.cache_client import SubscribedCache as Old  # noqa: PLC0415
-
-    assert Old is SubscribedCache

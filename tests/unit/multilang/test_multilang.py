@@ -12,8 +12,8 @@ import pytest
 from processor.aws import clients_for
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError
-from processor.multilang.properties import parse_properties, to_settings
-from processor.multilang.protocol import (
+from processor.kclpy_daemon.properties import parse_properties, to_settings
+from processor.kclpy_daemon.protocol import (
     SHARD_END,
     CheckpointRange,
     CheckpointRequest,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processor.ops.tables import render
+from processor.ops.text_table import render
 
 
 def test_columns_are_padded_to_the_widest_cell_under_a_dashed_rule() -> None:

@@ -20,8 +20,8 @@ import structlog
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.errors import LeaseLostError, ProcessorError, ProtocolError, TransientError
-from processor.multilang.child import Child, ChildDied, ChildFactory, ChildTimedOut
-from processor.multilang.protocol import (
+from processor.kclpy_daemon.child import Child, ChildDied, ChildFactory, ChildTimedOut
+from processor.kclpy_daemon.protocol import (
     SHARD_END,
     CheckpointRange,
     CheckpointRequest,

@@ -20,7 +20,7 @@ from typing import IO, Any
 import structlog
 
 from processor.errors import ChildDied, ChildTimedOut
-from processor.multilang.protocol import encode, parse_line
+from processor.kclpy_daemon.protocol import encode, parse_line
 
 __all__ = ["Child", "ChildDied", "ChildTimedOut"]
 
