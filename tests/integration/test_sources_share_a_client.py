@@ -17,14 +17,10 @@ from processor.testing import create_table, kds_payload, put_change
 
 
 def _client(service: str, endpoint: str) -> Any:
+    """A client as the suite's fixtures make them (DynamoDB Local keeps each access key's
+    tables apart: the same credentials as the ``dynamodb`` fixture)."""
     make: Any = boto3.client  # typed per service name; ours is a variable
-    return make(
-        service,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    return make(service, endpoint_url=endpoint, region_name="us-east-1")
 
 
 def test_two_dynamodb_streams_adapters_on_one_client_each_read_their_records(
