@@ -33,25 +33,21 @@ import base64
 import binascii
 import os
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from processor.app.pipeline import Pipeline
 from processor.app.routes import (
-    build_routes,
-    make_dead_letter_sink,
     refuse_windows,
-    retry_policy,
-    tenancy_for,
 )
 from processor.aws import AwsClients, clients_for
 from processor.core.consumer import RouteStats, StreamInfo
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError, RecordError, ShutdownRequested
-from processor.http import make_http_pool
 from processor.ops.logs import configure_logging
 from processor.process import tune_gc
 from processor.settings import Settings, load_settings
@@ -166,23 +162,13 @@ def _build(first: dict[str, Any], clients: AwsClients | None = None) -> _Runtime
         region=os.environ.get("AWS_REGION", settings.aws.region),
         pool_size=10 + settings.batch.parallelism,
     )
-    sink = make_dead_letter_sink(settings, clients)  # before any consumer: fail at once
     stop = threading.Event()
-    routes, stats = build_routes(
-        settings,
-        stream=_stream_info(first),
-        clients=clients,
-        http=make_http_pool(settings),
-        memory_caches={},
-        stop=stop,
-    )
     # One attempt per invocation: the event source mapping owns retries and bisection.
-    policy = replace(
-        retry_policy(settings, report_exhausted=True), max_retries=0, bisect_on_error=False
+    pipeline = Pipeline.from_settings(
+        settings, clients=clients, stream=_stream_info(first), stop=stop, one_attempt=True
     )
-    dispatcher = Dispatcher(
-        routes, sink, policy, stats=stats, stop=stop, tenancy=tenancy_for(settings)
-    )
+    stats = pipeline.stats
+    dispatcher = pipeline.dispatcher(stop)
     emf = None
     if settings.observability.cloudwatch == "emf":
         # prometheus_client only when asked for: it is a tenth of a cold start

@@ -15,13 +15,12 @@ from typing import Any
 import structlog
 import urllib3
 
+from processor.app.pipeline import Pipeline
 from processor.app.routes import (
     _consumer_connections,
     build_routes,
     close_routes,
     make_dead_letter_sink,
-    retry_policy,
-    tenancy_for,
 )
 from processor.app.streams import reader_threads, resolve, stream_settings, worker_settings
 from processor.aws import AwsClients, clients_for
@@ -31,7 +30,6 @@ from processor.core.consumer import (
 )
 from processor.core.dead_letters import DeadLetterSink
 from processor.core.dispatch import Dispatcher
-from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import TenantStats
 from processor.http import make_http_pool
@@ -55,6 +53,7 @@ __all__ = [
     "SummedStats",
     "build_app",
     "check_config",
+    "process_clients",
     "stream_arn_for",
     "stream_source",
     "worker_settings",
@@ -125,7 +124,9 @@ class App:
         close_routes(self.routes, self.http)
 
 
-def _clients(settings: Settings) -> AwsClients:
+def process_clients(settings: Settings) -> AwsClients:
+    """The process's AWS clients, their connection pool sized for every thread that may
+    call at once (readers, renewals, the main loop, the consumers' own calls)."""
     cap = settings.checkpoints.max_leases
     threads = reader_threads(settings)
     readers = threads if cap is None else min(cap * len(settings.named_streams), threads)
@@ -150,7 +151,7 @@ def check_config(settings: Settings, *, offline: bool = False) -> str:
     run would. Returns a one-line summary."""
     stop = threading.Event()
     http = make_http_pool(settings)
-    clients: AwsClients | None = None if offline else _clients(settings)
+    clients: AwsClients | None = None if offline else process_clients(settings)
     resolved: list[str] = []
     built: set[str] = set()
     for name, config in settings.named_streams:
@@ -200,33 +201,16 @@ def stream_arn_for(settings: Settings, clients: AwsClients, name: str | None = N
 
 
 def _dispatchers(
-    settings: Settings,
-    *,
-    routes: list[Route],
-    stats: dict[str, RouteStats],
-    sink: DeadLetterSink,
-    policy: RetryPolicy,
-    metrics: Metrics,
-    tenant_stats: TenantStats,
-    stream: str = DEFAULT_STREAM,
+    pipeline: Pipeline, metrics: Metrics, tenant_stats: TenantStats, stream: str
 ) -> Callable[[threading.Event], Dispatcher]:
-    """A Dispatcher per reader (each with its reader's stop event), sharing routes and stats."""
-    tenancy = tenancy_for(settings)
+    """A Dispatcher per reader (each with its reader's stop event) over the stream's pipeline;
+    consumer call times go to the metrics with the stream's name."""
 
     def observe(route: str, seconds: float) -> None:
         metrics.observe_call(route, seconds, stream=stream)
 
     def dispatcher_for(stop: threading.Event) -> Dispatcher:
-        return Dispatcher(
-            routes,
-            sink,
-            policy,
-            stats=stats,
-            stop=stop,
-            observe=observe,
-            tenancy=tenancy,
-            tenant_stats=tenant_stats,
-        )
+        return pipeline.dispatcher(stop, observe=observe, tenant_stats=tenant_stats)
 
     return dispatcher_for
 
@@ -267,7 +251,7 @@ def build_app(
     by name); ``store_for``: the
     lease store of a stream (its namespace, its ARN) instead of the lease table's;
     ``positions``: where a stream's shards start and which records count (a replay's range)."""
-    clients = _clients(settings)
+    clients = process_clients(settings)
     sink = make_dead_letter_sink(settings, clients)  # before any call: a bad path fails at once
     http = make_http_pool(settings)
     caches: dict[str, Any] = memory_caches if memory_caches is not None else {}
@@ -279,20 +263,20 @@ def build_app(
     runs: dict[str, StreamRun] = {}
     for name, config in settings.named_streams:
         adapter, stream_arn, stream = resolve(config, clients)
-        if routes is None:
-            built_routes, stats = build_routes(
-                settings,
-                stream=stream,
-                clients=clients,
-                http=http,
-                memory_caches=caches,
-                stop=stop_consumers,
-                stream_name=name,
-            )
-        elif callable(routes):
-            built_routes, stats = routes(name)
-        else:
-            built_routes, stats = routes
+        override = routes(name) if callable(routes) else routes
+        pipeline = Pipeline.from_settings(
+            settings,
+            clients=clients,
+            stream=stream,
+            stop=stop_consumers,
+            stream_name=name,
+            routes=override,
+            sink=sink,
+            http=http,
+            memory_caches=caches,
+            retention_s=adapter.retention_s,
+        )
+        built_routes, stats = pipeline.routes, pipeline.stats
         position_for, window = positions(config) if positions is not None else (None, None)
         namespace = settings.lease_namespace(name)
         if store_for is not None:
@@ -304,16 +288,7 @@ def build_app(
                 application=namespace,
                 stream_arn=stream_arn,
             )
-        dispatcher_for = _dispatchers(
-            settings,
-            routes=built_routes,
-            stats=stats,
-            sink=sink,
-            policy=retry_policy(settings, retention_s=adapter.retention_s),
-            metrics=metrics,
-            tenant_stats=tenant_stats,
-            stream=name,
-        )
+        dispatcher_for = _dispatchers(pipeline, metrics, tenant_stats, name)
         worker = Worker(
             processor_for=_processors(settings, dispatcher_for),
             adapter=adapter,

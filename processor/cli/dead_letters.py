@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 from collections import Counter
 from typing import Any
 
 import structlog
 
-from processor.app import build_app
-from processor.app.routes import retry_policy, tenancy_for
+from processor.app import process_clients
+from processor.app.pipeline import Pipeline
+from processor.app.streams import resolve
 from processor.aws import clients_for
 from processor.errors import ConfigError
 from processor.ops.text_table import render
@@ -47,26 +49,31 @@ def _places(args: argparse.Namespace, settings: Settings) -> tuple[str | None, s
 
 def redrive(args: argparse.Namespace, settings: Settings) -> int:
     path, queue = _places(args, settings)
-    app = build_app(settings)
+    clients = process_clients(settings)
+    stop = threading.Event()
+    # the routes of the one stream redriven (--stream with several): no worker is built
+    _, _, stream = resolve(settings.only_stream, clients)
+    pipeline = Pipeline.from_settings(settings, clients=clients, stream=stream, stop=stop)
     only = set(args.route) if args.route else None
-    policy = retry_policy(settings)
+    policy = pipeline.policy
     report, seen = RedriveReport(), set[tuple[str, str, str]]()
     try:
         if path:
             redrive_file(
-                path, app.routes, policy, only_routes=only, tenancy=tenancy_for(settings),
+                path, pipeline.routes, policy, only_routes=only, tenancy=pipeline.tenancy,
                 seen=seen, report=report,
             )  # fmt: skip
         if queue:
             redelivery = Redelivery(
-                app.routes, policy, report, only_routes=only, tenancy=tenancy_for(settings)
+                pipeline.routes, policy, report, only_routes=only, tenancy=pipeline.tenancy
             )
             redrive_queue(
-                app.clients.sqs, queue, redelivery, replace_into=app.sink,
+                clients.sqs, queue, redelivery, replace_into=pipeline.sink,
                 visibility_s=redrive_visibility_s(policy), seen=seen,
             )  # fmt: skip
     finally:
-        app.close()
+        stop.set()
+        pipeline.close()
     delivered = sum(report.delivered.values())
     per_route = ", ".join(f"{k}: {v}" for k, v in report.delivered.items()) or "-"
     where = " and ".join(p for p in (path, queue) if p)

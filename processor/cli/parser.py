@@ -222,6 +222,7 @@ def _dead_letter(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "if any record failed again.",
     )
     _common(redrive)
+    _streams(redrive)
     _letters_source(redrive)
     listing = _add(
         dead_sub,

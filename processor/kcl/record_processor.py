@@ -22,19 +22,15 @@ import structlog
 from amazon_kclpy import kcl
 from amazon_kclpy.v3 import processor as kclpy
 
+from processor.app.pipeline import Pipeline
 from processor.app.routes import (
-    build_routes,
-    make_dead_letter_sink,
     refuse_windows,
-    retry_policy,
-    tenancy_for,
 )
 from processor.aws import clients_for
 from processor.core.consumer import StreamInfo
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.errors import RecordError
-from processor.http import make_http_pool
 from processor.ops.logs import configure_logging
 from processor.settings import Settings, load_settings
 from processor.sources.kinesis.wire import from_kinesis
@@ -63,22 +59,10 @@ class RoutesRecordProcessor(kclpy.RecordProcessorBase):  # type: ignore[misc]
             stream = StreamInfo(
                 config.kinesis_stream or "", config.table or "", "NEW_AND_OLD_IMAGES", ()
             )
-            routes, stats = build_routes(
-                settings,
-                stream=stream,
-                clients=clients,
-                http=make_http_pool(settings),
-                memory_caches={},
-                stop=self._stop,
+            pipeline = Pipeline.from_settings(
+                settings, clients=clients, stream=stream, stop=self._stop
             )
-            self._dispatcher = Dispatcher(
-                routes,
-                make_dead_letter_sink(settings, clients),
-                retry_policy(settings),
-                stats=stats,
-                stop=self._stop,
-                tenancy=tenancy_for(settings),
-            )
+            self._dispatcher = pipeline.dispatcher(self._stop)
         return self._dispatcher
 
     def initialize(self, initialize_input: Any) -> None:

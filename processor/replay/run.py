@@ -13,10 +13,10 @@ from typing import Any
 
 import structlog
 
-from processor.app import build_app
-from processor.app.routes import retry_policy, tenancy_for
+from processor.app import build_app, process_clients
+from processor.app.pipeline import Pipeline
+from processor.app.streams import resolve
 from processor.core.consumer import RouteStats
-from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 from processor.core.routing import Route, compile_filters
 from processor.core.tenancy import TenantResolver
@@ -211,15 +211,12 @@ def _replay_files(
     routes: tuple[list[Route], dict[str, RouteStats]] | None,
     dry: _DryRun | None,
 ) -> int:
-    app = build_app(settings, routes=routes, store_for=lambda namespace, arn: MemoryLeaseStore())
-    dispatcher = Dispatcher(
-        app.routes,
-        app.sink,
-        retry_policy(settings),
-        stats=app.stats,
-        stop=stop,
-        tenancy=tenancy_for(settings),
+    clients = process_clients(settings)
+    _, _, stream = resolve(settings.only_stream, clients)  # the consumers' key schema
+    pipeline = Pipeline.from_settings(
+        settings, clients=clients, stream=stream, stop=stop, routes=routes
     )
+    dispatcher = pipeline.dispatcher(stop)
     paths = [str(p) for p in args.from_file]
     state = _progress_file(paths, rng)
     done = int(state.read_text()) if args.resume and state.exists() else 0
@@ -255,14 +252,14 @@ def _replay_files(
             dispatcher.reject_malformed(malformed, None)  # type: ignore[arg-type]
     finally:
         dispatcher.close()
-        app.close()
+        pipeline.close()
     if dry is not None:
         print(dry.table())
         return EXIT_OK
     if not stop.is_set():
         state.unlink(missing_ok=True)
     print(f"replayed {handled} archived records from {len(paths)} file(s)")
-    return _summary(settings, app.stats, [rng])
+    return _summary(settings, pipeline.stats, [rng])
 
 
 def _archive_base(out: str, stream: str, several: bool) -> Path:

@@ -152,3 +152,15 @@ def test_every_module_the_walk_names_exists() -> None:
         if not any(c.exists() for c in candidates):
             missing.append(path)
     assert missing == []
+
+
+def test_dispatchers_are_made_by_the_pipeline_only() -> None:
+    """One pipeline factory (ADR 0027): only app/pipeline.py wires a Dispatcher from the
+    settings; the entry points go through Pipeline. A redrive narrows the pipeline it is
+    given (one route at a time, failures collected instead of stored): the one other."""
+    makers = sorted(
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "processor").rglob("*.py")
+        if "testing" not in path.parts and re.search(r"\bDispatcher\(", path.read_text())
+    )
+    assert makers == ["processor/app/pipeline.py", "processor/replay/redrive.py"]
