@@ -27,7 +27,6 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from consumers.cache import MemoryCache
 from processor.app import build_app
-from processor.core.signatures import new_secret
 from processor.core.values import decode_image
 from processor.ops.logs import configure_logging
 from processor.ops.summary import stats_table
@@ -39,6 +38,7 @@ from processor.testing import (
     moto_server,
     scan_all,
 )
+from processor.webhooks.signatures import new_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANTS = ("acme", "globex", "initech")

@@ -7,6 +7,7 @@ Each is imported on first use (PEP 562): `import processor`, or a submodule such
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and readers see; at run time, __getattr__ below
@@ -23,31 +24,18 @@ if TYPE_CHECKING:  # what type checkers and readers see; at run time, __getattr_
     )
     from processor.core.dead_letters import DeadLetter, DeadLetterSink
     from processor.core.dispatch import Dispatcher
-    from processor.core.egress import (
-        DestinationNotAllowed,
-        EgressPolicy,
-        check_url_template,
-        host_is_templated,
-        pinned_request,
-    )
-    from processor.core.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
     from processor.core.handlers import RecordHandler, record_handler
     from processor.core.records import EventName, StreamRecord
     from processor.core.retry import RetryPolicy
     from processor.core.routing import FilterPattern, Route
-    from processor.core.signatures import (
-        InvalidSignature,
-        new_secret,
-        secret_key,
-        signature_headers,
-        standard_headers,
-        verify,
-    )
     from processor.core.values import decode_image, decode_value, plain_image, to_client_image
     from processor.core.waits import WaitRetryAfter, parse_retry_after
     from processor.dynamodb_table import ConditionFailed, DynamoDBTable, WriteAnswer
     from processor.errors import (
+        CircuitOpen,
         ConfigError,
+        DestinationNotAllowed,
+        InvalidSignature,
         IteratorExpiredError,
         LeaseLostError,
         ProcessorError,
@@ -64,7 +52,6 @@ if TYPE_CHECKING:  # what type checkers and readers see; at run time, __getattr_
 __all__ = [
     "THROTTLING_CODES",
     "BatchResult",
-    "CircuitBreaker",
     "CircuitOpen",
     "ConditionFailed",
     "ConfigError",
@@ -76,9 +63,7 @@ __all__ = [
     "DestinationNotAllowed",
     "Dispatcher",
     "DynamoDBTable",
-    "EgressPolicy",
     "EventName",
-    "FairScheduler",
     "FilterPattern",
     "InvalidSignature",
     "IteratorExpiredError",
@@ -95,38 +80,28 @@ __all__ = [
     "StreamInfo",
     "StreamNotFoundError",
     "StreamRecord",
-    "TokenBuckets",
     "TransientError",
     "TrimmedDataError",
     "WaitRetryAfter",
     "WriteAnswer",
-    "check_url_template",
     "declare_aws_connections",
     "decode_image",
     "decode_value",
-    "host_is_templated",
     "load_callable",
-    "new_secret",
     "parse_retry_after",
-    "pinned_request",
     "plain_image",
     "record_handler",
     "redact_text",
     "redact_url",
-    "secret_key",
-    "signature_headers",
-    "standard_headers",
     "to_client_image",
     "translate_client_error",
-    "verify",
 ]
 
 #: where each public name is defined
 _HOMES: dict[str, str] = {
     "THROTTLING_CODES": "processor.aws",
     "BatchResult": "processor.core.consumer",
-    "CircuitBreaker": "processor.core.flow",
-    "CircuitOpen": "processor.core.flow",
+    "CircuitOpen": "processor.errors",
     "ConditionFailed": "processor.dynamodb_table",
     "ConfigError": "processor.errors",
     "Consumer": "processor.core.consumer",
@@ -134,14 +109,12 @@ _HOMES: dict[str, str] = {
     "ConsumerFactory": "processor.core.consumer",
     "DeadLetter": "processor.core.dead_letters",
     "DeadLetterSink": "processor.core.dead_letters",
-    "DestinationNotAllowed": "processor.core.egress",
+    "DestinationNotAllowed": "processor.errors",
     "Dispatcher": "processor.core.dispatch",
     "DynamoDBTable": "processor.dynamodb_table",
-    "EgressPolicy": "processor.core.egress",
     "EventName": "processor.core.records",
-    "FairScheduler": "processor.core.flow",
     "FilterPattern": "processor.core.routing",
-    "InvalidSignature": "processor.core.signatures",
+    "InvalidSignature": "processor.errors",
     "IteratorExpiredError": "processor.errors",
     "JsonlDeadLetterSink": "processor.sinks.jsonl",
     "LeaseLostError": "processor.errors",
@@ -156,37 +129,57 @@ _HOMES: dict[str, str] = {
     "StreamInfo": "processor.core.consumer",
     "StreamNotFoundError": "processor.errors",
     "StreamRecord": "processor.core.records",
-    "TokenBuckets": "processor.core.flow",
     "TransientError": "processor.errors",
     "TrimmedDataError": "processor.errors",
     "WaitRetryAfter": "processor.core.waits",
     "WriteAnswer": "processor.dynamodb_table",
-    "check_url_template": "processor.core.egress",
     "declare_aws_connections": "processor.core.consumer",
     "decode_image": "processor.core.values",
     "decode_value": "processor.core.values",
-    "host_is_templated": "processor.core.egress",
     "load_callable": "processor.core.consumer",
-    "new_secret": "processor.core.signatures",
     "parse_retry_after": "processor.core.waits",
-    "pinned_request": "processor.core.egress",
     "plain_image": "processor.core.values",
     "record_handler": "processor.core.handlers",
     "redact_text": "processor.redaction",
     "redact_url": "processor.redaction",
-    "secret_key": "processor.core.signatures",
-    "signature_headers": "processor.core.signatures",
-    "standard_headers": "processor.core.signatures",
     "to_client_image": "processor.core.values",
     "translate_client_error": "processor.aws",
-    "verify": "processor.core.signatures",
 }
+
+
+#: names that moved to a module of their own in 0.2.0: still found here, with a warning
+_MOVED: dict[str, str] = dict.fromkeys(
+    (
+        "CircuitBreaker",
+        "EgressPolicy",
+        "FairScheduler",
+        "TokenBuckets",
+        "check_url_template",
+        "host_is_templated",
+        "new_secret",
+        "pinned_request",
+        "secret_key",
+        "signature_headers",
+        "standard_headers",
+        "verify",
+    ),
+    "processor.webhooks",
+)
 
 
 def __getattr__(name: str) -> Any:
     """A public name, imported from its module on first use (then an ordinary attribute)."""
     if name == "__version__":
         value: Any = _version()
+    elif name in _MOVED:
+        moved_to = _MOVED[name]
+        warnings.warn(
+            f"processor.{name} moved to {moved_to}.{name} in 0.2.0; import it from there "
+            "(this name is removed in 0.3.0)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(moved_to), name)
     else:
         home = _HOMES.get(name)
         if home is None:

@@ -9,9 +9,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from processor import (
-    RecordError,
-)
+from processor import RecordError
 
 __all__ = ["Delete", "Put", "item_size"]
 

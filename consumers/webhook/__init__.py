@@ -4,7 +4,7 @@ Body: ``event_id``, ``event_name``, ``table_name``, ``tenant``, ``keys``, ``new_
 ``old_image``, ``sequence_number``, ``approximate_creation_time`` (ISO 8601 UTC), with plain
 JSON values (numbers exact, sets as sorted lists, binary as base64). Headers:
 ``Idempotency-Key`` (the record's ``event_id``, the same on every attempt) and, with a secret,
-``X-DSP-Timestamp`` and ``X-DSP-Signature`` (see :mod:`processor.core.signatures`).
+``X-DSP-Timestamp`` and ``X-DSP-Signature`` (see :mod:`processor.webhooks.signatures`).
 
 Who receives what: ``options.url`` (every record; ``{tenant}`` is filled in), or
 ``options.subscriptions`` (a list in the configuration), or ``options.subscriptions_table``
@@ -52,13 +52,8 @@ from consumers.webhook.subscriptions import (
     SubscriptionSource,
     TableSubscriptions,
 )
-from processor import (
-    ConfigError,
-    ConsumerContext,
-    EgressPolicy,
-    host_is_templated,
-    redact_url,
-)
+from processor import ConfigError, ConsumerContext, redact_url
+from processor.webhooks import EgressPolicy, host_is_templated
 
 __all__ = [
     "MAX_BREAKERS",

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from processor import (
-    StreamRecord,
-    plain_image,
-)
+from processor import StreamRecord, plain_image
 
 __all__ = ["encode_body"]
 

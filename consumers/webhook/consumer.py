@@ -23,16 +23,8 @@ from consumers.webhook.subscriptions import (
     SubscriptionSource,
     TableSubscriptions,
 )
-from processor import (
-    BatchResult,
-    CircuitBreaker,
-    ConsumerContext,
-    FairScheduler,
-    RecordError,
-    StreamRecord,
-    TokenBuckets,
-    TransientError,
-)
+from processor import BatchResult, ConsumerContext, RecordError, StreamRecord, TransientError
+from processor.webhooks import CircuitBreaker, FairScheduler, TokenBuckets
 
 __all__ = ["WebhookConsumer"]
 

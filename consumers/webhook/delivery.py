@@ -25,18 +25,20 @@ from consumers.webhook.subscriptions import (
     Subscription,
 )
 from processor import (
-    CircuitBreaker,
     CircuitOpen,
     ConsumerContext,
     DestinationNotAllowed,
-    EgressPolicy,
     StreamRecord,
     TransientError,
     WaitRetryAfter,
     parse_retry_after,
-    pinned_request,
     redact_text,
     redact_url,
+)
+from processor.webhooks import (
+    CircuitBreaker,
+    EgressPolicy,
+    pinned_request,
     secret_key,
     signature_headers,
     standard_headers,

@@ -10,10 +10,7 @@ from consumers._options import Options
 from consumers.webhook.subscriptions import (
     ANY_TENANT,
 )
-from processor import (
-    check_url_template,
-    secret_key,
-)
+from processor.webhooks import check_url_template, secret_key
 
 __all__ = ["SubscriptionOptions", "WebhookOptions"]
 

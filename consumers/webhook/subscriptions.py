@@ -7,7 +7,7 @@ a URL (``{tenant}`` is filled in), an optional signing secret and whether it is 
 (S), and optionally ``events`` (SS, or L of S), ``secret`` (S), ``secrets`` (SS, or L of S:
 several during a rotation) and ``active`` (BOOL, default true), through an in-process cache
 with a TTL (ADR 0008). URLs in the table are written by tenants: every delivery to one goes
-through the destination policy (:mod:`processor.core.egress`). When the worker also reads that
+through the destination policy (:mod:`processor.webhooks.egress`). When the worker also reads that
 table's stream, a change to a subscription item invalidates the cache at once, so the next
 delivery sees it without waiting for the TTL.
 """
@@ -24,7 +24,8 @@ from urllib.parse import quote
 
 import structlog
 
-from processor import DynamoDBTable, RecordError, StreamRecord, check_url_template
+from processor import DynamoDBTable, RecordError, StreamRecord
+from processor.webhooks import check_url_template
 
 __all__ = [
     "ANY_TENANT",
@@ -58,7 +59,7 @@ class Subscription:
     events: frozenset[str] = frozenset()
     active: bool = True
     #: the URL is untrusted (a tenant wrote it, or a record fills in its host): every
-    #: delivery goes through the destination policy (processor.core.egress)
+    #: delivery goes through the destination policy (processor.webhooks.egress)
     guarded: bool = False
 
     @property

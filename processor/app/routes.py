@@ -22,7 +22,6 @@ from processor.core.consumer import (
     load_callable,
 )
 from processor.core.dead_letters import DeadLetterSink
-from processor.core.egress import EgressPolicy
 from processor.core.handlers import RecordHandler
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route, compile_filters
@@ -33,6 +32,7 @@ from processor.settings import RouteSettings, Settings
 from processor.sinks.jsonl import JsonlDeadLetterSink
 from processor.sinks.sqs import SqsDeadLetterSink
 from processor.sources.dynamodb import RETENTION_S
+from processor.webhooks.egress import EgressPolicy
 
 __all__ = [
     "build_routes",

@@ -134,7 +134,7 @@ class ConsumerContext:
     sleep: Callable[[float], None]
     stop: threading.Event
     stats: RouteStats = field(default_factory=RouteStats)
-    #: where untrusted (tenant-supplied) URLs may go: a processor.core.egress.EgressPolicy
+    #: where untrusted (tenant-supplied) URLs may go: a processor.webhooks.egress.EgressPolicy
     egress: Any = None
     #: monotonic clock for cool-downs and deadlines (injectable, as ``sleep`` is)
     clock: Callable[[], float] = time.monotonic

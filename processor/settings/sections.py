@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from processor.core.egress import check_http_url
+from processor.webhooks.egress import check_http_url
 
 __all__ = [
     "ENV_PREFIX",

@@ -19,12 +19,12 @@ import urllib3
 
 from consumers.webhook import build
 from processor.core.dispatch import Dispatcher
-from processor.core.egress import EgressPolicy, system_resolver
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.http import HttpPool
 from processor.testing import WebhookReceiver, create_table, make_record, self_signed_certificate
+from processor.webhooks.egress import EgressPolicy, system_resolver
 from tests.unit.core.test_dispatch import ListSink
 
 from .helpers import context

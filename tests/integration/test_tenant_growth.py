@@ -11,13 +11,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumers.cache import build as build_cache
 from consumers.webhook import MAX_BREAKERS, build
 from processor.core.dispatch import Dispatcher
-from processor.core.flow import MAX_TENANT_BUCKETS, TokenBuckets
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
 from processor.core.tenancy import OTHER_TENANTS, TenantStats
 from processor.ops.metrics import Metrics
 from processor.testing import WebhookReceiver, make_record
+from processor.webhooks.flow import MAX_TENANT_BUCKETS, TokenBuckets
 from tests.unit.core.test_dispatch import ListSink
 
 from .helpers import context

@@ -18,13 +18,13 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from consumers.webhook import build
 from processor.core.consumer import BatchResult
 from processor.core.dispatch import Dispatcher
-from processor.core.egress import EgressPolicy
 from processor.core.records import StreamRecord
 from processor.core.retry import RetryPolicy
 from processor.core.routing import Route
-from processor.core.signatures import verify
 from processor.errors import ConfigError
 from processor.testing import ReceivedRequest, WebhookReceiver, create_table, make_record
+from processor.webhooks.egress import EgressPolicy
+from processor.webhooks.signatures import verify
 from tests.unit.core.test_dispatch import ListSink
 
 from .helpers import context

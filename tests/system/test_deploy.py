@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from standardwebhooks import Webhook
 
-from processor.core.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table
+from processor.webhooks.signatures import new_secret
 
 from .test_operations import free_port
 

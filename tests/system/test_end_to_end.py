@@ -14,8 +14,8 @@ from typing import Any
 import redis
 from standardwebhooks import Webhook
 
-from processor.core.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table, scan_all
+from processor.webhooks.signatures import new_secret
 from tests.conftest import REDIS_URL
 
 TENANTS = ("acme", "globex", "initech", "umbrella")

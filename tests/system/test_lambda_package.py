@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from processor.core.signatures import new_secret
 from processor.testing import WebhookReceiver
+from processor.webhooks.signatures import new_secret
 
 from .test_runtime_contract import as_uid, interpreter
 

@@ -27,8 +27,8 @@ import boto3
 import pytest
 import yaml
 
-from processor.core.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table
+from processor.webhooks.signatures import new_secret
 
 from ..conftest import REDIS_URL
 from .test_deploy import dockerfile

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from processor.core.signatures import new_secret
 from processor.testing import WebhookReceiver, create_table
+from processor.webhooks.signatures import new_secret
 
 from .test_operations import free_port, get, wait_until
 

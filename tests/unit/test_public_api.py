@@ -9,11 +9,12 @@ import pytest
 
 import processor
 import processor.testing
+import processor.webhooks
 
 
 def test_all_is_sorted_and_every_name_exists() -> None:
     """__all__ lists the public names in order, and each one resolves."""
-    for module in (processor, processor.testing):
+    for module in (processor, processor.testing, processor.webhooks):
         names = list(module.__all__)
         assert names == sorted(names, key=lambda n: (not n.isupper(), n))
         for name in names:
@@ -21,12 +22,13 @@ def test_all_is_sorted_and_every_name_exists() -> None:
 
 
 def test_consumers_use_only_the_public_api() -> None:
-    """Built-in consumers import from `processor` itself, never its internals, and never
-    botocore."""
+    """Built-in consumers import from `processor` itself (and the webhook toolkit,
+    `processor.webhooks`), never its internals, and never botocore."""
     root = pathlib.Path(__file__).resolve().parents[2] / "consumers"
     for path in root.rglob("*.py"):
         for line in path.read_text().splitlines():
-            if line.startswith(("from processor.", "import processor.")):
+            public = line.startswith("from processor.webhooks import")
+            if line.startswith(("from processor.", "import processor.")) and not public:
                 raise AssertionError(f"{path.name}: {line}")
             # vendor errors are translated in processor's adapters (processor.dynamodb_table), once
             if line.startswith(("from botocore", "import botocore")):
@@ -36,16 +38,21 @@ def test_consumers_use_only_the_public_api() -> None:
 # The public surface, written out: a rename or a removal here breaks users' code and must be a
 # deliberate change of this list (and a CHANGELOG entry), never a side effect of moving modules.
 PROCESSOR_ALL = {
-    "THROTTLING_CODES", "BatchResult", "CircuitBreaker", "CircuitOpen", "ConfigError",
-    "Consumer", "ConsumerContext", "ConsumerFactory", "DeadLetter", "DeadLetterSink",
-    "DestinationNotAllowed", "Dispatcher", "EgressPolicy", "EventName", "FairScheduler",
-    "FilterPattern", "InvalidSignature", "IteratorExpiredError", "JsonlDeadLetterSink",
-    "LeaseLostError", "ProcessorError", "RecordError", "RetryPolicy", "Route", "RouteStats",
-    "ShutdownRequested", "StreamError", "StreamInfo", "StreamNotFoundError", "StreamRecord",
-    "TokenBuckets", "TransientError", "TrimmedDataError", "check_url_template", "decode_image",
-    "decode_value", "host_is_templated", "load_callable", "new_secret", "pinned_request",
-    "plain_image", "redact_text", "redact_url", "secret_key", "signature_headers",
-    "standard_headers", "to_client_image", "translate_client_error", "verify",
+    "THROTTLING_CODES", "BatchResult", "CircuitOpen", "ConfigError", "Consumer",
+    "ConsumerContext", "ConsumerFactory", "DeadLetter", "DeadLetterSink",
+    "DestinationNotAllowed", "Dispatcher", "EventName", "FilterPattern", "InvalidSignature",
+    "IteratorExpiredError", "JsonlDeadLetterSink", "LeaseLostError", "ProcessorError",
+    "RecordError", "RetryPolicy", "Route", "RouteStats", "ShutdownRequested", "StreamError",
+    "StreamInfo", "StreamNotFoundError", "StreamRecord", "TransientError", "TrimmedDataError",
+    "decode_image", "decode_value", "load_callable", "plain_image", "redact_text",
+    "redact_url", "to_client_image", "translate_client_error",
+}  # fmt: skip
+#: the webhook toolkit (moved out of `processor` in 0.2.0; the old names warn until 0.3.0)
+WEBHOOKS_ALL = {
+    "CircuitBreaker", "CircuitOpen", "DestinationNotAllowed", "EgressPolicy", "FairScheduler",
+    "InvalidSignature", "TokenBuckets", "check_url_template", "host_is_templated",
+    "new_secret", "pinned_request", "secret_key", "signature_headers", "standard_headers",
+    "verify",
 }  # fmt: skip
 TESTING_ALL = {
     "MemoryLeaseStore", "ReceivedRequest", "Scenario", "ShardSpec", "StreamDouble",
@@ -63,6 +70,19 @@ def test_the_public_names_are_still_there() -> None:
     names may join)."""
     assert set(processor.__all__) >= PROCESSOR_ALL
     assert set(processor.testing.__all__) >= TESTING_ALL
+    assert set(processor.webhooks.__all__) >= WEBHOOKS_ALL
+
+
+def test_the_webhook_toolkit_left_processor_with_a_warning() -> None:
+    """`processor.__all__` is the consumer contract, records, values, errors, tables and
+    dead letters; the webhook toolkit's old names still resolve until 0.3.0, with a
+    DeprecationWarning naming the new home."""
+    toolkit = WEBHOOKS_ALL - {"CircuitOpen", "DestinationNotAllowed", "InvalidSignature"}
+    assert not toolkit & set(processor.__all__)
+    for name in sorted(toolkit):
+        with pytest.warns(DeprecationWarning, match=f"processor.webhooks.{name}"):
+            old = getattr(processor, name)
+        assert old is getattr(processor.webhooks, name)
 
 
 def test_the_entry_points_resolve() -> None:

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from processor.core.egress import (
+from processor.webhooks.egress import (
     DestinationNotAllowed,
     EgressPolicy,
     check_url_template,

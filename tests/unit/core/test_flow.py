@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processor.core.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
+from processor.webhooks.flow import CircuitBreaker, CircuitOpen, FairScheduler, TokenBuckets
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processor.core.signatures import InvalidSignature, sign, signature_headers, verify
+from processor.webhooks.signatures import InvalidSignature, sign, signature_headers, verify
 
 BODY = b'{"event_id":"e1"}'
 

@@ -29,7 +29,7 @@ with their own timestamp; their ``Idempotency-Key`` stays the same.
 
 Receiver side::
 
-    from processor.core.signatures import InvalidSignature, verify
+    from processor.webhooks.signatures import InvalidSignature, verify
 
     try:
         verify(secret, body, headers["X-DSP-Signature"], headers["X-DSP-Timestamp"])
@@ -69,7 +69,7 @@ def secret_key(secret: str) -> bytes:
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError(
             "a Standard Webhooks secret looks like whsec_<base64 of 24 to 64 random bytes>; "
-            "make one with: python -c 'from processor.core.signatures import new_secret; "
+            "make one with: python -c 'from processor.webhooks.signatures import new_secret; "
             "print(new_secret())'"
         )
     try:
