@@ -11,7 +11,7 @@ from botocore.parsers import create_parser
 
 from processor.core.records import StreamRecord
 from processor.core.routing import Route, compile_filters
-from processor.sources.dynamodb.adapter import _capture_get_records_body
+from processor.sources.dynamodb.adapter import capture_get_records_body
 from processor.sources.dynamodb.wire import decode_page
 
 _client = boto3.client(
@@ -71,7 +71,7 @@ def ours(*, images: bool) -> Callable[[bytes], int]:
     def run(body: bytes) -> int:
         response: dict[str, Any] = _response(body)
         custom: dict[str, Any] = {}
-        _capture_get_records_body(response, custom)
+        capture_get_records_body(response, custom)
         _PARSER.parse(response, _SHAPE)  # botocore still parses what is left: {}
         records, _, _ = decode_page(custom["DspBody"], "s")
         seen[0] = 0
@@ -143,7 +143,7 @@ def dispatched(*, tenancy: bool) -> Callable[[bytes], int]:
     def run(body: bytes) -> int:
         response: dict[str, Any] = _response(body)
         custom: dict[str, Any] = {}
-        _capture_get_records_body(response, custom)
+        capture_get_records_body(response, custom)
         _PARSER.parse(response, _SHAPE)
         records, _, _ = decode_page(custom["DspBody"], "s")
         seen[0] = 0
@@ -206,7 +206,7 @@ def kinesis_ours(*, images: bool, bodies: list[bytes]) -> Callable[[bytes], int]
     def run(body: bytes) -> int:
         response: dict[str, Any] = _response(pages[body])
         custom: dict[str, Any] = {}
-        _capture_get_records_body(response, custom)
+        capture_get_records_body(response, custom)
         _PARSER.parse(response, shape)  # botocore still parses what is left: {}
         records = decode_kinesis(custom["DspBody"], "s").records
         seen[0] = 0

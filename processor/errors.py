@@ -9,20 +9,21 @@ Branches are chosen by what the caller must do, never by where an error came fro
     ├── PatternError           a filter pattern is malformed (a ValueError too); names the path
     ├── RecordError            this record can never succeed: dead-letter it, never retry
     │   ├── MissingTenant      (consumers.webhook) a URL needs {tenant}; the record has none
-    │   └── DestinationNotAllowed  (core.egress) the policy refuses a webhook destination
+    │   └── DestinationNotAllowed  (webhooks.egress) the policy refuses a webhook destination
     ├── TransientError         retry with backoff: throttling, 5xx/429, timeouts, Redis down
+    │   └── Held               (consumers.webhook) its receiver is down: hold it, spend no retry
     ├── StreamError            the stream position is unusable; the reader must act
     │   ├── IteratorExpiredError    re-acquire after the last handled sequence number
     │   ├── TrimmedDataError        the position is older than the 24 h retention
     │   └── StreamNotFoundError     the stream or shard is gone
     ├── LeaseLostError         another owner took the shard: stop reading it, checkpoint nothing
     ├── ShutdownRequested      a stop was asked for while waiting: abandon, do not checkpoint
-    ├── CircuitOpen            (core.flow) a destination's breaker is open: wait for its probe
+    ├── CircuitOpen            (webhooks.flow) a destination's breaker is open: wait for its probe
     ├── ShardEndNotCheckpointed (runtime.reader) a finished shard's end was not checkpointed
     ├── ChildDied, ChildTimedOut (kclpy_daemon.child) a KCL MultiLang child failed its lease
     ├── ProtocolError          (kclpy_daemon.shard) a MultiLang child broke the protocol
     ├── ConditionFailed        (dynamodb_table) a conditional write's condition did not hold
-    └── InvalidSignature       (core.signatures) a webhook request's signature does not verify
+    └── InvalidSignature       (webhooks.signatures) a webhook request's signature does not verify
 
 Adapters translate vendor errors exactly once (``raise ... from exc``); the context
 (``shard_id``, ``sequence_number``, ``consumer``) lives in attributes, not only in text.
@@ -187,6 +188,12 @@ class LeaseLostError(ProcessorError):
     """This process no longer owns the shard's lease."""
 
 
+class Signal(Exception):
+    """Not an error: control flow between the engine's modules (a route's retries spent, a
+    partial failure to retry, a record too old to try, a record a consumer refused). A signal
+    never leaves the engine: it is turned into a dead letter or a retry where it is caught."""
+
+
 class ShutdownRequested(ProcessorError):
     """A stop was requested while work was waiting; the work is abandoned, not failed."""
 
@@ -217,12 +224,13 @@ class ShardEndNotCheckpointed(ProcessorError):
 
 
 class InvalidSignature(ProcessorError, ValueError):
-    """(core.signatures) The request was not signed with a known secret, or is too old (or
+    """(webhooks.signatures) The request was not signed with a known secret, or is too old (or
     too new)."""
 
 
 class CircuitOpen(ProcessorError):
-    """(core.flow) Calls to ``host`` are suspended; the next probe is allowed in ``retry_in_s``."""
+    """(webhooks.flow) Calls to ``host`` are suspended; the next probe is allowed in
+    ``retry_in_s``."""
 
     def __init__(
         self, host: str, retry_in_s: float, failures: int, *, probing: bool = False
@@ -238,7 +246,7 @@ class CircuitOpen(ProcessorError):
 
 
 class DestinationNotAllowed(RecordError):
-    """(core.egress) A webhook destination the policy refuses; never connected to: dead-letter
+    """(webhooks.egress) A webhook destination the policy refuses; never connected to: dead-letter
     it."""
 
     reason_code = "destination_not_allowed"

@@ -13,10 +13,6 @@ from typing import Any
 import structlog
 from tenacity import (
     Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_when_event_set,
-    wait_random_exponential,
 )
 
 from consumers.batch_write.limits import (
@@ -29,9 +25,9 @@ from consumers.batch_write.limits import (
     MAX_SORT_KEY_BYTES,
     Delete,
     Put,
-    _serialize_item,
-    _value_size,
     item_size,
+    serialize_item,
+    value_size,
 )
 from consumers.batch_write.options import BatchWriteOptions
 from consumers.batch_write.pacing import AimdRate
@@ -48,6 +44,7 @@ from processor import (
     WriteAnswer,
     to_client_image,
 )
+from processor.retries import Backoff, retrying
 
 __all__ = ["BatchWriteConsumer"]
 
@@ -116,9 +113,9 @@ class BatchWriteConsumer:
             self._stats.add("skipped")
             return None
         if isinstance(result, Delete):
-            key = _serialize_item(result.key)
+            key = serialize_item(result.key)
             return self._dedupe_key(key), {"DeleteRequest": {"Key": key}}
-        item = _serialize_item(result.item if isinstance(result, Put) else result)
+        item = serialize_item(result.item if isinstance(result, Put) else result)
         return self._dedupe_key(item), {"PutRequest": {"Item": item}}
 
     def _dedupe_key(self, item: Mapping[str, Any]) -> str:
@@ -141,7 +138,7 @@ class BatchWriteConsumer:
             ((tag, _),) = value.items()
             if tag not in ("S", "N", "B"):
                 raise RecordError(f"key attribute {name!r} is of type {tag}; keys are S, N or B")
-            size = _value_size(value)
+            size = value_size(value)
             limit = MAX_PARTITION_KEY_BYTES if index == 0 else MAX_SORT_KEY_BYTES
             if size > limit:
                 raise RecordError(
@@ -221,13 +218,11 @@ class BatchWriteConsumer:
         log.info("batch_write_rate_lowered", table=self._options.table, items_per_s=round(rate))
 
     def _retrying(self, retry_on: Callable[[BaseException], bool]) -> Retrying:
-        return Retrying(
-            stop=stop_after_attempt(self._options.max_attempts)
-            | stop_when_event_set(self._context.stop),
-            wait=wait_random_exponential(
-                multiplier=self._options.base_delay_s, max=self._options.max_delay_s
-            ),
-            retry=retry_if_exception(retry_on),
+        return retrying(
+            wait=Backoff(self._options.base_delay_s, self._options.max_delay_s),
+            stop=self._context.stop,
+            attempts=self._options.max_attempts,
+            retry_on=retry_on,
             sleep=self._context.sleep,
             before_sleep=lambda s: log.warning(
                 "batch_write_throttled",
@@ -236,7 +231,6 @@ class BatchWriteConsumer:
                 attempt=s.attempt_number,
                 wait_s=round(s.upcoming_sleep, 3),
             ),
-            reraise=True,
         )
 
     def _call(self, write: Callable[[], WriteAnswer]) -> tuple[WriteAnswer, float]:

@@ -37,7 +37,7 @@ class Delete:
     key: Mapping[str, Any]
 
 
-def _value_size(value: Mapping[str, Any]) -> int:
+def value_size(value: Mapping[str, Any]) -> int:
     ((tag, raw),) = value.items()
     if tag == "S":
         return len(raw.encode())
@@ -50,22 +50,22 @@ def _value_size(value: Mapping[str, Any]) -> int:
     if tag == "SS":
         return sum(len(v.encode()) for v in raw)
     if tag == "NS":
-        return sum(_value_size({"N": v}) for v in raw)
+        return sum(value_size({"N": v}) for v in raw)
     if tag == "BS":
-        return sum(_value_size({"B": v}) for v in raw)
+        return sum(value_size({"B": v}) for v in raw)
     if tag == "L":
-        return 3 + sum(1 + _value_size(v) for v in raw)
+        return 3 + sum(1 + value_size(v) for v in raw)
     if tag == "M":
-        return 3 + sum(1 + len(k.encode()) + _value_size(v) for k, v in raw.items())
+        return 3 + sum(1 + len(k.encode()) + value_size(v) for k, v in raw.items())
     return 0
 
 
 def item_size(item: Mapping[str, Any]) -> int:
     """An item's size as DynamoDB counts it against the 400 KB limit (within a few bytes)."""
-    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
 
 
-def _serialize_item(values: Mapping[str, Any]) -> dict[str, Any]:
+def serialize_item(values: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return {name: _serialize(value) for name, value in values.items()}
     except TypeError as exc:

@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 
 import redis
 import structlog
-from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_random_exponential
+
+from processor.retries import QUICK, retrying
 
 __all__ = ["SubscribedCache"]
 
@@ -172,11 +173,12 @@ class SubscribedCache:
         return self._subscribed.wait(timeout_s)
 
     def _run(self) -> None:
-        retrying = Retrying(
-            stop=stop_when_event_set(self._closing),
-            wait=wait_random_exponential(multiplier=0.1, max=5.0),
-            retry=retry_if_exception_type(_CONNECTION_ERRORS),
+        reconnects = retrying(
+            wait=QUICK,
+            stop=self._closing,
+            retry_on=lambda exc: isinstance(exc, _CONNECTION_ERRORS),
             sleep=self._pause,
+            reraise=False,
             before_sleep=lambda state: log.warning(
                 "cache_client_disconnected",
                 channel=self.channel,
@@ -187,7 +189,7 @@ class SubscribedCache:
         while not self._closing.is_set():
             try:
                 with contextlib.suppress(*_CONNECTION_ERRORS):  # raised only when closing
-                    retrying(self._session)
+                    reconnects(self._session)
             except Exception:  # anything else: say so, subscribe again
                 log.exception("cache_client_failed", channel=self.channel)
                 self._pause(1.0)

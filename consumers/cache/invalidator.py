@@ -6,17 +6,11 @@ from collections.abc import Sequence
 
 import redis
 import structlog
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_when_event_set,
-    wait_random_exponential,
-)
 
 from consumers.cache.options import CacheOptions, MemoryCache
 from consumers.cache.templates import Template, wire_scalar
 from processor import ConsumerContext, StreamRecord, TransientError
+from processor.retries import QUICK, retrying
 
 __all__ = ["CacheInvalidator"]
 
@@ -95,15 +89,13 @@ class CacheInvalidator:
                 self._stats.add("published", len(names))
             return int(sum(results[: len(names)]))
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self._options.max_attempts)
-            | stop_when_event_set(self._context.stop),
-            wait=wait_random_exponential(multiplier=0.1, max=5),
-            retry=retry_if_exception_type(TransientError),
+        calls = retrying(
+            wait=QUICK,
+            stop=self._context.stop,
+            attempts=self._options.max_attempts,
             sleep=self._context.sleep,
-            reraise=True,
         )
-        return retrying(call)
+        return calls(call)
 
     def close(self) -> None:
         if self._redis is not None:

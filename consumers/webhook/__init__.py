@@ -44,7 +44,7 @@ import structlog
 from consumers.webhook.body import encode_body
 from consumers.webhook.consumer import WebhookConsumer
 from consumers.webhook.delivery import MAX_BREAKERS
-from consumers.webhook.options import WebhookOptions, _all_secrets
+from consumers.webhook.options import WebhookOptions, all_secrets
 from consumers.webhook.subscriptions import (
     ANY_TENANT,
     StaticSubscriptions,
@@ -107,7 +107,7 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsum
                 Subscription(
                     s.tenant,
                     s.url,
-                    _all_secrets(s.secret, s.secrets) or _all_secrets(opts.secret, opts.secrets),
+                    all_secrets(s.secret, s.secrets) or all_secrets(opts.secret, opts.secrets),
                     frozenset(s.events),
                     guarded=_guard(s.url, context),
                 )
@@ -121,11 +121,11 @@ def build(options: Mapping[str, Any], context: ConsumerContext) -> WebhookConsum
                 Subscription(
                     ANY_TENANT,
                     opts.url,
-                    _all_secrets(opts.secret, opts.secrets),
+                    all_secrets(opts.secret, opts.secrets),
                     guarded=_guard(opts.url, context),
                 )
             ]
         )
-        if opts.url.startswith("http://") and not _all_secrets(opts.secret, opts.secrets):
+        if opts.url.startswith("http://") and not all_secrets(opts.secret, opts.secrets):
             log.info("webhook_unsigned", route=context.route, url=redact_url(opts.url))
     return WebhookConsumer(opts, context, source)

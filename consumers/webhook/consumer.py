@@ -16,7 +16,7 @@ from typing import Any, Literal
 import structlog
 
 from consumers.webhook.body import encode_body
-from consumers.webhook.delivery import Delivery, _Held, _Rejected
+from consumers.webhook.delivery import Delivery, Held, Rejected
 from consumers.webhook.options import WebhookOptions
 from consumers.webhook.subscriptions import (
     Subscription,
@@ -154,10 +154,10 @@ class WebhookConsumer:
                             self._partial.popitem(last=False)
             self._forget_partial(record, subscriptions)
             done.put((key, "ok", "", None))
-        except (_Rejected, RecordError) as exc:  # never retried: dead-lettered with the reason
+        except (Rejected, RecordError) as exc:  # never retried: dead-lettered with the reason
             self._forget_partial(record, subscriptions)  # dead-lettered: a redrive sends anew
             done.put((key, "rejected", str(exc), None))
-        except _Held as exc:
+        except Held as exc:
             done.put((key, "held", str(exc), exc.retry_after))
         except TransientError as exc:
             done.put((key, "failed", str(exc), exc.retry_after))

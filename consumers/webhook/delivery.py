@@ -11,12 +11,6 @@ import structlog
 import urllib3
 from tenacity import (
     RetryCallState,
-    Retrying,
-    retry_if_exception,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    stop_when_event_set,
 )
 
 from consumers.webhook.options import WebhookOptions
@@ -28,6 +22,7 @@ from processor import (
     CircuitOpen,
     ConsumerContext,
     DestinationNotAllowed,
+    Signal,
     StreamRecord,
     TransientError,
     WaitRetryAfter,
@@ -35,6 +30,7 @@ from processor import (
     redact_text,
     redact_url,
 )
+from processor.retries import retrying
 from processor.webhooks import (
     CircuitBreaker,
     EgressPolicy,
@@ -53,16 +49,16 @@ RETRY_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_BREAKERS = 1_000
 
 
-class _Rejected(Exception):
+class Rejected(Signal):
     pass
 
 
-class _Held(TransientError):
+class Held(TransientError):
     """Not attempted: the destination's breaker is open (``on_unavailable = "wait"``)."""
 
 
 class Delivery:
-    """POSTs one record's body to one subscription; raises _Rejected, _Held or TransientError."""
+    """POSTs one record's body to one subscription; raises Rejected, Held or TransientError."""
 
     def __init__(self, options: WebhookOptions, context: ConsumerContext) -> None:
         self._options = options
@@ -151,7 +147,7 @@ class Delivery:
             )
         breaker.success()
         if not 200 <= status < 300:
-            raise _Rejected(f"POST {redact_url(url)}: HTTP {status}: {response.data[:200]!r}")
+            raise Rejected(f"POST {redact_url(url)}: HTTP {status}: {response.data[:200]!r}")
 
     def _log_retry(self, record: StreamRecord, url: str, state: RetryCallState) -> None:
         self._stats.add("retries")
@@ -170,30 +166,28 @@ class Delivery:
     # -- one record to one subscription ---------------------------------------------------------
 
     def deliver(self, record: StreamRecord, subscription: Subscription, body: bytes) -> None:
-        """POST ``body`` to the subscription. Raises _Rejected, _Held or TransientError."""
+        """POST ``body`` to the subscription. Raises Rejected, Held or TransientError."""
         url, headers = self._request(record, subscription)
         breaker = self.breaker(url)
         options = self._options
 
         def attempts() -> None:
-            retrying = Retrying(
-                stop=stop_after_attempt(options.max_attempts)
-                | stop_after_delay(options.deadline_s)
-                | stop_when_event_set(self._context.stop),
+            posts = retrying(
                 wait=self._wait_retry_after,
-                retry=retry_if_exception_type(TransientError),
+                stop=self._context.stop,
+                attempts=options.max_attempts,
+                deadline_s=options.deadline_s,
                 sleep=self._context.sleep,
                 before_sleep=lambda state: self._log_retry(record, url, state),
-                reraise=True,
             )
             try:
-                retrying(self._post, url, body, headers, subscription, breaker)
+                posts(self._post, url, body, headers, subscription, breaker)
             except DestinationNotAllowed as exc:
                 self._stats.add("destination_refused")
-                raise _Rejected(str(exc)) from None
+                raise Rejected(str(exc)) from None
             except TransientError as exc:
                 if breaker.state == "closed":  # the cause, for the dead letter if it comes to it
-                    attempts_made = retrying.statistics.get("attempt_number", 1)
+                    attempts_made = posts.statistics.get("attempt_number", 1)
                     raise TransientError(
                         f"{exc} ({attempts_made} attempts to {breaker.host})",
                         retry_after=exc.retry_after,
@@ -207,13 +201,13 @@ class Delivery:
     def _request(
         self, record: StreamRecord, subscription: Subscription
     ) -> tuple[str, dict[str, str]]:
-        """The URL (``{tenant}`` filled in) and headers; _Rejected when neither can be made."""
+        """The URL (``{tenant}`` filled in) and headers; Rejected when neither can be made."""
         try:
             url = subscription.url_for(record.tenant)
         except MissingTenant as exc:
-            raise _Rejected(str(exc)) from None
+            raise Rejected(str(exc)) from None
         if self._options.signature == "standard-webhooks" and not _secrets_usable(subscription):
-            raise _Rejected(
+            raise Rejected(
                 "the subscription's secret is not a Standard Webhooks key (whsec_<base64>)"
             )
         headers = {
@@ -227,23 +221,24 @@ class Delivery:
         """Run the attempts; while a half-open breaker's probe is in flight (its answer is
         moments away) wait for it; an open breaker holds or dead-letters per on_unavailable."""
         options = self._options
-        waiting = Retrying(
-            stop=stop_when_event_set(self._context.stop),
+        # the attempts run inside this wait (ADR 0027): while a half-open breaker's probe is
+        # in flight its answer is moments away, and no attempt was spent
+        waiting = retrying(
             wait=_circuit_wait,
-            retry=retry_if_exception(lambda exc: isinstance(exc, CircuitOpen) and exc.probing),
+            stop=self._context.stop,
+            retry_on=lambda exc: isinstance(exc, CircuitOpen) and exc.probing,
             sleep=self._context.sleep,
             before_sleep=lambda state: self._stats.add("unavailable_waits"),
-            reraise=True,
         )
         try:
             waiting(attempts)
         except CircuitOpen as exc:
             if options.on_unavailable == "dead_letter" and not self._context.stop.is_set():
                 self._stats.add("unavailable_dead_lettered")
-                raise _Rejected(f"receiver unavailable: {exc}") from exc
+                raise Rejected(f"receiver unavailable: {exc}") from exc
             # "wait": held, with the rest of its key, until the breaker's next probe
             self._stats.add("unavailable_held")
-            raise _Held(str(exc), retry_after=exc.retry_in_s, consumer=self._context.route) from exc
+            raise Held(str(exc), retry_after=exc.retry_in_s, consumer=self._context.route) from exc
 
     def connections_opened(self) -> int:
         """Connections the shared pool opened (a processor.http.HttpPool counts them)."""

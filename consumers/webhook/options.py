@@ -31,7 +31,7 @@ class SubscriptionOptions(Options):
 _check_url = check_url_template
 
 
-def _all_secrets(secret: SecretStr | None, secrets: list[SecretStr]) -> tuple[str, ...]:
+def all_secrets(secret: SecretStr | None, secrets: list[SecretStr]) -> tuple[str, ...]:
     """The secrets' values, ``secret`` first (held as SecretStr everywhere else)."""
     return tuple(s.get_secret_value() for s in ([secret] if secret else []) + secrets)
 

@@ -17,9 +17,9 @@ import urllib3
 
 from processor.app.pipeline import Pipeline
 from processor.app.routes import (
-    _consumer_connections,
     build_routes,
     close_routes,
+    consumer_connections,
     make_dead_letter_sink,
 )
 from processor.app.streams import reader_threads, resolve, stream_settings, worker_settings
@@ -133,7 +133,7 @@ def process_clients(settings: Settings) -> AwsClients:
     renewals = RENEWAL_THREADS * len(settings.named_streams)
     if cap is not None:
         renewals = min(cap, RENEWAL_THREADS) * len(settings.named_streams)
-    pool = readers + renewals + _EXTRA_CONNECTIONS + _consumer_connections(settings)
+    pool = readers + renewals + _EXTRA_CONNECTIONS + consumer_connections(settings)
     return clients_for(settings.aws, pool_size=min(pool, 200))
 
 

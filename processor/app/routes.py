@@ -191,7 +191,7 @@ def close_routes(routes: list[Route], http: urllib3.PoolManager) -> None:
     http.clear()
 
 
-def _consumer_connections(settings: Settings) -> int:
+def consumer_connections(settings: Settings) -> int:
     """Connections the consumers' own AWS calls may hold at once: what each route's factory
     declares (declare_aws_connections), times the key groups that may call it together."""
     registry = builtin_consumers()

@@ -20,7 +20,7 @@ from processor.app import build_app, check_config
 from processor.aws_lambda import LAMBDA_DEFAULTS
 from processor.cli.dead_letters import letters, redrive
 from processor.cli.leases import import_kcl, prune, status
-from processor.cli.parser import _parser
+from processor.cli.parser import make_parser
 from processor.errors import ConfigError, ProcessorError
 from processor.kclpy_daemon.properties import IGNORED, read_properties, to_settings
 from processor.ops.emf import EmfWriter
@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = make_parser().parse_args(argv)
     try:
         settings = _load(args)
     except ConfigError as exc:

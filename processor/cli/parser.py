@@ -8,7 +8,7 @@ import os
 from processor import __version__
 from processor.ops.iam import COMMANDS
 
-__all__ = ["_parser"]
+__all__ = ["make_parser"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -65,7 +65,7 @@ def _stop_when_idle(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsp",
         description="Read a DynamoDB Stream and fan every change out to consumers.",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from processor.core.consumer import BatchResult
 from processor.core.records import StreamRecord
-from processor.core.retry import _PartialFailure
+from processor.core.retry import PartialFailure
 from processor.core.routing import Route
 
 __all__ = ["call_consumer", "consumer_outcome", "key_groups"]
@@ -45,7 +45,7 @@ def consumer_outcome(
     records: list[StreamRecord],
     attempts: int,
     rejected: list[tuple[StreamRecord, str, int]],
-) -> tuple[list[StreamRecord], _PartialFailure | None]:
+) -> tuple[list[StreamRecord], PartialFailure | None]:
     """After a call that reported failures: what to retry (from each key's first failure on),
     the failure to raise for it, and (appended to ``rejected``) what the consumer refused."""
     retry = _resume_point(records, result.failed_event_ids)
@@ -56,7 +56,7 @@ def consumer_outcome(
     if not retry:
         return retry, None
     held = bool(result.held) and all(r.event_id in result.held for r in retry)
-    failure = _PartialFailure(
+    failure = PartialFailure(
         len(result.failed_event_ids), len(retry), result.retry_after, result.reasons, held=held
     )
     return retry, failure

@@ -14,23 +14,18 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_when_event_set,
-    wait_random_exponential,
-)
 
 from processor.core.consumer import RouteStats
 from processor.core.records import StreamRecord
 from processor.core.retry import (
-    _Exhausted,
-    _PartialFailure,
-    _TooOld,
+    Exhausted,
+    PartialFailure,
+    TooOld,
 )
 from processor.core.routing import Route
 from processor.core.tenancy import NO_TENANT, TenantStats
 from processor.errors import ShutdownRequested, TransientError
+from processor.retries import STORE_MAX_S, Backoff, retrying
 
 __all__ = ["DeadLetter", "DeadLetterSink", "DeadLetterWriter", "now_utc"]
 
@@ -158,15 +153,15 @@ class DeadLetterWriter:
         self,
         route: Route,
         records: list[StreamRecord],
-        exhausted: _Exhausted,
+        exhausted: Exhausted,
         first_attempt_at: datetime,
     ) -> None:
         error = exhausted.error
         reasons: Mapping[str, str] = {}
-        if isinstance(error, _PartialFailure):
+        if isinstance(error, PartialFailure):
             error_type, message = "PartialFailure", str(error)
             reasons = error.reasons
-        elif isinstance(error, _TooOld):
+        elif isinstance(error, TooOld):
             error_type, message = "RecordTooOld", str(error)
         else:
             error_type, message = type(error).__name__, str(error)
@@ -202,15 +197,11 @@ class DeadLetterWriter:
 
         On a stop the batch is abandoned (read again after restart), never skipped.
         """
-        retrying = Retrying(
-            stop=stop_when_event_set(self._stop),
-            wait=wait_random_exponential(multiplier=self._base_delay_s, max=30),
-            retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
-            sleep=self._sleep,
-            reraise=True,
+        until_stored = retrying(
+            wait=Backoff(self._base_delay_s, STORE_MAX_S), stop=self._stop, sleep=self._sleep
         )
         try:
-            retrying(self._sink.send, entries)
+            until_stored(self._sink.send, entries)
         except TransientError as exc:
             raise ShutdownRequested("stop requested while writing dead letters") from exc
         for entry in entries:

@@ -39,10 +39,7 @@ from typing import Any
 
 import structlog
 from tenacity import (
-    Retrying,
-    retry_if_exception,
     stop_never,
-    stop_when_event_set,
 )
 from tenacity.stop import stop_base
 
@@ -51,17 +48,17 @@ from processor.core.consumer import RouteStats
 from processor.core.dead_letters import DeadLetter, DeadLetterSink, DeadLetterWriter, now_utc
 from processor.core.records import StreamRecord
 from processor.core.retry import (
+    Charged,
+    Exhausted,
     RetryPolicy,
-    _Charged,
-    _created,
-    _Exhausted,
-    _log_retry,
-    _retryable,
-    _StopAfterCharged,
-    _StopHoldingWhenTooOld,
-    _StopWhenTooOld,
-    _TooOld,
-    _WaitWithRetryAfter,
+    StopAfterCharged,
+    StopHoldingWhenTooOld,
+    StopWhenTooOld,
+    TooOld,
+    WaitWithRetryAfter,
+    created_at,
+    log_retry,
+    retryable,
 )
 from processor.core.routing import Route
 from processor.core.tenancy import Tenancy, TenantStats
@@ -69,6 +66,7 @@ from processor.core.waits import interruptible_sleep
 from processor.core.window_calls import WindowCallContext, call_window
 from processor.core.windows import TumblingWindows, Window
 from processor.errors import RecordError, ShutdownRequested
+from processor.retries import retrying
 
 __all__ = ["Dispatcher"]
 
@@ -102,7 +100,7 @@ class Dispatcher:
         self._stop = stop
         self._sleep = sleep if sleep is not None else interruptible_sleep(stop)
         self._clock = clock
-        self._wait = _WaitWithRetryAfter(policy)
+        self._wait = WaitWithRetryAfter(policy)
         self._pool: ThreadPoolExecutor | None = None
         self._unhandled_lock = threading.Lock()
         self._unhandled: dict[str, StreamRecord] = {}  # by sequence number (itemIdentifier)
@@ -240,11 +238,11 @@ class Dispatcher:
         fresh: list[StreamRecord] = []
         old: list[StreamRecord] = []
         for record in records:
-            created = _created(record)
+            created = created_at(record)
             (old if created is not None and now - created > limit else fresh).append(record)
         if old:
-            error = _TooOld(f"older than max_record_age_s={limit}")
-            self._letters.exhausted(route, old, _Exhausted(old, error, 0), now_utc(self._clock))
+            error = TooOld(f"older than max_record_age_s={limit}")
+            self._letters.exhausted(route, old, Exhausted(old, error, 0), now_utc(self._clock))
             stats.add("dead_lettered", len(old))
             stats.add("too_old", len(old))
         return fresh
@@ -257,7 +255,7 @@ class Dispatcher:
             chunk = pending.popleft()
             try:
                 delivered = self._attempt(route, chunk, stats)
-            except _Exhausted as exhausted:
+            except Exhausted as exhausted:
                 rest = exhausted.remaining
                 stats.add("delivered", len(chunk) - len(rest) - exhausted.rejected)
                 permanent = isinstance(exhausted.error, RecordError)
@@ -280,23 +278,23 @@ class Dispatcher:
         return dead_lettered
 
     def _stop_condition(
-        self, remaining: Callable[[], list[StreamRecord]], charged: _Charged
+        self, remaining: Callable[[], list[StreamRecord]], charged: Charged
     ) -> stop_base:
-        stop: stop_base = stop_when_event_set(self._stop)
+        """The route's own stops (the stop event is added by :func:`retrying`): its charged
+        retries, its records' age."""
+        stop: stop_base = stop_never
         if self._policy.max_retries >= 0:
-            stop = stop | _StopAfterCharged(charged, self._policy.max_retries)
-        else:
-            stop = stop | stop_never
+            stop = StopAfterCharged(charged, self._policy.max_retries)
 
         def oldest() -> float | None:
-            times = [t for t in map(_created, remaining()) if t is not None]
+            times = [t for t in map(created_at, remaining()) if t is not None]
             return min(times) if times else None
 
         limit = self._policy.age_limit_s
         if limit is not None:
-            stop = stop | _StopWhenTooOld(oldest, limit, self._clock)
+            stop = stop | StopWhenTooOld(oldest, limit, self._clock)
         else:
-            stop = stop | _StopHoldingWhenTooOld(
+            stop = stop | StopHoldingWhenTooOld(
                 charged, oldest, self._policy.retention_s, self._clock
             )
         return stop
@@ -309,7 +307,7 @@ class Dispatcher:
         remaining = list(chunk)
         rejected: list[tuple[StreamRecord, str, int]] = []
         attempts = 0
-        charged = _Charged()
+        charged = Charged()
 
         def call() -> None:
             nonlocal remaining, attempts
@@ -334,23 +332,23 @@ class Dispatcher:
                     stats.add("held")
                 raise failure
 
-        retrying = Retrying(
-            stop=self._stop_condition(lambda: remaining, charged),
+        attempts_of_route = retrying(
             wait=self._wait,
-            retry=retry_if_exception(_retryable),
+            stop=self._stop,
+            until=self._stop_condition(lambda: remaining, charged),
+            retry_on=retryable,
             sleep=self._sleep,
-            before_sleep=lambda state: _log_retry(route.name, state, stats),
-            reraise=True,
+            before_sleep=lambda state: log_retry(route.name, state, stats),
         )
         try:
-            retrying(call)
+            attempts_of_route(call)
         except ShutdownRequested:
             raise
         except Exception as exc:
             if self._stop.is_set() and not isinstance(exc, RecordError):
                 raise ShutdownRequested("stop requested while retrying") from exc
             self._letters.rejected(route, rejected, stats)
-            raise _Exhausted(remaining, exc, attempts, rejected=len(rejected)) from exc
+            raise Exhausted(remaining, exc, attempts, rejected=len(rejected)) from exc
         self._letters.rejected(route, rejected, stats)
         return len(chunk) - len(rejected)
 

@@ -16,9 +16,22 @@ from tenacity.stop import stop_base
 from processor.core.consumer import RouteStats
 from processor.core.records import StreamRecord
 from processor.core.waits import WaitRetryAfter
-from processor.errors import RecordError, ShutdownRequested
+from processor.errors import RecordError, ShutdownRequested, Signal
 
-__all__ = ["RetryPolicy"]
+__all__ = [
+    "Charged",
+    "Exhausted",
+    "PartialFailure",
+    "RetryPolicy",
+    "StopAfterCharged",
+    "StopHoldingWhenTooOld",
+    "StopWhenTooOld",
+    "TooOld",
+    "WaitWithRetryAfter",
+    "created_at",
+    "log_retry",
+    "retryable",
+]
 
 log = structlog.get_logger()
 
@@ -47,7 +60,7 @@ class RetryPolicy:
         return self.retention_s if self.max_retries == -1 else None
 
 
-class _Exhausted(Exception):
+class Exhausted(Signal):
     def __init__(
         self,
         remaining: list[StreamRecord],
@@ -64,7 +77,7 @@ class _Exhausted(Exception):
         self.rejected = rejected
 
 
-class _PartialFailure(Exception):
+class PartialFailure(Signal):
     def __init__(
         self,
         failed: int,
@@ -86,15 +99,15 @@ class _PartialFailure(Exception):
         self.reasons = dict(reasons or {})
 
 
-class _TooOld(Exception):
+class TooOld(Signal):
     pass
 
 
-def _retryable(exc: BaseException) -> bool:
+def retryable(exc: BaseException) -> bool:
     return not isinstance(exc, RecordError | ShutdownRequested)
 
 
-class _WaitWithRetryAfter(WaitRetryAfter):
+class WaitWithRetryAfter(WaitRetryAfter):
     """The one Retry-After wait, except that a hold waits for the destination's next probe,
     however long its cool-down (bounded by the source's retention)."""
 
@@ -104,12 +117,12 @@ class _WaitWithRetryAfter(WaitRetryAfter):
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _PartialFailure) and exc.held and exc.retry_after:
+        if isinstance(exc, PartialFailure) and exc.held and exc.retry_after:
             return min(exc.retry_after, self._retention)
         return super().__call__(state)
 
 
-class _Charged:
+class Charged:
     """Counts the calls that spent a retry: every call but a hold (see RetryPolicy)."""
 
     def __init__(self) -> None:
@@ -117,8 +130,8 @@ class _Charged:
         self.holding = False
 
 
-class _StopAfterCharged(stop_base):
-    def __init__(self, charged: _Charged, max_retries: int) -> None:
+class StopAfterCharged(stop_base):
+    def __init__(self, charged: Charged, max_retries: int) -> None:
         self._charged = charged
         self._max = max_retries
 
@@ -126,7 +139,7 @@ class _StopAfterCharged(stop_base):
         return self._charged.calls > self._max
 
 
-class _StopWhenTooOld(stop_base):
+class StopWhenTooOld(stop_base):
     """Stop retrying once the oldest record being retried passed the age limit."""
 
     def __init__(
@@ -141,12 +154,12 @@ class _StopWhenTooOld(stop_base):
         return created is not None and self._clock() - created > self._limit
 
 
-class _StopHoldingWhenTooOld(_StopWhenTooOld):
+class StopHoldingWhenTooOld(StopWhenTooOld):
     """A hold is bounded by age alone: max_record_age_s, or the stream's retention."""
 
     def __init__(
         self,
-        charged: _Charged,
+        charged: Charged,
         oldest: Callable[[], float | None],
         limit_s: float,
         clock: Callable[[], float],
@@ -158,12 +171,12 @@ class _StopHoldingWhenTooOld(_StopWhenTooOld):
         return self._charged.holding and super().__call__(retry_state)
 
 
-def _created(record: StreamRecord) -> float | None:
+def created_at(record: StreamRecord) -> float | None:
     when: datetime | None = record.approximate_creation_time
     return when.timestamp() if when else None
 
 
-def _log_retry(route: str, state: RetryCallState, stats: RouteStats) -> None:
+def log_retry(route: str, state: RetryCallState, stats: RouteStats) -> None:
     stats.add("retries")
     exc = state.outcome.exception() if state.outcome else None
     stats.add(f"retry:{type(exc).__name__}")

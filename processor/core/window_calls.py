@@ -10,22 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from tenacity import (
-    Retrying,
-    retry_if_not_exception_type,
-    stop_after_attempt,
-    stop_never,
-    stop_when_event_set,
-    wait_random_exponential,
-)
 
 from processor.core.consumer import RouteStats
 from processor.core.dead_letters import DeadLetterWriter, now_utc
 from processor.core.records import StreamRecord
-from processor.core.retry import RetryPolicy, _Exhausted
+from processor.core.retry import Exhausted, RetryPolicy
 from processor.core.routing import Route
 from processor.core.windows import TumblingWindows, Window, check_state
 from processor.errors import RecordError, ShutdownRequested
+from processor.retries import Backoff, retrying
 
 __all__ = ["WindowCallContext", "call_window"]
 
@@ -54,13 +47,12 @@ def call_window(
     name, stats, policy = route.name, context.stats, context.policy
     first_attempt_at = now_utc(context.clock)
     retries = policy.max_retries
-    retrying = Retrying(
-        stop=(stop_after_attempt(retries + 1) if retries >= 0 else stop_never)
-        | stop_when_event_set(context.stop),
-        wait=wait_random_exponential(multiplier=policy.base_delay_s, max=policy.max_delay_s),
-        retry=retry_if_not_exception_type((RecordError, ShutdownRequested)),
+    calls = retrying(
+        wait=Backoff(policy.base_delay_s, policy.max_delay_s),
+        stop=context.stop,
+        attempts=retries + 1 if retries >= 0 else None,
+        retry_on=lambda exc: not isinstance(exc, (RecordError, ShutdownRequested)),
         sleep=context.sleep,
-        reraise=True,
     )
     attempts = 0
 
@@ -75,7 +67,7 @@ def call_window(
         return dict(state)
 
     try:
-        state = retrying(call)
+        state = calls(call)
     except ShutdownRequested:
         raise
     except Exception as exc:
@@ -83,7 +75,7 @@ def call_window(
             raise ShutdownRequested("stop requested while retrying a window") from exc
         if records:
             context.letters.exhausted(
-                route, records, _Exhausted(records, exc, attempts), first_attempt_at
+                route, records, Exhausted(records, exc, attempts), first_attempt_at
             )
             stats.add("dead_lettered", len(records))
         log.error(  # noqa: TRY400 - the error is the message

@@ -11,14 +11,11 @@ from dataclasses import dataclass, field
 import structlog
 from tenacity import (
     RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_when_event_set,
-    wait_random_exponential,
 )
 
 from processor.errors import LeaseLostError, ProcessorError
 from processor.leases.model import Lease, LeaseStore
+from processor.retries import Backoff, retrying
 from processor.runtime.pool import StepPool, Task
 from processor.runtime.processors import ReaderOutcome
 from processor.runtime.reader import ShardReader
@@ -110,18 +107,14 @@ def restart_steps(
             error=reader.last_error,
         )
 
-    retrying = Retrying(
-        stop=stop_when_event_set(reader.stop),
-        wait=wait_random_exponential(
-            multiplier=settings.reader_restart_base_s,
-            max=settings.reader_restart_max_s,
-        ),
-        retry=retry_if_exception_type(_ReaderFailed),
+    restarts = retrying(
+        wait=Backoff(settings.reader_restart_base_s, settings.reader_restart_max_s),
+        stop=reader.stop,
+        retry_on=lambda exc: isinstance(exc, _ReaderFailed),
         before_sleep=before_sleep,
-        reraise=True,
     )
     try:
-        running.outcome = yield from retry_steps(retrying, attempt)
+        running.outcome = yield from retry_steps(restarts, attempt)
     except _ReaderFailed:
         running.outcome = ReaderOutcome.FAILED
 

@@ -19,12 +19,10 @@ from tenacity import (
     DoSleep,
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
-    stop_when_event_set,
-    wait_random_exponential,
 )
 
 from processor.errors import ShutdownRequested, TransientError
+from processor.retries import STREAM_CALL_BASE_S, Backoff, retrying
 
 __all__ = ["Steps", "bound", "drive", "just", "retry_steps", "transient_steps"]
 
@@ -96,15 +94,11 @@ def transient_steps(
     """``call`` retried on TransientError with full-jitter exponential waits (from 0.5 s up to
     ``max_wait_s``), yielded as steps, until it succeeds or ``stop`` is set (then
     ShutdownRequested)."""
-    retrying = Retrying(
-        stop=stop_when_event_set(stop),
-        wait=wait_random_exponential(multiplier=0.5, max=max_wait_s),
-        retry=retry_if_exception_type(TransientError),
-        before_sleep=before_sleep,
-        reraise=True,
+    policy = retrying(
+        wait=Backoff(STREAM_CALL_BASE_S, max_wait_s), stop=stop, before_sleep=before_sleep
     )
     try:
-        return (yield from retry_steps(retrying, lambda: just(call)))
+        return (yield from retry_steps(policy, lambda: just(call)))
     except TransientError as exc:
         if stop.is_set():
             raise ShutdownRequested("stop requested while retrying a stream call") from exc

@@ -15,7 +15,7 @@ from pydantic import (
 
 from processor.core.consumer import builtin_consumers
 from processor.core.routing import PatternError, compile_filters
-from processor.settings.sections import _Section
+from processor.settings.sections import Section
 
 __all__ = ["RouteSettings"]
 
@@ -48,7 +48,7 @@ def _refuse_numeric_on_n(source: str) -> None:
     walk(json.loads(source), "")
 
 
-class RouteSettings(_Section):
+class RouteSettings(Section):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     consumer: str
     #: opt-in extensions to AWS's filter language (``numeric`` compares N values); declared

@@ -45,11 +45,11 @@ ENV_PREFIX = "DSP_"
 TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[a-zA-Z0-9_.\-]+$")]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AwsSettings(_Section):
+class AwsSettings(Section):
     region: str = "us-east-1"
     endpoint_url: str | None = None
     dynamodb_endpoint_url: str | None = None  # default: endpoint_url (tables, leases)
@@ -75,7 +75,7 @@ class AwsSettings(_Section):
             raise ValueError(f"{exc}, e.g. http://127.0.0.1:5000") from None
 
 
-class StreamSettings(_Section):
+class StreamSettings(Section):
     #: where the table's changes come from: its DynamoDB stream, or its Kinesis Data Streams
     #: destination (``kinesis_stream``, a name or ARN)
     source: Literal["dynamodb", "kinesis"] = "dynamodb"
@@ -184,7 +184,7 @@ def parse_timestamp(text: str) -> float:
     return when.timestamp()
 
 
-class CheckpointSettings(_Section):
+class CheckpointSettings(Section):
     table: TableName = "dsp-leases"
     application: str = Field(min_length=1, pattern=r"^[\w.\-:]+$")
     owner: str | None = None  # default: hostname:pid
@@ -212,7 +212,7 @@ class CheckpointSettings(_Section):
         return self.owner or f"{socket.gethostname()}:{os.getpid()}"
 
 
-class DeadLetterSettings(_Section):
+class DeadLetterSettings(Section):
     path: str | None = "dead-letter.jsonl"
     sqs_queue_url: str | None = None
     #: SQS's limit for one message and for one SendMessageBatch request (1 MiB); a letter
@@ -229,7 +229,7 @@ def _in_range(value: int, low: int, high: int, *, extra: str = "") -> int:
     return value
 
 
-class BatchSettings(_Section):
+class BatchSettings(Section):
     """Lambda event source mapping controls, with Lambda's names' meaning and ranges."""
 
     max_records: int = 100  # BatchSize
@@ -267,7 +267,7 @@ class BatchSettings(_Section):
         return _in_range(value, 1, 10)
 
 
-class HttpSettings(_Section):
+class HttpSettings(Section):
     pool_size: int = Field(default=10, ge=1, le=1000)
     ca_bundle: str | None = None  # PEM file of CAs to trust (default: the system's)
     connect_timeout_s: float = Field(default=3.0, gt=0)
@@ -293,12 +293,12 @@ class HttpSettings(_Section):
         return value
 
 
-class LoggingSettings(_Section):
+class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class ObservabilitySettings(_Section):
+class ObservabilitySettings(Section):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)  # off unless set
     host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod from outside
     ready_max_stall_s: float = Field(default=60.0, gt=0)
@@ -311,7 +311,7 @@ class ObservabilitySettings(_Section):
     cloudwatch_interval_s: float = Field(default=60.0, ge=1, le=3600)
 
 
-class TenancySettings(_Section):
+class TenancySettings(Section):
     attribute: str = "pk"
     pattern: str = r"^TENANT#(?P<tenant>[^#]+)"
     #: records whose key does not match: deliver them (tenant None), drop them, or dead-letter
@@ -329,11 +329,11 @@ class TenancySettings(_Section):
         return value
 
 
-class ShutdownSettings(_Section):
+class ShutdownSettings(Section):
     deadline_s: float = Field(default=30.0, gt=0)
 
 
-class MultiLangSettings(_Section):
+class MultiLangSettings(Section):
     """KCL MultiLang mode (`dsp multilang`): each owned shard drives one child process that
     runs an unchanged amazon_kclpy record processor, instead of the routes."""
 

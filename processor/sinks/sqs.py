@@ -10,11 +10,11 @@ from typing import Any
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from processor.aws import translate_client_error
 from processor.core.dead_letters import DeadLetter, DeadLetterSink
 from processor.errors import TransientError
+from processor.retries import QUICK, retrying
 from processor.sinks.jsonl import dumps
 
 __all__ = ["SQS_MAX_BATCH", "SQS_MAX_BYTES", "SqsDeadLetterSink"]
@@ -103,14 +103,10 @@ class SqsDeadLetterSink:
 
     def _send_chunk(self, chunk: list[_Body]) -> None:
         pending = {str(i): item for i, item in enumerate(chunk)}
-        retrying = Retrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_random_exponential(multiplier=0.1, max=5.0),
-            retry=retry_if_exception_type(TransientError),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        retrying(self._send_pending, pending)
+        # inside the dead-letter writer's own loop (ADR 0027): only the failed messages of a
+        # batch are sent again here, so one that SQS took is never sent twice
+        resend = retrying(wait=QUICK, attempts=self._attempts, sleep=self._sleep)
+        resend(self._send_pending, pending)
 
     def _send_pending(self, pending: dict[str, _Body]) -> None:
         request = [{"Id": i, "MessageBody": body} for i, (_, body) in pending.items()]

@@ -40,7 +40,7 @@ __all__ = ["CapacityModel", "CapacityProxy", "item_wcu"]
 _JSON = {"Content-Type": "application/x-amz-json-1.0"}
 
 
-def _value_size(value: Mapping[str, Any]) -> int:
+def value_size(value: Mapping[str, Any]) -> int:
     ((tag, inner),) = value.items()
     if tag == "S":
         return len(str(inner).encode())
@@ -52,11 +52,11 @@ def _value_size(value: Mapping[str, Any]) -> int:
     if tag in ("BOOL", "NULL"):
         return 1
     if tag in ("SS", "NS", "BS"):
-        return sum(_value_size({tag[0]: v}) for v in inner)
+        return sum(value_size({tag[0]: v}) for v in inner)
     if tag == "L":
-        return 3 + sum(1 + _value_size(v) for v in inner)
+        return 3 + sum(1 + value_size(v) for v in inner)
     if tag == "M":
-        return 3 + sum(len(k.encode()) + 1 + _value_size(v) for k, v in inner.items())
+        return 3 + sum(len(k.encode()) + 1 + value_size(v) for k, v in inner.items())
     return 0
 
 
@@ -69,7 +69,7 @@ def _item_of(write: Mapping[str, Any]) -> dict[str, Any]:
 
 def item_wcu(item: Mapping[str, Any]) -> int:
     """Write capacity units to write ``item`` (DynamoDB JSON): one per started KB."""
-    size = sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+    size = sum(len(name.encode()) + value_size(value) for name, value in item.items())
     return max(1, math.ceil(size / 1024))
 
 

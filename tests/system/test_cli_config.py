@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from processor.cli.parser import _parser
+from processor.cli.parser import make_parser
 from processor.testing import create_table
 
 BASE = """
@@ -376,7 +376,7 @@ def test_check_config_json_for_scripts(tmp_path: Path) -> None:
 
 def test_every_help_lists_its_exit_statuses() -> None:
     """`dsp --help` and every `dsp COMMAND [SUBCOMMAND] --help` end with their exit codes."""
-    pending = [_parser()]
+    pending = [make_parser()]
     seen = 0
     while pending:
         parser = pending.pop()

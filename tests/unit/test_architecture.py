@@ -4,7 +4,9 @@ seams it states is the number of rows, and every module its walk of a record nam
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import re
@@ -164,3 +166,41 @@ def test_dispatchers_are_made_by_the_pipeline_only() -> None:
         if "testing" not in path.parts and re.search(r"\bDispatcher\(", path.read_text())
     )
     assert makers == ["processor/app/pipeline.py", "processor/replay/redrive.py"]
+
+
+def test_every_retry_loop_is_made_by_the_one_retry_module() -> None:
+    """One retry vocabulary (ADR 0027): processor/retries.py builds every tenacity
+    Retrying of the engine and the built-in consumers."""
+    makers = sorted(
+        path.relative_to(ROOT).as_posix()
+        for root in ("processor", "consumers")
+        for path in (ROOT / root).rglob("*.py")
+        if "testing" not in path.parts and re.search(r"\bRetrying\(", path.read_text())
+    )
+    assert makers == ["processor/retries.py"]
+
+
+def test_no_private_name_crosses_modules() -> None:
+    """A name with a leading underscore is its module's own: no module of processor or
+    consumers imports one from another (private implementation modules, such as the native
+    walk ``_images``, are modules, not names)."""
+    crossing = []
+    for root in ("processor", "consumers"):
+        for path in (ROOT / root).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.ImportFrom) or not node.module:
+                    continue
+                if node.module.split(".")[0] not in ("processor", "consumers"):
+                    continue
+                for alias in node.names:
+                    private = alias.name.startswith("_") and not alias.name.startswith("__")
+                    if private and not _is_module(f"{node.module}.{alias.name}"):
+                        crossing.append(f"{path.relative_to(ROOT)}: {alias.name}")
+    assert crossing == []
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ModuleNotFoundError, AttributeError):
+        return False

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 import processor.settings.reference as reference
 from benchmarks.publish import PAGE, RESULTS, publish
-from processor.cli.parser import _parser
+from processor.cli.parser import make_parser
 from processor.settings import Settings
 from processor.settings.reference import PAGES, check
 from processor.settings.sections import MultiLangSettings, StreamSettings
@@ -112,7 +112,7 @@ def test_defaults_toml_names_every_key() -> None:
 def _commands() -> dict[str, argparse.ArgumentParser]:
     """'dsp run', 'dsp dead-letter redrive', ... -> their parsers."""
     found: dict[str, argparse.ArgumentParser] = {}
-    pending = [("dsp", _parser())]
+    pending = [("dsp", make_parser())]
     while pending:
         name, parser = pending.pop()
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

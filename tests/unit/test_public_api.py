@@ -22,12 +22,15 @@ def test_all_is_sorted_and_every_name_exists() -> None:
 
 
 def test_consumers_use_only_the_public_api() -> None:
-    """Built-in consumers import from `processor` itself (and the webhook toolkit,
-    `processor.webhooks`), never its internals, and never botocore."""
+    """Built-in consumers import from `processor` itself (and its public modules: the webhook
+    toolkit, `processor.webhooks`, and the retry policies, `processor.retries`), never its
+    internals, and never botocore."""
     root = pathlib.Path(__file__).resolve().parents[2] / "consumers"
     for path in root.rglob("*.py"):
         for line in path.read_text().splitlines():
-            public = line.startswith("from processor.webhooks import")
+            public = line.startswith(
+                ("from processor.webhooks import", "from processor.retries import")
+            )
             if line.startswith(("from processor.", "import processor.")) and not public:
                 raise AssertionError(f"{path.name}: {line}")
             # vendor errors are translated in processor's adapters (processor.dynamodb_table), once
@@ -102,11 +105,11 @@ def test_the_entry_points_resolve() -> None:
 
 def test_the_cli_commands_are_still_there(capsys: pytest.CaptureFixture[str]) -> None:
     """`dsp` keeps every subcommand scripts and runbooks call (an unknown one exits 2)."""
-    from processor.cli.parser import _parser  # noqa: PLC0415
+    from processor.cli.parser import make_parser  # noqa: PLC0415
 
     for command in [*sorted(CLI_COMMANDS), "no-such-command"]:
         with pytest.raises(SystemExit) as exited:
-            _parser().parse_args([command, "--help"])
+            make_parser().parse_args([command, "--help"])
         assert exited.value.code == (2 if command == "no-such-command" else 0), command
     capsys.readouterr()
 
@@ -131,7 +134,7 @@ def test_every_public_exception_is_in_the_error_tree() -> None:
                     and issubclass(value, BaseException)
                     and value.__module__ == module.__name__
                     and not name.startswith("_")
-                    and not issubclass(value, processor.ProcessorError)
+                    and not issubclass(value, (processor.ProcessorError, processor.Signal))
                 ):
                     outside.append(f"{module.__name__}.{name}")
     assert outside == []

@@ -245,7 +245,7 @@ def test_the_botocore_pool_covers_batch_write_concurrency(tmp_path: Path) -> Non
     """Every batch_write call that may be in flight at once gets a connection: concurrency
     per route (default 4) times the key groups that may call it together."""
     from processor.app.build import _EXTRA_CONNECTIONS  # noqa: PLC0415
-    from processor.app.routes import _consumer_connections  # noqa: PLC0415
+    from processor.app.routes import consumer_connections  # noqa: PLC0415
 
     text = VALID + (
         '[[routes]]\nname = "second"\nconsumer = "batch_write"\n'
@@ -254,7 +254,7 @@ def test_the_botocore_pool_covers_batch_write_concurrency(tmp_path: Path) -> Non
         "[batch]\nparallelism = 2\n"
     )
     settings = load_settings(write(tmp_path, text))
-    assert _consumer_connections(settings) == (4 + 6) * 2
+    assert consumer_connections(settings) == (4 + 6) * 2
     assert _EXTRA_CONNECTIONS > 0
 
 

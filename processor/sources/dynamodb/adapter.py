@@ -28,7 +28,7 @@ __all__ = ["RETENTION_S", "StreamsAdapter", "resolve_stream"]
 RETENTION_S = 24 * 3600.0
 
 
-def _capture_get_records_body(
+def capture_get_records_body(
     response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
 ) -> None:
     """before-parse hook: take successful GetRecords bodies out of botocore's parser."""
@@ -64,7 +64,7 @@ class StreamsAdapter:
         # once per client, however many adapters share it (one per stream of a process)
         client.meta.events.register(
             "before-parse.dynamodb-streams.GetRecords",
-            _capture_get_records_body,
+            capture_get_records_body,
             unique_id="dsp-capture-get-records-body",
         )
 

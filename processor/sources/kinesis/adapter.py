@@ -18,7 +18,7 @@ from processor.aws import describe_or_missing, error_code, translate_client_erro
 from processor.core.consumer import StreamInfo
 from processor.errors import TrimmedDataError
 from processor.sources.base import Page, StreamDescription
-from processor.sources.dynamodb.adapter import _capture_get_records_body
+from processor.sources.dynamodb.adapter import capture_get_records_body
 from processor.sources.kinesis.wire import decode_page
 from processor.sources.lineage import Shard
 
@@ -41,7 +41,7 @@ class KinesisSource:
         # once per client, however many sources share it (one per stream of a process)
         client.meta.events.register(
             "before-parse.kinesis.GetRecords",
-            _capture_get_records_body,
+            capture_get_records_body,
             unique_id="dsp-capture-kinesis-get-records-body",
         )
         self._lock = threading.Lock()
