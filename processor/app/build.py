@@ -33,14 +33,14 @@ from processor.core.dispatch import Dispatcher
 from processor.core.routing import Route
 from processor.core.tenancy import TenantStats
 from processor.http import make_http_pool
-from processor.kclpy_daemon.shard import MultiLangProcessor
+from processor.kclpy_daemon.shard import ChildTarget
 from processor.leases.dynamodb import DynamoDBLeaseStore
 from processor.leases.model import Lease, LeaseStore
 from processor.ops.metrics import Metrics
 from processor.runtime.fleet import Fleet, SharedPool
-from processor.runtime.processors import ShardProcessor
 from processor.runtime.rate import RateLimiter
 from processor.runtime.reader import RecordWindow
+from processor.runtime.targets import ShardTarget
 from processor.runtime.worker import RENEWAL_THREADS, PositionFor, Worker
 from processor.settings import Settings, StreamSettings
 from processor.settings.sections import DEFAULT_STREAM
@@ -215,19 +215,19 @@ def _dispatchers(
     return dispatcher_for
 
 
-def _processors(
+def _targets(
     settings: Settings, dispatcher_for: Callable[[threading.Event], Dispatcher]
-) -> Callable[[Lease, threading.Event], ShardProcessor] | None:
+) -> Callable[[Lease, threading.Event], ShardTarget] | None:
     """With [multilang], each lease drives a KCL MultiLang child (malformed records still go
     to the dead-letter sink); without, the worker's default: our routes."""
     options = settings.multilang
     if options is None:
         return None
 
-    def processor_for(lease: Lease, stop: threading.Event) -> ShardProcessor:
-        return MultiLangProcessor(options, malformed=dispatcher_for(stop))
+    def target_for(lease: Lease, stop: threading.Event) -> ShardTarget:
+        return ChildTarget(options, malformed=dispatcher_for(stop))
 
-    return processor_for
+    return target_for
 
 
 def build_app(
@@ -290,7 +290,7 @@ def build_app(
             )
         dispatcher_for = _dispatchers(pipeline, metrics, tenant_stats, name)
         worker = Worker(
-            processor_for=_processors(settings, dispatcher_for),
+            target_for=_targets(settings, dispatcher_for),
             adapter=adapter,
             stream_arn=stream_arn,
             store=store,

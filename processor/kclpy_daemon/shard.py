@@ -32,10 +32,10 @@ from processor.kclpy_daemon.protocol import (
     shard_ended,
     shutdown_requested,
 )
-from processor.runtime.processors import ReaderOutcome, ShardContext
+from processor.runtime.targets import ReaderOutcome, ShardContext
 from processor.settings import MultiLangSettings
 
-__all__ = ["MultiLangProcessor", "ProtocolError"]
+__all__ = ["ChildTarget", "ProtocolError"]
 
 log = structlog.get_logger()
 
@@ -44,8 +44,8 @@ def _spawn(command: Sequence[str], shard_id: str, cwd: str | None) -> Child:
     return Child(command, shard_id=shard_id, cwd=cwd)
 
 
-class MultiLangProcessor:
-    """A :class:`~processor.runtime.processors.ShardProcessor` feeding a child process."""
+class ChildTarget:
+    """A :class:`~processor.runtime.targets.ShardTarget` feeding a child process."""
 
     def __init__(
         self,
@@ -63,7 +63,7 @@ class MultiLangProcessor:
         self._range = CheckpointRange(None)
         self._finished = False
 
-    # -- ShardProcessor --------------------------------------------------------------------------
+    # -- ShardTarget --------------------------------------------------------------------------
 
     def start(self, reader: ShardContext) -> None:
         self._range = CheckpointRange(reader.last_handled)

@@ -34,10 +34,10 @@ from processor.errors import (
 )
 from processor.leases.model import Lease, LeaseStore
 from processor.runtime.fencing import await_confirmed_lease
-from processor.runtime.processors import ReaderOutcome, ShardProcessor
 from processor.runtime.rate import RateLimiter
 from processor.runtime.settings import ReaderSettings, RecordWindow
 from processor.runtime.steps import Steps, drive, transient_steps
+from processor.runtime.targets import ReaderOutcome, ShardTarget
 from processor.runtime.trimmed import first_available, skip_trimmed
 from processor.sources.base import Page, StreamSource
 
@@ -58,7 +58,7 @@ class ShardReader:
         initial_position: str | tuple[str, str | None],
         store: LeaseStore,
         settings: ReaderSettings,
-        processor: ShardProcessor,
+        target: ShardTarget,
         stop: threading.Event,
         monotonic: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
@@ -86,7 +86,7 @@ class ShardReader:
             initial_position = (initial_position, None)
         self._initial_position: tuple[str, str | None] = initial_position
         self._store = store
-        self.processor = processor
+        self.target = target
         #: set (with ``stop``) by the worker when a renewal found the lease taken over
         self.lease_lost = False
         self._settings = settings
@@ -175,7 +175,7 @@ class ShardReader:
             outcome = ReaderOutcome.FAILED
         finally:
             try:
-                self.processor.finish(self, outcome)
+                self.target.finish(self, outcome)
             except Exception:  # the outcome stands; the failure is logged
                 log.exception("shard_processor_finish_failed", outcome=outcome.value)
             structlog.contextvars.unbind_contextvars("shard_id", "sequence_number")
@@ -241,7 +241,7 @@ class ShardReader:
             "shard_reader_started", checkpoint=self.last_handled, position=self._initial_position
         )
         settings = self._settings
-        self.processor.start(self)
+        self.target.start(self)
         iterator: str = yield from self._acquire()
         delay = settings.poll_interval_min_s
         buffer: list[StreamRecord] = []
@@ -327,14 +327,14 @@ class ShardReader:
         if page.millis_behind is not None:  # the source knows better (Kinesis)
             self.lag_s = page.millis_behind / 1000
         if page.malformed:
-            self.processor.reject_malformed(page.malformed, self.shard_id)
+            self.target.reject_malformed(page.malformed, self.shard_id)
         if page.records and self._window is not None:
             return self._window(page.records)
         return page.records, False
 
     def _finish_shard(self) -> None:
         """The shard is drained: its end must be checkpointed before its lease is released."""
-        if not self.processor.shard_ended(self):
+        if not self.target.shard_ended(self):
             raise ShardEndNotCheckpointed(
                 f"shard {self.shard_id} ended but its end was not checkpointed"
             )
@@ -348,11 +348,11 @@ class ShardReader:
         the next poll, never past the end of the batching window or of the reorder window."""
         held = len(self._reorder) if self._reorder is not None else 0
         self.caught_up = not buffer and not held
-        if not buffer and not held and self.processor.wants_empty_batches:
+        if not buffer and not held and self.target.wants_empty_batches:
             yield from await_confirmed_lease(
                 lambda: self.lease, self._clock, self._settings.lease_fence_s, self.stop
             )
-            self.processor.process(self, [])
+            self.target.process(self, [])
         wait = delay
         if buffer:
             elapsed = self._monotonic() - window_started
@@ -388,7 +388,7 @@ class ShardReader:
                 wait = self._rate.reserve(len(batch))
                 if wait > 0:
                     yield wait
-            self.processor.process(self, batch)
+            self.target.process(self, batch)
             with self._lock:
                 self.records_read += len(batch)
                 self.last_records_at = self._monotonic()

@@ -17,11 +17,11 @@ from processor.errors import LeaseLostError, ProcessorError
 from processor.leases.model import Lease, LeaseStore
 from processor.retries import Backoff, retrying
 from processor.runtime.pool import StepPool, Task
-from processor.runtime.processors import ReaderOutcome
 from processor.runtime.reader import ShardReader
 from processor.runtime.settings import WorkerSettings
 from processor.runtime.snapshot import WorkerSnapshot
 from processor.runtime.steps import Steps, retry_steps
+from processor.runtime.targets import ReaderOutcome
 
 __all__ = [
     "RunSummary",

@@ -30,7 +30,6 @@ from processor.process import peak_rss_mb
 from processor.runtime.discovery import Discovery
 from processor.runtime.main_loop import run_workers
 from processor.runtime.pool import StepPool, WakingEvent
-from processor.runtime.processors import DispatchProcessor, ReaderOutcome, ShardProcessor
 from processor.runtime.rate import RateLimiter
 from processor.runtime.reader import RecordWindow, ShardReader
 from processor.runtime.shard_run import (
@@ -45,6 +44,7 @@ from processor.runtime.shard_run import (
 from processor.runtime.snapshot import UnownedShards, WorkerSnapshot, readiness
 from processor.runtime.start import live_start
 from processor.runtime.steps import bound
+from processor.runtime.targets import PipelineTarget, ReaderOutcome, ShardTarget
 from processor.sources.base import StreamSource
 from processor.sources.lineage import Shard
 
@@ -73,7 +73,7 @@ class Worker:
         window: RecordWindow | None = None,
         rate: RateLimiter | None = None,
         only_shards: frozenset[str] | None = None,
-        processor_for: Callable[[Lease, threading.Event], ShardProcessor] | None = None,
+        target_for: Callable[[Lease, threading.Event], ShardTarget] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         stream: str = "default",
@@ -89,9 +89,7 @@ class Worker:
         self._store = store
         self._dispatcher_for = dispatcher_for
         #: what a lease's records go to: our pipeline (default) or, say, a MultiLang child
-        self._processor_for = processor_for or (
-            lambda lease, stop: DispatchProcessor(dispatcher_for(stop))
-        )
+        self._target_for = target_for or (lambda lease, stop: PipelineTarget(dispatcher_for(stop)))
         self.settings = settings
         self._position_for = position_for
         self._window = window
@@ -201,7 +199,7 @@ class Worker:
             lease=lease,
             initial_position=position,
             store=self._store,
-            processor=self._processor_for(lease, stop),
+            target=self._target_for(lease, stop),
             settings=replace(self.settings.reader, lease_fence_s=self.settings.lease_timeout_s / 2),
             stop=stop,
             monotonic=self._monotonic,

@@ -258,14 +258,14 @@ def test_the_readers_lag_is_kinesis_millis_behind_latest() -> None:
     GetRecords says, not now minus the creation time: changes made just now that sat an hour
     behind a backlog are an hour behind."""
     from processor.leases.memory import MemoryLeaseStore  # noqa: PLC0415
-    from processor.runtime.processors import DispatchProcessor, ShardContext  # noqa: PLC0415
     from processor.runtime.reader import ReaderSettings, ShardReader  # noqa: PLC0415
+    from processor.runtime.targets import PipelineTarget, ShardContext  # noqa: PLC0415
     from processor.sources.kinesis import KinesisSource  # noqa: PLC0415
 
     now = [1_795_000_000.0]
     lags: list[float] = []
 
-    class Recording(DispatchProcessor):
+    class Recording(PipelineTarget):
         def process(self, reader: ShardContext, batch: list[StreamRecord]) -> None:
             lags.append(reader.lag_s)
             reader.commit(batch[-1].sequence_number)
@@ -286,7 +286,7 @@ def test_the_readers_lag_is_kinesis_millis_behind_latest() -> None:
         stop = threading.Event()
         reader = ShardReader(
             adapter=source, stream_arn=arn, lease=lease, initial_position="TRIM_HORIZON",
-            store=store, processor=Recording(None), stop=stop,  # type: ignore[arg-type]
+            store=store, target=Recording(None), stop=stop,  # type: ignore[arg-type]
             settings=ReaderSettings(get_records_limit=1, max_records=1, poll_interval_min_s=0.01),
         )  # fmt: skip
         runner = threading.Thread(target=reader.run, daemon=True)
@@ -336,17 +336,17 @@ def test_a_checkpoint_older_than_the_retention_is_not_skipped_silently(policy: s
     `on_trimmed` applies as on DynamoDB Streams: stop the shard, or go on from the horizon
     with the lost range logged."""
     from processor.leases.memory import MemoryLeaseStore  # noqa: PLC0415
-    from processor.runtime.processors import (  # noqa: PLC0415
-        DispatchProcessor,
+    from processor.runtime.reader import ReaderSettings, ShardReader  # noqa: PLC0415
+    from processor.runtime.targets import (  # noqa: PLC0415
+        PipelineTarget,
         ReaderOutcome,
         ShardContext,
     )
-    from processor.runtime.reader import ReaderSettings, ShardReader  # noqa: PLC0415
     from processor.sources.kinesis import KinesisSource  # noqa: PLC0415
 
     seen: list[str] = []
 
-    class Recording(DispatchProcessor):
+    class Recording(PipelineTarget):
         def process(self, reader: ShardContext, batch: list[StreamRecord]) -> None:
             seen.extend(str(r.keys["pk"]) for r in batch)
             reader.commit(batch[-1].sequence_number)
@@ -368,7 +368,7 @@ def test_a_checkpoint_older_than_the_retention_is_not_skipped_silently(policy: s
         stop = threading.Event()
         reader = ShardReader(
             adapter=source, stream_arn=arn, lease=lease, initial_position="TRIM_HORIZON",
-            store=store, processor=Recording(None), stop=stop,  # type: ignore[arg-type]
+            store=store, target=Recording(None), stop=stop,  # type: ignore[arg-type]
             settings=ReaderSettings(on_trimmed=policy, poll_interval_min_s=0.01),
         )  # fmt: skip
         if policy == "fail":

@@ -19,7 +19,7 @@ import processor
 from processor.core.consumer import Consumer
 from processor.core.dead_letters import DeadLetterSink
 from processor.leases.model import LeaseStore
-from processor.runtime.processors import ShardProcessor
+from processor.runtime.targets import ShardTarget
 from processor.sources.base import StreamSource
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ SEAMS: dict[str, Any] = {
     "lease store": LeaseStore,
     "consumer": Consumer,
     "dead-letter sink": DeadLetterSink,
-    "shard processor": ShardProcessor,
+    "shard target": ShardTarget,
 }
 _NUMBERS = {"three": 3, "four": 4, "five": 5, "six": 6, "seven": 7}
 

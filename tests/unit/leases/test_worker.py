@@ -19,8 +19,8 @@ from processor.core.routing import Route
 from processor.errors import IteratorExpiredError, StreamError
 from processor.leases.model import Lease
 from processor.ops.status import render_table, status_rows
-from processor.runtime.processors import DispatchProcessor
 from processor.runtime.reader import ReaderSettings, ShardReader
+from processor.runtime.targets import PipelineTarget
 from processor.runtime.worker import Worker, WorkerSettings
 from processor.sources.base import Page
 from processor.sources.lineage import Shard
@@ -320,7 +320,7 @@ def test_a_reader_delivers_nothing_while_its_lease_is_unconfirmed() -> None:
         lease=stale,
         initial_position="TRIM_HORIZON",
         store=store,
-        processor=DispatchProcessor(
+        target=PipelineTarget(
             Dispatcher(
                 [Route("r", collector)],
                 ListSink(),

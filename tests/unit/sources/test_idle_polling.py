@@ -7,8 +7,8 @@ from __future__ import annotations
 import threading
 
 from processor.leases.memory import MemoryLeaseStore
-from processor.runtime.processors import DispatchProcessor
 from processor.runtime.reader import ReaderSettings, ShardReader
+from processor.runtime.targets import PipelineTarget
 from processor.sources.lineage import Shard
 from processor.testing import MemorySource
 
@@ -49,7 +49,7 @@ def polls(settings: ReaderSettings, waits: int) -> list[float]:
     stop = CountingStop(clock, waits)
     reader = ShardReader(
         adapter=source, stream_arn=source.info.stream_arn, lease=lease,
-        initial_position="TRIM_HORIZON", store=store, processor=DispatchProcessor(None),  # type: ignore[arg-type]
+        initial_position="TRIM_HORIZON", store=store, target=PipelineTarget(None),  # type: ignore[arg-type]
         settings=settings, stop=stop, monotonic=clock, clock=clock,
     )  # fmt: skip
     reader.run()

@@ -1,4 +1,4 @@
-"""What a lease's records go to: the ShardProcessor seam. DispatchProcessor is our pipeline
+"""What a lease's records go to: the ShardTarget seam. PipelineTarget is our pipeline
 (routes, checkpoint after every delivered batch); processor.kclpy_daemon has a KCL child."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import structlog
 from processor.core.dispatch import Dispatcher
 from processor.core.records import StreamRecord
 
-__all__ = ["DispatchProcessor", "ReaderOutcome", "ShardContext", "ShardProcessor"]
+__all__ = ["PipelineTarget", "ReaderOutcome", "ShardContext", "ShardTarget"]
 
 log = structlog.get_logger()
 
@@ -26,11 +26,11 @@ class ReaderOutcome(enum.Enum):
 
 
 class ShardContext(Protocol):
-    """What a processor sees of the shard it serves: who it is, where it stands, how to
+    """What a target sees of the shard it serves: who it is, where it stands, how to
     commit, and the stop. The shard reader (:class:`~processor.runtime.reader.ShardReader`)
-    is one; a processor never reaches the reader's loop, its source or its lease store."""
+    is one; a target never reaches the reader's loop, its source or its lease store."""
 
-    #: set by a processor that learns the lease is gone (the run then ends)
+    #: set by a target that learns the lease is gone (the run then ends)
     lease_lost: bool
 
     @property
@@ -71,10 +71,10 @@ class ShardContext(Protocol):
         """Checkpoint: every record up to ``sequence_number`` is handled."""
 
 
-class ShardProcessor(Protocol):
-    """What a shard's records go to: our dispatch pipeline (:class:`DispatchProcessor`), or a
+class ShardTarget(Protocol):
+    """What a shard's records go to: our dispatch pipeline (:class:`PipelineTarget`), or a
     KCL MultiLang child process (:mod:`processor.kclpy_daemon`). The reader reads, batches and
-    keeps the lease; the processor handles batches and decides what is checkpointed, through
+    keeps the lease; the target handles batches and decides what is checkpointed, through
     :meth:`ShardContext.commit`."""
 
     #: also hand over empty batches (KCL's callProcessRecordsEvenForEmptyRecordList)
@@ -96,7 +96,7 @@ class ShardProcessor(Protocol):
         """The run ended with ``outcome`` (see :attr:`ShardContext.lease_lost`)."""
 
 
-class DispatchProcessor:
+class PipelineTarget:
     """Our own pipeline: every batch goes through the routes (delivered or dead-lettered),
     then its last record is checkpointed."""
 
