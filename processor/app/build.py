@@ -22,7 +22,13 @@ from processor.app.routes import (
     consumer_connections,
     make_dead_letter_sink,
 )
-from processor.app.streams import reader_threads, resolve, stream_settings, worker_settings
+from processor.app.streams import (
+    describe_pacer,
+    reader_threads,
+    resolve,
+    stream_settings,
+    worker_settings,
+)
 from processor.aws import AwsClients, clients_for
 from processor.core.consumer import (
     RouteStats,
@@ -261,8 +267,9 @@ def build_app(
     several = len(settings.named_streams) > 1
     pool = SharedPool(reader_threads(settings)) if several else None
     runs: dict[str, StreamRun] = {}
+    pacer = describe_pacer(settings)
     for name, config in settings.named_streams:
-        adapter, stream_arn, stream = resolve(config, clients)
+        adapter, stream_arn, stream = resolve(config, clients, pacer)
         override = routes(name) if callable(routes) else routes
         pipeline = Pipeline.from_settings(
             settings,

@@ -12,11 +12,11 @@ from processor.runtime.worker import WorkerSettings
 from processor.settings import Settings, StreamSettings
 from processor.settings.sections import parse_timestamp
 from processor.sources.base import StreamSource
-from processor.sources.dynamodb import StreamsAdapter, resolve_stream
+from processor.sources.dynamodb import DescribePacer, StreamsAdapter, resolve_stream
 from processor.sources.kinesis.adapter import READS_PER_SECOND as KINESIS_READS_PER_SECOND
 from processor.sources.kinesis.adapter import KinesisSource, resolve_kinesis_stream
 
-__all__ = ["reader_threads", "resolve", "stream_settings", "worker_settings"]
+__all__ = ["describe_pacer", "reader_threads", "resolve", "stream_settings", "worker_settings"]
 
 
 def stream_settings(settings: Settings, name: str | None) -> StreamSettings:
@@ -30,13 +30,25 @@ def stream_settings(settings: Settings, name: str | None) -> StreamSettings:
     raise ConfigError("--stream", name, f"no such stream; streams: {known}")
 
 
-def resolve(stream: StreamSettings, clients: AwsClients) -> tuple[StreamSource, str, StreamInfo]:
+def describe_pacer(settings: Settings) -> DescribePacer:
+    """One DescribeStream pacer for every DynamoDB stream of the process (AWS's limit is per
+    account): at the lowest ``describe_rate_per_s`` among them."""
+    rates = [s.describe_rate_per_s for _, s in settings.named_streams if s.source == "dynamodb"]
+    return DescribePacer(min(rates) if rates else 5.0)
+
+
+def resolve(
+    stream: StreamSettings, clients: AwsClients, pacer: DescribePacer | None = None
+) -> tuple[StreamSource, str, StreamInfo]:
     """The stream to read (the table's latest, or the configured ARN), its adapter and what it
-    carries (table, view type, key schema)."""
+    carries (table, view type, key schema). ``pacer``: shared by the process's DynamoDB
+    streams (:func:`describe_pacer`)."""
     if stream.source == "kinesis":
         return _kinesis(stream, clients)
     stream_arn = resolve_stream(clients, table=stream.table, arn=stream.arn)
-    adapter = StreamsAdapter(clients.streams, describe_rate_per_s=stream.describe_rate_per_s)
+    adapter = StreamsAdapter(
+        clients.streams, describe_rate_per_s=stream.describe_rate_per_s, pacer=pacer
+    )
     return adapter, stream_arn, adapter.describe(stream_arn).info
 
 

@@ -22,7 +22,7 @@ from processor.sources.base import Page, StreamDescription
 from processor.sources.dynamodb.wire import decode_page
 from processor.sources.lineage import Shard
 
-__all__ = ["RETENTION_S", "StreamsAdapter", "resolve_stream"]
+__all__ = ["RETENTION_S", "DescribePacer", "StreamsAdapter", "resolve_stream"]
 
 #: DynamoDB Streams keeps a record for 24 hours
 RETENTION_S = 24 * 3600.0
@@ -40,6 +40,33 @@ def capture_get_records_body(
     response_dict["body"] = b"{}"
 
 
+class DescribePacer:
+    """DescribeStream allows 10 calls a second per account, not per stream: one pacer spaces
+    out the calls of every stream a process reads (``[[streams]]``; ADR 0026)."""
+
+    def __init__(
+        self,
+        rate_per_s: float,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval = 1.0 / rate_per_s
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def wait(self) -> None:
+        """Return when the next DescribeStream may be sent."""
+        with self._lock:
+            now = self._monotonic()
+            wait = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if wait > 0:
+            self._sleep(wait)
+
+
 class StreamsAdapter:
     """The DynamoDB Streams calls the reader and worker make, with errors translated."""
 
@@ -51,16 +78,15 @@ class StreamsAdapter:
         *,
         describe_limit: int = 100,
         describe_rate_per_s: float = 5.0,
+        pacer: DescribePacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``pacer``: shared with the process's other DynamoDB streams (else its own, at
+        ``describe_rate_per_s``)."""
         self._client = client
         self._describe_limit = describe_limit
-        self._describe_interval = 1.0 / describe_rate_per_s
-        self._next_describe = 0.0
-        self._describe_lock = threading.Lock()
-        self._sleep = sleep
-        self._monotonic = monotonic
+        self._pacer = pacer or DescribePacer(describe_rate_per_s, sleep=sleep, monotonic=monotonic)
         # once per client, however many adapters share it (one per stream of a process)
         client.meta.events.register(
             "before-parse.dynamodb-streams.GetRecords",
@@ -75,13 +101,7 @@ class StreamsAdapter:
             raise translate_client_error(exc, operation, shard_id=kwargs.get("ShardId")) from exc
 
     def _pace_describe(self) -> None:
-        """DescribeStream allows 10 calls/s per account: space our calls out."""
-        with self._describe_lock:
-            now = self._monotonic()
-            wait = self._next_describe - now
-            self._next_describe = max(now, self._next_describe) + self._describe_interval
-        if wait > 0:
-            self._sleep(wait)
+        self._pacer.wait()
 
     def child_shards(self, stream_arn: str, shard_id: str) -> list[Shard]:
         """The children of a finished shard (``ShardFilter`` CHILD_SHARDS), paginated."""
