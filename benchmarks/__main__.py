@@ -30,6 +30,7 @@ from benchmarks import (
     staleness,
     tenants,
     webhooks,
+    whole_process,
 )
 from benchmarks.pages import page
 from processor.process import tune_gc
@@ -218,6 +219,7 @@ def main() -> int:
             wall_rows(),
             batch_writes.rows(endpoint),
             capacity.rows(endpoint),
+            whole_process.rows(endpoint),
             e2e.rows(endpoint),
             staleness.rows(endpoint),
             scale.rows(endpoint),

@@ -43,6 +43,9 @@ class Scenario:
     hot_share: float = 0.0  # of the writes that go to one key
     burst_credit_s: float = 0.0  # banked credit at the start, in seconds of capacity
     drop_to: float | None = None  # the table's rate after a third of the items' time
+    #: how much unused capacity the table banks, in seconds of it (DynamoDB: 300); 0.1: no
+    #: burst to absorb a pacer's overshoots, as in a backfill into a table already at capacity
+    burst_s: float = 300.0
 
 
 SCENARIOS = [
@@ -50,6 +53,8 @@ SCENARIOS = [
     Scenario("uniform keys, 5 s of burst credit banked", burst_credit_s=5.0),
     Scenario("a hot key takes 30 % of writes, burst spent", hot_share=0.3),
     Scenario("capacity drops to half mid-run, burst spent", drop_to=TABLE_WCU / 2),
+    Scenario("uniform keys, no burst (0.1 s banked)", burst_s=0.1),
+    Scenario("a hot key takes 30 % of writes, no burst (0.1 s banked)", hot_share=0.3, burst_s=0.1),
 ]
 
 
@@ -137,6 +142,7 @@ def _run(
     create_table(dynamodb, table, stream_view=None)
     model = CapacityModel(
         wcu_per_s=TABLE_WCU,
+        burst_s=scenario.burst_s,
         burst_credit=scenario.burst_credit_s * TABLE_WCU,
         partitions=PARTITIONS,
         partition_wcu_per_s=PARTITION_WCU,

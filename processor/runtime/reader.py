@@ -4,7 +4,8 @@ Reads from the lease's checkpoint (AFTER_SEQUENCE_NUMBER), else from the positio
 chose (TRIM_HORIZON for a child whose parent was read, else ``starting_position``). Each page
 is buffered into batches of ``max_records`` (waiting up to ``max_window_s`` for a batch to
 fill, like Lambda's batching window); each batch is dispatched to every route and then
-checkpointed, conditional on still holding the lease. An expired iterator is re-acquired
+checkpointed, conditional on still holding the lease (a pipeline's batches of one page with
+one write: runtime/checkpoints.py). An expired iterator is re-acquired
 after the last sequence number read (buffered records are not read twice). Empty pages back
 off between a floor and a ceiling. The shard ends when GetRecords returns no
 ``NextShardIterator``: it is checkpointed as finished and the lease is released.
@@ -33,6 +34,7 @@ from processor.errors import (
     TrimmedDataError,
 )
 from processor.leases.model import Lease, LeaseStore
+from processor.runtime.checkpoints import Coalescer
 from processor.runtime.fencing import await_confirmed_lease
 from processor.runtime.rate import RateLimiter
 from processor.runtime.settings import ReaderSettings, RecordWindow
@@ -111,6 +113,7 @@ class ShardReader:
         self.failures = 0
         self.failures_total = 0
         self._lock = threading.Lock()
+        self._checkpoints = Coalescer(self._write, monotonic)
 
     def _failed(self, exc: BaseException) -> None:
         with self._lock:
@@ -174,6 +177,8 @@ class ShardReader:
             )
             outcome = ReaderOutcome.FAILED
         finally:
+            if outcome is not ReaderOutcome.LEASE_LOST:
+                self._checkpoints.flush(quietly=True)
             try:
                 self.target.finish(self, outcome)
             except Exception:  # the outcome stands; the failure is logged
@@ -200,10 +205,22 @@ class ShardReader:
         finished: bool = False,
         handled_time: float | None = None,
         window_state: str | None = None,
+        coalesce: bool = False,
     ) -> None:
         """Checkpoint: every record up to ``sequence_number`` is handled (``finished``: the
-        whole shard), with the shard's window states when given, in the same write. Raises
-        LeaseLostError when another owner holds the lease."""
+        whole shard), with the window states when given. Raises LeaseLostError when another
+        owner holds the lease. ``coalesce``: see processor/runtime/checkpoints.py."""
+        self._checkpoints.commit(
+            sequence_number, finished, handled_time, window_state, coalesce=coalesce
+        )
+
+    def _write(
+        self,
+        sequence_number: str | None,
+        finished: bool,
+        handled_time: float | None,
+        window_state: str | None,
+    ) -> None:
         self.lease = self._store.checkpoint(
             self.lease, sequence_number, finished=finished, window_state=window_state
         )
@@ -394,4 +411,5 @@ class ShardReader:
                 self.last_records_at = self._monotonic()
             if self.stop.is_set():
                 raise ShutdownRequested("stop requested between batches")
+        self._checkpoints.flush()
         return records

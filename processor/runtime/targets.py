@@ -67,8 +67,10 @@ class ShardContext(Protocol):
         finished: bool = False,
         handled_time: float | None = None,
         window_state: str | None = None,
+        coalesce: bool = False,
     ) -> None:
-        """Checkpoint: every record up to ``sequence_number`` is handled."""
+        """Checkpoint: every record up to ``sequence_number`` is handled. ``coalesce``: the
+        write may be joined with the next batches' of the same page (never made before)."""
 
 
 class ShardTarget(Protocol):
@@ -128,6 +130,7 @@ class PipelineTarget:
             last.sequence_number,
             handled_time=created.timestamp() if created else None,
             window_state=self._states(),
+            coalesce=True,
         )
 
     def shard_ended(self, shard: ShardContext) -> bool:

@@ -1,0 +1,227 @@
+"""The whole process, as a user feels it: `dsp run --stop-when-idle` against a plain boto3
+loop (``get_records`` + ``TypeDeserializer``, benchmarks/boto3_loop.py), each reading the same
+moto stream in its own process.
+
+Each side's cost per record is its process's CPU time (user + system, from ``wait4``) reading
+the stream of RECORDS changes, minus the same process reading an empty stream: start-up,
+imports, the lease table, the idle wait before it stops all cancel. The moto server takes
+about a second and a half per page of 1,000, where DynamoDB takes a tenth of that, so the
+empty `dsp run` is kept running as long as the full one (``--stop-when-idle``): what a worker
+spends per second whatever it reads (lease renewals and scans, discovery, polls at the tip)
+is the idle rows' figure, not charged to the records here. Rounds alternate the two
+sides (and the full and empty streams) so drift on a shared machine hits both alike; the
+medians of the differences are reported.
+
+Rows: the consumer reads the keys only; it reads every attribute of ``NewImage``; and a real
+route mix (a webhook to a local receiver, a ``batch_write`` projection, a cache invalidation),
+reported as CPU seconds per 1,000 records (boto3 has no counterpart to it)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+import redis
+
+from benchmarks.pages import _image
+from processor.testing import WebhookReceiver, create_table
+
+RECORDS = 10_000
+ROUNDS = 3
+STOP_WHEN_IDLE_S = 1.0
+
+
+def _fill(ddb: Any, table: str, n: int) -> None:
+    """``n`` INSERTs of the decode rows' 10-attribute items (BatchWriteItem, 25 at a time)."""
+    import random  # noqa: PLC0415
+
+    rng = random.Random(7)
+    items = [_image(rng, i) for i in range(n)]
+    for i, item in enumerate(items):
+        item["sk"] = {"S": f"ORDER#{i:06d}"}
+    for start in range(0, n, 25):
+        chunk = items[start : start + 25]
+        ddb.batch_write_item(RequestItems={table: [{"PutRequest": {"Item": it}} for it in chunk]})
+
+
+def _cpu_of(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run ``argv`` to its end: its CPU seconds (user + system) and wall seconds."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )  # fmt: skip
+    assert process.stderr is not None
+    _, status, usage = os.wait4(process.pid, 0)
+    errors = process.stderr.read().decode()
+    process.stderr.close()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, f"{argv[:4]} exited {process.returncode}: {errors[-2000:]}"
+    return usage.ru_utime + usage.ru_stime, time.monotonic() - started
+
+
+class _Side:
+    """One side of a row: how to run it against a table."""
+
+    def __init__(self, endpoint: str, tmp: Path) -> None:
+        self.endpoint = endpoint
+        self.tmp = tmp
+        self.env = {
+            **os.environ,
+            "DSP_AWS__ENDPOINT_URL": endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "PYTHONHASHSEED": "0",
+        }
+
+    def boto3_loop(self, table: str, *, images: bool) -> float:
+        argv = [sys.executable, "-m", "benchmarks.boto3_loop", self.endpoint, table]
+        return _cpu_of([*argv, "--images"] if images else argv, self.env)[0]
+
+    def dsp(
+        self, table: str, routes: str, *, idle_s: float = STOP_WHEN_IDLE_S
+    ) -> tuple[float, float]:
+        config = self.tmp / f"{uuid.uuid4().hex[:8]}.toml"
+        config.write_text(
+            f"""
+[stream]
+table = "{table}"
+[checkpoints]
+table = "whole-leases-{uuid.uuid4().hex[:8]}"
+application = "whole"
+[logging]
+level = "WARNING"
+[dead_letter]
+path = "{self.tmp / "dl.jsonl"}"
+{routes}
+"""
+        )
+        argv = [sys.executable, "-m", "processor.cli", "run", "--config", str(config)]
+        return _cpu_of([*argv, "--stop-when-idle", f"{idle_s:.2f}"], self.env)
+
+    def dsp_pair(self, full: str, empty: str, routes: str) -> tuple[float, float]:
+        """CPU seconds of `dsp run` on the full table, and on the empty one for as long."""
+        if not hasattr(self, "_empty_wall"):  # how long an empty run takes: start-up + idle
+            self._empty_wall = self.dsp(empty, routes)[1]
+        cpu_full, wall_full = self.dsp(full, routes)
+        idle_s = STOP_WHEN_IDLE_S + max(0.0, wall_full - self._empty_wall)
+        return cpu_full, self.dsp(empty, routes, idle_s=idle_s)[0]
+
+
+def _route(consumer: str) -> str:
+    return f'[[routes]]\nname = "read"\nconsumer = "{consumer}"\n'
+
+
+def _route_mix(receiver_url: str, mirror: str, redis_url: str) -> str:
+    return f"""
+[[routes]]
+name = "notify"
+consumer = "webhook"
+[routes.options]
+url = "{receiver_url}/whole"
+[[routes]]
+name = "project"
+consumer = "batch_write"
+[routes.options]
+table = "{mirror}"
+[[routes]]
+name = "invalidate"
+consumer = "cache"
+[routes.options]
+keys = ["whole:{{pk}}:{{sk}}"]
+redis_url = "{redis_url}"
+"""
+
+
+def _per_record_us(full: list[float], empty: list[float], n: int) -> float:
+    return statistics.median(f - e for f, e in zip(full, empty, strict=True)) / n * 1e6
+
+
+def measure(endpoint: str, *, records: int = RECORDS, rounds: int = ROUNDS) -> dict[str, Any]:
+    """µs of CPU per record for each side of the keys and images rows, and the route mix's CPU
+    seconds per 1,000 records."""
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+    unique = uuid.uuid4().hex[:8]
+    full, empty, mirror = f"whole-{unique}", f"whole-empty-{unique}", f"whole-mirror-{unique}"
+    create_table(ddb, full)
+    create_table(ddb, empty)
+    create_table(ddb, mirror, stream_view=None)
+    _fill(ddb, full, records)
+    try:
+        redis_url = "redis://127.0.0.1:6379/0" if redis.Redis().ping() else "memory"
+    except redis.RedisError:
+        redis_url = "memory"
+    cpu: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        cpu.setdefault(name, []).append(value)
+
+    with tempfile.TemporaryDirectory() as tmp, WebhookReceiver() as receiver:
+        side = _Side(endpoint, Path(tmp))
+        mix = _route_mix(receiver.url, mirror, redis_url)
+        for _ in range(rounds):
+            for images in (False, True):
+                label = "images" if images else "keys"
+                consumer = f"benchmarks.boto3_loop:{'read_new_image' if images else 'read_keys'}"
+                for table, which in ((full, "full"), (empty, "empty")):
+                    add(f"boto3 {label} {which}", side.boto3_loop(table, images=images))
+                with_records, without = side.dsp_pair(full, empty, _route(consumer))
+                add(f"dsp {label} full", with_records)
+                add(f"dsp {label} empty", without)
+            with_records, without = side.dsp_pair(full, empty, mix)
+            add("mix full", with_records)
+            add("mix empty", without)
+        delivered = len({r.json()["keys"]["sk"] for r in receiver.received("/whole")})
+    out: dict[str, Any] = {"records": records, "rounds": rounds, "cache": redis_url}
+    for label in ("keys", "images"):
+        for who in ("boto3", "dsp"):
+            out[f"{who} {label}"] = _per_record_us(
+                cpu[f"{who} {label} full"], cpu[f"{who} {label} empty"], records
+            )
+    out["mix"] = _per_record_us(cpu["mix full"], cpu["mix empty"], records) / 1000
+    out["mix delivered"] = delivered
+    return out
+
+
+def rows(endpoint: str) -> list[str]:
+    m = measure(endpoint)
+    n = m["records"]
+    lines = [
+        f"| the whole process: `dsp run --stop-when-idle` vs a boto3 loop, {n:,} records of "
+        f"one moto stream, CPU per record (start-up subtracted), median of {m['rounds']} "
+        "| ours µs | boto3 loop µs | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, key in (
+        ("consumer reads the keys", "keys"),
+        ("consumer reads every attribute of NewImage", "images"),
+    ):
+        ours, base = m[f"dsp {key}"], m[f"boto3 {key}"]
+        lines.append(f"| {label} | {ours:.1f} | {base:.1f} | {base / ours:.1f}x |")
+    lines.append(
+        f"| route mix (webhook to a local receiver, batch_write projection, cache "
+        f"invalidation, cache: {m['cache']}): CPU s per 1,000 records "
+        f"| {m['mix']:.2f} | | |"
+    )
+    return lines
+
+
+if __name__ == "__main__":  # python -m benchmarks.whole_process [--records N] [--rounds N]
+    import argparse
+
+    from processor.testing import moto_server
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.whole_process")
+    parser.add_argument("--records", type=int, default=RECORDS)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args()
+    with moto_server() as url:
+        result = measure(url, records=args.records, rounds=args.rounds)
+        print(result)
