@@ -44,18 +44,19 @@ def _leases_taken(log: Path) -> int:
 
 def rows(endpoint: str) -> list[str]:
     lines = [
-        f"| cost at rest: one `dsp run` owning N empty shards (default polling), {WINDOW_S:.0f} s "
-        "| CPU s per idle shard-hour | threads |",
-        "|---|---:|---:|",
+        f"| cost at rest: one `dsp run` owning N empty shards, {WINDOW_S:.0f} s "
+        "| CPU s per idle shard-hour | cores per 1,000 such shards | threads |",
+        "|---|---:|---:|---:|",
     ]
-    for shards in (10, 100):
-        per_hour, threads = idle_cost(endpoint, shards)
-        lines.append(f"| {shards} shards | {per_hour:.1f} | {threads} |")
     idle = "idle_poll_interval_s = 10.0\nidle_after_s = 1.0"
-    per_hour, threads = idle_cost(endpoint, 100, stream=idle)
-    lines.append(
-        f"| 100 shards, `idle_poll_interval_s = 10` (after 1 s idle) | {per_hour:.1f} | {threads} |"
-    )
+    for shards, stream, label in (
+        (10, "", "10 shards, default polling"),
+        (100, "", "100 shards, default polling"),
+        (1000, "", "1,000 shards, default polling"),
+        (1000, idle, "1,000 shards, `idle_poll_interval_s = 10` (after 1 s idle)"),
+    ):
+        per_hour, threads = idle_cost(endpoint, shards, stream=stream)
+        lines.append(f"| {label} | {per_hour:.2f} | {per_hour * 1000 / 3600:.2f} | {threads} |")
     return lines
 
 

@@ -12,11 +12,11 @@ decode, no re-encode.
   in ``UnprocessedItems`` (or all of a throttled call) goes to the back of the queue and
   rides in a later call of any slot (``queue.py``), each write at most ``max_attempts``
   times. An adaptive rate per target table paces the calls so a throttled table is not
-  hammered: unlimited until throttled, then a multiplicative decrease once per congestion
-  event (calls sent before the last decrease do not decrease it again) and an additive
-  increase per clean call. Other transient errors are retried in the slot with exponential
-  backoff and full jitter. ``ReturnConsumedCapacity`` is counted
-  (``consumed_capacity_units``).
+  hammered: unlimited until throttled, then a decrease once per congestion event (calls
+  paced before the last decrease do not decrease it again) to just under what the table
+  took over the last second (at most by half), and an additive increase per clean call.
+  Other transient errors are retried in the slot with exponential backoff and full jitter.
+  ``ReturnConsumedCapacity`` is counted (``consumed_capacity_units``).
 * ``versioned = true`` makes the projection replay-safe (ADR 0009): each write is a
   conditional PutItem/DeleteItem that only applies if the item's ``version_attribute`` is
   older than the record's sequence number, so a replayed older record never overwrites a

@@ -91,6 +91,7 @@ class BatchWriteConsumer:
             minimum=options.min_rate_per_s,
             maximum=options.max_rate_per_s,
             increase=options.rate_increase_per_s,
+            clock=context.clock,
         )
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -207,10 +208,14 @@ class BatchWriteConsumer:
         if errors:
             raise errors[0]
 
-    def _pace(self, items: int) -> None:
+    def _pace(self, items: int) -> float:
+        """Wait for the pacer's turn; returns when the turn was asked for (the pacer's clock):
+        a call paced before a cut was paced at the old rate (``_throttled``)."""
+        paced_at = self.rate.now()
         wait = self.rate.acquire(items)
         if wait > 0:
             self._context.sleep(wait)
+        return paced_at
 
     def _throttled(self, sent_at: float) -> None:
         self._stats.add("throttled")
@@ -233,9 +238,8 @@ class BatchWriteConsumer:
             ),
         )
 
-    def _call(self, write: Callable[[], WriteAnswer]) -> tuple[WriteAnswer, float]:
-        """The answer and when the call went (the pacer's clock), for ``_throttled``."""
-        sent_at = self.rate.now()
+    def _call(self, write: Callable[[], WriteAnswer], sent_at: float) -> tuple[WriteAnswer, float]:
+        """The answer, and ``sent_at`` (when the call was paced) for ``_throttled``."""
         try:
             answer = write()
         except TransientError as exc:
@@ -290,9 +294,9 @@ class BatchWriteConsumer:
         requests = [q.write.request for q in call]
 
         def attempt() -> tuple[WriteAnswer, float]:
-            self._pace(len(requests))
+            paced_at = self._pace(len(requests))
             self._stats.add("batch_write_calls")
-            return self._call(lambda: self._table.batch_write(requests))
+            return self._call(lambda: self._table.batch_write(requests), paced_at)
 
         try:
             answer, sent_at = self._retrying(_unthrottled_transient)(attempt)
@@ -300,6 +304,7 @@ class BatchWriteConsumer:
             if not exc.throttled:
                 raise
             return list(call)
+        self.rate.accepted(len(requests) - len(answer.unprocessed))
         if answer.unprocessed:
             self._throttled(sent_at)
             by_key = {q.write.key: q for q in call}
@@ -340,11 +345,14 @@ class BatchWriteConsumer:
             operation, kwargs = "DeleteItem", {"Key": write.request["DeleteRequest"]["Key"]}
 
         def call() -> None:
-            self._pace(1)
+            paced_at = self._pace(1)
             self._stats.add("conditional_calls")
             try:
-                answer, _ = self._call(lambda: self._table.write_if(operation, condition, **kwargs))
+                answer, _ = self._call(
+                    lambda: self._table.write_if(operation, condition, **kwargs), paced_at
+                )
             except ConditionFailed:
+                self.rate.accepted(1)  # a failed condition is a write the table took
                 self._stats.add("stale_skipped")  # the projection is already newer
                 log.info(
                     "batch_write_stale_skipped",
@@ -353,6 +361,7 @@ class BatchWriteConsumer:
                     sequence_number=write.record.sequence_number,
                 )
                 return
+            self.rate.accepted(1)
             if not answer.retried:
                 self.rate.succeeded()
 

@@ -103,13 +103,14 @@ def test_scheduler_reports_the_wait_when_every_tenant_is_out_of_tokens() -> None
 
 
 def test_aimd_rate_halves_on_throttling_and_climbs_back_by_steps() -> None:
+    """With nothing known of what the table took, a throttling halves the rate."""
     from consumers.batch_write import AimdRate  # noqa: PLC0415 - a consumer's own helper
 
     clock = Clock()
     rate = AimdRate(minimum=10, maximum=150, increase=20, clock=clock)
     assert rate.acquire(50) == 0.0  # unlimited until throttled
     assert rate.acquire(150) == 0.0
-    clock.now += 0.5
+    clock.now += 1.0
     assert rate.throttled() == 100  # half of the 200 items sent in the last second
     assert rate.acquire(50) == 0.0
     assert rate.acquire(50) == pytest.approx(0.5)  # 50 items at 100/s are 0.5 s of budget
@@ -125,6 +126,43 @@ def test_aimd_rate_halves_on_throttling_and_climbs_back_by_steps() -> None:
     assert rate.rate is None  # above the maximum: unlimited again
 
 
+def test_aimd_rate_is_cut_to_just_under_what_the_table_took() -> None:
+    """A table without burst credit takes exactly its capacity: the rate is cut to 0.9 of
+    what it took over the last second, not halved (issue 32's sawtooth)."""
+    from consumers.batch_write import AimdRate  # noqa: PLC0415 - a consumer's own helper
+
+    clock = Clock()
+    rate = AimdRate(minimum=10, maximum=10_000, increase=100, clock=clock)
+    rate.throttled()  # the first call found the table empty: half of nothing sent, the floor
+    rate.rate = 500.0
+    rate.acquire(0)
+    clock.now += 2.0
+    for _ in range(10):  # within the last second: 500 items sent, 400 taken
+        rate.acquire(50)
+        rate.accepted(40)
+        clock.now += 0.09
+    assert rate.throttled() == pytest.approx(360)  # 0.9 x 400, where halving gave 250
+    for _ in range(10):
+        clock.now += 0.1
+        rate.accepted(5)  # the table took little: never below half the rate
+    clock.now += 0.01
+    assert rate.throttled() == pytest.approx(180)
+
+
+def test_aimd_rate_measures_a_first_throttling_over_the_time_it_sent() -> None:
+    """A table without credit throttles the first calls: 100 items in the first 30 ms are
+    not a rate of 100/s (the rate is taken over at least 0.1 s, at most 1 s)."""
+    from consumers.batch_write import AimdRate  # noqa: PLC0415 - a consumer's own helper
+
+    clock = Clock()
+    rate = AimdRate(minimum=10, maximum=10_000, increase=100, clock=clock)
+    for _ in range(4):
+        rate.acquire(25)
+    clock.now += 0.03
+    rate.accepted(43)
+    assert rate.throttled() == pytest.approx(500)  # half of 1,000/s; 0.9 x 430 is less
+
+
 def test_aimd_rate_is_cut_once_per_congestion_event() -> None:
     """Calls sent before the last cut come back throttled too: they were sent at the old
     rate, so they do not cut it again. A call sent after the cut does (issue 19)."""
@@ -135,7 +173,7 @@ def test_aimd_rate_is_cut_once_per_congestion_event() -> None:
     for _ in range(4):
         rate.acquire(100)  # four calls in flight
     sent = [rate.now()] * 4
-    clock.now += 0.1
+    clock.now += 1.0
     assert rate.throttled(sent_at=sent[0]) == 200  # half of the 400 sent
     for sent_at in sent[1:]:  # the other three of the same event
         assert rate.throttled(sent_at=sent_at) == 200
