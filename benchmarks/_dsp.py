@@ -48,7 +48,7 @@ def dsp_run(
             yield worker
         finally:
             worker.terminate()
-            worker.wait(timeout=30)
+            worker.wait(timeout=120)  # 1,000 leases are released one by one
             if log is not None:
                 log.close()
 
