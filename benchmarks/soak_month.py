@@ -62,8 +62,9 @@ def free_port() -> int:
 
 
 def _metric(text: str, name: str) -> float | None:
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else None
+    """A metric's value in a /metrics page, summed over its label sets (``stream``, ...)."""
+    values = re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.MULTILINE)
+    return sum(float(v) for v in values) if values else None
 
 
 def soak(
