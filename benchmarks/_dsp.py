@@ -118,3 +118,14 @@ def rss_mib(pid: int) -> float:
 def threads_of(pid: int) -> int:
     """How many threads the process runs now (from /proc)."""
     return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def cache_redis_url() -> str:
+    """The Redis the cache routes use: this machine's at 127.0.0.1:6379 when one answers,
+    else the in-memory cache (the benchmarks then say so in their rows)."""
+    import redis  # noqa: PLC0415 - only the benchmarks with a cache route need it
+
+    try:
+        return "redis://127.0.0.1:6379/0" if redis.Redis().ping() else "memory"
+    except redis.RedisError:
+        return "memory"

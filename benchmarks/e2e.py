@@ -9,9 +9,8 @@ import time
 import uuid
 
 import boto3
-import redis
 
-from benchmarks._dsp import cpu_seconds, dsp_run
+from benchmarks._dsp import cache_redis_url, cpu_seconds, dsp_run
 from processor.testing import WebhookReceiver, create_table
 
 RATE_PER_S = 50
@@ -25,10 +24,7 @@ def rows(endpoint: str) -> list[str]:
     ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
     create_table(ddb, table)
     create_table(ddb, mirror, stream_view=None)
-    try:
-        redis_url = "redis://127.0.0.1:6379/0" if redis.Redis().ping() else "memory"
-    except redis.RedisError:
-        redis_url = "memory"
+    redis_url = cache_redis_url()
     with WebhookReceiver() as receiver:
         config = f"""
 [stream]

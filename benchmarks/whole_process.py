@@ -19,6 +19,7 @@ reported as CPU seconds per 1,000 records (boto3 has no counterpart to it)."""
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import redis
 
+from benchmarks._dsp import cache_redis_url
 from benchmarks.pages import _image
 from processor.testing import WebhookReceiver, create_table
 
@@ -42,8 +43,6 @@ STOP_WHEN_IDLE_S = 1.0
 
 def _fill(ddb: Any, table: str, n: int) -> None:
     """``n`` INSERTs of the decode rows' 10-attribute items (BatchWriteItem, 25 at a time)."""
-    import random  # noqa: PLC0415
-
     rng = random.Random(7)
     items = [_image(rng, i) for i in range(n)]
     for i, item in enumerate(items):
@@ -74,6 +73,7 @@ class _Side:
     def __init__(self, endpoint: str, tmp: Path) -> None:
         self.endpoint = endpoint
         self.tmp = tmp
+        self._empty_wall: float | None = None  # how long an empty run takes: start-up + idle
         self.env = {
             **os.environ,
             "DSP_AWS__ENDPOINT_URL": endpoint,
@@ -108,7 +108,7 @@ path = "{self.tmp / "dl.jsonl"}"
 
     def dsp_pair(self, full: str, empty: str, routes: str) -> tuple[float, float]:
         """CPU seconds of `dsp run` on the full table, and on the empty one for as long."""
-        if not hasattr(self, "_empty_wall"):  # how long an empty run takes: start-up + idle
+        if self._empty_wall is None:
             self._empty_wall = self.dsp(empty, routes)[1]
         cpu_full, wall_full = self.dsp(full, routes)
         idle_s = STOP_WHEN_IDLE_S + max(0.0, wall_full - self._empty_wall)
@@ -154,10 +154,7 @@ def measure(endpoint: str, *, records: int = RECORDS, rounds: int = ROUNDS) -> d
     create_table(ddb, empty)
     create_table(ddb, mirror, stream_view=None)
     _fill(ddb, full, records)
-    try:
-        redis_url = "redis://127.0.0.1:6379/0" if redis.Redis().ping() else "memory"
-    except redis.RedisError:
-        redis_url = "memory"
+    redis_url = cache_redis_url()
     cpu: dict[str, list[float]] = {}
 
     def add(name: str, value: float) -> None:
