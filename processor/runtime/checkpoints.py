@@ -1,13 +1,15 @@
-"""Coalesced checkpoints (ADR 0028): a pipeline's batches of one page share one lease-table
-write, made after the last of them is handled.
+"""Coalesced checkpoints (ADR 0028): the batches a pipeline handles while its reader is
+behind share one lease-table write, made after the last of them is handled.
 
 A conditional ``UpdateItem`` per batch of 100 was the largest per-record cost of the whole
-process (about half of it, reading a stream from its start). A coalesced checkpoint is
-never written before the records it covers are handled; it waits for the page's last batch
-(the reader then flushes it) or at most ``COALESCE_S`` after it became pending, and is
-written before any plain checkpoint (in the same write, when the plain one is not past it)
-and before the run ends. A crash loses at most the pending part: those records are read
-again by the next owner, as the at-least-once contract already allows."""
+process (about half of it, reading a stream from its start); one per page was still the
+largest single cost after the page decode. A coalesced checkpoint is never written before
+the records it covers are handled. It is written when the reader catches up (an empty page,
+before it waits for the next poll), once ``COALESCE_S`` passed since it became pending (at
+the next batch or before the next GetRecords), before any plain checkpoint (in the same
+write, when the plain one is not past it) and before the run ends. A crash loses at most
+the pending part: those records are read again by the next owner, as the at-least-once
+contract already allows."""
 
 from __future__ import annotations
 
@@ -39,6 +41,12 @@ class Coalescer:
     @property
     def pending(self) -> bool:
         return self._pending is not None
+
+    @property
+    def due(self) -> bool:
+        """A checkpoint has been pending for ``COALESCE_S`` or longer."""
+        pending = self._pending is not None
+        return pending and self._monotonic() - self._pending_since >= COALESCE_S
 
     def commit(
         self,

@@ -264,6 +264,8 @@ class ShardReader:
         buffer: list[StreamRecord] = []
         window_started = 0.0
         while not self.stop.is_set():
+            if self._checkpoints.due:  # handled a while ago: written before the next read
+                self._checkpoints.flush()
             page = yield from self._get_page(iterator)
             if isinstance(page, str):  # expired or trimmed: a fresh iterator
                 iterator = page
@@ -292,7 +294,8 @@ class ShardReader:
                 self._finish_shard()
                 return ReaderOutcome.FINISHED
             iterator = page.next_iterator  # type: ignore[assignment]
-            if not page.records:
+            if not page.records:  # caught up: what is handled is written before the wait
+                self._checkpoints.flush()
                 yield from self._at_tip(delay, buffer, window_started)
                 delay = min(delay * 2, self._poll_cap())
         return ReaderOutcome.STOPPED
@@ -411,5 +414,4 @@ class ShardReader:
                 self.last_records_at = self._monotonic()
             if self.stop.is_set():
                 raise ShutdownRequested("stop requested between batches")
-        self._checkpoints.flush()
         return records

@@ -1,7 +1,8 @@
-"""A pipeline's checkpoints are coalesced (ADR 0028): the batches of one page are checkpointed
-with one write, after the last of them is handled, never before the records it covers are
-handled; a pending checkpoint is written before the run ends (stopped or failed), sooner once
-``COALESCE_S`` passed, and dropped when the lease is lost."""
+"""A pipeline's checkpoints are coalesced (ADR 0028): the batches handled while the reader is
+behind are checkpointed with one write, after the last of them is handled, never before the
+records it covers are handled; a pending checkpoint is written when the reader catches up,
+before the run ends (stopped or failed), sooner once ``COALESCE_S`` passed, and dropped
+when the lease is lost."""
 
 from __future__ import annotations
 
@@ -125,22 +126,54 @@ def run(records: int, **kwargs: Any) -> tuple[ReaderOutcome, Store, Pipeline, Sh
     return reader.run(), store, pipeline, reader
 
 
+def to_the_tip(records: int, **kwargs: Any) -> tuple[Store, Pipeline, ShardReader]:
+    """Run a reader of an open shard until it first waits for the next poll (it has caught
+    up: the page was empty), then stop it."""
+    reader, store, pipeline = reader_for(records, closed=False, **kwargs)
+    steps = reader.steps()
+    wait = next(steps)
+    while wait <= 0:
+        wait = steps.send(None)
+    writes_at_tip = list(store.writes)
+    reader.stop.set()
+    for _ in steps:  # to its end: stopped
+        pass
+    assert store.writes == writes_at_tip  # the stop had nothing left to write
+    return store, pipeline, reader
+
+
 def test_a_page_of_ten_batches_is_checkpointed_once_after_its_last_batch() -> None:
-    outcome, store, pipeline, _ = run(1000)
-    assert outcome is ReaderOutcome.FINISHED
+    store, pipeline, _ = to_the_tip(1000)
     assert len(pipeline.batches) == 10
-    # one write for the page's ten batches (before: ten), then the shard's end
-    assert store.writes == [("1099", False), ("1099", True)]
+    # one write for the page's ten batches (before: ten), before the reader waits at the tip
+    assert store.writes == [("1099", False)]
     # while the page's batches ran, the stored checkpoint never covered an unhandled record
     assert all(stored is None for _, stored in pipeline.batches)
 
 
-def test_every_page_gets_its_own_write() -> None:
-    outcome, store, pipeline, _ = run(2500)
-    assert outcome is ReaderOutcome.FINISHED
-    assert store.writes == [("1099", False), ("2099", False), ("2599", False), ("2599", True)]
+def test_pages_read_back_to_back_share_a_write_until_the_reader_catches_up() -> None:
+    store, pipeline, _ = to_the_tip(2500)
+    assert len(pipeline.batches) == 25
+    # two full pages and a partial one, then an empty one: one write (before: one a page)
+    assert store.writes == [("2599", False)]
     for last, stored in pipeline.batches:  # nothing stored is past what was handled
         assert stored is None or int(stored) < int(last)
+
+
+def test_a_reader_behind_writes_its_checkpoint_every_coalesce_interval() -> None:
+    """Reading a backlog, a pending checkpoint waits at most COALESCE_S, across pages."""
+    store, pipeline, _ = to_the_tip(4000, clock_step=COALESCE_S / 16)  # 16 batches a second
+    # pending from the 1st batch (t = 1/16 s), due at the 17th (1799); pending again from the
+    # 18th, due at the 34th (3499); the rest (to 4099) when the reader caught up
+    assert store.writes == [("1799", False), ("3499", False), ("4099", False)]
+    for last, stored in pipeline.batches:
+        assert stored is None or int(stored) < int(last)
+
+
+def test_a_shard_end_joins_the_pending_checkpoint() -> None:
+    outcome, store, _, _ = run(2500)
+    assert outcome is ReaderOutcome.FINISHED
+    assert store.writes == [("2599", True)]  # the end, in the write the pages waited for
 
 
 def test_a_stop_between_batches_writes_what_was_handled() -> None:
@@ -168,10 +201,9 @@ def test_a_slow_page_is_checkpointed_every_coalesce_interval() -> None:
     step = COALESCE_S * 0.4
     outcome, store, _, _ = run(1000, clock_step=step)
     assert outcome is ReaderOutcome.FINISHED
-    written = [seq for seq, finished in store.writes if not finished]
     # 10 batches of 0.4 s: pending at 0.4 s, written with the batch ending at 1.6 s (499), the
-    # next pending at 2.0 s, written at 3.2 s (899), the rest at the page's end
-    assert written == ["499", "899", "1099"]
+    # next pending at 2.0 s, written at 3.2 s (899), the rest with the shard's end
+    assert store.writes == [("499", False), ("899", False), ("1099", True)]
 
 
 def test_a_lost_lease_drops_the_pending_checkpoint() -> None:
