@@ -1,9 +1,10 @@
 """The plain boto3 loop users write (benchmarks/whole_process.py's baseline), and the two
 consumers `dsp run` gets for the same work.
 
-``python -m benchmarks.boto3_loop ENDPOINT TABLE [--images]``: every shard of the table's
-stream from the trim horizon, ``get_records`` pages of 1,000 until a page comes back empty,
-each record's keys (or every attribute of its ``NewImage``) through ``TypeDeserializer``."""
+``python -m benchmarks.boto3_loop ENDPOINT TABLE_OR_STREAM_ARN [--images]``: every shard of
+the stream (the table's latest, or the ARN given) from the trim horizon, ``get_records``
+pages of 1,000 until a page comes back empty, each record's keys (or every attribute of its
+``NewImage``) through ``TypeDeserializer``."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ def main(argv: list[str]) -> int:
     import boto3  # noqa: PLC0415
     from boto3.dynamodb.types import TypeDeserializer  # noqa: PLC0415
 
-    endpoint, table = argv[0], argv[1]
+    endpoint, arn = argv[0], argv[1]
     images = "--images" in argv
-    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
     streams: Any = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name="us-east-1")
     deserialize = TypeDeserializer().deserialize
-    arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    if not arn.startswith("arn:"):
+        ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+        arn = ddb.describe_table(TableName=arn)["Table"]["LatestStreamArn"]
     shards = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
     seen = 0
     for shard in shards:

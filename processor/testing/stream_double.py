@@ -60,6 +60,9 @@ class ShardSpec:
     lineage: int = 0  # rolling scenarios: which lineage (keys hash to one)
     closed_at: float | None = None  # rolling scenarios: when it closed (the double's clock)
     times: list[float] = field(default_factory=list)  # written records' creation times
+    #: per record, what it serves instead of the made-up change: ``eventName`` and fields of
+    #: its ``dynamodb`` body (``Keys``, ``NewImage``, ``OldImage``, ``StreamViewType``...)
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
     def sequence(self, index: int) -> int:
         return self.first_sequence + index
@@ -81,6 +84,8 @@ class Scenario:
     rollover_s: float | None = None
     #: a shard closed this long ago leaves the stream; None: shards stay
     retention_s: float | None = None
+    #: the table's key attributes, as DescribeStream's KeySchema: the hash key, then the range
+    key_attributes: tuple[str, ...] = ("pk",)
 
     def __post_init__(self) -> None:
         self.renumber()
@@ -290,7 +295,10 @@ class StreamDouble(Served):
             "StreamViewType": "NEW_AND_OLD_IMAGES",
             "CreationRequestDateTime": self.scenario.created,
             "TableName": "double",
-            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "KeySchema": [
+                {"AttributeName": name, "KeyType": kind}
+                for name, kind in zip(self.scenario.key_attributes, ("HASH", "RANGE"), strict=False)
+            ],
             "Shards": [self._shard_json(s) for s in page],
         }
         if len(shards) > limit:
@@ -386,7 +394,7 @@ class StreamDouble(Served):
     def _record(self, shard: ShardSpec, index: int) -> dict[str, Any]:
         key = shard.keys[index]
         seq = shard.sequence(index)
-        return {
+        record: dict[str, Any] = {
             "eventID": f"{seq:x}",
             "eventName": "MODIFY",
             "eventVersion": "1.1",
@@ -409,6 +417,11 @@ class StreamDouble(Served):
                 "StreamViewType": "NEW_AND_OLD_IMAGES",
             },
         }
+        if index < len(shard.changes):
+            change = dict(shard.changes[index])
+            record["eventName"] = change.pop("eventName", record["eventName"])
+            record["dynamodb"].update(change)
+        return record
 
     # -- the clock ------------------------------------------------------------------------------
 

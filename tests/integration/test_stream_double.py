@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import structlog
 from structlog.testing import capture_logs
@@ -16,7 +17,7 @@ from structlog.testing import capture_logs
 from processor.app import build_app
 from processor.runtime.worker import RunSummary
 from processor.settings import load_settings
-from processor.testing.stream_double import Scenario, StreamDouble
+from processor.testing.stream_double import Scenario, ShardSpec, StreamDouble
 
 from . import transforms
 
@@ -259,3 +260,46 @@ def test_two_reader_threads_read_every_generation_under_throttling(
     assert_once_in_key_order(scenario)
     assert summary.shards_finished == 3  # the root and its two children; 4 stay open
     assert 1 <= most[0] <= 2
+
+
+def test_served_changes_carry_the_images_and_key_schema_they_were_given(
+    tmp_path: Path, endpoint: str, unique: str
+) -> None:
+    """A shard's ``changes`` replace the made-up change of each record (the whole-process
+    benchmark serves real items this way); the stream's key schema is the scenario's."""
+    image = {
+        "pk": {"S": "TENANT#1"},
+        "sk": {"S": "ORDER#7"},
+        "lines": {"L": [{"M": {"qty": {"N": "2"}}}]},
+        "tags": {"SS": ["a", "b"]},
+    }
+    change = {
+        "eventName": "INSERT",
+        "Keys": {"pk": image["pk"], "sk": image["sk"]},
+        "NewImage": image,
+        "StreamViewType": "NEW_IMAGE",
+    }
+    shard = ShardSpec("shardId-00000000000000000001-00000001", None, ["TENANT#1", "k"], False)
+    shard.changes = [change]  # the second record keeps the made-up change
+    scenario = Scenario([shard], key_attributes=("pk", "sk"))
+    with StreamDouble(scenario) as double:
+        run(tmp_path, endpoint, double, unique)
+        streams = boto3.client(
+            "dynamodbstreams", endpoint_url=double.endpoint, region_name="us-east-1"
+        )
+        schema = streams.describe_stream(StreamArn=double.stream_arn)["StreamDescription"]
+    assert schema["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    first, second = [r for batch in transforms.COLLECTED for r in batch]
+    assert first.event_name.value == "INSERT"
+    assert first.keys == {"pk": "TENANT#1", "sk": "ORDER#7"}
+    assert first.new_image == {
+        "pk": "TENANT#1",
+        "sk": "ORDER#7",
+        "lines": [{"qty": 2}],
+        "tags": {"a", "b"},
+    }
+    assert second.keys == {"pk": "k"}
+    assert second.event_name.value == "MODIFY"
