@@ -35,7 +35,7 @@ import urllib3
 
 from processor.testing._local_server import LocalJsonServer, Served, forward
 
-__all__ = ["CapacityModel", "CapacityProxy", "item_wcu"]
+__all__ = ["CapacityModel", "CapacityProxy", "item_wcu", "partition_of"]
 
 _JSON = {"Content-Type": "application/x-amz-json-1.0"}
 
@@ -71,6 +71,14 @@ def item_wcu(item: Mapping[str, Any]) -> int:
     """Write capacity units to write ``item`` (DynamoDB JSON): one per started KB."""
     size = sum(len(name.encode()) + value_size(value) for name, value in item.items())
     return max(1, math.ceil(size / 1024))
+
+
+def partition_of(item: Mapping[str, Any], partitions: int, partition_key: str = "pk") -> int:
+    """Which of ``partitions`` an item (or key) in the wire format lands in: a hash of its
+    partition key, as DynamoDB spreads keys."""
+    key = json.dumps(item.get(partition_key), sort_keys=True).encode()
+    digest = hashlib.md5(key).digest()  # noqa: S324 - spreading keys, not security
+    return int.from_bytes(digest[:8], "big") % partitions
 
 
 @dataclass
@@ -142,9 +150,7 @@ class CapacityProxy(Served):
         self._server = LocalJsonServer(self._handle)
 
     def partition_of(self, item: Mapping[str, Any]) -> int:
-        key = json.dumps(item.get(self.partition_key), sort_keys=True).encode()
-        digest = hashlib.md5(key).digest()  # noqa: S324 - spreading keys, not security
-        return int.from_bytes(digest[:8], "big") % self.model.partitions
+        return partition_of(item, self.model.partitions, self.partition_key)
 
     def _forward(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         return forward(self._http, self.upstream, headers, body)
