@@ -227,8 +227,8 @@ def rows(endpoint: str) -> list[str]:
     lines = [
         f"| the whole process: `dsp run --stop-when-idle` vs a boto3 loop, {n:,} records of "
         f"one stream (the stream double), CPU per record (start-up subtracted), median of "
-        f"{m['rounds']} rounds "
-        "| ours µs | boto3 loop µs | ratio (median of the rounds') | min to max |",
+        f"{m['rounds']} rounds; ratio: the median of each round's "
+        "| ours µs | boto3 loop µs | ratio | min to max |",
         "|---|---:|---:|---:|---:|",
     ]
     for label, key in (
