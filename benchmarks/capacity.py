@@ -135,19 +135,25 @@ WRITERS: list[tuple[str, Callable[[str, str, list[dict[str, Any]]], None]]] = [
 ]
 
 
+def model_for(scenario: Scenario, clock: Callable[[], float] = time.monotonic) -> CapacityModel:
+    """The table ``scenario`` writes into."""
+    return CapacityModel(
+        wcu_per_s=TABLE_WCU,
+        burst_s=scenario.burst_s,
+        burst_credit=scenario.burst_credit_s * TABLE_WCU,
+        partitions=PARTITIONS,
+        partition_wcu_per_s=PARTITION_WCU,
+        clock=clock,
+    )
+
+
 def _run(
     moto: str, scenario: Scenario, write: Callable[[str, str, list[dict[str, Any]]], None]
 ) -> Outcome:
     dynamodb = boto3.client("dynamodb", endpoint_url=moto, region_name="us-east-1")
     table = f"capacity-{uuid.uuid4().hex[:8]}"
     create_table(dynamodb, table, stream_view=None)
-    model = CapacityModel(
-        wcu_per_s=TABLE_WCU,
-        burst_s=scenario.burst_s,
-        burst_credit=scenario.burst_credit_s * TABLE_WCU,
-        partitions=PARTITIONS,
-        partition_wcu_per_s=PARTITION_WCU,
-    )
+    model = model_for(scenario)
     items = _items(scenario)
     with CapacityProxy(moto, model) as proxy:
         hot = proxy.partition_of({"pk": {"S": "HOT"}})

@@ -11,16 +11,15 @@ import pytest
 
 from benchmarks.capacity import (
     ITEMS,
-    PARTITION_WCU,
     PARTITIONS,
     SCENARIOS,
     TABLE_WCU,
     Scenario,
     _keys,
     granted,
+    model_for,
     partition_shares,
 )
-from processor.testing import CapacityModel
 from processor.testing.capacity_proxy import partition_of
 
 STEP_S = 0.01
@@ -38,14 +37,7 @@ def greedy_run(scenario: Scenario) -> tuple[float, float]:
     """Seconds a writer needs that sends every item the moment its partition and the table
     have a token for it (1 WCU each), and the busiest partition's share of the writes."""
     clock = Clock()
-    model = CapacityModel(
-        wcu_per_s=TABLE_WCU,
-        burst_s=scenario.burst_s,
-        burst_credit=scenario.burst_credit_s * TABLE_WCU,
-        partitions=PARTITIONS,
-        partition_wcu_per_s=PARTITION_WCU,
-        clock=clock,
-    )
+    model = model_for(scenario, clock)
     where = partial(partition_of, partitions=PARTITIONS)
     waiting = [0] * PARTITIONS
     for key in _keys(scenario):
