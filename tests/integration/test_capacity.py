@@ -65,6 +65,14 @@ def writer(proxy: CapacityProxy, clock: FakeTime, options: dict[str, Any]) -> An
     return consumer, ctx
 
 
+def write_all(consumer: Any, records: list[StreamRecord]) -> None:
+    """``records`` in batches of 100, as the worker delivers them, each handled whole; then
+    the consumer is closed."""
+    for start in range(0, len(records), 100):
+        assert consumer(records[start : start + 100]) is None
+    consumer.close()
+
+
 def orders(n: int, *, hot_share: float = 0.0) -> list[StreamRecord]:
     out = []
     for i in range(n):
@@ -90,9 +98,7 @@ def test_nothing_is_lost_at_the_tables_capacity(
     with CapacityProxy(endpoint, model) as proxy:
         consumer, ctx = writer(proxy, clock, {"table": table})
         records = orders(600, hot_share=hot_share)
-        for start in range(0, len(records), 100):
-            assert consumer(records[start : start + 100]) is None
-        consumer.close()
+        write_all(consumer, records)
         stats = proxy.stats
         written = [(i["pk"]["S"], i["sk"]["S"]) for i in proxy.written]
     assert stats["throttled_calls"] + stats["items_unprocessed"] > 0  # the model pushed back
@@ -195,9 +201,7 @@ def test_a_table_without_burst_credit_is_kept_near_its_capacity(
         consumer, _ = writer(proxy, clock, {"table": table, "concurrency": 1})
         records = orders(4000)
         started = clock()
-        for start in range(0, len(records), 100):
-            assert consumer(records[start : start + 100]) is None
-        consumer.close()
+        write_all(consumer, records)
         granted = 400 * (clock() - started) + 400 * 0.1
         used = proxy.stats["wcu_written"] / granted
         throttled = proxy.stats["throttled_calls"] + proxy.stats["items_unprocessed"]
