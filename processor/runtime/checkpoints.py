@@ -39,14 +39,11 @@ class Coalescer:
         self._pending_since = 0.0
 
     @property
-    def pending(self) -> bool:
-        return self._pending is not None
-
-    @property
     def due(self) -> bool:
         """A checkpoint has been pending for ``COALESCE_S`` or longer."""
-        pending = self._pending is not None
-        return pending and self._monotonic() - self._pending_since >= COALESCE_S
+        if self._pending is None:
+            return False
+        return self._monotonic() - self._pending_since >= COALESCE_S
 
     def commit(
         self,
