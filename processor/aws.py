@@ -30,6 +30,7 @@ from processor.errors import (
     TransientError,
     TrimmedDataError,
 )
+from processor.fast_path import FastPath, fast_path_for
 
 if TYPE_CHECKING:
     from processor.settings import AwsSettings
@@ -145,9 +146,13 @@ class AwsClients:
         *,
         region: str,
         endpoint_url: str | None,
+        make_fast: Callable[[str, Any], FastPath | None] | None = None,
     ) -> None:
+        """``make_fast``: the fast path beside a service's client (ADR 0030), if any."""
         self._make = make
+        self._make_fast = make_fast
         self._made: dict[str, Any] = {}
+        self._fast: dict[str, FastPath | None] = {}
         self._lock = threading.Lock()
         self.region = region
         self.endpoint_url = endpoint_url
@@ -160,6 +165,18 @@ class AwsClients:
                 if client is None:
                     client = self._made[service] = self._make(service)
         return client
+
+    def fast(self, service: str) -> FastPath | None:
+        """The fast path for the service's hottest calls (GetRecords, lease renewals), made with
+        its client; None when there is none (``[aws] fast_path = false``, a proxy)."""
+        if self._make_fast is None:
+            return None
+        if service not in self._fast:
+            client = self._client(service)
+            with self._lock:
+                if service not in self._fast:
+                    self._fast[service] = self._make_fast(service, client)
+        return self._fast[service]
 
     @property
     def dynamodb(self) -> Any:
@@ -191,6 +208,7 @@ def make_clients(
     pool_size: int,
     connect_timeout_s: float = 5.0,
     read_timeout_s: float = 30.0,
+    fast_path: bool = True,
 ) -> AwsClients:
     """Clients with standard/adaptive retries and a pool sized for the threads sharing it,
     each made on first use; a named profile is checked now (a bad one is a ConfigError at
@@ -241,9 +259,22 @@ def make_clients(
             kwargs["endpoint_url"] = endpoints[service]
         return session().client(service, **kwargs)
 
+    def make_fast(_service: str, client: Any) -> FastPath | None:
+        return fast_path_for(
+            client,
+            session().get_credentials(),
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+        )
+
     if profile is not None:
         session()  # a profile that does not exist stops the start, naming aws.profile
-    return AwsClients(make, region=region, endpoint_url=dynamodb_endpoint_url or endpoint_url)
+    return AwsClients(
+        make,
+        region=region,
+        endpoint_url=dynamodb_endpoint_url or endpoint_url,
+        make_fast=make_fast if fast_path else None,
+    )
 
 
 def clients_for(settings: AwsSettings, *, pool_size: int, region: str | None = None) -> AwsClients:
@@ -261,6 +292,7 @@ def clients_for(settings: AwsSettings, *, pool_size: int, region: str | None = N
         pool_size=pool_size,
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
+        fast_path=settings.fast_path,
     )
 
 

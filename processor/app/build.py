@@ -294,6 +294,7 @@ def build_app(
                 table=settings.checkpoints.table,
                 application=namespace,
                 stream_arn=stream_arn,
+                fast=clients.fast("dynamodb"),
             )
         dispatcher_for = _dispatchers(pipeline, metrics, tenant_stats, name)
         worker = Worker(

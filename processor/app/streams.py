@@ -47,7 +47,10 @@ def resolve(
         return _kinesis(stream, clients)
     stream_arn = resolve_stream(clients, table=stream.table, arn=stream.arn)
     adapter = StreamsAdapter(
-        clients.streams, describe_rate_per_s=stream.describe_rate_per_s, pacer=pacer
+        clients.streams,
+        describe_rate_per_s=stream.describe_rate_per_s,
+        pacer=pacer,
+        fast=clients.fast("dynamodbstreams"),
     )
     return adapter, stream_arn, adapter.describe(stream_arn).info
 

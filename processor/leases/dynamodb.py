@@ -7,11 +7,13 @@ from collections.abc import Callable, Iterable, Set
 from dataclasses import replace
 from typing import Any
 
+import msgspec
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from processor.aws import error_code, translate_client_error
 from processor.errors import LeaseLostError
+from processor.fast_path import FastPath
 from processor.leases.model import Lease
 from processor.sources.lineage import Shard
 
@@ -32,8 +34,11 @@ class DynamoDBLeaseStore:
         stream_arn: str,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        fast: FastPath | None = None,
     ) -> None:
+        """``fast``: the renewals' fast path (ADR 0030), if any."""
         self._client = client
+        self._fast = fast
         self.table = table
         self.application = application
         self.stream_arn = stream_arn
@@ -286,14 +291,20 @@ class DynamoDBLeaseStore:
             values[":failures"] = {"N": str(failure[1])}
         elif lease.last_error is not None:
             expression += " REMOVE last_error, failures"
+        params = {
+            "TableName": self.table,
+            "Key": self._key(lease.shard_id),
+            "UpdateExpression": expression,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+            **self._held_condition(lease),
+        }
+        body = self._fast.call("UpdateItem", params) if self._fast is not None else None
         try:
-            answer = self._client.update_item(
-                TableName=self.table,
-                Key=self._key(lease.shard_id),
-                UpdateExpression=expression,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-                **self._held_condition(lease),
+            answer = (
+                msgspec.json.decode(body)
+                if body is not None
+                else self._client.update_item(**params)
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":

@@ -61,6 +61,9 @@ class AwsSettings(Section):
     max_attempts: int = Field(default=5, ge=1, le=20)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
+    #: GetRecords and lease renewals sent without botocore's request pipeline when they
+    #: succeed (ADR 0030); false: every call through botocore
+    fast_path: bool = True
 
     @field_validator(
         "endpoint_url", "dynamodb_endpoint_url", "streams_endpoint_url", "kinesis_endpoint_url"

@@ -18,6 +18,7 @@ from processor.aws import AwsClients, describe_or_missing, translate_client_erro
 from processor.core.consumer import StreamInfo
 from processor.core.records import StreamRecord
 from processor.errors import ConfigError, RecordError
+from processor.fast_path import FastPath
 from processor.sources.base import Page, StreamDescription
 from processor.sources.dynamodb.wire import decode_page
 from processor.sources.lineage import Shard
@@ -79,12 +80,14 @@ class StreamsAdapter:
         describe_limit: int = 100,
         describe_rate_per_s: float = 5.0,
         pacer: DescribePacer | None = None,
+        fast: FastPath | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``pacer``: shared with the process's other DynamoDB streams (else its own, at
-        ``describe_rate_per_s``)."""
+        ``describe_rate_per_s``); ``fast``: GetRecords' fast path (ADR 0030), if any."""
         self._client = client
+        self._fast = fast
         self._describe_limit = describe_limit
         self._pacer = pacer or DescribePacer(describe_rate_per_s, sleep=sleep, monotonic=monotonic)
         # once per client, however many adapters share it (one per stream of a process)
@@ -154,6 +157,11 @@ class StreamsAdapter:
         return str(answer["ShardIterator"])
 
     def get_records(self, iterator: str, *, limit: int, shard_id: str) -> Page:
+        if self._fast is not None:
+            body = self._fast.call("GetRecords", {"ShardIterator": iterator, "Limit": limit})
+            if body is not None:
+                records, next_iterator, malformed = decode_page(body, shard_id)
+                return Page(records, next_iterator, tuple(malformed))
         try:
             answer = self._client.get_records(ShardIterator=iterator, Limit=limit)
         except (ClientError, BotoCoreError) as exc:
