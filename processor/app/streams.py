@@ -107,7 +107,8 @@ def worker_settings(settings: Settings, stream: StreamSettings | None = None) ->
             on_trimmed=stream.on_trimmed,
             poll_interval_min_s=stream.poll_interval_min_s,
             poll_interval_max_s=stream.poll_interval_max_s,
-            idle_poll_interval_s=stream.idle_poll_interval_s,
+            # the default 10 s never makes quiet shards poll faster than poll_interval_max_s
+            idle_poll_interval_s=max(stream.idle_poll_interval_s, stream.poll_interval_max_s),
             idle_after_s=stream.idle_after_s,
             reorder_window_s=stream.reorder_window_ms / 1000,
             min_read_interval_s=(

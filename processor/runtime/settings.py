@@ -30,7 +30,7 @@ class ReaderSettings:
     poll_interval_max_s: float = 2.0
     #: once a shard has had no records for ``idle_after_s``, its polls may space out to this
     #: (None: ``poll_interval_max_s`` always). Idle polls are most of the cost at rest.
-    idle_poll_interval_s: float | None = None
+    idle_poll_interval_s: float | None = 10.0
     idle_after_s: float = 60.0
     #: hold each record this long to restore each key's creation order and drop duplicates
     #: (Kinesis Data Streams for DynamoDB); 0: off

@@ -95,8 +95,9 @@ class StreamSettings(Section):
     get_records_limit: int = Field(default=1000, ge=1, le=1000)
     poll_interval_min_s: float = Field(default=0.25, gt=0, le=60)
     poll_interval_max_s: float = Field(default=2.0, gt=0, le=300)
-    #: a shard without records for idle_after_s is polled this often (None: poll_interval_max_s)
-    idle_poll_interval_s: float | None = Field(default=None, gt=0, le=300)
+    #: a shard without records for idle_after_s is polled this often (ADR 0030); set it to
+    #: poll_interval_max_s to poll quiet shards as often as others
+    idle_poll_interval_s: float = Field(default=10.0, gt=0, le=300)
     idle_after_s: float = Field(default=60.0, gt=0, le=86_400)
     discovery_interval_s: float = Field(default=30.0, ge=1)
     describe_rate_per_s: float = Field(default=5.0, gt=0, le=10)  # DescribeStream limit: 10/s
@@ -144,12 +145,13 @@ class StreamSettings(Section):
                     'starting_timestamp is read only with starting_position = "AT_TIMESTAMP"'
                 )
             parse_timestamp(str(self.starting_timestamp))
-        if self.idle_poll_interval_s is not None and (
-            self.idle_poll_interval_s < self.poll_interval_max_s
+        if (
+            "idle_poll_interval_s" in self.model_fields_set
+            and self.idle_poll_interval_s < self.poll_interval_max_s
         ):
             raise ValueError(
                 "idle_poll_interval_s must be >= poll_interval_max_s (it slows idle shards "
-                "down further), or unset"
+                "down further; equal: quiet shards are polled as often as others)"
             )
         if self.reader_restart_max_s < self.reader_restart_base_s:
             raise ValueError("reader_restart_max_s must be >= reader_restart_base_s")

@@ -307,6 +307,36 @@ def test_an_idle_poll_interval_below_the_maximum_is_refused(tmp_path: Path) -> N
     assert (s.only_stream.idle_poll_interval_s, s.only_stream.idle_after_s) == (10.0, 30.0)
 
 
+def test_quiet_shards_are_polled_every_10_s_by_default(tmp_path: Path) -> None:
+    """The default idle interval (ADR 0030) reaches the reader; a poll_interval_max_s above it
+    is no error (the default never polls faster than the ceiling), and set equal to the
+    ceiling the idle interval changes nothing."""
+    reader = worker_settings(load_settings(write(tmp_path, VALID))).reader
+    assert (reader.idle_poll_interval_s, reader.idle_after_s) == (10.0, 60.0)
+    slow = load_settings(write(tmp_path, VALID), environ={"DSP_STREAM__POLL_INTERVAL_MAX_S": "20"})
+    assert worker_settings(slow).reader.idle_poll_interval_s == 20.0
+    off = load_settings(write(tmp_path, VALID), environ={"DSP_STREAM__IDLE_POLL_INTERVAL_S": "2"})
+    assert worker_settings(off).reader.idle_poll_interval_s == 2.0
+
+
+def test_the_fast_path_is_on_unless_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aws.fast_path` reaches the clients: a fast path for the streams client by default,
+    none when it is false (every call through botocore)."""
+    from processor.aws import clients_for  # noqa: PLC0415
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    endpoint = {"DSP_AWS__ENDPOINT_URL": "http://127.0.0.1:9"}
+    on = load_settings(write(tmp_path, VALID), environ=endpoint)
+    assert clients_for(on.aws, pool_size=1).fast("dynamodbstreams") is not None
+    off = load_settings(write(tmp_path, VALID), environ={**endpoint, "DSP_AWS__FAST_PATH": "false"})
+    assert clients_for(off.aws, pool_size=1).fast("dynamodbstreams") is None
+
+
 def test_reader_threads_bound_the_pool_and_must_be_positive(tmp_path: Path) -> None:
     """`stream.reader_threads` reaches the worker; 0 is refused naming the key."""
     err = config_error(tmp_path, VALID, {"DSP_STREAM__READER_THREADS": "0"})

@@ -70,3 +70,13 @@ def test_a_shard_idle_for_a_while_is_polled_at_the_idle_interval() -> None:
     waits = polls(settings, 8)
     # 0.25 + 0.5 + 1 + 2 + 2 = 5.75 s without records: idle from then on
     assert waits == [0.25, 0.5, 1.0, 2.0, 2.0, 4.0, 8.0, 10.0]
+
+
+def test_by_default_a_shard_quiet_for_a_minute_is_polled_every_10_s() -> None:
+    """The defaults (ADR 0030): every 2 s at most for the first minute without records, then
+    the interval doubles on to 10 s."""
+    waits = polls(ReaderSettings(), 40)
+    slower = next(i for i, wait in enumerate(waits) if wait > 2.0)
+    assert sum(waits[: slower - 1]) < 60.0 <= sum(waits[:slower])
+    assert waits[:slower] == [0.25, 0.5, 1.0] + [2.0] * (slower - 3)
+    assert waits[slower:] == [4.0, 8.0] + [10.0] * (40 - slower - 2)
