@@ -10,7 +10,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +67,19 @@ def dsp_on_double(
     checkpoints: str = "",
     args: Sequence[str] = (),
     start_up_s: float = START_UP_S,
+    double: StreamDouble | None = None,
+    consumer: str = "benchmarks._dsp:noop",
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """`dsp run` owning every shard of ``scenario`` (served by the stream double), leases in
-    the moto server at ``endpoint``, one no-op route, JSON logs at INFO; yields the process
-    and its log file. ``stream`` / ``checkpoints``: more settings of those sections."""
-    with tempfile.TemporaryDirectory() as tmp, StreamDouble(scenario) as double:
+    """`dsp run` owning every shard of ``scenario`` (served by the stream double, or by
+    ``double`` if given), leases in the moto server at ``endpoint``, one route to ``consumer``
+    (a no-op by default), JSON logs at INFO; yields the process and its log file. ``stream`` /
+    ``checkpoints``: more settings of those sections; ``env``: more environment."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        served = double if double is not None else stack.enter_context(StreamDouble(scenario))
         config = f"""
 [stream]
-arn = "{double.stream_arn}"
+arn = "{served.stream_arn}"
 {stream}
 [checkpoints]
 table = "{name}-{uuid.uuid4().hex[:8]}"
@@ -85,11 +90,11 @@ max_leases = {len(scenario.shards)}
 level = "INFO"
 format = "json"
 [[routes]]
-name = "noop"
-consumer = "benchmarks._dsp:noop"
+name = "bench"
+consumer = "{consumer}"
 """
         log = Path(tmp) / "stderr.log"
-        streams = {"DSP_AWS__STREAMS_ENDPOINT_URL": double.endpoint}
+        streams = {"DSP_AWS__STREAMS_ENDPOINT_URL": served.endpoint, **(env or {})}
         with dsp_run(
             endpoint, config, env=streams, stderr=log, args=args, start_up_s=start_up_s
         ) as process:
