@@ -102,8 +102,12 @@ consumer = "{consumer}"
 
 
 def log_events(log: Path) -> list[dict[str, Any]]:
-    """The JSON log lines of a `dsp run`."""
-    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    """The JSON log lines of a `dsp run` (so far: it may be running)."""
+    text = log.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()  # being written: read it next time
+    return [json.loads(line) for line in lines if line.startswith("{")]
 
 
 def cpu_seconds(pid: int) -> float:
