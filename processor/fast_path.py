@@ -35,6 +35,8 @@ import msgspec
 __all__ = ["FastPath", "fast_path_for"]
 
 _ENCODER = msgspec.json.Encoder()
+#: what a kept-alive connection the server closed while it was idle raises
+_GONE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class FastPath:
@@ -82,23 +84,41 @@ class FastPath:
         self.fallbacks = 0  # left to botocore
         self._lock = threading.Lock()
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """The calling thread's connection, and whether it was opened just now."""
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is None or connection.sock is None:  # none yet, or closed by close()
-            connect_s, read_s = self._timeouts
-            if self._tls is not None:
-                connection = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=connect_s, context=self._tls
-                )
-            else:
-                connection = http.client.HTTPConnection(self._host, self._port, timeout=connect_s)
-            connection.connect()
-            assert connection.sock is not None
-            connection.sock.settimeout(read_s)
-            self._local.connection = connection
-            with self._lock:
-                self._open.add(connection)
-        return connection
+        if connection is not None and connection.sock is not None:
+            return connection, False
+        connect_s, read_s = self._timeouts  # none yet, or closed by close()
+        if self._tls is not None:
+            connection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=connect_s, context=self._tls
+            )
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=connect_s)
+        connection.connect()
+        assert connection.sock is not None
+        connection.sock.settimeout(read_s)
+        self._local.connection = connection
+        with self._lock:
+            self._open.add(connection)
+        return connection, True
+
+    def _send(self, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
+        """Send on the thread's connection. A kept-alive connection that the server closed
+        while it was idle (it answers nothing) is replaced once, as urllib3 does; a fresh
+        connection that fails, fails."""
+        connection, fresh = self._connection()
+        try:
+            connection.request("POST", self._path, body=body, headers=headers)
+            return connection.getresponse()
+        except _GONE:
+            self._drop()
+            if fresh:
+                raise
+        connection, _ = self._connection()
+        connection.request("POST", self._path, body=body, headers=headers)
+        return connection.getresponse()
 
     def _drop(self) -> None:
         connection = getattr(self._local, "connection", None)
@@ -135,9 +155,7 @@ class FastPath:
                 },
             )
             self._signer(credentials, self._signing_name, self._region).add_auth(request)
-            connection = self._connection()
-            connection.request("POST", self._path, body=body, headers=dict(request.headers.items()))
-            answer = connection.getresponse()
+            answer = self._send(body, dict(request.headers.items()))
             status, data, crc = answer.status, answer.read(), answer.getheader("x-amz-crc32")
             if answer.will_close:
                 self._drop()

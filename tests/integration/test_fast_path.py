@@ -5,6 +5,7 @@ leaves every outcome but success to botocore."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import zlib
 from collections.abc import Iterator
@@ -287,3 +288,66 @@ def test_each_call_signs_with_the_credentials_current_values() -> None:
         ]
     assert [token for token, _, _ in sent] == ["token-1", "token-2"]
     assert all(_verifies(headers, body, url + "/") for _, headers, body in sent)
+
+
+class _ClosesAfterEachAnswer:
+    """An HTTP/1.1 server that answers one request per connection and then closes it without
+    saying so (no ``Connection: close``), as a server does with a connection idle too long."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.connections = 0
+        self._answer = answer
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with conn:
+                self.connections += 1
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
+                    + f"Content-Length: {len(self._answer)}\r\n\r\n".encode()
+                    + self._answer
+                )
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_kept_alive_connection_the_server_dropped_is_replaced_once() -> None:
+    """The second call finds its connection closed by the server: it reconnects and is still
+    answered on the fast path, not handed to botocore."""
+    server = _ClosesAfterEachAnswer(b'{"Records": []}')
+    try:
+        url = server.endpoint
+        fast = _clients(url, streams=url).fast("dynamodbstreams")
+        assert fast is not None
+        for _ in range(3):
+            assert fast.call("GetRecords", {"ShardIterator": "i", "Limit": 1}) == b'{"Records": []}'
+        assert (fast.calls, fast.fallbacks) == (3, 0)
+        assert server.connections == 3
+        fast.close()
+    finally:
+        server.close()
