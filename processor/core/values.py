@@ -7,16 +7,34 @@ import base64
 import binascii
 from collections import Counter
 from collections.abc import Callable, Mapping
-from decimal import Decimal
+from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
 from typing import Any
 
 import msgspec
-from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary
 from msgspec import UNSET, UnsetType
 
 from processor.errors import RecordError
 
+#: boto3's context for DynamoDB numbers (``boto3.dynamodb.types.DYNAMODB_CONTEXT``, which a
+#: test compares this with), built here: importing it imports all of boto3, about 80 ms of
+#: a Lambda cold start whose routes call no AWS service
+DYNAMODB_CONTEXT = Context(
+    Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflow, Inexact, Rounded, Underflow]
+)
 _create_decimal: Callable[[str], Decimal] = DYNAMODB_CONTEXT.create_decimal
+_binary_type: Callable[[bytes], Any] | None = None
+
+
+def _binary(value: bytes) -> Any:
+    """``boto3.dynamodb.types.Binary(value)``; boto3 is imported at the first binary value,
+    not at start (see DYNAMODB_CONTEXT)."""
+    global _binary_type  # noqa: PLW0603 - resolved once
+    if _binary_type is None:
+        from boto3.dynamodb.types import Binary  # noqa: PLC0415
+
+        _binary_type = Binary
+    return _binary_type(value)
+
 
 __all__ = [
     "AttributeValue",
@@ -86,7 +104,7 @@ def _exact_number(text: str) -> Decimal:
 
 
 def _decode_b(v: Any) -> Any:
-    return Binary(_b64(v))
+    return _binary(_b64(v))
 
 
 def _decode_ss(v: Any) -> Any:
@@ -98,7 +116,7 @@ def _decode_ns(v: Any) -> Any:
 
 
 def _decode_bs(v: Any) -> Any:
-    return {Binary(_b64(b)) for b in v}
+    return {_binary(_b64(b)) for b in v}
 
 
 def _decode_bool(v: Any) -> Any:
@@ -255,7 +273,7 @@ try:
     _images.configure(
         _create_decimal,
         binascii.a2b_base64,
-        Binary,
+        _binary,
         _Typed,
         UNSET,
         tuple(_Typed.__dict__[tag] for tag in _Typed.__struct_fields__),

@@ -39,6 +39,40 @@ def test_the_lambda_handler_module_imports_neither_the_worker_nor_prometheus() -
     assert "processor.runtime.worker" not in modules
     assert "processor.app.build" not in modules
     assert "prometheus_client" not in modules  # only with cloudwatch = "emf"
+    assert "boto3" not in modules  # about 80 ms: only with a client, or a binary value
+
+
+def test_a_record_decodes_without_boto3_until_it_holds_a_binary_value() -> None:
+    """Numbers need boto3's decimal context, not boto3 (a copy of it, checked below);
+    Binary is boto3's class, imported at the first binary value."""
+    decode = (
+        "from processor.core.values import decode_image_json\n"
+        'image = decode_image_json(b\'{{"n": {{"N": "1.5"}}, {}}}\')\n'
+        "import sys\nprint('boto3' in sys.modules, type(image.get('b')).__name__)"
+    )
+    for extra, expected in (
+        ('"s": {"S": "x"}', "False NoneType"),
+        ('"b": {"B": "AAE="}', "True Binary"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", decode.format(extra)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        )  # fmt: skip
+        assert done.stdout.split() == expected.split()
+
+
+def test_the_number_context_is_boto3s() -> None:
+    from boto3.dynamodb.types import DYNAMODB_CONTEXT as BOTO3S  # noqa: PLC0415
+
+    from processor.core.values import DYNAMODB_CONTEXT  # noqa: PLC0415
+
+    assert (DYNAMODB_CONTEXT.prec, DYNAMODB_CONTEXT.Emin, DYNAMODB_CONTEXT.Emax) == (
+        BOTO3S.prec, BOTO3S.Emin, BOTO3S.Emax,
+    )  # fmt: skip
+    assert DYNAMODB_CONTEXT.rounding == BOTO3S.rounding
+    assert DYNAMODB_CONTEXT.traps == BOTO3S.traps
+    assert DYNAMODB_CONTEXT.clamp == BOTO3S.clamp
+    assert DYNAMODB_CONTEXT.capitals == BOTO3S.capitals
 
 
 def test_lazy_names_are_the_public_names_imported_for_type_checkers() -> None:
