@@ -98,6 +98,9 @@ class ShardReader:
         self.last_read: str | None = lease.checkpoint
         self.records_read = 0
         self.last_records_at = monotonic()
+        #: when this run started reading: a reader made long before (a child waiting for its
+        #: parent, a restart's backoff) is not quiet from the start
+        self._reading_since = self.last_records_at
         self.caught_up = False
         self.last_poll_at = monotonic()  # last successful GetRecords (readiness)
         #: how far behind the tip: the source's figure (Kinesis' MillisBehindLatest), else now
@@ -260,6 +263,7 @@ class ShardReader:
         settings = self._settings
         self.target.start(self)
         iterator: str = yield from self._acquire()
+        self._reading_since = self._monotonic()  # a shard is quiet from here at the earliest
         delay = settings.poll_interval_min_s
         buffer: list[StreamRecord] = []
         window_started = 0.0
@@ -302,10 +306,11 @@ class ShardReader:
 
     def _poll_cap(self) -> float:
         """The longest wait between polls of an empty shard: the idle interval once the
-        shard has had no records for ``idle_after_s``."""
+        shard has had no records for ``idle_after_s`` since this run started reading."""
         settings = self._settings
         idle = settings.idle_poll_interval_s
-        if idle is not None and self._monotonic() - self.last_records_at >= settings.idle_after_s:
+        quiet_since = max(self.last_records_at, self._reading_since)
+        if idle is not None and self._monotonic() - quiet_since >= settings.idle_after_s:
             return idle
         return settings.poll_interval_max_s
 

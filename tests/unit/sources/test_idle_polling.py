@@ -38,7 +38,9 @@ class CountingStop(threading.Event):
         return self.is_set()
 
 
-def polls(settings: ReaderSettings, waits: int) -> list[float]:
+def polls(settings: ReaderSettings, waits: int, *, run_after_s: float = 0.0) -> list[float]:
+    """The waits between polls of an empty shard; ``run_after_s``: how long after it was made
+    the reader starts (a child waiting for its parent, a restart's backoff)."""
     source = MemorySource()
     source.add_shard(Shard("shardId-1", None, "100", None))
     store = MemoryLeaseStore()
@@ -52,6 +54,7 @@ def polls(settings: ReaderSettings, waits: int) -> list[float]:
         initial_position="TRIM_HORIZON", store=store, target=PipelineTarget(None),  # type: ignore[arg-type]
         settings=settings, stop=stop, monotonic=clock, clock=clock,
     )  # fmt: skip
+    clock.now += run_after_s
     reader.run()
     return stop.waits
 
@@ -80,3 +83,12 @@ def test_by_default_a_shard_quiet_for_a_minute_is_polled_every_10_s() -> None:
     assert sum(waits[: slower - 1]) < 60.0 <= sum(waits[:slower])
     assert waits[:slower] == [0.25, 0.5, 1.0] + [2.0] * (slower - 3)
     assert waits[slower:] == [4.0, 8.0] + [10.0] * (40 - slower - 2)
+
+
+def test_a_reader_that_starts_late_is_not_idle_at_once() -> None:
+    """The quiet time counts from when the reader starts reading, not from when it was made:
+    a child shard's reader made while its parent is read, or one restarted after a failure,
+    polls its new shard as often as any (a month's soak of shard generations fell behind
+    when such readers polled every 10 s from their first empty page)."""
+    waits = polls(ReaderSettings(), 6, run_after_s=300.0)
+    assert waits == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
