@@ -130,6 +130,8 @@ class FastPath:
 
     def close(self) -> None:
         """Close every thread's connection (a thread that calls again opens a new one)."""
+        if not hasattr(self, "_open"):  # __init__ did not finish (from __del__)
+            return
         with self._lock:
             connections, self._open = list(self._open), set()
         for connection in connections:
