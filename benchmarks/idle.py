@@ -36,12 +36,16 @@ STAMPS = "BENCH_IDLE_STAMPS"
 
 
 def idle_cost(
-    endpoint: str, shards: int, *, window_s: float = WINDOW_S, stream: str = "", aws: str = ""
+    endpoint: str,
+    shards: int,
+    *,
+    window_s: float = WINDOW_S,
+    stream: str = "",
+    env: dict[str, str] | None = None,
 ) -> tuple[float, int]:
     """(CPU seconds per idle shard-hour, threads) for one process owning ``shards``;
-    ``stream``: more `[stream]` settings; ``aws``: `[aws]` settings as environment."""
+    ``stream``: more `[stream]` settings; ``env``: more environment (`DSP_...`)."""
     scenario = Scenario.flat(shards, records_per_shard=0, closed=False)
-    env = dict(line.split("=", 1) for line in aws.split()) if aws else None
     with dsp_on_double(endpoint, scenario, name="idle", stream=stream, env=env) as (process, log):
         _wait_for_leases(process, log, shards)
         time.sleep(SLOW_DOWN_S)  # every reader backed off to its idle poll interval
@@ -111,25 +115,25 @@ def rows(endpoint: str) -> list[str]:
         "| cores per 1,000 such shards | threads |",
         "|---|---:|---:|---:|",
     ]
-    for shards, stream, aws, label in (
-        (10, QUIET, "", "10 shards, the defaults (quiet shards polled every 10 s)"),
-        (100, QUIET, "", "100 shards, the defaults"),
-        (1000, QUIET, "", "1,000 shards, the defaults"),
-        (1000, QUIET, "DSP_AWS__FAST_PATH=false", "1,000 shards, `aws.fast_path = false`"),
+    for shards, stream, env, label in (
+        (10, QUIET, None, "10 shards, the defaults (quiet shards polled every 10 s)"),
+        (100, QUIET, None, "100 shards, the defaults"),
+        (1000, QUIET, None, "1,000 shards, the defaults"),
+        (1000, QUIET, {"DSP_AWS__FAST_PATH": "false"}, "1,000 shards, `aws.fast_path = false`"),
         (
             1000,
             f"{QUIET}\n{EVERY_2_S}",
-            "",
+            None,
             "1,000 shards, quiet shards polled every 2 s (`idle_poll_interval_s = 2`)",
         ),
         (
             1000,
             f"{QUIET}\n{EVERY_2_S}",
-            "DSP_AWS__FAST_PATH=false",
+            {"DSP_AWS__FAST_PATH": "false"},
             "1,000 shards, both: polled every 2 s, no fast path (the defaults before ADR 0030)",
         ),
     ):
-        per_hour, threads = idle_cost(endpoint, shards, stream=stream, aws=aws)
+        per_hour, threads = idle_cost(endpoint, shards, stream=stream, env=env)
         lines.append(f"| {label} | {per_hour:.2f} | {per_hour * 1000 / 3600:.2f} | {threads} |")
     lines += [
         "",
