@@ -81,9 +81,9 @@ class WriteQueue(Generic[T]):
             while True:
                 if self.error is not None:
                     return None
-                if self._waiting:
+                if self._ready():
                     break
-                if self._in_flight == 0:
+                if not self._waiting and self._in_flight == 0:
                     return None
                 self._changed.wait()
             call: list[Queued[T]] = []
@@ -98,6 +98,19 @@ class WriteQueue(Generic[T]):
                 size += head.size
             self._in_flight += len(call)
             return call
+
+    def _ready(self) -> bool:
+        """Whether a call may be taken now: writes not sent yet go at once, and so does a full
+        call's worth; leftovers alone wait while calls are in flight, so that theirs join
+        them in one call rather than each going alone (issue 32: a batch's tail of a few
+        leftovers per call doubled the requests)."""
+        if not self._waiting:
+            return False
+        if self._in_flight == 0 or self._waiting[0].attempts == 0:
+            return True
+        if len(self._waiting) >= self._max_requests:
+            return True
+        return sum(q.size for q in self._waiting) >= self._max_bytes
 
     def settle(self, call: Sequence[Queued[T]], unprocessed: Iterable[Queued[T]] = ()) -> int:
         """``call`` came back; ``unprocessed`` (of its writes) go to the back, in their

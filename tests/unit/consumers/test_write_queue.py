@@ -113,3 +113,47 @@ def test_a_failed_call_ends_taking() -> None:
     assert q.error is error
     assert len(q.failed) == 25
     assert q.left == 60
+
+
+def test_leftovers_wait_for_the_calls_in_flight_and_go_together() -> None:
+    """A batch's tail: leftovers alone do not go in a call of their own while other calls are
+    in flight; those calls' leftovers join them, and one call carries them all."""
+    q = queue([1] * 100)
+    calls = [q.take() for _ in range(4)]
+    assert all(c is not None and len(c) == 25 for c in calls)
+    first, second, third, fourth = (c for c in calls if c is not None)
+    q.settle(first, first[:2])  # two came back; three calls are still in flight
+    taken: list[list[int]] = []
+    taker = threading.Thread(target=lambda: taken.append([w.write for w in q.take() or []]))
+    taker.start()
+    taker.join(0.2)
+    assert taker.is_alive(), "two leftovers went alone while three calls were in flight"
+    q.settle(second, second[:1])
+    q.settle(third)
+    assert taker.is_alive()
+    q.settle(fourth, fourth[-1:])
+    taker.join(5)
+    assert not taker.is_alive()
+    assert taken == [[0, 1, 25, 99]]  # one call, in the order they came back
+
+
+def test_writes_not_sent_yet_do_not_wait_for_calls_in_flight() -> None:
+    """Only leftovers wait: a batch's last, short call of writes never sent goes at once."""
+    q = queue([1] * 30)
+    first = q.take()
+    assert first is not None
+    assert len(first) == 25
+    second = q.take()  # returns at once, though the first call is in flight
+    assert second is not None
+    assert [w.write for w in second] == list(range(25, 30))
+
+
+def test_a_full_call_of_leftovers_goes_without_waiting() -> None:
+    q = queue([1] * 75)
+    calls = [q.take() for _ in range(3)]
+    first, second, _third = (c for c in calls if c is not None)
+    q.settle(first, first)  # all 25 came back: a full call's worth
+    q.settle(second, second[:5])
+    again = q.take()  # the third call is still in flight
+    assert again is not None
+    assert len(again) == 25
