@@ -147,9 +147,13 @@ class AwsClients:
         region: str,
         endpoint_url: str | None,
         make_fast: Callable[[str, Any], FastPath | None] | None = None,
+        make_unretried: Callable[[str], Any] | None = None,
     ) -> None:
-        """``make_fast``: the fast path beside a service's client (ADR 0030), if any."""
+        """``make_fast``: the fast path beside a service's client (ADR 0030), if any;
+        ``make_unretried``: a client of the service that makes each call once (``unretried``;
+        without it, the retrying client is used)."""
         self._make = make
+        self._make_unretried = make_unretried
         self._make_fast = make_fast
         self._made: dict[str, Any] = {}
         self._fast: dict[str, FastPath | None] = {}
@@ -158,13 +162,26 @@ class AwsClients:
         self.endpoint_url = endpoint_url
 
     def _client(self, service: str) -> Any:
-        client = self._made.get(service)
+        return self._client_made(service, lambda: self._make(service))
+
+    def _client_made(self, name: str, make: Callable[[], Any]) -> Any:
+        client = self._made.get(name)
         if client is None:
             with self._lock:
-                client = self._made.get(service)
+                client = self._made.get(name)
                 if client is None:
-                    client = self._made[service] = self._make(service)
+                    client = self._made[name] = make()
         return client
+
+    def unretried(self, service: str) -> Any:
+        """A client of the service whose calls botocore makes once: for a caller that retries
+        and paces itself. The batch writer's pacer owns throttling (ADR 0032): botocore's
+        backoff of up to a second on a throttled call held the batch's last writes while the
+        table sat idle."""
+        make = self._make_unretried
+        if make is None:
+            return self._client(service)
+        return self._client_made(f"{service}:unretried", lambda: make(service))
 
     def fast(self, service: str) -> FastPath | None:
         """The fast path for the service's hottest calls (GetRecords, lease renewals), made with
@@ -242,10 +259,11 @@ def make_clients(
                     ) from exc
             return sessions[0]
 
-    def make(service: str) -> Any:
+    def make(service: str, *, once: bool = False) -> Any:
         from botocore.config import Config  # noqa: PLC0415 - only once a client is wanted
 
-        retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
+        retries: Any = {"mode": retry_mode}
+        retries["total_max_attempts" if once else "max_attempts"] = 1 if once else max_attempts
         config = Config(
             region_name=region,
             retries=retries,
@@ -274,6 +292,7 @@ def make_clients(
         region=region,
         endpoint_url=dynamodb_endpoint_url or endpoint_url,
         make_fast=make_fast if fast_path else None,
+        make_unretried=lambda service: make(service, once=True),
     )
 
 

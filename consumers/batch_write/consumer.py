@@ -3,6 +3,7 @@ conditional versioned writes (replay-safe projections)."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -82,7 +83,8 @@ class BatchWriteConsumer:
     ) -> None:
         self._options = options
         self._context = context
-        client = None if context.offline else context.clients.dynamodb
+        # the pacer and this consumer's retries own throttling: botocore makes each call once
+        client = None if context.offline else context.clients.unretried("dynamodb")
         self._table = DynamoDBTable(client, options.table)
         self._keys = key_attributes
         self._transform = transform
@@ -303,6 +305,7 @@ class BatchWriteConsumer:
         except TransientError as exc:
             if not exc.throttled:
                 raise
+            self._hold(call)
             return list(call)
         self.rate.accepted(len(requests) - len(answer.unprocessed))
         if answer.unprocessed:
@@ -314,6 +317,23 @@ class BatchWriteConsumer:
         if not answer.retried:
             self.rate.succeeded()
         return []
+
+    def _hold(self, call: list[Queued[_Write]]) -> None:
+        """A call the table refused whole (nothing fitted: the table, or the partitions of
+        its writes, had no capacity left) waits before its writes go back to the queue:
+        ``base_delay_s`` doubled per attempt of its most-tried write, up to ``max_delay_s``,
+        the second half of it drawn at random. Without it, a batch's last writes of a
+        drained partition went round as fast as the pacer let them and used up their
+        ``max_attempts`` in a few milliseconds (ADR 0032). Other slots go on meanwhile;
+        nothing waits when no write of the call goes back."""
+        if (
+            self._context.stop.is_set()
+            or min(q.attempts for q in call) >= self._options.max_attempts
+        ):
+            return  # nothing goes back: the batch ends now (see WriteQueue.settle)
+        tries = max(q.attempts for q in call)
+        ceiling = min(self._options.max_delay_s, self._options.base_delay_s * 2 ** (tries - 1))
+        self._context.sleep(ceiling / 2 + random.random() * ceiling / 2)
 
     def _request_key(self, request: Mapping[str, Any]) -> str:
         if "PutRequest" in request:

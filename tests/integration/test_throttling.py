@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from consumers.batch_write import build
+from processor.aws import make_clients
 from processor.core.records import StreamRecord
+from processor.errors import TransientError
 from processor.testing import ThrottlingProxy, create_table, make_record, scan_all
 
 from .helpers import context
@@ -46,3 +48,65 @@ def test_throttling_and_unprocessed_items_lose_no_item(
     if partial_every:  # UnprocessedItems are ours to resend (botocore retries the throttles)
         assert sleeps, "backoff happened between resends"
         assert all(s <= 5.0 for s in sleeps)
+
+
+def test_every_write_the_table_sees_was_paced_by_the_writer(
+    endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """botocore does not retry the writer's calls, whatever ``[aws] max_attempts`` says: a
+    throttled BatchWriteItem comes straight back to the pacer, which decides when it goes
+    again, through the consumer's injectable sleep. When botocore retried it (up to a second
+    of its own backoff, on the real clock), a batch's last writes sat there while the table
+    idled (issue 32: the capacity minimums)."""
+    table = f"throttled-paced-{unique}"
+    create_table(dynamodb, table, stream_view=None)
+    with ThrottlingProxy(endpoint, throttle_every=2) as proxy:
+        ctx = context(endpoint=proxy.endpoint)  # clients with max_attempts=3
+        consumer = build({"table": table, "max_attempts": 20}, ctx)
+        consumer(records(300))
+        consumer.close()
+        assert proxy.calls["throttled"] > 0
+        assert proxy.calls["BatchWriteItem"] == ctx.stats["batch_write_calls"]
+    assert len(scan_all(dynamodb, table)) == 300
+
+
+def test_other_calls_keep_botocores_retries(endpoint: str) -> None:
+    """Only the writer's client makes each call once; the process's clients still retry."""
+    clients = make_clients(
+        region="us-east-1", endpoint_url=endpoint, retry_mode="standard", max_attempts=3,
+        pool_size=2,
+    )  # fmt: skip
+    once = clients.unretried("dynamodb")
+    assert once is clients.unretried("dynamodb")  # made once, shared
+    assert once is not clients.dynamodb
+    assert once.meta.config.retries["total_max_attempts"] == 1
+    assert clients.dynamodb.meta.config.retries["total_max_attempts"] == 4  # 3 retries
+
+
+def test_a_call_the_table_refuses_whole_waits_before_it_goes_again(
+    endpoint: str, dynamodb: Any, unique: str
+) -> None:
+    """Nothing fitted: the writes wait ``base_delay_s`` doubled per attempt (the second half
+    at random, at most ``max_delay_s``) before they go back, so ``max_attempts`` spans time
+    rather than the pacer's few milliseconds; no wait after the last attempt."""
+    table = f"throttled-whole-{unique}"
+    create_table(dynamodb, table, stream_view=None)
+    sleeps: list[float] = []
+    with ThrottlingProxy(endpoint, throttle_every=1) as proxy:
+        ctx = context(endpoint=proxy.endpoint, sleeps=sleeps)
+        options = {
+            "table": table,
+            "max_attempts": 4,
+            "base_delay_s": 1.0,
+            "max_delay_s": 3.0,
+            "min_rate_per_s": 1000.0,  # the pacer's own waits for 10 items stay short
+        }
+        consumer = build(options, ctx)
+        with pytest.raises(TransientError, match="after up to 4 attempts"):
+            consumer(records(10))
+        consumer.close()
+        assert proxy.calls["BatchWriteItem"] == 4
+    holds = [s for s in sleeps if s >= 0.5]  # the pacer's waits for 10 items are shorter
+    assert len(holds) == 3
+    for hold, ceiling in zip(holds, [1.0, 2.0, 3.0], strict=True):
+        assert ceiling / 2 <= hold <= ceiling
