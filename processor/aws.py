@@ -262,8 +262,9 @@ def make_clients(
     def make(service: str, *, once: bool = False) -> Any:
         from botocore.config import Config  # noqa: PLC0415 - only once a client is wanted
 
-        retries: Any = {"mode": retry_mode}
-        retries["total_max_attempts" if once else "max_attempts"] = 1 if once else max_attempts
+        # total_max_attempts: every attempt, the first included (botocore's "max_attempts"
+        # counts only the retries: 5 made 6 attempts, where aws.max_attempts says 5)
+        retries: Any = {"mode": retry_mode, "total_max_attempts": 1 if once else max_attempts}
         config = Config(
             region_name=region,
             retries=retries,

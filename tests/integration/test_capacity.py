@@ -4,7 +4,7 @@ table's rate once per congestion event.
 
 The model's clock is the consumer's sleep: time passes only when the writer waits, so the
 tests never sleep for real and what the writer is granted depends only on how it paces.
-botocore does not retry here (max_attempts=0): every throttle reaches the writer."""
+botocore does not retry here (max_attempts=1): every throttle reaches the writer."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def writer(proxy: CapacityProxy, clock: FakeTime, options: dict[str, Any]) -> An
             region="us-east-1",
             endpoint_url=proxy.endpoint,
             retry_mode="standard",
-            max_attempts=0,
+            max_attempts=1,
             pool_size=8,
         ),
         sleep=clock.sleep,

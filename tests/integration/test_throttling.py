@@ -71,7 +71,9 @@ def test_every_write_the_table_sees_was_paced_by_the_writer(
 
 
 def test_other_calls_keep_botocores_retries(endpoint: str) -> None:
-    """Only the writer's client makes each call once; the process's clients still retry."""
+    """Only the writer's client makes each call once; the process's clients still retry, and
+    ``max_attempts`` counts every attempt, as ``aws.max_attempts`` says (botocore's own
+    ``max_attempts`` counts retries: 3 made 4 attempts)."""
     clients = make_clients(
         region="us-east-1", endpoint_url=endpoint, retry_mode="standard", max_attempts=3,
         pool_size=2,
@@ -80,7 +82,7 @@ def test_other_calls_keep_botocores_retries(endpoint: str) -> None:
     assert once is clients.unretried("dynamodb")  # made once, shared
     assert once is not clients.dynamodb
     assert once.meta.config.retries["total_max_attempts"] == 1
-    assert clients.dynamodb.meta.config.retries["total_max_attempts"] == 4  # 3 retries
+    assert clients.dynamodb.meta.config.retries["total_max_attempts"] == 3
 
 
 def test_a_call_the_table_refuses_whole_waits_before_it_goes_again(
