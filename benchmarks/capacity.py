@@ -169,6 +169,9 @@ def _run(
             timer.cancel()
         stats = proxy.stats
     lost = len(items) - len(scan_all(dynamodb, table))
+    # the moto server runs in this process: tables left behind grow its heap, and the
+    # collector's pauses with it, which stall the writer measured in later rounds
+    dynamodb.delete_table(TableName=table)
     shares = partition_shares(_keys(scenario), proxy.partition_of)
     return Outcome(
         seconds=seconds,

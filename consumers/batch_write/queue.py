@@ -29,21 +29,27 @@ T = TypeVar("T")
 
 @dataclass(slots=True, eq=False)
 class Queued(Generic[T]):
-    """A write and how many calls have carried it."""
+    """A write, how many calls have carried it, and how many of them wrote nothing."""
 
     write: T
     size: int
     attempts: int = 0
+    #: of those calls, the ones that wrote nothing at all (refused whole)
+    refusals: int = 0
 
 
 class WriteQueue(Generic[T]):
     """Writes waiting for a call, taken by up to ``concurrency`` slots at once (thread-safe).
 
     :meth:`take` blocks while the queue is empty but calls are still in flight (their
-    leftovers may come back), and returns ``None`` once everything is settled. A write that
-    comes back after its ``max_attempts``-th call, or once ``stopped()`` (shutdown: every
-    write is still sent once, nothing is resent), is *exhausted*: kept aside, not resent;
-    the batch then fails and is retried whole, as before (puts and deletes are idempotent).
+    leftovers may come back), and returns ``None`` once everything is settled. A write whose
+    ``max_attempts``-th call wrote nothing at all (the table refused it whole), or that
+    comes back once ``stopped()`` (shutdown: every write is still sent once, nothing is
+    resent), is *exhausted*: kept aside, not resent; the batch then fails and is retried
+    whole, as before (puts and deletes are idempotent). Leftovers of a call that wrote
+    something go back whatever their count: each such call writes at least one write, so
+    the batch still ends, and a hot partition's writes, which ride many partial calls while
+    it drains, are not given up while the table is taking them (ADR 0032).
     """
 
     def __init__(
@@ -116,10 +122,13 @@ class WriteQueue(Generic[T]):
         """``call`` came back; ``unprocessed`` (of its writes) go to the back, in their
         order, unless they are exhausted. Returns how many went back."""
         returned = list(unprocessed)
+        if returned and len(returned) == len(call):  # the call wrote nothing: a refusal
+            for queued in returned:
+                queued.refusals += 1
         limit = 0 if returned and self._stopped() else self._max_attempts
         with self._changed:
-            back = [q for q in returned if q.attempts < limit]
-            self.exhausted.extend(q for q in returned if q.attempts >= limit)
+            back = [q for q in returned if q.refusals < limit]
+            self.exhausted.extend(q for q in returned if q.refusals >= limit)
             self._waiting.extend(back)
             self._in_flight -= len(call)
             self._changed.notify_all()

@@ -52,15 +52,32 @@ def test_leftovers_ride_at_the_back_behind_writes_not_sent_yet() -> None:
     assert q.left == 0
 
 
-def test_a_write_carried_max_attempts_times_is_exhausted_not_resent() -> None:
+def test_a_write_refused_whole_max_attempts_times_is_exhausted_not_resent() -> None:
     q = queue([1, 1], max_attempts=2)
+    call = q.take()
+    assert call is not None
+    q.settle(call, [w for w in call if w.write == 0])  # write 1 was written: not a refusal
     for _ in range(2):
         call = q.take()
         assert call is not None
-        q.settle(call, [w for w in call if w.write == 0])  # write 0 never fits
+        q.settle(call, call)  # refused whole
     assert q.take() is None
     assert [w.write for w in q.exhausted] == [0]
+    assert [w.refusals for w in q.exhausted] == [2]
     assert q.left == 1
+
+
+def test_leftovers_of_calls_that_wrote_something_go_back_whatever_their_count() -> None:
+    """A hot partition's last writes ride many partial calls while it drains; each such call
+    writes something, so the batch ends, and they are not given up on the way (ADR 0032)."""
+    q = queue([1] * 10, max_attempts=2)
+    rides = 0
+    while (call := q.take()) is not None:
+        rides += 1
+        q.settle(call, call[:-1])  # the table took one write of each call
+    assert rides == 10
+    assert q.exhausted == []
+    assert q.left == 0
 
 
 def test_a_slot_waits_for_leftovers_while_another_call_is_in_flight() -> None:
