@@ -85,6 +85,13 @@ def test_other_calls_keep_botocores_retries(endpoint: str) -> None:
     assert clients.dynamodb.meta.config.retries["total_max_attempts"] == 3
 
 
+def holding_writer(proxy: ThrottlingProxy, table: str, sleeps: list[float], **options: Any) -> Any:
+    """A batch writer whose recorded sleeps show its waits after refusals: at 1,000 items/s
+    the pacer's own waits for 10 items stay far shorter."""
+    ctx = context(endpoint=proxy.endpoint, sleeps=sleeps)
+    return build({"table": table, "min_rate_per_s": 1000.0, **options}, ctx)
+
+
 def test_a_call_the_table_refuses_whole_waits_before_it_goes_again(
     endpoint: str, dynamodb: Any, unique: str
 ) -> None:
@@ -95,15 +102,9 @@ def test_a_call_the_table_refuses_whole_waits_before_it_goes_again(
     create_table(dynamodb, table, stream_view=None)
     sleeps: list[float] = []
     with ThrottlingProxy(endpoint, throttle_every=1) as proxy:
-        ctx = context(endpoint=proxy.endpoint, sleeps=sleeps)
-        options = {
-            "table": table,
-            "max_attempts": 4,
-            "base_delay_s": 0.25,
-            "max_delay_s": 0.75,
-            "min_rate_per_s": 1000.0,  # the pacer's own waits for 10 items stay short
-        }
-        consumer = build(options, ctx)
+        consumer = holding_writer(
+            proxy, table, sleeps, max_attempts=4, base_delay_s=0.25, max_delay_s=0.75
+        )
         with pytest.raises(TransientError, match="after up to 4 attempts"):
             consumer(records(10))
         consumer.close()
@@ -126,15 +127,9 @@ def test_the_wait_doubles_per_refusal_not_per_ride_and_rides_are_not_attempts(
     sleeps: list[float] = []
     # calls 1-3 write the first half of what they carry, call 4 is refused whole
     with ThrottlingProxy(endpoint, throttle_every=4, partial_every=1) as proxy:
-        ctx = context(endpoint=proxy.endpoint, sleeps=sleeps)
-        options = {
-            "table": table,
-            "max_attempts": 2,
-            "base_delay_s": 1.0,
-            "max_delay_s": 10.0,
-            "min_rate_per_s": 1000.0,  # the pacer's own waits for 10 items stay short
-        }
-        consumer = build(options, ctx)
+        consumer = holding_writer(
+            proxy, table, sleeps, max_attempts=2, base_delay_s=1.0, max_delay_s=10.0
+        )
         consumer(records(10))
         consumer.close()
         assert proxy.calls["throttled"] == 1
