@@ -286,7 +286,7 @@ class BatchWriteConsumer:
         """One slot: calls until the queue is settled (or stopped, or a call failed)."""
         while (call := queue.take()) is not None:
             try:
-                unprocessed = self._send(call)
+                unprocessed = self._send(call, queue)
             except BaseException as exc:
                 queue.fail(call, exc)
                 raise
@@ -294,7 +294,7 @@ class BatchWriteConsumer:
             if back:
                 self._stats.add("unprocessed_retries", back)
 
-    def _send(self, call: list[Queued[_Write]]) -> list[Queued[_Write]]:
+    def _send(self, call: list[Queued[_Write]], queue: WriteQueue[_Write]) -> list[Queued[_Write]]:
         """One BatchWriteItem call; returns its writes that were not processed. A throttled
         call (nothing fitted) returns them all: they go back to the queue, and the pacer,
         not this slot, decides when calls go again. Other transient errors (5xx, connection)
@@ -311,7 +311,8 @@ class BatchWriteConsumer:
         except TransientError as exc:
             if not exc.throttled:
                 raise
-            self._hold(call)
+            if queue.refusal_sends_back(call):  # else the batch ends now (settle)
+                self._hold(call)
             return list(call)
         self.rate.accepted(len(requests) - len(answer.unprocessed))
         if answer.unprocessed:
@@ -331,11 +332,9 @@ class BatchWriteConsumer:
         ``max_delay_s`` and never over ``HOLD_MAX_S``, the second half drawn at random.
         Without it, a batch's last writes of a drained partition went round as fast as the
         pacer let them and used up their ``max_attempts`` in a few milliseconds (ADR 0032).
-        Other slots go on meanwhile; nothing waits when no write of the call goes back."""
-        refusals = [q.refusals + 1 for q in call]  # this one included (settled after)
-        if self._context.stop.is_set() or min(refusals) >= self._options.max_attempts:
-            return  # nothing goes back: the batch ends now (see WriteQueue.settle)
-        row = max(refusals)
+        Other slots go on meanwhile. The caller holds only a call some of whose writes go
+        back (``WriteQueue.refusal_sends_back``)."""
+        row = max(q.refusals for q in call) + 1  # this refusal included (settled after)
         ceiling = min(
             HOLD_MAX_S, self._options.max_delay_s, self._options.base_delay_s * 2 ** (row - 1)
         )

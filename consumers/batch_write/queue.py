@@ -118,6 +118,13 @@ class WriteQueue(Generic[T]):
             return True
         return sum(q.size for q in self._waiting) >= self._max_bytes
 
+    def refusal_sends_back(self, call: Sequence[Queued[T]]) -> bool:
+        """Whether ``settle(call, call)`` (the call refused whole) would send any of its
+        writes back, rather than exhaust them all: the writer waits only then."""
+        if self._stopped():
+            return False
+        return min(q.refusals for q in call) + 1 < self._max_attempts
+
     def settle(self, call: Sequence[Queued[T]], unprocessed: Iterable[Queued[T]] = ()) -> int:
         """``call`` came back; ``unprocessed`` (of its writes) go to the back, in their
         order, unless they are exhausted. Returns how many went back."""
