@@ -33,6 +33,10 @@ class EventName(enum.StrEnum):
     REMOVE = "REMOVE"
 
 
+#: the names a record may carry (``EventName.__members__`` builds a mapping proxy per call)
+_EVENT_NAMES = frozenset(EventName.__members__)
+
+
 class StreamRecord:
     """One change, as delivered by DynamoDB Streams (or by Lambda, or read from an archive).
 
@@ -116,9 +120,10 @@ class StreamRecord:
         seq = ddb.get("SequenceNumber")
         if not isinstance(seq, str) or not seq.isdigit():
             raise RecordError(f"stream record has no valid dynamodb.SequenceNumber: {seq!r}")
-        if raw.get("eventName") not in EventName.__members__:
+        name = raw.get("eventName")
+        if not isinstance(name, str) or name not in _EVENT_NAMES:
             raise RecordError(
-                f"eventName {raw.get('eventName')!r} is not INSERT, MODIFY or REMOVE",
+                f"eventName {name!r} is not INSERT, MODIFY or REMOVE",
                 sequence_number=seq,
             )
         if not isinstance(ddb.get("Keys"), dict) or not ddb["Keys"]:

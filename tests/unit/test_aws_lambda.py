@@ -96,6 +96,21 @@ def test_malformed_records_are_dead_lettered_whole_not_reported(dead_letters: Pa
     assert entry.route == "-"
 
 
+def test_a_record_whose_event_name_is_not_text_is_dead_lettered_not_raised(
+    dead_letters: Path,
+) -> None:
+    """An eventName that is a list (nothing types the event Lambda hands over) is a malformed
+    record like any other: stored whole with its reason while the rest is delivered. It once
+    raised TypeError out of the handler, failing the whole batch on every retry."""
+    ev = event("esm_success")
+    ev["Records"][2]["eventName"] = ["MODIFY"]
+    assert aws_lambda.handler(ev, None) == {"batchItemFailures": []}
+    (entry,) = read_dead_letters(dead_letters)
+    assert entry.record == ev["Records"][2]
+    assert "eventName" in entry.error_message
+    assert seqs(ev, 0, 1, 3) == lambda_consumer.DELIVERED
+
+
 def test_empty_event_is_a_no_op(dead_letters: Path) -> None:
     """An event without records answers no failures and builds nothing."""
     assert aws_lambda.handler({"Records": []}, None) == {"batchItemFailures": []}

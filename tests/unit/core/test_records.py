@@ -177,6 +177,19 @@ def test_key_id_is_equal_for_the_same_item_only() -> None:
             "eventName",
         ),
         ({"eventID": "1", "eventName": "INSERT", "dynamodb": {"SequenceNumber": "1"}}, "Keys"),
+        # an eventName that is not text (nothing types a Lambda event or a redrive file):
+        # a RecordError like any other, never a TypeError that fails the whole batch
+        *(
+            (
+                {
+                    "eventID": "1",
+                    "eventName": name,
+                    "dynamodb": {"SequenceNumber": "1", "Keys": {"a": {"S": "1"}}},
+                },
+                "eventName",
+            )
+            for name in (["INSERT"], {"S": "INSERT"}, None, 1)
+        ),
     ],
 )
 def test_from_wire_rejects_malformed_records(raw: Any, reason: str) -> None:
