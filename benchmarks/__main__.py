@@ -34,7 +34,7 @@ from benchmarks import (
 )
 from benchmarks.pages import page
 from processor.process import tune_gc
-from processor.testing import moto_server
+from processor.testing import moto_process, moto_server
 
 ROUNDS = 7
 RESULTS = Path(__file__).with_name("results.md")
@@ -207,6 +207,13 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _apart(*sections: Callable[[str], list[str]]) -> list[list[str]]:
+    """Sections measured against a moto server in a process of its own (benchmarks.capacity
+    says why)."""
+    with moto_process() as apart:
+        return [section(apart) for section in sections]
+
+
 def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     tune_gc()  # as `dsp run` does; both sides of every comparison run under it
@@ -214,14 +221,13 @@ def main() -> int:
     with moto_server() as endpoint:
         sections = [
             decode_rows(bodies),
-            lambda_path.rows(),
+            lambda_path.isolated_rows(),
             webhook_rows(),
             fairness.rows(),
             tenants.rows(),
             wall_rows(),
             batch_writes.rows(endpoint),
-            capacity.rows(endpoint),
-            capacity.repeated(endpoint, CAPACITY_ROUNDS),
+            *_apart(capacity.rows, lambda apart: capacity.repeated(apart, CAPACITY_ROUNDS)),
             whole_process.rows(endpoint),
             e2e.rows(endpoint),
             staleness.rows(endpoint),

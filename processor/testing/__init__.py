@@ -1,7 +1,8 @@
 """Helpers for tests (ours and users'): real local servers and record builders.
 
 * :func:`moto_server` - an embedded DynamoDB + Streams + SQS endpoint on 127.0.0.1
-  (needs the ``test`` extra: ``moto[server]``).
+  (needs the ``test`` extra: ``moto[server]``); :func:`moto_process` runs it in a process
+  of its own (for measurements).
 * :class:`WebhookReceiver` - a real HTTP server on 127.0.0.1 that records every request and
   answers with scripted statuses.
 * :func:`make_record` - a stream record in DynamoDB JSON, as GetRecords returns it.
@@ -23,7 +24,7 @@ from processor.testing.kinesis import kds_payload, put_change
 from processor.testing.kinesis_double import KinesisDouble, KinesisShard
 from processor.testing.memory_source import MemorySource
 from processor.testing.receiver import ReceivedRequest, WebhookReceiver, self_signed_certificate
-from processor.testing.servers import dynamodb_local, moto_server
+from processor.testing.servers import dynamodb_local, moto_process, moto_server
 from processor.testing.stream_double import Scenario, ShardSpec, StreamDouble
 from processor.testing.throttling_proxy import ThrottlingProxy
 
@@ -45,6 +46,7 @@ __all__ = [
     "item_wcu",
     "kds_payload",
     "make_record",
+    "moto_process",
     "moto_server",
     "put_change",
     "scan_all",

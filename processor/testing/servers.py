@@ -8,11 +8,12 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["dynamodb_local", "moto_server"]
+__all__ = ["dynamodb_local", "moto_process", "moto_server"]
 
 
 @contextlib.contextmanager
@@ -25,12 +26,7 @@ def moto_server(port: int = 0) -> Iterator[str]:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        os.environ.setdefault(name, value)
+    _dummy_credentials()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound = server.get_host_and_port()
@@ -38,6 +34,17 @@ def moto_server(port: int = 0) -> Iterator[str]:
         yield f"http://{host}:{bound}"
     finally:
         server.stop()
+
+
+def _dummy_credentials() -> None:
+    """Dummy AWS credentials in the environment if none are set (the local servers accept
+    any)."""
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(name, value)
 
 
 def _free_port() -> int:
@@ -57,28 +64,31 @@ def dynamodb_local(directory: str | Path, *, java: str = "java") -> Iterator[str
     if not jars:
         raise RuntimeError(f"no DynamoDBLocal.jar under {directory}: run make test-dynamodb-local")
     jar = jars[-1].resolve()
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        os.environ.setdefault(name, value)
+    _dummy_credentials()
     port = _free_port()
-    process = subprocess.Popen(  # noqa: S603 - the JRE and Amazon's jar, fixed arguments
-        [
-            java,
-            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(jar),
-            "-inMemory",
-            "-port",
-            str(port),
-        ],
-        cwd=jar.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    argv = [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar)]
+    with _served([*argv, "-inMemory", "-port", str(port)], port, "DynamoDB Local", jar.parent):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def moto_process() -> Iterator[str]:
+    """:func:`moto_server` in a process of its own, for measurements: a writer sharing its
+    interpreter with moto waits on moto's work for the GIL (and on its heap's collections),
+    which DynamoDB never makes it do. Yields the endpoint URL."""
+    _dummy_credentials()
+    port = _free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with _served(argv, port, "the moto server", Path.cwd()):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def _served(argv: list[str], port: int, name: str, cwd: Path) -> Iterator[None]:
+    """Run ``argv`` until it listens on 127.0.0.1:``port``; stop it on leaving."""
+    process = subprocess.Popen(  # noqa: S603 - a fixed server command line of our own
+        argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -87,9 +97,9 @@ def dynamodb_local(directory: str | Path, *, java: str = "java") -> Iterator[str
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("DynamoDB Local did not start") from None
+                    raise RuntimeError(f"{name} did not start") from None
                 time.sleep(0.2)
-        yield url
+        yield
     finally:
         process.terminate()
         try:
