@@ -5,7 +5,8 @@ Streams for DynamoDB writes them (base64 JSON; Powertools' handler decodes the i
 the TypeDeserializer its DynamoDB stream records use, there being no typed DynamoDB record
 for Kinesis), each arriving
 JSON-decoded, as Lambda hands it. Records/s per core (CPU time,
-alternating rounds, medians), and the cold start of each: a fresh interpreter's imports plus
+alternating rounds of 6,000 records, medians; `make bench` runs these rows in a fresh
+interpreter, see ``isolated_rows``), and the cold start of each: a fresh interpreter's imports plus
 its first event, wall clock, median of several processes. Ours starts from the package
 `make lambda-zip` builds (`build_zip.py --tree`), as Lambda runs it: the package on
 PYTHONPATH and no site-packages."""
